@@ -1,0 +1,323 @@
+"""Grooming a cohort: what real meshes need before shape modelling.
+
+Per shape (in parallel processes): read, convert units, clean, optionally make watertight,
+optionally decimate/remesh to a target vertex count. Then for the cohort: pick a reference,
+centre it, and align every shape to it (rigid or similarity). Normals are recomputed from the
+groomed geometry (orientation made consistent and outward; `Mesh.vertex_normals` derives them).
+
+Outputs: one PLY per shape and `groom.json`, a manifest with, per shape, the source file, the 4x4
+transform from the input file's frame to the groomed frame, its scale, and quality figures, so
+every later result can be mapped back into each input's original frame. A file that cannot be
+groomed is reported in the manifest's `failed` list and skipped; it never stops the others.
+Every file is written atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Literal, Sequence
+
+import numpy as np
+
+from shapeatlas.errors import MeshError, ShapeAtlasError
+from shapeatlas.mesh.align import align_to_reference, translation
+from shapeatlas.mesh.checks import PLAUSIBLE_DIAGONAL_MM
+from shapeatlas.mesh.core import Mesh
+from shapeatlas.mesh.io import is_mesh_file, read_mesh, write_mesh, write_text_atomic
+from shapeatlas.mesh.remesh import DEFAULT_GRID_RESOLUTION, clean, decimate, make_watertight
+
+log = logging.getLogger(__name__)
+
+MANIFEST_NAME = "groom.json"
+MANIFEST_VERSION = 1
+#: Millimetres per input unit.
+UNIT_SCALE = {"mm": 1.0, "cm": 10.0, "m": 1000.0}
+
+
+@dataclass(frozen=True)
+class GroomOptions:
+    """Switches and parameters of `groom_cohort` (every step can be turned off)."""
+
+    clean: bool = True
+    """Merge duplicate vertices, drop degenerate/duplicate faces, keep the largest component."""
+    watertight: bool = False
+    """Rebuild a closed surface from the generalised winding number (so volumes are defined)."""
+    grid_resolution: int = DEFAULT_GRID_RESOLUTION
+    """Cells along the longest bounding-box side of the winding-number grid (--watertight)."""
+    target_vertices: int | None = None
+    """Decimate (or subdivide then decimate) to about this many vertices; None keeps them."""
+    decimation: Literal["quadric", "uniform"] = "quadric"
+    """Quadric keeps volume and thin parts; uniform gives more regular triangles."""
+    center: bool = True
+    """Translate the cohort so the reference's surface centroid is at the origin."""
+    align: Literal["none", "rigid", "similarity"] = "rigid"
+    """Alignment of every shape to the reference (similarity also normalises size)."""
+    reference: str | None = None
+    """Name (file stem) of the reference shape; default: the shape of median size."""
+    input_units: Literal["mm", "cm", "m"] = "mm"
+    """Units of the input coordinates; outputs are always in millimetres."""
+    n_jobs: int = 0
+    """Worker processes (0: one per CPU core, at most one per shape)."""
+
+
+@dataclass
+class GroomResult:
+    """What `groom_cohort` wrote: the manifest (as saved) and the output folder."""
+
+    out_dir: Path
+    manifest: dict = field(default_factory=dict)
+
+    @property
+    def shapes(self) -> list[dict]:
+        return self.manifest.get("shapes", [])
+
+    @property
+    def failed(self) -> list[dict]:
+        return self.manifest.get("failed", [])
+
+
+def find_mesh_files(folder: str | Path) -> list[Path]:
+    """Mesh files (by extension) directly inside `folder`, sorted by name."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ShapeAtlasError(f"{folder}: not a folder")
+    return sorted(p for p in folder.iterdir() if p.is_file() and is_mesh_file(p))
+
+
+def _prepare_one(path: str, opts: GroomOptions) -> dict:
+    """Stage 1 for one file (runs in a worker): read, scale, clean, close, decimate."""
+    t0 = time.perf_counter()
+    try:
+        mesh = read_mesh(path)
+        k = UNIT_SCALE[opts.input_units]
+        if k != 1.0:
+            mesh = mesh.with_vertices(mesh.vertices * k)
+        diag = float(np.linalg.norm(mesh.extent))
+        if not PLAUSIBLE_DIAGONAL_MM[0] <= diag <= PLAUSIBLE_DIAGONAL_MM[1]:
+            raise MeshError(
+                path,
+                f"bounding-box diagonal is {diag:.4g} mm, implausible for an organ: "
+                f"are the coordinates in {opts.input_units}? (set --input-units)",
+            )
+        if opts.clean:
+            mesh = clean(mesh)
+        voxel_volume = None
+        if opts.watertight:
+            mesh, voxel_volume = make_watertight(mesh, resolution=opts.grid_resolution)
+        if opts.target_vertices:
+            mesh = decimate(mesh, target_vertices=opts.target_vertices, method=opts.decimation)
+        return {
+            "ok": True,
+            "vertices": np.asarray(mesh.vertices),
+            "faces": np.asarray(mesh.faces),
+            "unit_scale": k,
+            "voxel_volume_mm3": voxel_volume,
+            "seconds": time.perf_counter() - t0,
+        }
+    except ShapeAtlasError as exc:
+        return {"ok": False, "error": str(exc)}
+    except Exception as exc:  # a library failing deep inside: report, keep the cohort going
+        return {"ok": False, "error": f"{path}: unexpected {type(exc).__name__}: {exc}"}
+
+
+def _align_one(args) -> dict:
+    verts, faces, ref_verts, ref_faces, scale = args
+    al = align_to_reference(Mesh(verts, faces), Mesh(ref_verts, ref_faces), scale=scale)
+    return {"matrix": al.matrix, "scale": al.scale, "rms": al.rms}
+
+
+def _map(fn, items: Sequence, n_jobs: int, progress: Callable[[int], None] | None):
+    """Apply `fn` to `items` in order, in a process pool when n_jobs > 1."""
+    out = []
+    if n_jobs <= 1 or len(items) <= 1:
+        for it in items:
+            out.append(fn(it))
+            if progress:
+                progress(1)
+        return out
+    with ProcessPoolExecutor(max_workers=n_jobs) as ex:
+        try:
+            for r in ex.map(fn, items, chunksize=1):
+                out.append(r)
+                if progress:
+                    progress(1)
+        except BaseException:
+            ex.shutdown(wait=False, cancel_futures=True)
+            raise
+    return out
+
+
+def _unique_names(paths: Sequence[Path]) -> list[str]:
+    names, seen = [], {}
+    for p in paths:
+        stem = p.stem
+        n = seen.get(stem, 0)
+        seen[stem] = n + 1
+        names.append(stem if n == 0 else f"{stem}_{n + 1}")
+    return names
+
+
+def choose_reference(names: Sequence[str], sizes: Sequence[float], requested: str | None) -> int:
+    """Index of the reference shape: the requested name, else the one of median size.
+
+    Size is the enclosed volume for closed surfaces, else the surface area. Ties go to the
+    first name in sorted order, so the choice is deterministic.
+    """
+    if requested is not None:
+        if requested not in names:
+            raise ShapeAtlasError(
+                f"reference shape {requested!r} is not among the groomed shapes "
+                f"({len(names)} shapes, e.g. {', '.join(list(names)[:3])})"
+            )
+        return list(names).index(requested)
+    order = sorted(range(len(names)), key=lambda i: (sizes[i], names[i]))
+    return order[(len(order) - 1) // 2]
+
+
+def groom_cohort(
+    inputs: Sequence[str | Path] | str | Path,
+    out_dir: str | Path,
+    options: GroomOptions | None = None,
+    *,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> GroomResult:
+    """Groom a cohort of meshes and write them, with `groom.json`, into `out_dir`.
+
+    inputs: a folder of mesh files, or a list of files.
+    progress: optional callback `(stage, done_increment, stage_total)`, called as work finishes.
+
+    Raises `ShapeAtlasError` when nothing could be groomed or the options are invalid; single
+    bad files are listed in the manifest's `failed` entries instead.
+    """
+    opts = options or GroomOptions()
+    if opts.align not in ("none", "rigid", "similarity"):
+        raise ShapeAtlasError(f"align must be 'none', 'rigid' or 'similarity', got {opts.align!r}")
+    if opts.input_units not in UNIT_SCALE:
+        raise ShapeAtlasError(f"input_units must be one of {sorted(UNIT_SCALE)}, got {opts.input_units!r}")
+    if opts.target_vertices is not None and opts.target_vertices < 100:
+        raise ShapeAtlasError(f"target_vertices must be at least 100, got {opts.target_vertices}")
+    if isinstance(inputs, (str, Path)) and Path(inputs).is_dir():
+        paths = find_mesh_files(inputs)
+        if not paths:
+            raise ShapeAtlasError(f"{inputs}: no mesh files (.obj .ply .stl .off .vtk .vtp) found")
+    else:
+        paths = [Path(p) for p in ([inputs] if isinstance(inputs, (str, Path)) else inputs)]
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    n_jobs = opts.n_jobs or (os.cpu_count() or 1)
+    n_jobs = max(1, min(n_jobs, len(paths)))
+    names = _unique_names(paths)
+    t0 = time.perf_counter()
+
+    def tick(stage: str, total: int):
+        return (lambda k: progress(stage, k, total)) if progress else None
+
+    from functools import partial
+
+    prepared = _map(partial(_prepare_one, opts=opts), [str(p) for p in paths], n_jobs,
+                    tick("prepare", len(paths)))
+    ok = [i for i, r in enumerate(prepared) if r["ok"]]
+    failed = [{"name": names[i], "source": str(paths[i].resolve()), "error": prepared[i]["error"]}
+              for i, r in enumerate(prepared) if not r["ok"]]
+    for f in failed:
+        log.warning("skipped %s", f["error"])
+    if not ok:
+        raise ShapeAtlasError(
+            f"none of the {len(paths)} inputs could be groomed; first problem: {failed[0]['error']}"
+        )
+    meshes = {i: Mesh(prepared[i]["vertices"], prepared[i]["faces"], name=names[i]) for i in ok}
+    sizes = [meshes[i].volume if meshes[i].is_watertight else meshes[i].area for i in ok]
+    ref_pos = choose_reference([names[i] for i in ok], sizes, opts.reference)
+    ref = meshes[ok[ref_pos]]
+    to_origin = translation(-ref.centroid) if opts.center else np.eye(4)
+
+    if opts.align == "none":
+        aligned = [
+            {"matrix": translation(-meshes[i].centroid) if opts.center else np.eye(4),
+             "scale": 1.0, "rms": None}
+            for i in ok
+        ]
+    else:
+        jobs = [(meshes[i].vertices, meshes[i].faces, ref.vertices, ref.faces,
+                 opts.align == "similarity") for i in ok]
+        aligned = _map(_align_one, jobs, n_jobs, tick("align", len(ok)))
+        for a in aligned:
+            a["matrix"] = to_origin @ a["matrix"]
+
+    shapes = []
+    write_tick = tick("write", len(ok))
+    for i, a in zip(ok, aligned):
+        k_units = prepared[i]["unit_scale"]
+        out_mesh = meshes[i].transformed(a["matrix"])
+        units = np.diag([k_units, k_units, k_units, 1.0])
+        matrix = a["matrix"] @ units  # input file frame -> groomed frame
+        out_path = out_dir / f"{names[i]}.ply"
+        write_mesh(out_mesh, out_path)
+        entry = {
+            "name": names[i],
+            "source": str(paths[i].resolve()),
+            "output": out_path.name,
+            "transform": np.round(matrix, 12).tolist(),
+            "scale": float(a["scale"]) * k_units,
+            "n_vertices": out_mesh.n_vertices,
+            "n_faces": out_mesh.n_faces,
+            "watertight": bool(out_mesh.is_watertight),
+            "volume_ml": round(out_mesh.volume / 1000.0, 6) if out_mesh.is_watertight else None,
+            "area_mm2": round(out_mesh.area, 4),
+            "align_rms_mm": None if a["rms"] is None else round(float(a["rms"]), 6),
+        }
+        if prepared[i]["voxel_volume_mm3"] is not None:
+            # The voxelised input lives in the input frame; a similarity scales volumes by k^3.
+            entry["voxel_volume_ml"] = round(
+                prepared[i]["voxel_volume_mm3"] * float(a["scale"]) ** 3 / 1000.0, 6
+            )
+        shapes.append(entry)
+        if write_tick:
+            write_tick(1)
+
+    manifest = {
+        "format": "shapeatlas-groom",
+        "version": MANIFEST_VERSION,
+        "options": asdict(opts),
+        "reference": ref.name,
+        "units": "mm",
+        "n_inputs": len(paths),
+        "shapes": shapes,
+        "failed": failed,
+    }
+    write_text_atomic(out_dir / MANIFEST_NAME, json.dumps(manifest, indent=1) + "\n")
+    log.info("groomed %d of %d shapes into %s in %.1f s", len(shapes), len(paths), out_dir,
+             time.perf_counter() - t0)
+    return GroomResult(out_dir=out_dir, manifest=manifest)
+
+
+def load_manifest(folder: str | Path) -> dict:
+    """Read and check a `groom.json`."""
+    path = Path(folder) / MANIFEST_NAME
+    if not path.is_file():
+        raise ShapeAtlasError(f"{folder}: no {MANIFEST_NAME} (not a groomed folder)")
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ShapeAtlasError(f"{path}: not valid JSON ({exc})") from exc
+    if manifest.get("format") != "shapeatlas-groom":
+        raise ShapeAtlasError(f"{path}: not a shapeatlas groom manifest")
+    if manifest.get("version", 0) > MANIFEST_VERSION:
+        raise ShapeAtlasError(
+            f"{path}: written by a newer shapeatlas (manifest version {manifest['version']}); "
+            "upgrade shapeatlas"
+        )
+    return manifest
+
+
+def load_groomed(folder: str | Path) -> tuple[list[Mesh], dict]:
+    """The groomed meshes of a folder (in manifest order) and its manifest."""
+    manifest = load_manifest(folder)
+    meshes = [read_mesh(Path(folder) / s["output"]) for s in manifest["shapes"]]
+    return meshes, manifest
