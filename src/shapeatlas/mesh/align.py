@@ -23,7 +23,9 @@ from shapeatlas.mesh.core import Mesh
 
 #: Points used per shape in the coarse multi-start search.
 COARSE_POINTS = 500
-#: ICP iterations in the coarse search and in the final refinement.
+#: ICP iterations from each of the 24 starts, how many starts survive, and their further steps.
+SCREEN_ITERATIONS = 5
+SCREEN_KEEP = 4
 COARSE_ITERATIONS = 15
 FINE_ITERATIONS = 60
 #: Relative change of the RMS distance below which ICP stops.
@@ -148,8 +150,9 @@ def _subsample(p: np.ndarray, n: int) -> np.ndarray:
 def align_to_reference(mesh: Mesh, reference: Mesh, *, scale: bool = False) -> Alignment:
     """Align `mesh` onto `reference` (rigid, or similarity with `scale=True`).
 
-    Tries the 24 principal-frame rotations with a coarse ICP and refines the best one; the
-    result does not depend on the shape's initial orientation (so 180-degree flips are undone).
+    Tries the 24 principal-frame rotations with a short coarse ICP, continues the best few and
+    refines the winner at full resolution; the result does not depend on the shape's initial
+    orientation (so 180-degree flips are undone).
     """
     c_s, ax_s, _ = principal_frame(mesh)
     c_r, ax_r, _ = principal_frame(reference)
@@ -158,19 +161,20 @@ def align_to_reference(mesh: Mesh, reference: Mesh, *, scale: bool = False) -> A
     dst_all = np.asarray(reference.vertices)
     src, dst = _subsample(src_all, COARSE_POINTS), _subsample(dst_all, COARSE_POINTS)
     src_tree, dst_tree = cKDTree(src), cKDTree(dst)
-    best = None
+    starts = []
     for p in _proper_signed_permutations():
         rot = ax_r @ p @ ax_s.T
         init = np.eye(4)
         init[:3, :3] = k0 * rot
         init[:3, 3] = c_r - k0 * rot @ c_s
-        m, k, rms = symmetric_icp(
-            src, dst, init, scale=scale, iterations=COARSE_ITERATIONS,
-            src_tree=src_tree, dst_tree=dst_tree,
-        )
-        if best is None or rms < best[2] - 1e-12:
-            best = (m, k, rms)
-    m, k, rms = symmetric_icp(src_all, dst_all, best[0], scale=scale, iterations=FINE_ITERATIONS)
+        starts.append(init)
+    # Successive halving: a few ICP steps from every start, then only the best go on.
+    for keep, iters in ((len(starts), SCREEN_ITERATIONS), (SCREEN_KEEP, COARSE_ITERATIONS)):
+        runs = [symmetric_icp(src, dst, m0, scale=scale, iterations=iters,
+                              src_tree=src_tree, dst_tree=dst_tree) for m0 in starts[:keep]]
+        order = sorted(range(len(runs)), key=lambda i: (runs[i][2], i))
+        starts = [runs[i][0] for i in order]
+    m, k, rms = symmetric_icp(src_all, dst_all, starts[0], scale=scale, iterations=FINE_ITERATIONS)
     return Alignment(matrix=m, scale=k, rms=rms)
 
 

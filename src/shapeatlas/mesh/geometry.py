@@ -58,22 +58,29 @@ def directed_edges(faces: np.ndarray) -> np.ndarray:
     return np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]], axis=0)
 
 
+def pair_codes(pairs: np.ndarray) -> tuple[np.ndarray, int]:
+    """Encode integer pairs (P, 2) as one int64 each (1-D unique is ~10x faster than axis=0)."""
+    base = int(pairs.max()) + 1 if pairs.size else 1
+    return pairs[:, 0].astype(np.int64) * base + pairs[:, 1], base
+
+
 def unique_edges(faces: np.ndarray) -> np.ndarray:
     """Undirected edges, each once, as sorted pairs `(i < j)`, sorted lexicographically.
 
     faces: (F, 3) -> (E, 2)
     """
-    if len(faces) == 0:
-        return np.zeros((0, 2), dtype=np.int64)
-    e = np.sort(directed_edges(faces), axis=1)
-    return np.unique(e, axis=0)
+    edges, _ = edge_face_counts(faces)
+    return edges
 
 
 def edge_face_counts(faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Undirected edges and how many faces share each. faces: (F, 3) -> (E, 2), (E,)"""
+    if len(faces) == 0:
+        return np.zeros((0, 2), dtype=np.int64), np.zeros(0, dtype=np.int64)
     e = np.sort(directed_edges(faces), axis=1)
-    edges, counts = np.unique(e, axis=0, return_counts=True)
-    return edges, counts
+    codes, base = pair_codes(e)
+    uniq, counts = np.unique(codes, return_counts=True)
+    return np.stack([uniq // base, uniq % base], axis=1), counts
 
 
 def is_watertight(faces: np.ndarray) -> bool:
@@ -85,15 +92,13 @@ def is_watertight(faces: np.ndarray) -> bool:
     if len(faces) == 0:
         return False
     d = directed_edges(faces)
-    # Each directed half-edge must appear exactly once, and its twin exactly once.
-    uniq, counts = np.unique(d, axis=0, return_counts=True)
-    if np.any(counts != 1):
+    codes, base = pair_codes(d)
+    uniq, counts = np.unique(codes, return_counts=True)
+    if np.any(counts != 1):  # a half-edge used twice: non-manifold or inconsistently oriented
         return False
-    twins = uniq[:, ::-1]
-    # uniq is sorted lexicographically; look each twin up by a structured key.
-    key = uniq[:, 0].astype(np.int64) * (int(uniq.max()) + 1) + uniq[:, 1]
-    tkey = twins[:, 0].astype(np.int64) * (int(uniq.max()) + 1) + twins[:, 1]
-    return bool(np.all(np.isin(tkey, key)))
+    twins = d[:, 1].astype(np.int64) * base + d[:, 0]
+    pos = np.searchsorted(uniq, twins)
+    return bool(np.all(pos < len(uniq)) and np.all(uniq[np.minimum(pos, len(uniq) - 1)] == twins))
 
 
 def signed_volume(verts: np.ndarray, faces: np.ndarray) -> float:
@@ -136,3 +141,49 @@ def area_weighted_centroid(verts: np.ndarray, faces: np.ndarray) -> np.ndarray:
     if total <= 0:
         return verts.mean(axis=0)
     return (centres * a[:, None]).sum(axis=0) / total
+
+
+def orient_faces_consistently(faces: np.ndarray) -> np.ndarray:
+    """Flip faces so neighbours traverse every shared (manifold) edge in opposite directions.
+
+    faces: (F, 3) -> (F, 3). Works component by component: a breadth-first spanning tree of the
+    face graph (faces joined across edges shared by exactly two faces) propagates the first
+    face's orientation. Non-manifold edges are ignored. Which side is "outward" is left to the
+    caller (see `signed_volume`). Vectorised except for one cheap pass over the BFS order; this
+    replaces trimesh's `repair.fix_winding`, which took ~0.6 s per 7k-face liver.
+    """
+    f = np.asarray(faces, dtype=np.int64)
+    n_faces = len(f)
+    if n_faces == 0:
+        return f.copy()
+    he = directed_edges(f)  # (3F, 2); half-edge h belongs to face h % F
+    face_of = np.tile(np.arange(n_faces), 3)
+    key, _ = pair_codes(np.sort(he, axis=1))
+    _, edge_id, counts = np.unique(key, return_inverse=True, return_counts=True)
+    edge_id = edge_id.reshape(-1)
+    interior = counts[edge_id] == 2
+    idx = np.flatnonzero(interior)
+    idx = idx[np.argsort(edge_id[idx], kind="stable")]
+    h1, h2 = idx[0::2], idx[1::2]
+    fa, fb = face_of[h1], face_of[h2]
+    # Same direction along the shared edge means the two faces disagree in orientation.
+    disagree = (he[h1, 0] == he[h2, 0]).astype(np.int8)
+    data = np.concatenate([disagree, disagree]) + 1  # +1 keeps zeros in the sparse matrix
+    graph = sparse.csr_matrix(
+        (data, (np.concatenate([fa, fb]), np.concatenate([fb, fa]))), shape=(n_faces, n_faces)
+    )
+    n_comp, labels = csgraph.connected_components(graph, directed=False)
+    flip = np.zeros(n_faces, dtype=bool)
+    seen = np.zeros(n_comp, dtype=bool)
+    for root in range(n_faces):
+        if seen[labels[root]]:
+            continue
+        seen[labels[root]] = True
+        order, pred = csgraph.breadth_first_order(graph, root, directed=False,
+                                                  return_predecessors=True)
+        parity = np.asarray(graph[pred[order[1:]], order[1:]]).ravel() - 1
+        for child, p, d in zip(order[1:].tolist(), pred[order[1:]].tolist(), parity.tolist()):
+            flip[child] = flip[p] ^ bool(d)
+    out = f.copy()
+    out[flip] = out[flip][:, ::-1]
+    return out

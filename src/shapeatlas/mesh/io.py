@@ -10,6 +10,7 @@ half-written mesh behind.
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import warnings
 from pathlib import Path
@@ -50,12 +51,14 @@ def is_mesh_file(path: str | Path) -> bool:
 
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
-    """Silence meshio's warnings and chatty logger while it parses."""
+    """Silence meshio while it works: it prints to stdout/stderr and warns on its own."""
     mlog = logging.getLogger("meshio")
     level = mlog.level
     mlog.setLevel(logging.ERROR)
+    sink = io.StringIO()
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), contextlib.redirect_stdout(sink), \
+                contextlib.redirect_stderr(sink):
             warnings.simplefilter("ignore")
             yield
     finally:
@@ -105,7 +108,7 @@ def _read_meshio(path: Path, suffix: str) -> tuple[np.ndarray, np.ndarray, dict]
     try:
         with _quiet():
             m = meshio.read(path, file_format=READ_FORMATS[suffix])
-    except Exception as exc:  # meshio raises many types; the user needs only the reason
+    except (Exception, SystemExit) as exc:  # meshio raises many types, even SystemExit
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise MeshError(path, f"could not be parsed as {suffix[1:].upper()}: {reason}") from exc
     verts = np.asarray(m.points)

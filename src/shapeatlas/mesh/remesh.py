@@ -37,6 +37,8 @@ DEFAULT_GRID_RESOLUTION = 96
 COARSE_FACTOR = 3
 #: Half-width, in fine cells, of the band around the surface where it is evaluated exactly.
 NARROW_BAND_CELLS = 3
+#: Quadric decimation first collapses shortest edges down to this many times the target faces.
+QUADRIC_PREDECIMATION = 3
 #: Below this share of the enclosed volume in the largest part, `make_watertight` refines its grid.
 MIN_KEPT_VOLUME_FRACTION = 0.99
 
@@ -88,15 +90,11 @@ def _largest_component(mesh: Mesh) -> Mesh:
 
 def orient_outward(mesh: Mesh) -> Mesh:
     """Make face winding consistent and, for closed surfaces, outward (positive volume)."""
-    import trimesh
-
     faces = np.asarray(mesh.faces)
     # Consistent orientation <=> no directed half-edge is used twice (checked cheaply first).
-    _, counts = np.unique(geo.directed_edges(faces), axis=0, return_counts=True)
+    _, counts = np.unique(geo.pair_codes(geo.directed_edges(faces))[0], return_counts=True)
     if np.any(counts > 1):
-        tm = trimesh.Trimesh(np.array(mesh.vertices), np.array(faces), process=False)
-        trimesh.repair.fix_winding(tm)
-        faces = np.asarray(tm.faces)
+        faces = geo.orient_faces_consistently(faces)
     # For a closed surface this makes the normals outward; for an open one it picks the side
     # whose flux through the surface is positive, the same convention the winding number uses.
     if geo.signed_volume(np.asarray(mesh.vertices), faces) < 0:
@@ -230,8 +228,7 @@ def make_watertight(
     voxel_volume = float(inside.sum()) * step**3
     verts, faces, _, _ = marching_cubes(w, level=WINDING_LEVEL, spacing=(step, step, step))
     verts = verts.astype(np.float64) + origin
-    faces = faces.astype(np.int64)
-    verts, faces, _ = merge_duplicate_vertices(verts, faces)
+    faces = faces.astype(np.int64)  # scikit-image's marching cubes already shares vertices
     out = _largest_component(Mesh(verts, faces, name=mesh.name))
     if geo.signed_volume(np.asarray(out.vertices), np.asarray(out.faces)) < 0:
         out = Mesh(out.vertices, out.faces[:, ::-1], name=mesh.name)
@@ -269,13 +266,20 @@ def decimate(
     target_faces = max(4, 2 * target_vertices - 2 * chi)
     if target_faces >= len(f):
         return Mesh(v, f, name=mesh.name)
+    if method == "quadric" and len(f) > QUADRIC_PREDECIMATION * target_faces:
+        # QSlim's cost grows with the input; a cheap shortest-edge pass first removes the
+        # marching-cubes over-sampling (tiny edges), which QSlim would collapse first anyway.
+        v, f = _igl_collapse(igl.decimate, v, f, QUADRIC_PREDECIMATION * target_faces)
     fn = igl.qslim if method == "quadric" else igl.decimate
+    v2, f2 = _igl_collapse(fn, v, f, target_faces)
+    return _drop_unused(Mesh(v2, f2, name=mesh.name))
+
+
+def _igl_collapse(fn, v: np.ndarray, f: np.ndarray, target_faces: int):
     out = fn(np.asfortranarray(v), np.asfortranarray(f, dtype=np.int32), int(target_faces))
     # libigl returns (V, F, J, I) here; older releases prepended a success flag.
     arrays = [x for x in out if isinstance(x, np.ndarray) and x.ndim == 2]
-    v2 = np.asarray(arrays[0], dtype=np.float64)
-    f2 = np.asarray(arrays[1], dtype=np.int64)
-    return _drop_unused(Mesh(v2, f2, name=mesh.name))
+    return np.asarray(arrays[0], dtype=np.float64), np.asarray(arrays[1], dtype=np.int64)
 
 
 def _subdivide(v: np.ndarray, f: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

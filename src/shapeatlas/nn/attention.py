@@ -1,0 +1,190 @@
+"""Soft correspondence between atlas and shape vertices by attention on their embeddings.
+
+For every atlas vertex k, the weights over a shape's vertices are
+
+    a_kv = softmax_v(lambda * cos(e_k, f_v)),
+
+and the atlas vertex is placed at the weighted mean of the shape's points, p_k = sum_v a_kv P_v
+(the rows of A^T P in Atlas-R-ASMG's notation, arXiv 2403.06317). A large sharpness lambda (1e4 in
+the paper) makes the assignment nearly hard while keeping it differentiable.
+
+The K x V weight matrix is never built whole: atlas vertices are processed in chunks whose
+(chunk, V) buffers fit a memory budget. Under autograd, each chunk's softmax would still be kept
+for the backward pass (K x V again), so `checkpoint=True` recomputes each chunk during backward
+instead (`torch.utils.checkpoint`, non-reentrant), which bounds the backward's memory too.
+
+Numerics: the logits reach +-lambda (1e4); `torch.softmax` subtracts the row maximum, so nothing
+overflows, and the float32 rounding of a cosine (~6e-8) moves a logit by < 1e-3, which changes the
+weights by < 0.1 %. Half-precision inputs are computed in float32. On GPUs with TF32 matrix
+products enabled (`torch.set_float32_matmul_precision("high")`), the cosines carry only ~3 digits
+and the logits move by up to ~10 at lambda = 1e4: keep "highest" precision around this call.
+
+Shapes: `K` atlas vertices, `V` shape vertices, `D` embedding size.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils.checkpoint import checkpoint as _checkpoint
+
+__all__ = ["Correspondence", "attention_correspondence", "rows_per_chunk"]
+
+#: Embedding norms below this are treated as this when normalising for the cosine similarity.
+COSINE_EPS = 1e-8
+#: (rows x columns) buffers one chunk may hold at once: logits, weights and, in the backward pass,
+#: their two gradients. The chunk size is budget / (this * columns * bytes per element).
+BUFFERS_PER_ROW = 4
+
+
+@dataclass(frozen=True, eq=False)
+class Correspondence:
+    """Where each atlas vertex lands on a shape, and how sure the attention is.
+
+    points: (K, 3) soft-corresponded positions A^T P.
+    confidence: (K,) the largest attention weight of each atlas vertex, in (0, 1]; 1 means the
+        weights are all on one shape vertex.
+    best_atlas_vertex: (V,) long, for each shape vertex the atlas vertex of highest cosine.
+    """
+
+    points: Tensor
+    confidence: Tensor
+    best_atlas_vertex: Tensor
+
+
+def rows_per_chunk(n_columns: int, *, memory_budget_mb: float, itemsize: int = 4) -> int:
+    """How many rows of a (rows, n_columns) similarity block fit the memory budget (at least 1)."""
+    if memory_budget_mb <= 0:
+        raise ValueError(f"memory_budget_mb must be positive, got {memory_budget_mb}")
+    per_row = BUFFERS_PER_ROW * max(n_columns, 1) * itemsize
+    return max(1, math.floor(memory_budget_mb * 2**20 / per_row))
+
+
+def _attend(atlas_rows: Tensor, shape_unit: Tensor, points: Tensor) -> tuple[Tensor, Tensor]:
+    """One chunk. atlas_rows: (k, D) unit rows pre-scaled by lambda; shape_unit: (V, D);
+    points: (V, 3) -> points (k, 3), confidence (k,)."""
+    weights = torch.softmax(atlas_rows @ shape_unit.T, dim=1)  # (k, V); softmax subtracts the max
+    return weights @ points, weights.amax(dim=1)
+
+
+def attention_correspondence(
+    atlas_emb: Tensor,
+    shape_emb: Tensor,
+    shape_points: Tensor,
+    *,
+    sharpness: float = 1e4,
+    chunk_size: int | None = None,
+    memory_budget_mb: float = 256.0,
+    checkpoint: bool = False,
+) -> Correspondence:
+    """Soft correspondence of atlas vertices onto a shape's points by cosine attention.
+
+    Parameters
+    ----------
+    atlas_emb: (K, D) embeddings of the atlas vertices.
+    shape_emb: (V, D) embeddings of the shape's vertices.
+    shape_points: (V, 3) positions the atlas vertices are mapped onto.
+    sharpness: lambda, the inverse temperature applied to cosines in [-1, 1].
+    chunk_size: atlas vertices per chunk; by default derived from V and `memory_budget_mb`.
+    memory_budget_mb: bound on the similarity buffers held at once (ignored if chunk_size is given).
+    checkpoint: recompute each chunk in the backward pass so that training, too, never holds more
+        than one chunk of weights; without it, autograd keeps every chunk's (chunk, V) weights.
+
+    Returns
+    -------
+    Correspondence with points (K, 3), confidence (K,) and best_atlas_vertex (V,), on the inputs'
+    device; points and confidence in shape_points' dtype.
+
+    Examples
+    --------
+    >>> emb = torch.eye(4)
+    >>> pts = torch.arange(12.0).reshape(4, 3)
+    >>> c = attention_correspondence(emb, emb[[2, 0, 3, 1]], pts[[2, 0, 3, 1]])
+    >>> torch.equal(c.points, pts), c.best_atlas_vertex.tolist()
+    (True, [2, 0, 3, 1])
+    """
+    _check(atlas_emb, shape_emb, shape_points)
+    if not math.isfinite(sharpness) or sharpness <= 0:
+        raise ValueError(f"sharpness must be a positive finite number, got {sharpness}")
+    if chunk_size is not None and chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive integer or None, got {chunk_size}")
+    dtype = torch.promote_types(torch.promote_types(atlas_emb.dtype, shape_emb.dtype), torch.float32)
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    k, v = atlas_emb.shape[0], shape_emb.shape[0]
+
+    atlas_unit = F.normalize(atlas_emb.to(dtype), dim=1, eps=COSINE_EPS)
+    shape_unit = F.normalize(shape_emb.to(dtype), dim=1, eps=COSINE_EPS)
+    pts = shape_points.to(dtype)
+    # Scaling the (k, D) rows rather than the (k, V) logits saves one chunk-sized buffer.
+    atlas_scaled = atlas_unit * sharpness
+
+    rows = chunk_size or rows_per_chunk(v, memory_budget_mb=memory_budget_mb, itemsize=itemsize)
+    needs_grad = torch.is_grad_enabled() and any(
+        t.requires_grad for t in (atlas_emb, shape_emb, shape_points)
+    )
+    if needs_grad and not checkpoint and rows < k:
+        warnings.warn(
+            f"attention_correspondence: autograd will keep all {k} x {v} attention weights "
+            f"(~{k * v * itemsize / 2**20:.0f} MB) for the backward pass; pass checkpoint=True "
+            "to recompute them chunk by chunk instead",
+            stacklevel=2,
+        )
+    use_checkpoint = checkpoint and needs_grad
+    out_points, out_conf = [], []
+    for start in range(0, k, rows):
+        block = atlas_scaled[start : start + rows]
+        if use_checkpoint:
+            p, c = _checkpoint(_attend, block, shape_unit, pts, use_reentrant=False)
+        else:
+            p, c = _attend(block, shape_unit, pts)
+        out_points.append(p)
+        out_conf.append(c)
+
+    best = _best_atlas_vertex(
+        atlas_unit.detach(),
+        shape_unit.detach(),
+        rows=rows_per_chunk(k, memory_budget_mb=memory_budget_mb, itemsize=itemsize),
+    )
+    return Correspondence(
+        points=torch.cat(out_points).to(shape_points.dtype),
+        confidence=torch.cat(out_conf).to(shape_points.dtype),
+        best_atlas_vertex=best,
+    )
+
+
+def _best_atlas_vertex(atlas_unit: Tensor, shape_unit: Tensor, *, rows: int) -> Tensor:
+    """argmax_k cos for each shape vertex, in chunks of shape vertices. (K, D), (V, D) -> (V,)"""
+    with torch.no_grad():
+        parts = [
+            (shape_unit[start : start + rows] @ atlas_unit.T).argmax(dim=1)
+            for start in range(0, shape_unit.shape[0], rows)
+        ]
+    return torch.cat(parts)
+
+
+def _check(atlas_emb: Tensor, shape_emb: Tensor, shape_points: Tensor) -> None:
+    if atlas_emb.ndim != 2 or shape_emb.ndim != 2 or atlas_emb.shape[1] != shape_emb.shape[1]:
+        raise ValueError(
+            "atlas_emb and shape_emb must be (K, D) and (V, D) with the same D, got "
+            f"{tuple(atlas_emb.shape)} and {tuple(shape_emb.shape)}"
+        )
+    if atlas_emb.shape[0] == 0 or shape_emb.shape[0] == 0:
+        raise ValueError(
+            f"need at least one atlas and one shape vertex, got K={atlas_emb.shape[0]}, "
+            f"V={shape_emb.shape[0]}"
+        )
+    if shape_points.shape != (shape_emb.shape[0], 3):
+        raise ValueError(
+            f"shape_points must have shape ({shape_emb.shape[0]}, 3) to match shape_emb, "
+            f"got {tuple(shape_points.shape)}"
+        )
+    if not (atlas_emb.device == shape_emb.device == shape_points.device):
+        raise ValueError(
+            f"inputs are on different devices: {atlas_emb.device}, {shape_emb.device}, "
+            f"{shape_points.device}"
+        )

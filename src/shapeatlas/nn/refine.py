@@ -1,0 +1,184 @@
+"""Refining a corresponded shape on the atlas mesh: graph smoothing and mesh regularisers.
+
+After attention places the atlas vertices on a shape, the result lives on the atlas connectivity
+(K vertices, the atlas's edges and faces). `smooth_on_graph` is the implicit-style smoothing step of
+Atlas-R-ASMG (arXiv 2403.06317),
+
+    h <- (I + gamma D)^{-1} (h + gamma A h),
+
+with A the 0/1 adjacency and D the degree matrix; since D is diagonal the inverse is a division.
+A constant field is a fixed point, and as gamma grows each vertex moves to its neighbours' mean.
+
+The regularisers keep the refined shape a good mesh when it is optimised: a uniform Laplacian
+(smoothness), edge lengths (even sampling) and normal consistency (no folds). All are pure,
+differentiable functions of the vertex positions and accept one mesh (K, 3) or a batch (B, K, 3)
+sharing the atlas connectivity. Connectivity-only work (`face_adjacency`) is done once, outside any
+training loop, and passed in.
+
+Shapes: `B` meshes, `K` atlas vertices, `E` edges (directed in edge_index, undirected in edges),
+`F` faces, `P` pairs of faces sharing an edge.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "edge_length_loss",
+    "face_adjacency",
+    "laplacian_loss",
+    "normal_consistency_loss",
+    "smooth_on_graph",
+]
+
+#: Added under square roots of squared lengths so that zero-length edges keep finite gradients.
+LENGTH_EPS = 1e-12
+#: Face normals shorter than this (twice a degenerate face's area) are treated as this long.
+NORMAL_EPS = 1e-12
+
+
+def _check_verts(verts: Tensor, what: str = "verts") -> None:
+    if verts.ndim not in (2, 3) or verts.shape[-1] != 3:
+        raise ValueError(f"{what} must have shape (K, 3) or (B, K, 3), got {tuple(verts.shape)}")
+
+
+def _check_edge_index(edge_index: Tensor, n_verts: int) -> None:
+    if edge_index.ndim != 2 or edge_index.shape[0] != 2 or edge_index.is_floating_point():
+        raise ValueError(f"edge_index must be an integer (2, E) tensor, got {tuple(edge_index.shape)}")
+    if edge_index.numel() and int(edge_index.max()) >= n_verts:
+        raise ValueError(
+            f"edge_index refers to vertex {int(edge_index.max())}, but there are {n_verts} vertices"
+        )
+
+
+def _neighbour_sum_and_degree(h: Tensor, edge_index: Tensor) -> tuple[Tensor, Tensor]:
+    """(A h, degree) for h: (..., K, C) and a symmetric edge_index: (2, E) -> (..., K, C), (K, 1)."""
+    src, dst = edge_index[0].long(), edge_index[1].long()
+    k = h.shape[-2]
+    summed = torch.zeros_like(h).index_add(-2, dst, h.index_select(-2, src))
+    degree = torch.bincount(dst, minlength=k).to(h.dtype).unsqueeze(1)
+    return summed, degree
+
+
+def smooth_on_graph(h: Tensor, edge_index: Tensor, *, gamma: float, iterations: int) -> Tensor:
+    """Smooth a per-vertex field on the atlas graph: h <- (I + gamma D)^{-1} (h + gamma A h).
+
+    Parameters
+    ----------
+    h: (K, 3) or (B, K, 3) (any channel count works) positions on the atlas vertices.
+    edge_index: (2, E) symmetric atlas graph (both directions of each edge, no self loops), as
+        from `mesh_graph`.
+    gamma: smoothing strength, >= 0 (0 returns h unchanged).
+    iterations: number of steps, >= 0.
+
+    Returns
+    -------
+    Same shape, dtype and device as h; differentiable with respect to h.
+    """
+    if h.ndim not in (2, 3):
+        raise ValueError(f"h must have shape (K, C) or (B, K, C), got {tuple(h.shape)}")
+    if gamma < 0 or iterations < 0:
+        raise ValueError(f"gamma and iterations must be >= 0, got {gamma} and {iterations}")
+    _check_edge_index(edge_index, h.shape[-2])
+    out = h
+    for _ in range(iterations):
+        summed, degree = _neighbour_sum_and_degree(out, edge_index)
+        out = (out + gamma * summed) / (1.0 + gamma * degree)
+    return out if iterations else h.clone()
+
+
+def laplacian_loss(verts: Tensor, edge_index: Tensor) -> Tensor:
+    """Mean squared norm of the uniform Laplacian, mean over neighbours minus the vertex itself.
+
+    verts: (K, 3) or (B, K, 3); edge_index: (2, E) symmetric atlas graph -> scalar. Vertices without
+    neighbours contribute zero. Zero exactly when every vertex is its neighbours' centroid.
+    """
+    _check_verts(verts)
+    _check_edge_index(edge_index, verts.shape[-2])
+    summed, degree = _neighbour_sum_and_degree(verts, edge_index)
+    lap = torch.where(degree > 0, summed / degree.clamp_min(1.0) - verts, torch.zeros_like(verts))
+    return lap.square().sum(dim=-1).mean()
+
+
+def _edge_lengths(verts: Tensor, edges: Tensor) -> Tensor:
+    """verts: (..., K, 3), edges: (E, 2) -> (..., E)."""
+    d = verts.index_select(-2, edges[:, 0].long()) - verts.index_select(-2, edges[:, 1].long())
+    return torch.sqrt(d.square().sum(dim=-1) + LENGTH_EPS)
+
+
+def edge_length_loss(verts: Tensor, edges: Tensor, *, reference_lengths: Tensor | None = None) -> Tensor:
+    """Regularity of edge lengths.
+
+    Without `reference_lengths`: the variance of the edge lengths (squared mesh units), averaged
+    over the batch; zero when all edges are equally long, which favours an even sampling. With
+    `reference_lengths`: the mean squared deviation from them (e.g. the atlas's own lengths, so
+    the refined shape keeps the atlas's sampling pattern).
+
+    verts: (K, 3) or (B, K, 3); edges: (E, 2) undirected (each edge once, e.g. `Mesh.edges`);
+    reference_lengths: (E,) or (B, E) -> scalar.
+    """
+    _check_verts(verts)
+    if edges.ndim != 2 or edges.shape[1] != 2 or edges.shape[0] == 0:
+        raise ValueError(f"edges must be a non-empty (E, 2) tensor, got {tuple(edges.shape)}")
+    lengths = _edge_lengths(verts, edges)
+    if reference_lengths is None:
+        return lengths.var(dim=-1, unbiased=False).mean()
+    ref = reference_lengths.to(device=lengths.device, dtype=lengths.dtype)
+    if ref.shape[-1] != lengths.shape[-1]:
+        raise ValueError(
+            f"reference_lengths must have {lengths.shape[-1]} entries (one per edge), got {tuple(ref.shape)}"
+        )
+    return (lengths - ref).square().mean()
+
+
+def face_adjacency(faces: Tensor) -> Tensor:
+    """Pairs of faces that share an edge, computed from connectivity alone (do it once).
+
+    faces: (F, 3) integer -> (P, 2) long, on faces' device, each pair once (i < j for manifold
+    edges). An edge shared by m > 2 faces (non-manifold) yields the m - 1 pairs of consecutive
+    faces in index order rather than all m (m - 1) / 2.
+    """
+    if faces.ndim != 2 or faces.shape[1] != 3 or faces.is_floating_point():
+        raise ValueError(f"faces must be an integer (F, 3) tensor, got {tuple(faces.shape)}")
+    f = faces.long()
+    n_faces = f.shape[0]
+    a = torch.cat([f[:, 0], f[:, 1], f[:, 2]])
+    b = torch.cat([f[:, 1], f[:, 2], f[:, 0]])
+    lo, hi = torch.minimum(a, b), torch.maximum(a, b)
+    key = lo * (int(f.max()) + 1 if f.numel() else 1) + hi
+    face_id = torch.arange(n_faces, device=f.device).repeat(3)
+    # Sort by edge, ties by face (two stable sorts), so faces sharing an edge are neighbours.
+    by_face = torch.argsort(face_id, stable=True)
+    order = by_face[torch.argsort(key[by_face], stable=True)]
+    key, face_id = key[order], face_id[order]
+    same = key[1:] == key[:-1]
+    pairs = torch.stack([face_id[:-1][same], face_id[1:][same]], dim=1)
+    return pairs[pairs[:, 0] != pairs[:, 1]]
+
+
+def _unit_face_normals(verts: Tensor, faces: Tensor) -> Tensor:
+    """verts: (..., K, 3), faces: (F, 3) -> (..., F, 3) unit normals (right-hand rule)."""
+    f = faces.long()
+    v0, v1, v2 = (verts.index_select(-2, f[:, i]) for i in range(3))
+    n = torch.linalg.cross(v1 - v0, v2 - v0, dim=-1)
+    return n / n.norm(dim=-1, keepdim=True).clamp_min(NORMAL_EPS)
+
+
+def normal_consistency_loss(
+    verts: Tensor, faces: Tensor, *, face_pairs: Tensor | None = None
+) -> Tensor:
+    """Mean of 1 - cos between the normals of faces sharing an edge.
+
+    verts: (K, 3) or (B, K, 3); faces: (F, 3) consistently oriented; face_pairs: (P, 2) from
+    `face_adjacency(faces)` (computed here if not given; pass it in a training loop) -> scalar in
+    [0, 2]; 0 for a flat patch, small for a fine smooth surface, large for folds and spikes.
+    """
+    _check_verts(verts)
+    pairs = face_adjacency(faces) if face_pairs is None else face_pairs.long()
+    if pairs.shape[0] == 0:
+        return verts.new_zeros(())
+    normals = _unit_face_normals(verts, faces)
+    n0 = normals.index_select(-2, pairs[:, 0])
+    n1 = normals.index_select(-2, pairs[:, 1])
+    return (1.0 - (n0 * n1).sum(dim=-1)).mean()

@@ -1,0 +1,26 @@
+"""Shared fixtures: tiny exact meshes built in code, and the real-data location."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import trimesh
+
+from shapeatlas.mesh.core import Mesh
+
+LIVER_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "liver-amos77"
+
+
+@pytest.fixture
+def icosphere() -> Mesh:
+    t = trimesh.creation.icosphere(subdivisions=3, radius=20.0)
+    return Mesh(t.vertices, t.faces, name="icosphere")
+
+
+@pytest.fixture
+def liver_dir() -> Path:
+    if not LIVER_DIR.is_dir():
+        pytest.skip(f"real liver data not found at {LIVER_DIR}")
+    return LIVER_DIR
