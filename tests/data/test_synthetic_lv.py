@@ -197,3 +197,17 @@ def test_bad_arguments_and_missing_truth_raise(tmp_path):
         write_lv_cohort(tmp_path, n_vertices=(4000, 1000))
     with pytest.raises(ShapeAtlasError, match="truth.json"):
         load_truth(tmp_path)
+
+
+def test_septal_flattening_gives_a_consistent_circumferential_landmark():
+    from shapeatlas.data.synthetic_lv import LVParams, lv_surface
+
+    base = dict(c_mm=60.0, b_mm=28.0, h_mm=20.0)
+    plain, flat = LVParams(**base), LVParams(**base, septal_flattening=0.2)
+    # Equator points at the lateral wall (phi = 0) and the septum (phi = pi).
+    u = np.array([[1.0, 0.0, 0.0], [-1.0, 0.0, 0.0]])
+    r_plain = np.hypot(*lv_surface(plain, domain_points=u)[:, :2].T)
+    r_flat = np.hypot(*lv_surface(flat, domain_points=u)[:, :2].T)
+    assert r_flat[0] == pytest.approx(r_plain[0])          # lateral wall unchanged
+    assert r_flat[1] == pytest.approx(0.8 * r_plain[1])    # septum flattened by 20%
+    assert LVParams.from_dict(flat.to_dict()) == flat

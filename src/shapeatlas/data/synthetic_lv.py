@@ -49,7 +49,7 @@ from shapeatlas.mesh.ply import write_ply
 log = logging.getLogger(__name__)
 
 #: Version of the generator; bump it whenever the same seed would give different shapes.
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "2"
 #: Domain polar angle (from the apex) of the wall/cap rim, the mitral annulus; the wall then
 #: takes about 85 % of the domain, close to its share of a real LV cavity's area.
 ALPHA_BASE = 0.75 * np.pi
@@ -93,6 +93,12 @@ BUMP_WIDTH_RANGE = (0.25, 0.5)
 #: Domain polar angles of bump centres: clear of the apex and of the rim's taper.
 BUMP_ALPHA_RANGE = (0.25, ALPHA_BASE - 0.45)
 TRANSLATION_MAX_MM = 50.0
+#: Septal flattening fraction range, and the mean azimuths (with normal jitter) of the apex
+#: shift and of the basal-plane tilt.
+SEPTAL_FLATTENING_RANGE = (0.12, 0.25)
+APEX_SHIFT_AZIMUTH = 0.0
+TILT_AZIMUTH = np.pi / 2
+DIRECTION_JITTER_RAD = np.radians(20.0)
 
 ML_PER_MM3 = 1e-3
 
@@ -110,6 +116,10 @@ class LVParams:
     bump_centers: (nb, 3) unit domain vectors of the bumps' centres.
     bump_amplitudes_mm: (nb,) signed normal displacement at each centre (positive outward).
     bump_widths: (nb,) Gaussian width, as a chord length on the unit domain sphere.
+    septal_flattening: fraction by which the radius shrinks at the septum (azimuth phi = pi),
+        fading to zero over the septal half (a D-shaped cross-section, as in real LVs). It gives
+        the cavity a consistent circumferential landmark, without which the azimuth of the
+        ground-truth correspondence could not be recovered from the geometry at all.
     """
 
     c_mm: float
@@ -120,9 +130,10 @@ class LVParams:
     bump_centers: tuple[tuple[float, float, float], ...] = ()
     bump_amplitudes_mm: tuple[float, ...] = ()
     bump_widths: tuple[float, ...] = ()
+    septal_flattening: float = 0.0
 
     def __post_init__(self) -> None:
-        for key in ("c_mm", "b_mm", "h_mm"):
+        for key in ("c_mm", "b_mm", "h_mm", "septal_flattening"):
             object.__setattr__(self, key, float(getattr(self, key)))
         for key in ("apex_shift_mm", "base_tilt", "bump_amplitudes_mm", "bump_widths"):
             object.__setattr__(self, key, tuple(float(x) for x in getattr(self, key)))
@@ -146,6 +157,9 @@ class LVParams:
         if not (len(self.bump_amplitudes_mm) == nb == len(self.bump_widths)):
             raise ValueError("LVParams: bump_centers, bump_amplitudes_mm and bump_widths "
                              "must have the same length")
+        if not 0.0 <= self.septal_flattening < 0.5:
+            raise ValueError(f"LVParams: septal_flattening must be in [0, 0.5), "
+                             f"got {self.septal_flattening}")
         if nb and min(self.bump_widths) <= 0:
             raise ValueError(f"LVParams: bump widths must be positive, got {self.bump_widths}")
 
@@ -166,7 +180,7 @@ class LVParams:
             apex_shift_mm=tuple(factor * a for a in self.apex_shift_mm),
             base_tilt=self.base_tilt, bump_centers=self.bump_centers,
             bump_amplitudes_mm=tuple(factor * a for a in self.bump_amplitudes_mm),
-            bump_widths=self.bump_widths,
+            bump_widths=self.bump_widths, septal_flattening=self.septal_flattening,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -179,6 +193,7 @@ class LVParams:
                 {"center": [float(x) for x in c], "amplitude_mm": float(a), "width": float(w)}
                 for c, a, w in zip(self.bump_centers, self.bump_amplitudes_mm, self.bump_widths)
             ],
+            "septal_flattening": float(self.septal_flattening),
         }
 
     @classmethod
@@ -191,6 +206,7 @@ class LVParams:
             bump_centers=tuple(tuple(float(x) for x in b["center"]) for b in bumps),
             bump_amplitudes_mm=tuple(float(b["amplitude_mm"]) for b in bumps),
             bump_widths=tuple(float(b["width"]) for b in bumps),
+            septal_flattening=float(d.get("septal_flattening", 0.0)),
         )
 
 
@@ -238,7 +254,9 @@ def lv_surface(params: LVParams | Mapping[str, Any], *,
     theta = p.theta_base * np.minimum(alpha, ALPHA_BASE) / ALPHA_BASE
     sth, cth = np.sin(theta), np.cos(theta)
     s_cap = np.clip((np.pi - alpha) / (np.pi - ALPHA_BASE), 0.0, 1.0)
-    radial = np.where(wall, b * sth, p.base_radius_mm * s_cap)
+    # Septal flattening: the same azimuthal factor on wall and cap keeps the rim continuous.
+    septum = 1.0 - p.septal_flattening * np.clip(-cphi, 0.0, None) ** 2
+    radial = np.where(wall, b * sth, p.base_radius_mm * s_cap) * septum
     z_base = np.where(wall, -c * cth, h)
     x, y, z = radial * cphi, radial * sphi, z_base.copy()
 
@@ -328,9 +346,14 @@ def sample_lv_params(rng: np.random.Generator, *,
     sphericity = rng.uniform(*ranges["sphericity"])
     tau = rng.uniform(*TRUNCATION_RANGE)
     c = 65.0  # provisional, about a typical LV; fixed by the final scaling
-    shift = rng.uniform(0.0, APEX_SHIFT_MAX_MM) * _unit(np.pi / 2, rng.uniform(0, 2 * np.pi))[:2]
+    # Directions are anatomical (apex displaced laterally, phi ~ 0; basal plane tilted towards
+    # the anterior/aortic side, phi ~ pi/2), with jitter; magnitudes vary freely.
+    shift_dir = rng.normal(APEX_SHIFT_AZIMUTH, DIRECTION_JITTER_RAD)
+    shift = rng.uniform(0.0, APEX_SHIFT_MAX_MM) * _unit(np.pi / 2, shift_dir)[:2]
     tilt_deg = rng.uniform(0.0, TILT_MAX_DEG)
-    tilt = np.tan(np.radians(tilt_deg)) * _unit(np.pi / 2, rng.uniform(0, 2 * np.pi))[:2]
+    tilt_dir = rng.normal(TILT_AZIMUTH, DIRECTION_JITTER_RAD)
+    tilt = np.tan(np.radians(tilt_deg)) * _unit(np.pi / 2, tilt_dir)[:2]
+    septal = rng.uniform(*SEPTAL_FLATTENING_RANGE)
     nb = int(rng.integers(BUMPS_RANGE[0], BUMPS_RANGE[1] + 1))
     centers = _unit(rng.uniform(*BUMP_ALPHA_RANGE, nb), rng.uniform(0, 2 * np.pi, nb))
     draft = LVParams(
@@ -339,6 +362,7 @@ def sample_lv_params(rng: np.random.Generator, *,
         bump_centers=tuple(map(tuple, centers)),
         bump_amplitudes_mm=tuple(rng.uniform(-BUMP_AMPLITUDE_MAX_MM, BUMP_AMPLITUDE_MAX_MM, nb)),
         bump_widths=tuple(rng.uniform(*BUMP_WIDTH_RANGE, nb)),
+        septal_flattening=septal,
     )
     # Bump amplitudes and the apex shift were drawn in mm for an LV of typical size: scale them
     # with the rest so the drawn mm figures describe the final shape approximately.
