@@ -189,6 +189,76 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fit_config(args: argparse.Namespace):
+    from shapeatlas.training.config import FitConfig
+
+    cfg = FitConfig.from_json(args.config) if args.config else FitConfig()
+    return cfg.replace(features=args.features, epochs=args.epochs,
+                       atlas_vertices=args.atlas_vertices, seed=args.seed, device=args.device)
+
+
+def cmd_fit(args: argparse.Namespace) -> int:
+    from shapeatlas.pipeline import fit_run
+
+    if not Path(args.data).is_dir():
+        _usage_error(args, f"data folder {args.data} does not exist or is not a folder")
+    cfg = _fit_config(args)
+    bar = None
+
+    def on_step(info: dict) -> None:
+        nonlocal bar
+        if args.quiet:
+            return
+        from tqdm import tqdm
+
+        if bar is None or bar.total != info["steps"] or info["step"] == 1:
+            if bar is not None:
+                bar.close()
+            bar = tqdm(total=info["steps"], unit="step", file=sys.stderr, leave=False,
+                       desc=f"round {info['round']} epoch {info['epoch']}")
+        bar.update(1)
+        bar.set_postfix(loss=f"{info['loss']:.4f}")
+
+    progress = _Progress(enabled=not args.quiet)
+    t0 = time.perf_counter()
+    try:
+        model = fit_run(args.data, args.out, cfg, resume=args.resume, progress=on_step,
+                        groom_progress=progress)
+    finally:
+        progress.close()
+        if bar is not None:
+            bar.close()
+    metrics = json.loads((Path(args.out) / "fit_metrics.json").read_text())
+    print(f"fitted an atlas of {metrics['atlas_vertices']} vertices on {metrics['n_shapes']} "
+          f"shapes in {time.perf_counter() - t0:.1f} s ({metrics['epochs_run']} epochs, "
+          f"device {metrics['device']})")
+    print(f"matching: Chamfer {metrics['chamfer_mm_mean']:.2f} mm, Hausdorff "
+          f"{metrics['hausdorff_mm_mean']:.2f} mm (mean over training shapes)")
+    print(f"run folder: {Path(args.out).resolve()} (model, atlas.ply, train_log.csv, "
+          "fit_metrics.json)")
+    del model
+    return 0
+
+
+def cmd_correspond(args: argparse.Namespace) -> int:
+    from shapeatlas.pipeline import correspond_files
+
+    progress = _Progress(enabled=not args.quiet)
+    try:
+        done, errors = correspond_files(args.run, args.meshes, args.out, refine=not args.no_refine,
+                                        device=args.device,
+                                        progress=lambda k: progress("match", k, len(args.meshes)))
+    finally:
+        progress.close()
+    for d in done:
+        print(f"{d['name']}: Chamfer {d['chamfer_mm']:.2f} mm, Hausdorff {d['hausdorff_mm']:.2f} "
+              f"mm, confidence {d['mean_confidence']:.2f}, {d['seconds']:.2f} s")
+    for e in errors:
+        print(f"skipped: {e}")
+    print(f"wrote {len(done)} correspondences to {args.out}")
+    return 1 if errors else 0
+
+
 def _usage_error(args: argparse.Namespace, message: str) -> None:
     args._parser.error(message)
 
@@ -253,6 +323,39 @@ def build_parser() -> argparse.ArgumentParser:
     lv.add_argument("--max-vertices", type=_positive_int, default=4000, help="default 4000")
     lv.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     lv.set_defaults(func=cmd_synth_lv, _parser=lv)
+
+    f = sub.add_parser("fit", help="learn an atlas and the correspondence network (R-ASM)",
+                       description="Fit an R-ASM atlas model on DATA_DIR: a groomed folder (with "
+                       "groom.json) or raw meshes, which are then groomed with the defaults into "
+                       "RUN_DIR/groomed. Checkpoints every epoch; --resume continues a killed run.")
+    f.add_argument("data", metavar="DATA_DIR", help="groomed folder or folder of raw meshes")
+    f.add_argument("--out", required=True, metavar="RUN_DIR", help="run folder")
+    f.add_argument("--features", choices=["hybrid", "spatial"], default=None,
+                   help="node features: coordinates+normals (hGCN, default) or coordinates (sGCN)")
+    f.add_argument("--epochs", type=_positive_int, default=None, help="epochs per atlas round")
+    f.add_argument("--atlas-vertices", type=_positive_int, default=None, metavar="K",
+                   help="atlas vertex count (default 1500)")
+    f.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
+    f.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None,
+                   help="auto: CUDA when available")
+    f.add_argument("--config", default=None, metavar="FILE",
+                   help="a config.json (e.g. from another run); flags override its fields")
+    f.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR")
+    f.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    f.set_defaults(func=cmd_fit, _parser=f)
+
+    c = sub.add_parser("correspond", help="map the atlas onto new meshes with a fitted run",
+                       description="For each input NAME write OUT/NAME.ply (atlas topology: vertex "
+                       "j corresponds to atlas vertex j, in the input's own frame) and OUT/NAME.npz "
+                       "(points, confidence, atlas_vertex, transform). No retraining.")
+    c.add_argument("run", metavar="RUN_DIR", help="a run folder written by 'shapeatlas fit'")
+    c.add_argument("meshes", nargs="+", metavar="MESH_OR_DIR", help="mesh files or folders")
+    c.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    c.add_argument("--no-refine", action="store_true",
+                   help="skip the test-time pull onto the surface (attention + smoothing only)")
+    c.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    c.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    c.set_defaults(func=cmd_correspond, _parser=c)
 
     d = sub.add_parser("demo", help="run the whole pipeline on a built-in synthetic LV cohort",
                        description="Synthesise a small LV cohort (healthy + dilated), groom it "

@@ -197,3 +197,20 @@ def test_real_livers_groom_watertight_within_3_percent(liver_dir, tmp_path):
         assert s["volume_ml"] == pytest.approx(s["voxel_volume_ml"], rel=0.03)
     manifest = json.loads((tmp_path / "out" / "groom.json").read_text())
     assert len(manifest["shapes"]) == 4
+
+
+def test_groom_aligns_nearly_symmetric_lvs_of_different_size(tmp_path):
+    # Healthy and dilated LVs are nearly symmetric about their long axis; rigid ICP between
+    # shapes of different size used to flip some by 180 degrees about it.
+    from shapeatlas.data.synthetic_lv import load_truth, write_lv_cohort
+
+    write_lv_cohort(tmp_path / "lv", n=8, seed=3, phenotypes="mixed", n_vertices=(1000, 1600))
+    result = groom_cohort(tmp_path / "lv", tmp_path / "g", GroomOptions(n_jobs=2))
+    truth = load_truth(tmp_path / "lv")
+    t = {s["name"]: np.asarray(s["transform"]) for s in result.shapes}
+    ref = result.manifest["reference"]
+    r0 = (t[ref] @ truth[ref].pose)[:3, :3]
+    for name in t:
+        r = (t[name] @ truth[name].pose)[:3, :3]
+        angle = np.degrees(np.linalg.norm(Rotation.from_matrix(r @ r0.T).as_rotvec()))
+        assert angle < 20.0, f"{name} is off by {angle:.0f} degrees"

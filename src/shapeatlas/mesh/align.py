@@ -22,10 +22,10 @@ from shapeatlas.mesh import geometry as geo
 from shapeatlas.mesh.core import Mesh
 
 #: Points used per shape in the coarse multi-start search.
-COARSE_POINTS = 500
+COARSE_POINTS = 1000
 #: ICP iterations from each of the 24 starts, how many starts survive, and their further steps.
-SCREEN_ITERATIONS = 5
-SCREEN_KEEP = 4
+SCREEN_ITERATIONS = 8
+SCREEN_KEEP = 8
 COARSE_ITERATIONS = 15
 FINE_ITERATIONS = 60
 #: Relative change of the RMS distance below which ICP stops.
@@ -150,13 +150,16 @@ def _subsample(p: np.ndarray, n: int) -> np.ndarray:
 def align_to_reference(mesh: Mesh, reference: Mesh, *, scale: bool = False) -> Alignment:
     """Align `mesh` onto `reference` (rigid, or similarity with `scale=True`).
 
-    Tries the 24 principal-frame rotations with a short coarse ICP, continues the best few and
-    refines the winner at full resolution; the result does not depend on the shape's initial
+    Tries the 24 principal-frame rotations with a short coarse similarity ICP, continues the
+    best few and refines the winner at full resolution (rigid unless `scale`); the result does not depend on the shape's initial
     orientation (so 180-degree flips are undone).
     """
     c_s, ax_s, _ = principal_frame(mesh)
     c_r, ax_r, _ = principal_frame(reference)
-    k0 = float(np.sqrt(reference.area / mesh.area)) if scale else 1.0
+    # The search always allows a scale: a larger or smaller shape then still finds the rotation
+    # that matches its form (rigid ICP between shapes of different size flipped nearly symmetric
+    # left ventricles by 180 degrees). The final refinement uses the requested mode.
+    k0 = float(np.sqrt(reference.area / mesh.area))
     src_all = np.asarray(mesh.vertices)
     dst_all = np.asarray(reference.vertices)
     src, dst = _subsample(src_all, COARSE_POINTS), _subsample(dst_all, COARSE_POINTS)
@@ -170,11 +173,14 @@ def align_to_reference(mesh: Mesh, reference: Mesh, *, scale: bool = False) -> A
         starts.append(init)
     # Successive halving: a few ICP steps from every start, then only the best go on.
     for keep, iters in ((len(starts), SCREEN_ITERATIONS), (SCREEN_KEEP, COARSE_ITERATIONS)):
-        runs = [symmetric_icp(src, dst, m0, scale=scale, iterations=iters,
+        runs = [symmetric_icp(src, dst, m0, scale=True, iterations=iters,
                               src_tree=src_tree, dst_tree=dst_tree) for m0 in starts[:keep]]
         order = sorted(range(len(runs)), key=lambda i: (runs[i][2], i))
         starts = [runs[i][0] for i in order]
-    m, k, rms = symmetric_icp(src_all, dst_all, starts[0], scale=scale, iterations=FINE_ITERATIONS)
+    best = starts[0].copy()
+    if not scale:
+        best[:3, :3] /= np.cbrt(np.linalg.det(best[:3, :3]))
+    m, k, rms = symmetric_icp(src_all, dst_all, best, scale=scale, iterations=FINE_ITERATIONS)
     return Alignment(matrix=m, scale=k, rms=rms)
 
 

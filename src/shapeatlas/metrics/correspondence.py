@@ -180,3 +180,42 @@ def correspondence_error(pred_points_on_b: np.ndarray, *, domain_query: np.ndarr
                          "the same shape (one domain coordinate per predicted point)")
     truth = true_correspondence(q, domain_b=domain_b, b_vertices=b_vertices, b_faces=b_faces)
     return np.linalg.norm(pred - truth, axis=1)
+
+
+def barycentric_in_triangles(points: np.ndarray, triangles: np.ndarray) -> np.ndarray:
+    """Barycentric coordinates of points lying on (or projected onto) their triangles.
+
+    points: (K, 3), triangles: (K, 3, 3) -> (K, 3), clipped to be non-negative and sum to 1.
+    """
+    a, b, c = triangles[:, 0], triangles[:, 1], triangles[:, 2]
+    v0, v1, v2 = b - a, c - a, points - a
+    d00 = np.einsum("ij,ij->i", v0, v0)
+    d01 = np.einsum("ij,ij->i", v0, v1)
+    d11 = np.einsum("ij,ij->i", v1, v1)
+    d20 = np.einsum("ij,ij->i", v2, v0)
+    d21 = np.einsum("ij,ij->i", v2, v1)
+    den = d00 * d11 - d01 * d01
+    den = np.where(np.abs(den) > DEGENERATE_DET_EPS, den, 1.0)
+    v = (d11 * d20 - d01 * d21) / den
+    w = (d00 * d21 - d01 * d20) / den
+    bary = np.clip(np.stack([1.0 - v - w, v, w], axis=1), 0.0, None)
+    return bary / np.maximum(bary.sum(axis=1, keepdims=True), DEGENERATE_DET_EPS)
+
+
+def domain_of_surface_points(points: np.ndarray, *, vertices: np.ndarray, faces: np.ndarray,
+                             domain: np.ndarray) -> np.ndarray:
+    """Ground-truth domain coordinates of arbitrary points on (or near) a shape's surface.
+
+    Each point is projected to the closest point of the triangles, whose corners' domain
+    coordinates are interpolated barycentrically and renormalised to the unit sphere.
+    points: (K, 3), vertices: (V, 3) (same frame), faces: (F, 3), domain: (V, 3) -> (K, 3)
+    """
+    from shapeatlas.metrics.surface import closest_points_on_surface
+
+    x = _points(vertices, "vertices")
+    f = np.asarray(faces, dtype=np.int64)
+    cp = closest_points_on_surface(_points(points, "points"), x, f)
+    tri = f[cp.face_index]
+    bary = barycentric_in_triangles(cp.points, x[tri])
+    u = np.einsum("ki,kij->kj", bary, np.asarray(domain, dtype=np.float64)[tri])
+    return u / np.maximum(np.linalg.norm(u, axis=1, keepdims=True), DEGENERATE_DET_EPS)

@@ -9,9 +9,11 @@ and the atlas vertex is placed at the weighted mean of the shape's points, p_k =
 the paper) makes the assignment nearly hard while keeping it differentiable.
 
 The K x V weight matrix is never built whole: atlas vertices are processed in chunks whose
-(chunk, V) buffers fit a memory budget. Under autograd, each chunk's softmax would still be kept
-for the backward pass (K x V again), so `checkpoint=True` recomputes each chunk during backward
-instead (`torch.utils.checkpoint`, non-reentrant), which bounds the backward's memory too.
+(chunk, V) buffers fit a memory budget (`rows_per_chunk`). Without autograd, one (chunk, V) buffer
+is reused in place by every chunk. Under autograd, each chunk's softmax would still be kept for the
+backward pass (K x V again), so `checkpoint=True` recomputes each chunk during backward instead
+(`torch.utils.checkpoint`, non-reentrant), which bounds the backward's memory too. The hard
+assignment `best_atlas_vertex` is found in chunks of shape vertices, also within the budget.
 
 Numerics: the logits reach +-lambda (1e4); `torch.softmax` subtracts the row maximum, so nothing
 overflows, and the float32 rounding of a cosine (~6e-8) moves a logit by < 1e-3, which changes the
@@ -37,8 +39,9 @@ __all__ = ["Correspondence", "attention_correspondence", "rows_per_chunk"]
 
 #: Embedding norms below this are treated as this when normalising for the cosine similarity.
 COSINE_EPS = 1e-8
-#: (rows x columns) buffers one chunk may hold at once: logits, weights and, in the backward pass,
-#: their two gradients. The chunk size is budget / (this * columns * bytes per element).
+#: (rows x columns) buffers one chunk may hold at once under autograd: logits, weights and, in
+#: the backward pass, their two gradients (without autograd a single one, reused in place).
+#: The chunk size is budget / (this * columns * bytes per element).
 BUFFERS_PER_ROW = 4
 
 
@@ -70,6 +73,16 @@ def _attend(atlas_rows: Tensor, shape_unit: Tensor, points: Tensor) -> tuple[Ten
     points: (V, 3) -> points (k, 3), confidence (k,)."""
     weights = torch.softmax(atlas_rows @ shape_unit.T, dim=1)  # (k, V); softmax subtracts the max
     return weights @ points, weights.amax(dim=1)
+
+
+def _attend_in_place(
+    atlas_rows: Tensor, shape_unit: Tensor, points: Tensor, buffer: Tensor
+) -> tuple[Tensor, Tensor]:
+    """`_attend` without autograd, in one reused (k, V) buffer: no allocator churn, one buffer."""
+    w = torch.mm(atlas_rows, shape_unit.T, out=buffer[: atlas_rows.shape[0]])
+    w.sub_(w.amax(dim=1, keepdim=True)).exp_()  # the max-subtracted softmax, written out
+    w.div_(w.sum(dim=1, keepdim=True))
+    return w @ points, w.amax(dim=1)
 
 
 def attention_correspondence(
@@ -113,7 +126,8 @@ def attention_correspondence(
         raise ValueError(f"sharpness must be a positive finite number, got {sharpness}")
     if chunk_size is not None and chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive integer or None, got {chunk_size}")
-    dtype = torch.promote_types(torch.promote_types(atlas_emb.dtype, shape_emb.dtype), torch.float32)
+    dtype = torch.promote_types(atlas_emb.dtype, shape_emb.dtype)
+    dtype = torch.promote_types(dtype, torch.float32)
     itemsize = torch.empty((), dtype=dtype).element_size()
     k, v = atlas_emb.shape[0], shape_emb.shape[0]
 
@@ -135,10 +149,16 @@ def attention_correspondence(
             stacklevel=2,
         )
     use_checkpoint = checkpoint and needs_grad
+    # Without autograd one (rows, V) buffer is reused by every chunk. Allocating a fresh one per
+    # chunk lets glibc's heap grow by a chunk every few chunks (freed blocks above its mmap
+    # threshold are recycled on the heap, not returned), which measured up to 10x the budget.
+    buffer = None if needs_grad else atlas_scaled.new_empty(min(rows, k), v)
     out_points, out_conf = [], []
     for start in range(0, k, rows):
         block = atlas_scaled[start : start + rows]
-        if use_checkpoint:
+        if buffer is not None:
+            p, c = _attend_in_place(block, shape_unit, pts, buffer)
+        elif use_checkpoint:
             p, c = _checkpoint(_attend, block, shape_unit, pts, use_reentrant=False)
         else:
             p, c = _attend(block, shape_unit, pts)
@@ -159,11 +179,14 @@ def attention_correspondence(
 
 def _best_atlas_vertex(atlas_unit: Tensor, shape_unit: Tensor, *, rows: int) -> Tensor:
     """argmax_k cos for each shape vertex, in chunks of shape vertices. (K, D), (V, D) -> (V,)"""
+    n = shape_unit.shape[0]
     with torch.no_grad():
-        parts = [
-            (shape_unit[start : start + rows] @ atlas_unit.T).argmax(dim=1)
-            for start in range(0, shape_unit.shape[0], rows)
-        ]
+        buffer = atlas_unit.new_empty(min(rows, n), atlas_unit.shape[0])
+        parts = []
+        for start in range(0, n, rows):
+            block = shape_unit[start : start + rows]
+            cos = torch.mm(block, atlas_unit.T, out=buffer[: block.shape[0]])
+            parts.append(cos.argmax(dim=1))
     return torch.cat(parts)
 
 

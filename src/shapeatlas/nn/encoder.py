@@ -48,7 +48,7 @@ class EncoderConfig:
     latent_dim: int = 128
     """Latent size D of each vertex's posterior mean, log-variance and sample."""
     norm: Literal["graph", "layer"] = "graph"
-    """Normalisation after each convolution: "graph" (GraphNorm per mesh) or "layer" (per vertex)."""
+    """Normalisation after each convolution: "graph" (per mesh) or "layer" (per vertex)."""
     conv: Literal["reordered", "pyg"] = "reordered"
     """FeaStConv implementation: "reordered" (same maths and parameters, faster) or PyG's own."""
 
@@ -60,7 +60,7 @@ class EncoderConfig:
                 f"{self.in_channels}, {self.heads}, {self.latent_dim}"
             )
         if not self.widths or min(self.widths) < 1:
-            raise ValueError(f"widths must be a non-empty tuple of positive ints, got {self.widths}")
+            raise ValueError(f"widths must be non-empty and positive, got {self.widths}")
         if self.norm not in ("graph", "layer"):
             raise ValueError(f"norm must be 'graph' or 'layer', got {self.norm!r}")
         if self.conv not in ("reordered", "pyg"):
@@ -91,7 +91,9 @@ class VAEOutput:
     recon: Tensor
 
 
-def reparameterize(mu: Tensor, logvar: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
+def reparameterize(
+    mu: Tensor, logvar: Tensor, *, generator: torch.Generator | None = None
+) -> Tensor:
     """A differentiable sample z = mu + exp(logvar / 2) * eps with eps ~ N(0, I).
 
     mu, logvar: (N, D) -> (N, D). `generator` (on mu's device) makes the draw reproducible; without
@@ -139,7 +141,8 @@ class GraphVAE(nn.Module):
     Shapes
     ------
     x: (N, C) packed node features; edge_index: (2, E) packed, symmetric; batch: (N,) mesh index
-    of each vertex (None means a single mesh) -> VAEOutput with mu, logvar, z: (N, D), recon: (N, C).
+    of each vertex (None means a single mesh)
+    -> VAEOutput with mu, logvar, z: (N, D) and recon: (N, C).
 
     In training mode z is a reparameterised sample (drawn with `generator` if given); in eval mode
     z = mu, so the output is deterministic.
@@ -159,7 +162,9 @@ class GraphVAE(nn.Module):
     def __init__(self, config: EncoderConfig | None = None):
         super().__init__()
         self.config = config = EncoderConfig() if config is None else config
-        block = functools.partial(_ConvBlock, heads=config.heads, norm=config.norm, conv=config.conv)
+        block = functools.partial(
+            _ConvBlock, heads=config.heads, norm=config.norm, conv=config.conv
+        )
         enc = (config.in_channels, *config.widths)
         self.encoder = nn.ModuleList(block(a, b) for a, b in zip(enc[:-1], enc[1:]))
         self.mu_head = nn.Linear(config.widths[-1], config.latent_dim)
@@ -183,7 +188,7 @@ class GraphVAE(nn.Module):
         return VAEOutput(mu=post.mu, logvar=post.logvar, z=z, recon=self._decode(z, graph))
 
     def encode(self, x: Tensor, edge_index: Tensor, batch: Tensor | None = None) -> Posterior:
-        """The per-vertex posterior. x: (N, C), edge_index: (2, E), batch: (N,) -> mu, logvar (N, D)."""
+        """The per-vertex posterior. x: (N, C), edge_index: (2, E), batch: (N,) -> (N, D) each."""
         self._check_inputs(x, edge_index, batch)
         return self._encode(x, self._graph(x, edge_index, batch))
 

@@ -44,7 +44,8 @@ class NeighbourTable:
 
     index: (N, M) long source vertex of each incoming edge (0 where padded).
     mask: (N, M) bool, True for real entries.
-    count: (N, 1) number of real entries (the degree plus one), as float for the mean.
+    count: (N, 1) number of real entries (in-degree, plus one with self loops), at least 1, as a
+        float for the mean.
     src, dst: (E,) the same edges as a list (messages flow src -> dst), used when `padded` is False.
     padded: whether the padded table is worth using (see MAX_PADDING_RATIO).
     """
@@ -57,16 +58,24 @@ class NeighbourTable:
     padded: bool
 
 
-def neighbour_table(edge_index: Tensor, num_nodes: int, *, dtype: torch.dtype = torch.float32) -> NeighbourTable:
-    """Build the padded neighbour table of a graph (self loops replaced by one per vertex).
+def neighbour_table(
+    edge_index: Tensor,
+    num_nodes: int,
+    *,
+    self_loops: bool = True,
+    dtype: torch.dtype = torch.float32,
+) -> NeighbourTable:
+    """Build the padded neighbour table of a graph; compute it once per batch for every layer.
 
-    edge_index: (2, E) long, messages flow edge_index[0] -> edge_index[1]; dtype of `count`.
-    Compute it once per batch and pass it to every layer.
+    edge_index: (2, E) long, messages flow edge_index[0] -> edge_index[1]. Existing self loops are
+    dropped and, with `self_loops`, exactly one per vertex is added (as FeaStConv does). `dtype`
+    is that of `count`.
     """
     if edge_index.ndim != 2 or edge_index.shape[0] != 2:
         raise ValueError(f"edge_index must have shape (2, E), got {tuple(edge_index.shape)}")
     ei, _ = remove_self_loops(edge_index.long())
-    ei, _ = add_self_loops(ei, num_nodes=num_nodes)
+    if self_loops:
+        ei, _ = add_self_loops(ei, num_nodes=num_nodes)
     src, dst = ei[0], ei[1]
     n_edges = src.numel()
     order = torch.argsort(dst, stable=True)
@@ -74,7 +83,7 @@ def neighbour_table(edge_index: Tensor, num_nodes: int, *, dtype: torch.dtype = 
     count = torch.bincount(dst, minlength=num_nodes)
     start = torch.cumsum(count, 0) - count
     slot = torch.arange(n_edges, device=src.device) - start[dst_sorted]
-    width = int(count.max()) if num_nodes else 0
+    width = int(count.max()) if n_edges else 0
     index = torch.zeros(num_nodes, width, dtype=torch.long, device=src.device)
     mask = torch.zeros(num_nodes, width, dtype=torch.bool, device=src.device)
     index[dst_sorted, slot] = src_sorted
@@ -92,8 +101,9 @@ def neighbour_table(edge_index: Tensor, num_nodes: int, *, dtype: torch.dtype = 
 class ReorderedFeaStConv(FeaStConv):
     """`torch_geometric.nn.FeaStConv` with the sums reordered (see the module docstring).
 
-    Same constructor, parameters and results as the stock layer (self loops are always added);
-    only a dense `edge_index` tensor and non-bipartite inputs are supported.
+    Same constructor, parameters and results as the stock layer; only a dense `edge_index` tensor
+    and non-bipartite inputs are supported. A precomputed `neighbours` table must have been built
+    with `self_loops` equal to the layer's `add_self_loops`.
 
     Shapes
     ------
@@ -102,14 +112,20 @@ class ReorderedFeaStConv(FeaStConv):
     """
 
     def forward(  # type: ignore[override]
-        self, x: Tensor, edge_index: Tensor | None = None, *, neighbours: NeighbourTable | None = None
+        self,
+        x: Tensor,
+        edge_index: Tensor | None = None,
+        *,
+        neighbours: NeighbourTable | None = None,
     ) -> Tensor:
         if not isinstance(x, Tensor) or x.ndim != 2:
             raise TypeError("ReorderedFeaStConv takes a single (N, C) tensor of node features")
         if neighbours is None:
             if edge_index is None:
                 raise ValueError("give edge_index or a precomputed neighbour table")
-            neighbours = neighbour_table(edge_index, x.shape[0], dtype=x.dtype)
+            neighbours = neighbour_table(
+                edge_index, x.shape[0], self_loops=self.add_self_loops, dtype=x.dtype
+            )
         ux = self.u(x)  # (N, H): u^T x_j - u^T x_i replaces u^T (x_j - x_i)
         if neighbours.padded:
             out = self._padded(x, ux, neighbours)
@@ -140,7 +156,8 @@ class ReorderedFeaStConv(FeaStConv):
         n, c_in = x.shape
         h, c_out = self.heads, self.out_channels
         src, dst = nb.src, nb.dst
-        q = torch.softmax(ux.index_select(0, src) - ux.index_select(0, dst) + self.c, dim=1)  # (E, H)
+        logits = ux.index_select(0, src) - ux.index_select(0, dst) + self.c
+        q = torch.softmax(logits, dim=1)  # (E, H)
         if c_in <= c_out:
             msg = q.unsqueeze(2) * x.index_select(0, src).unsqueeze(1)  # (E, H, C_in)
             agg = x.new_zeros(n, h, c_in).index_add_(0, dst, msg)

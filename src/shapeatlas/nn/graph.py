@@ -49,7 +49,11 @@ def mesh_graph(vertices: Tensor | np.ndarray, faces: Tensor | np.ndarray) -> Ten
     """
     device = _device_of(vertices, faces)
     n_verts = int(vertices.shape[0])
-    f = torch.as_tensor(faces, device=device)
+    # torch.tensor copies, so read-only arrays (a Mesh's) are fine and the input is never shared.
+    if isinstance(faces, Tensor):
+        f = faces.to(device)
+    else:
+        f = torch.tensor(np.asarray(faces), device=device)
     if f.ndim != 2 or f.shape[1] != 3:
         raise ValueError(f"faces must have shape (F, 3), got {tuple(f.shape)}")
     if f.is_floating_point():
@@ -103,7 +107,7 @@ def node_features(
 
 
 def _as_float_tensor(a: Tensor | np.ndarray, what: str) -> Tensor:
-    t = a if isinstance(a, Tensor) else torch.as_tensor(np.asarray(a), dtype=torch.get_default_dtype())
+    t = a if isinstance(a, Tensor) else torch.tensor(np.asarray(a), dtype=torch.get_default_dtype())
     if t.ndim != 2 or t.shape[1] != 3:
         raise ValueError(f"{what} must have shape (V, 3), got {tuple(t.shape)}")
     if not t.is_floating_point():
@@ -169,14 +173,17 @@ def pack_graphs(graphs: Sequence[tuple[Tensor, Tensor]]) -> PackedGraphs:
     for b, (x, ei) in enumerate(graphs):
         if x.ndim != 2 or x.shape[1] != x0.shape[1]:
             raise ValueError(
-                f"graph {b}: x must have shape (V, {x0.shape[1]}) like graph 0, got {tuple(x.shape)}"
+                f"graph {b}: x must have shape (V, {x0.shape[1]}) like graph 0, "
+                f"got {tuple(x.shape)}"
             )
         if x.device != x0.device or x.dtype != x0.dtype:
             raise ValueError(
                 f"graph {b}: x is {x.dtype} on {x.device}, but graph 0 is {x0.dtype} on {x0.device}"
             )
         if ei.ndim != 2 or ei.shape[0] != 2 or ei.is_floating_point():
-            raise ValueError(f"graph {b}: edge_index must be an integer (2, E) tensor, got {tuple(ei.shape)}")
+            raise ValueError(
+                f"graph {b}: edge_index must be an integer (2, E) tensor, got {tuple(ei.shape)}"
+            )
         if ei.numel() and (int(ei.min()) < 0 or int(ei.max()) >= x.shape[0]):
             raise ValueError(
                 f"graph {b}: edge_index refers to vertices {int(ei.min())}..{int(ei.max())}, "

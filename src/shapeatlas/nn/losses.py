@@ -19,8 +19,6 @@ from torch import Tensor
 
 __all__ = ["chamfer_loss", "kl_divergence", "l1_reconstruction"]
 
-#: Added under the square root of unsquared distances so that coincident points keep finite gradients.
-DISTANCE_EPS = 1e-12
 #: Log-variances are clipped to this range before exponentiating (as in `GraphVAE`'s sampling).
 LOGVAR_MIN = -30.0
 LOGVAR_MAX = 20.0
@@ -40,11 +38,19 @@ def _weighted_mean(values: Tensor, weights: Tensor | None, what: str) -> Tensor:
         return values.mean()
     w = weights.to(device=values.device, dtype=values.dtype)
     if w.shape != values.shape:
-        raise ValueError(f"{what} must have shape {tuple(values.shape)} (one per point), got {tuple(w.shape)}")
+        raise ValueError(
+            f"{what} must have shape {tuple(values.shape)} (one per point), got {tuple(w.shape)}"
+        )
     total = w.sum()
     if not bool(total > 0) or bool((w < 0).any()):
         raise ValueError(f"{what} must be non-negative with a positive sum")
     return (w * values).sum() / total
+
+
+def _sqrt_zero_safe(sq: Tensor) -> Tensor:
+    """sqrt with gradient 0 (not inf * 0 = NaN) where sq == 0; exact values, no epsilon."""
+    positive = sq > 0
+    return torch.where(positive, torch.sqrt(torch.where(positive, sq, torch.ones_like(sq))), 0.0)
 
 
 def chamfer_loss(
@@ -83,8 +89,10 @@ def chamfer_loss(
     d_ab = (a - b.index_select(0, nn_ab)).square().sum(dim=1)
     d_ba = (b - a.index_select(0, nn_ba)).square().sum(dim=1)
     if not squared:
-        d_ab, d_ba = torch.sqrt(d_ab + DISTANCE_EPS), torch.sqrt(d_ba + DISTANCE_EPS)
-    return 0.5 * (_weighted_mean(d_ab, weights_a, "weights_a") + _weighted_mean(d_ba, weights_b, "weights_b"))
+        d_ab, d_ba = _sqrt_zero_safe(d_ab), _sqrt_zero_safe(d_ba)
+    mean_ab = _weighted_mean(d_ab, weights_a, "weights_a")
+    mean_ba = _weighted_mean(d_ba, weights_b, "weights_b")
+    return 0.5 * (mean_ab + mean_ba)
 
 
 def kl_divergence(mu: Tensor, logvar: Tensor) -> Tensor:
@@ -95,7 +103,10 @@ def kl_divergence(mu: Tensor, logvar: Tensor) -> Tensor:
     same at any D); it is zero exactly when mu = 0 and logvar = 0.
     """
     if mu.shape != logvar.shape or mu.ndim == 0:
-        raise ValueError(f"mu and logvar must have one shape (N, D), got {tuple(mu.shape)} and {tuple(logvar.shape)}")
+        raise ValueError(
+            "mu and logvar must have one shape (N, D), got "
+            f"{tuple(mu.shape)} and {tuple(logvar.shape)}"
+        )
     lv = logvar.clamp(LOGVAR_MIN, LOGVAR_MAX)
     per_vertex = 0.5 * (mu.square() + lv.exp() - 1.0 - lv).sum(dim=-1)
     return per_vertex.mean()
@@ -104,5 +115,7 @@ def kl_divergence(mu: Tensor, logvar: Tensor) -> Tensor:
 def l1_reconstruction(recon: Tensor, target: Tensor) -> Tensor:
     """Mean absolute error over all entries. recon, target: (N, C) -> scalar."""
     if recon.shape != target.shape:
-        raise ValueError(f"recon {tuple(recon.shape)} and target {tuple(target.shape)} must have one shape")
+        raise ValueError(
+            f"recon {tuple(recon.shape)} and target {tuple(target.shape)} must have one shape"
+        )
     return (recon - target.to(recon.dtype)).abs().mean()

@@ -32,8 +32,6 @@ __all__ = [
     "smooth_on_graph",
 ]
 
-#: Added under square roots of squared lengths so that zero-length edges keep finite gradients.
-LENGTH_EPS = 1e-12
 #: Face normals shorter than this (twice a degenerate face's area) are treated as this long.
 NORMAL_EPS = 1e-12
 
@@ -45,7 +43,9 @@ def _check_verts(verts: Tensor, what: str = "verts") -> None:
 
 def _check_edge_index(edge_index: Tensor, n_verts: int) -> None:
     if edge_index.ndim != 2 or edge_index.shape[0] != 2 or edge_index.is_floating_point():
-        raise ValueError(f"edge_index must be an integer (2, E) tensor, got {tuple(edge_index.shape)}")
+        raise ValueError(
+            f"edge_index must be an integer (2, E) tensor, got {tuple(edge_index.shape)}"
+        )
     if edge_index.numel() and int(edge_index.max()) >= n_verts:
         raise ValueError(
             f"edge_index refers to vertex {int(edge_index.max())}, but there are {n_verts} vertices"
@@ -53,7 +53,7 @@ def _check_edge_index(edge_index: Tensor, n_verts: int) -> None:
 
 
 def _neighbour_sum_and_degree(h: Tensor, edge_index: Tensor) -> tuple[Tensor, Tensor]:
-    """(A h, degree) for h: (..., K, C) and a symmetric edge_index: (2, E) -> (..., K, C), (K, 1)."""
+    """(A h, degree). h: (..., K, C), symmetric edge_index: (2, E) -> (..., K, C), (K, 1)."""
     src, dst = edge_index[0].long(), edge_index[1].long()
     k = h.shape[-2]
     summed = torch.zeros_like(h).index_add(-2, dst, h.index_select(-2, src))
@@ -104,10 +104,15 @@ def laplacian_loss(verts: Tensor, edge_index: Tensor) -> Tensor:
 def _edge_lengths(verts: Tensor, edges: Tensor) -> Tensor:
     """verts: (..., K, 3), edges: (E, 2) -> (..., E)."""
     d = verts.index_select(-2, edges[:, 0].long()) - verts.index_select(-2, edges[:, 1].long())
-    return torch.sqrt(d.square().sum(dim=-1) + LENGTH_EPS)
+    sq = d.square().sum(dim=-1)
+    # Zero-length edges get length 0 and gradient 0 (a plain sqrt would give NaN gradients).
+    positive = sq > 0
+    return torch.where(positive, torch.sqrt(torch.where(positive, sq, torch.ones_like(sq))), 0.0)
 
 
-def edge_length_loss(verts: Tensor, edges: Tensor, *, reference_lengths: Tensor | None = None) -> Tensor:
+def edge_length_loss(
+    verts: Tensor, edges: Tensor, *, reference_lengths: Tensor | None = None
+) -> Tensor:
     """Regularity of edge lengths.
 
     Without `reference_lengths`: the variance of the edge lengths (squared mesh units), averaged
@@ -127,7 +132,8 @@ def edge_length_loss(verts: Tensor, edges: Tensor, *, reference_lengths: Tensor 
     ref = reference_lengths.to(device=lengths.device, dtype=lengths.dtype)
     if ref.shape[-1] != lengths.shape[-1]:
         raise ValueError(
-            f"reference_lengths must have {lengths.shape[-1]} entries (one per edge), got {tuple(ref.shape)}"
+            f"reference_lengths must have {lengths.shape[-1]} entries (one per edge), "
+            f"got {tuple(ref.shape)}"
         )
     return (lengths - ref).square().mean()
 

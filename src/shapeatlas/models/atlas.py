@@ -1,0 +1,300 @@
+"""`AtlasModel`: unsupervised, refinable correspondence of any-topology meshes to an atlas (R-ASM).
+
+    >>> model = AtlasModel(FitConfig(epochs=20)).fit(groomed_meshes, run_dir="run")  # doctest: +SKIP
+    >>> corr = model.correspond([read_mesh("new_liver.obj")])[0]                    # doctest: +SKIP
+    >>> corr.points.shape   # (K, 3): the point of the input matching each atlas vertex  # doctest: +SKIP
+
+`fit` takes meshes already in one aligned frame (the output of `groom`); `correspond` accepts
+meshes in any frame: it aligns each to the atlas (rigidly, or with the given transform) and
+returns the corresponding points in the input's own frame.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from shapeatlas import __version__
+from shapeatlas.atomic import atomic_path, write_text_atomic
+from shapeatlas.errors import MeshError, ShapeAtlasError
+from shapeatlas.mesh.align import align_to_reference
+from shapeatlas.mesh.core import Mesh
+from shapeatlas.mesh.io import read_mesh, write_mesh
+from shapeatlas.mesh.remesh import decimate
+from shapeatlas.models import inputs
+from shapeatlas.nn.rasm import RASM, AtlasGraph, pull_to_surface
+from shapeatlas.training.config import FitConfig
+from shapeatlas.training.loop import loss_weights, train
+
+log = logging.getLogger(__name__)
+
+MODEL_FORMAT = "shapeatlas-atlas-model"
+MODEL_VERSION = 1
+#: A `correspond` input whose size differs from the cohort's by more than this factor is refused.
+MAX_SCALE_RATIO = 2.0
+#: ...and one whose alignment residual exceeds this many cohort radii is refused.
+MAX_ALIGN_RMS = 0.5
+
+
+def resolve_device(device: str) -> torch.device:
+    """"auto" -> CUDA when available, else CPU; "cuda" without a GPU is a clear error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ShapeAtlasError("device 'cuda' was asked for, but torch sees no CUDA GPU")
+    return torch.device(device)
+
+
+@dataclass(frozen=True)
+class Correspondence:
+    """One input's correspondence to the atlas (everything in the input file's own frame).
+
+    points: (K, 3) the input's point corresponding to each atlas vertex (mm).
+    confidence: (K,) peak attention weight, in (0, 1]; low values mark ambiguous matches.
+    atlas_vertex: (V,) for each input vertex, its best-matching atlas vertex.
+    transform: (4, 4) input frame -> model (aligned) frame.
+    chamfer_mm, hausdorff_mm: symmetric distances between the input and `points` (mm).
+    """
+
+    name: str
+    points: np.ndarray
+    confidence: np.ndarray
+    atlas_vertex: np.ndarray
+    transform: np.ndarray
+    chamfer_mm: float
+    hausdorff_mm: float
+
+
+class AtlasModel:
+    """R-ASM estimator: learns an atlas and a network mapping every atlas vertex onto any shape.
+
+    Parameters
+    ----------
+    config: the fit configuration (`FitConfig`); keyword overrides replace its fields.
+
+    Fitted attributes: `atlas_vertices_` (K, 3) mm and `atlas_faces_` (F, 3) in the aligned
+    frame, `normalisation_`, `net_` (the network), `history_` (per-epoch log rows),
+    `fit_seconds_`.
+    """
+
+    def __init__(self, config: FitConfig | None = None, **overrides):
+        self.config = (config or FitConfig()).replace(**overrides)
+
+    # ------------------------------------------------------------------ helpers
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "net_"):
+            raise ShapeAtlasError("this AtlasModel is not fitted yet: call fit() or load() first")
+
+    def _new_net(self) -> RASM:
+        c = self.config
+        return RASM(c.encoder, sharpness=c.sharpness, smooth_gamma=c.smooth_gamma,
+                    smooth_iterations=c.smooth_iterations, attention_memory_mb=c.attention_memory_mb)
+
+    def _atlas_graph(self, points_norm: torch.Tensor) -> AtlasGraph:
+        mm = self.normalisation_.to_mm(points_norm.detach().cpu().double().numpy())
+        return inputs.atlas_graph(mm, self.atlas_faces_, self.normalisation_,
+                                  features=self.config.features, device=self.device_)
+
+    @property
+    def atlas_mesh(self) -> Mesh:
+        self._check_fitted()
+        return Mesh(self.atlas_vertices_, self.atlas_faces_, name="atlas")
+
+    # ---------------------------------------------------------------------- fit
+    def fit(self, meshes: Sequence[Mesh], *, run_dir: str | Path | None = None,
+            resume: bool = False, progress: Callable[[dict], None] | None = None) -> "AtlasModel":
+        """Learn the atlas and the correspondence network from groomed (aligned) meshes.
+
+        With `run_dir`, checkpoints and logs are written there and `resume=True` continues a
+        killed run from its last checkpoint.
+        """
+        cfg = self.config
+        t0 = time.perf_counter()
+        inputs.check_cohort(meshes, atlas_vertices=cfg.atlas_vertices)
+        torch.manual_seed(cfg.seed)
+        self.device_ = resolve_device(cfg.device)
+        run = Path(run_dir) if run_dir is not None else None
+        if run is not None:
+            run.mkdir(parents=True, exist_ok=True)
+        self.normalisation_ = inputs.Normalisation.fit(meshes)
+        if cfg.atlas_init == "medoid":
+            start = meshes[inputs.medoid_index(meshes)]
+            log.info("initial atlas: medoid shape %s", start.name)
+        else:
+            start = read_mesh(cfg.atlas_init)
+        atlas0 = decimate(start, target_vertices=cfg.atlas_vertices, method="uniform")
+        self.atlas_faces_ = np.asarray(atlas0.faces)
+        self.atlas_init_name_ = start.name
+        shapes = [inputs.graph_input(m, self.normalisation_, features=cfg.features,
+                                     device=self.device_) for m in meshes]
+        self.net_ = self._new_net().to(self.device_)
+        points0 = torch.as_tensor(self.normalisation_.to_model(atlas0.vertices),
+                                  dtype=torch.float32, device=self.device_)
+
+        def reestimate(atlas: AtlasGraph) -> torch.Tensor:
+            refined = [self._match(atlas, s).detach() for s in shapes]
+            return torch.stack(refined).mean(dim=0)
+
+        points, self.history_ = train(
+            self.net_, shapes, self._atlas_graph, points0, reestimate, cfg,
+            run_dir=run, resume=resume, progress=progress,
+        )
+        self.atlas_vertices_ = self.normalisation_.to_mm(points.detach().cpu().double().numpy())
+        self.net_.eval()
+        self._atlas_cache = None
+        self.fit_seconds_ = time.perf_counter() - t0
+        return self
+
+    # ---------------------------------------------------------------- matching
+    def _atlas_embedding(self) -> tuple[AtlasGraph, torch.Tensor]:
+        if getattr(self, "_atlas_cache", None) is None:
+            atlas = self._atlas_graph(torch.as_tensor(
+                self.normalisation_.to_model(self.atlas_vertices_), dtype=torch.float32))
+            with torch.no_grad():
+                emb = self.net_.vae.encode(atlas.graph.x, atlas.graph.edge_index).mu
+            self._atlas_cache = (atlas, emb)
+        return self._atlas_cache
+
+    def _match(self, atlas: AtlasGraph, shape, *, refine: bool = True, keep=None):
+        """Refined normalised shape (K, 3) of one GraphInput against `atlas`."""
+        with torch.no_grad():
+            out, packed = self.net_.embed([atlas.graph, shape])
+            ptr = packed.ptr.tolist()
+            m = self.net_.match(out.mu[:ptr[1]], shape, out.mu[ptr[1]:ptr[2]], atlas)
+        if keep is not None:
+            keep.append(m)
+        if not refine:
+            return m.smoothed
+        with torch.enable_grad():
+            return pull_to_surface(m.smoothed, shape.points, atlas, target_weights=shape.weights,
+                                   steps=self.config.refine_steps, lr=self.config.refine_lr,
+                                   weights=loss_weights(self.config))
+
+    def correspond(self, meshes: Sequence[Mesh], *, transforms: Sequence[np.ndarray] | None = None,
+                   refine: bool = True) -> list[Correspondence]:
+        """Map every atlas vertex onto each mesh, without retraining.
+
+        transforms: optional (4, 4) maps from each mesh's frame to the model's aligned frame
+        (e.g. from `groom.json`); by default each mesh is aligned rigidly to the atlas.
+        refine: False gives the attention + smoothing result without the test-time pull.
+        """
+        self._check_fitted()
+        from shapeatlas.metrics.surface import surface_distances
+
+        self.net_.eval()
+        atlas, atlas_emb = self._atlas_embedding()
+        atlas_mesh = self.atlas_mesh
+        results = []
+        for i, mesh in enumerate(meshes):
+            inputs.check_mesh_for_atlas(mesh, atlas_vertices=len(self.atlas_vertices_))
+            if transforms is not None:
+                t = np.asarray(transforms[i], dtype=np.float64)
+            else:
+                self._check_scale(mesh)
+                al = align_to_reference(mesh, atlas_mesh)
+                if al.rms > MAX_ALIGN_RMS * self.normalisation_.scale:
+                    raise MeshError(mesh.name, f"does not resemble the cohort: after rigid "
+                                    f"alignment it is still {al.rms:.1f} mm RMS from the atlas "
+                                    "(another organ, or a very different pose/scale?)")
+                t = al.matrix
+            aligned = mesh.transformed(t)
+            shape = inputs.graph_input(aligned, self.normalisation_,
+                                       features=self.config.features, device=self.device_)
+            keep: list = []
+            pts = self._match(atlas, shape, refine=refine, keep=keep)
+            m = keep[0]
+            mm = self.normalisation_.to_mm(pts.cpu().double().numpy())
+            inv = np.linalg.inv(t)
+            points = mm @ inv[:3, :3].T + inv[:3, 3]
+            d_ab, d_ba = surface_distances(np.asarray(mesh.vertices), points)
+            results.append(Correspondence(
+                name=mesh.name, points=points,
+                confidence=m.confidence.cpu().numpy(),
+                atlas_vertex=m.best_atlas_vertex.cpu().numpy(),
+                transform=t,
+                chamfer_mm=float(0.5 * (d_ab.mean() + d_ba.mean())),
+                hausdorff_mm=float(max(d_ab.max(), d_ba.max())),
+            ))
+        return results
+
+    def _check_scale(self, mesh: Mesh) -> None:
+        r = inputs._rms_radius(mesh)
+        ratio = r / self.normalisation_.scale
+        if not 1 / MAX_SCALE_RATIO <= ratio <= MAX_SCALE_RATIO:
+            raise MeshError(mesh.name, f"its size (RMS radius {r:.3g}) is {ratio:.2g} times the "
+                            f"cohort's ({self.normalisation_.scale:.3g} mm): wrong units, or "
+                            "another organ?")
+
+    # --------------------------------------------------------------- persistence
+    def save(self, path: str | Path) -> Path:
+        """Write `model.safetensors` + `model.json` into folder `path` (no pickle)."""
+        from safetensors.torch import save_file
+
+        self._check_fitted()
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        tensors = {f"net.{k}": v.detach().cpu().contiguous()
+                   for k, v in self.net_.state_dict().items()}
+        tensors["atlas.vertices"] = torch.tensor(np.ascontiguousarray(self.atlas_vertices_),
+                                                dtype=torch.float64)
+        tensors["atlas.faces"] = torch.tensor(np.ascontiguousarray(self.atlas_faces_),
+                                             dtype=torch.int64)
+        with atomic_path(path / "model.safetensors") as tmp:
+            save_file(tensors, str(tmp))
+        meta = {"format": MODEL_FORMAT, "version": MODEL_VERSION, "shapeatlas": __version__,
+                "config": self.config.to_dict(),
+                "normalisation": {"center": self.normalisation_.center.tolist(),
+                                  "scale": self.normalisation_.scale},
+                "atlas_init": getattr(self, "atlas_init_name_", None)}
+        write_text_atomic(path / "model.json", json.dumps(meta, indent=1) + "\n")
+        write_mesh(self.atlas_mesh, path / "atlas.ply")
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, *, device: str = "auto") -> "AtlasModel":
+        """Load a model saved by `save` (safetensors + JSON: never unpickles anything)."""
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        meta_path, weights_path = path / "model.json", path / "model.safetensors"
+        if not meta_path.is_file() or not weights_path.is_file():
+            raise ShapeAtlasError(f"{path}: not a shapeatlas model folder (needs model.json and "
+                                  "model.safetensors)")
+        try:
+            meta = json.loads(meta_path.read_text())
+        except json.JSONDecodeError as exc:
+            raise ShapeAtlasError(f"{meta_path}: not valid JSON ({exc})") from None
+        if meta.get("format") != MODEL_FORMAT:
+            raise ShapeAtlasError(f"{meta_path}: not a shapeatlas atlas model "
+                                  f"(format {meta.get('format')!r})")
+        if meta.get("version", 0) > MODEL_VERSION:
+            raise ShapeAtlasError(f"{meta_path}: written by a newer shapeatlas "
+                                  f"({meta.get('shapeatlas')}); upgrade to load it")
+        model = cls(FitConfig.from_dict(meta["config"], source=str(meta_path)))
+        model.device_ = resolve_device(device)
+        try:
+            tensors = load_file(str(weights_path))
+        except Exception as exc:
+            raise ShapeAtlasError(f"{weights_path}: unreadable weights ({exc})") from None
+        net = model._new_net()
+        try:
+            net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
+        except RuntimeError as exc:
+            raise ShapeAtlasError(f"{weights_path}: weights do not fit the saved configuration "
+                                  f"({str(exc).splitlines()[0]})") from None
+        model.net_ = net.to(model.device_).eval()
+        model.atlas_vertices_ = tensors["atlas.vertices"].numpy()
+        model.atlas_faces_ = tensors["atlas.faces"].numpy()
+        norm = meta["normalisation"]
+        model.normalisation_ = inputs.Normalisation(center=np.asarray(norm["center"]),
+                                                    scale=float(norm["scale"]))
+        model.atlas_init_name_ = meta.get("atlas_init")
+        model._atlas_cache = None
+        return model

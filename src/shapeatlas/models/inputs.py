@@ -1,0 +1,137 @@
+"""Turning groomed meshes into network inputs: cohort normalisation, graphs, the initial atlas.
+
+All per-mesh work (normals, graph, area weights) is done once here, outside the training loop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Sequence
+
+import numpy as np
+import torch
+from scipy.spatial import cKDTree
+
+from shapeatlas.errors import MeshError, ShapeAtlasError
+from shapeatlas.mesh import geometry as geo
+from shapeatlas.mesh.core import Mesh
+from shapeatlas.nn.graph import mesh_graph, node_features
+from shapeatlas.nn.rasm import AtlasGraph, GraphInput
+
+#: Vertices per shape used to rank shapes for the medoid (a subsample keeps it fast).
+MEDOID_POINTS = 600
+#: A shape with fewer vertices than atlas_vertices / this is too coarse to match the atlas.
+MAX_COARSENESS = 10
+#: A shape with more vertices than this is refused (decimate it with `groom --target-vertices`).
+MAX_VERTICES = 200_000
+
+
+@dataclass(frozen=True)
+class Normalisation:
+    """Cohort-wide map to the network's units: x_norm = (x_mm - center) / scale.
+
+    center: (3,) mm; scale: mm (the mean area-weighted RMS radius of the training shapes).
+    """
+
+    center: np.ndarray
+    scale: float
+
+    @staticmethod
+    def fit(meshes: Sequence[Mesh]) -> "Normalisation":
+        centres = np.array([m.centroid for m in meshes])
+        radii = [_rms_radius(m) for m in meshes]
+        return Normalisation(center=centres.mean(axis=0), scale=float(np.mean(radii)))
+
+    def to_model(self, points: np.ndarray) -> np.ndarray:
+        return (np.asarray(points) - self.center) / self.scale
+
+    def to_mm(self, points: np.ndarray) -> np.ndarray:
+        return np.asarray(points) * self.scale + self.center
+
+
+def _rms_radius(mesh: Mesh) -> float:
+    w = vertex_areas(mesh)
+    c = (mesh.vertices * w[:, None]).sum(0) / w.sum()
+    return float(np.sqrt((np.square(mesh.vertices - c).sum(1) * w).sum() / w.sum()))
+
+
+def vertex_areas(mesh: Mesh) -> np.ndarray:
+    """A third of the area of each incident triangle, per vertex. -> (V,)"""
+    a = np.zeros(mesh.n_vertices)
+    for k in range(3):
+        np.add.at(a, mesh.faces[:, k], mesh.face_areas / 3.0)
+    return a
+
+
+def check_mesh_for_atlas(mesh: Mesh, *, atlas_vertices: int) -> None:
+    """Refuse meshes the atlas cannot be matched to, with a message naming the mesh."""
+    if mesh.n_vertices * MAX_COARSENESS < atlas_vertices:
+        raise MeshError(mesh.name, f"only {mesh.n_vertices} vertices: too coarse for an atlas of "
+                        f"{atlas_vertices} vertices (remesh it finer, or fit a smaller atlas)")
+    if mesh.n_vertices > MAX_VERTICES:
+        raise MeshError(mesh.name, f"{mesh.n_vertices} vertices is more than {MAX_VERTICES}: "
+                        "decimate it first (shapeatlas groom --target-vertices N)")
+    if mesh.n_components > 1:
+        raise MeshError(mesh.name, f"{mesh.n_components} separate components: groom it first "
+                        "(cleaning keeps the largest)")
+
+
+def graph_input(mesh: Mesh, norm: Normalisation, *,
+                features: Literal["spatial", "hybrid"], device: torch.device,
+                dtype: torch.dtype = torch.float32) -> GraphInput:
+    """The network's view of one mesh (normalised coordinates, features, graph, area weights)."""
+    pts = norm.to_model(mesh.vertices)
+    if not np.isfinite(pts).all():
+        raise MeshError(mesh.name, "non-finite coordinates after normalisation")
+    w = vertex_areas(mesh)
+    w = w / w.sum()
+    p = torch.as_tensor(pts, dtype=dtype, device=device)
+    n = torch.tensor(np.array(mesh.vertex_normals), dtype=dtype, device=device)
+    return GraphInput(
+        name=mesh.name,
+        x=node_features(p, n, kind=features),
+        points=p,
+        edge_index=mesh_graph(p, torch.tensor(np.array(mesh.faces), device=device)),
+        weights=torch.as_tensor(w, dtype=dtype, device=device),
+    )
+
+
+def atlas_graph(vertices_mm: np.ndarray, faces: np.ndarray, norm: Normalisation, *,
+                features: Literal["spatial", "hybrid"], device: torch.device) -> AtlasGraph:
+    """The atlas as network input (its faces give normals and the regulariser structures)."""
+    mesh = Mesh(vertices_mm, faces, name="atlas")
+    g = graph_input(mesh, norm, features=features, device=device)
+    return AtlasGraph.build(g, torch.tensor(np.array(faces), device=device))
+
+
+def medoid_index(meshes: Sequence[Mesh]) -> int:
+    """The shape with the least summed symmetric Chamfer distance to all others (ties: first).
+
+    Uses an evenly strided subsample of `MEDOID_POINTS` vertices per shape.
+    """
+    if len(meshes) < 2:
+        return 0
+    pts = []
+    for m in meshes:
+        idx = np.linspace(0, m.n_vertices - 1, min(MEDOID_POINTS, m.n_vertices)).astype(int)
+        pts.append(np.asarray(m.vertices)[idx])
+    trees = [cKDTree(p) for p in pts]
+    n = len(meshes)
+    d = np.zeros((n, n))
+    for i in range(n):
+        for j in range(n):
+            if i != j:
+                d[i, j] = trees[j].query(pts[i])[0].mean()
+    total = (d + d.T).sum(axis=1)
+    return int(np.argmin(total))
+
+
+def check_cohort(meshes: Sequence[Mesh], *, atlas_vertices: int, min_shapes: int = 3) -> None:
+    """Refuse a cohort that cannot give an atlas: too few shapes, or a shape that cannot match."""
+    if len(meshes) < min_shapes:
+        raise ShapeAtlasError(f"a cohort needs at least {min_shapes} shapes to fit an atlas, "
+                              f"got {len(meshes)}")
+    for m in meshes:
+        check_mesh_for_atlas(m, atlas_vertices=atlas_vertices)
+        if not geo.is_watertight(np.asarray(m.faces)) and m.euler_characteristic > 2:
+            raise MeshError(m.name, "not a surface (Euler characteristic above 2)")

@@ -1,0 +1,146 @@
+"""Run folders: the library functions behind `shapeatlas fit` and `shapeatlas correspond`.
+
+A run folder holds `config.json` (full, reloadable with `--config`), `model.safetensors` +
+`model.json` (the model; no pickle), `atlas.ply`, `train_log.csv`, `checkpoint.pt` (for
+`--resume`), `fit_metrics.json`, and `groomed/` when `fit` had to groom raw meshes itself.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from shapeatlas.atomic import write_npz_atomic, write_text_atomic
+from shapeatlas.errors import ShapeAtlasError
+from shapeatlas.mesh.core import Mesh
+from shapeatlas.mesh.groom import (
+    MANIFEST_NAME,
+    GroomOptions,
+    find_mesh_files,
+    groom_cohort,
+    load_groomed,
+)
+from shapeatlas.mesh.io import is_mesh_file, read_mesh, write_mesh
+from shapeatlas.models.atlas import AtlasModel, Correspondence
+from shapeatlas.training.config import FitConfig
+
+log = logging.getLogger(__name__)
+
+
+def load_cohort(data_dir: str | Path, run_dir: Path, cfg: FitConfig,
+                progress: Callable | None = None) -> tuple[list[Mesh], dict]:
+    """Meshes of a groomed folder, or groom a raw folder (recorded in RUN_DIR/groomed)."""
+    data_dir = Path(data_dir)
+    if (data_dir / MANIFEST_NAME).is_file():
+        meshes, manifest = load_groomed(data_dir)
+        return meshes, {"groomed_by_fit": False, "data": str(data_dir.resolve())}
+    if not data_dir.is_dir():
+        raise ShapeAtlasError(f"{data_dir}: not a folder")
+    out = run_dir / "groomed"
+    opts = GroomOptions(target_vertices=cfg.groom_target_vertices)
+    log.info("%s has no %s: grooming it into %s", data_dir, MANIFEST_NAME, out)
+    result = groom_cohort(data_dir, out, opts, progress=progress)
+    meshes, _ = load_groomed(out)
+    return meshes, {"groomed_by_fit": True, "data": str(data_dir.resolve()),
+                    "groom_options": result.manifest["options"], "failed": result.failed}
+
+
+def fit_run(data_dir: str | Path, run_dir: str | Path, cfg: FitConfig, *, resume: bool = False,
+            progress: Callable[[dict], None] | None = None,
+            groom_progress: Callable | None = None) -> AtlasModel:
+    """Fit an AtlasModel on a folder and write the whole run folder."""
+    run_dir = Path(run_dir)
+    cfg_path = run_dir / "config.json"
+    if resume:
+        if not cfg_path.is_file():
+            raise ShapeAtlasError(f"{run_dir}: nothing to resume (no config.json)")
+        saved = FitConfig.from_json(cfg_path)
+        if saved.replace(device=cfg.device) != cfg.replace(device=saved.device):
+            log.warning("--resume uses the run's saved configuration; other options are ignored")
+        cfg = saved.replace(device=cfg.device)
+    elif (run_dir / "checkpoint.pt").exists():
+        raise ShapeAtlasError(f"{run_dir} already holds a run: use --resume to continue it, or "
+                              "choose another --out")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(cfg_path, cfg.to_json())
+    meshes, data_info = load_cohort(data_dir, run_dir, cfg, groom_progress)
+    model = AtlasModel(cfg).fit(meshes, run_dir=run_dir, resume=resume, progress=progress)
+    model.save(run_dir)
+    t0 = time.perf_counter()
+    corr = model.correspond(meshes, transforms=[np.eye(4)] * len(meshes))
+    t_corr = time.perf_counter() - t0
+    rows = model.history_
+    epoch_rate = [r["shapes_per_second"] for r in rows] if rows else []
+    metrics = {
+        "n_shapes": len(meshes),
+        "atlas_vertices": int(len(model.atlas_vertices_)),
+        "atlas_init": model.atlas_init_name_,
+        "fit_seconds": model.fit_seconds_,
+        "epochs_run": len(rows),
+        "shapes_per_second_per_epoch": float(np.mean(epoch_rate)) if epoch_rate else None,
+        "correspond_seconds_per_shape": t_corr / len(meshes),
+        "chamfer_mm_mean": float(np.mean([c.chamfer_mm for c in corr])),
+        "hausdorff_mm_mean": float(np.mean([c.hausdorff_mm for c in corr])),
+        "per_shape": {Path(c.name).stem: {"chamfer_mm": c.chamfer_mm,
+                                          "hausdorff_mm": c.hausdorff_mm} for c in corr},
+        "data": data_info,
+        "device": str(model.device_),
+    }
+    write_text_atomic(run_dir / "fit_metrics.json", json.dumps(metrics, indent=1) + "\n")
+    return model
+
+
+def collect_mesh_paths(items: Sequence[str | Path]) -> list[Path]:
+    """Expand folders into their mesh files; keep files as given."""
+    paths: list[Path] = []
+    for item in items:
+        p = Path(item)
+        if p.is_dir():
+            paths += find_mesh_files(p)
+        elif p.exists() and not is_mesh_file(p):
+            raise ShapeAtlasError(f"{p}: not a mesh file (.obj .ply .stl .off .vtk .vtp)")
+        else:
+            paths.append(p)
+    if not paths:
+        raise ShapeAtlasError("no mesh files to correspond")
+    return paths
+
+
+def write_correspondence(c: Correspondence, faces: np.ndarray, out_dir: Path, name: str) -> None:
+    """DIR/NAME.ply (atlas topology, input frame) and DIR/NAME.npz (points, confidence, ...)."""
+    write_mesh(Mesh(c.points, faces, name=name), out_dir / f"{name}.ply",
+               point_data={"confidence": c.confidence.astype(np.float32)})
+    write_npz_atomic(out_dir / f"{name}.npz", {
+        "points": c.points, "confidence": c.confidence, "atlas_vertex": c.atlas_vertex,
+        "transform": c.transform, "chamfer_mm": np.float64(c.chamfer_mm),
+        "hausdorff_mm": np.float64(c.hausdorff_mm)})
+
+
+def correspond_files(run_dir: str | Path, items: Sequence[str | Path], out_dir: str | Path, *,
+                     refine: bool = True, device: str = "auto",
+                     progress: Callable[[int], None] | None = None) -> tuple[list[dict], list[str]]:
+    """Correspond every mesh to a fitted run; returns per-file summaries and error lines."""
+    model = AtlasModel.load(run_dir, device=device)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    done, errors = [], []
+    for path in collect_mesh_paths(items):
+        try:
+            mesh = read_mesh(path)
+            t0 = time.perf_counter()
+            c = model.correspond([mesh], refine=refine)[0]
+            dt = time.perf_counter() - t0
+            write_correspondence(c, model.atlas_faces_, out_dir, path.stem)
+            done.append({"name": path.stem, "seconds": dt, "chamfer_mm": c.chamfer_mm,
+                         "hausdorff_mm": c.hausdorff_mm,
+                         "mean_confidence": float(c.confidence.mean())})
+        except ShapeAtlasError as exc:
+            errors.append(str(exc))
+        if progress:
+            progress(1)
+    return done, errors

@@ -1,0 +1,151 @@
+"""Typed configuration of an R-ASM fit: written into every run folder and enough to reproduce it.
+
+`FitConfig.to_json()` / `FitConfig.from_json()` round-trip exactly; the CLI's `--config FILE`
+accepts a saved `config.json` (or any subset of its fields).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from shapeatlas.errors import ShapeAtlasError
+from shapeatlas.nn.encoder import EncoderConfig
+
+#: Bumped when a saved config can no longer be read by older code.
+CONFIG_VERSION = 1
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """Everything that defines an R-ASM fit (model, atlas, losses, optimisation)."""
+
+    features: Literal["spatial", "hybrid"] = "hybrid"
+    """Node features: coordinates (sGCN) or coordinates + vertex normals (hGCN)."""
+    encoder: EncoderConfig = field(default_factory=lambda: EncoderConfig(
+        in_channels=6, widths=(32, 32, 64, 64), heads=4, latent_dim=64))
+    """Graph VAE architecture (in_channels follows `features`). CPU-sized by default."""
+    atlas_vertices: int = 1500
+    """K: vertices of the atlas (the canonical shape is remeshed to this many)."""
+    atlas_init: str = "medoid"
+    """"medoid" (the training shape with the least summed Chamfer distance to the others) or
+    a path to a mesh file in the groomed frame."""
+    atlas_rounds: int = 2
+    """Training rounds; after each but the last the atlas is re-estimated as the vertex-wise mean
+    of the refined normalised shapes."""
+    sharpness: float = 1e4
+    """lambda: inverse temperature of the attention softmax over the shape's vertices."""
+    attention_memory_mb: float = 256.0
+    """Upper bound on the similarity buffers the attention holds at once."""
+    smooth_gamma: float = 1.0
+    """gamma of the graph smoothing h <- (I + gamma D)^-1 (h + gamma A h)."""
+    smooth_iterations: int = 2
+    """Iterations of that smoothing."""
+    w_chamfer: float = 1.0
+    """Weight of Chamfer(input, refined normalised shape) (squared, normalised units)."""
+    w_recon: float = 0.1
+    """Weight of the L1 reconstruction of the node features by the VAE decoder."""
+    w_kl: float = 1e-4
+    """Weight of the per-vertex KL divergence of the VAE posterior."""
+    w_normal: float = 0.01
+    """Weight of the normal consistency of the refined shape on the atlas faces."""
+    w_laplacian: float = 0.1
+    """Weight of the Laplacian smoothness of the refined shape (L_Ref)."""
+    w_edge: float = 0.1
+    """Weight of the edge-length regulariser of the refined shape (L_Ref)."""
+    refine_steps: int = 60
+    """Test-time refinement: Adam steps pulling the smoothed shape onto the input surface."""
+    refine_lr: float = 0.005
+    """Learning rate of the test-time refinement (normalised units)."""
+    epochs: int = 30
+    """Epochs per atlas round (an upper bound: early stopping may end a round sooner)."""
+    batch_size: int = 4
+    """Shapes packed into one training step."""
+    lr: float = 1e-3
+    """Adam (amsgrad) learning rate."""
+    lr_decay: float = 0.97
+    """Multiplicative learning-rate decay per epoch."""
+    grad_clip: float = 1.0
+    """Gradient-norm clip applied before every optimiser step."""
+    patience: int = 8
+    """Epochs without a relative improvement of `min_delta` before a round stops early."""
+    min_delta: float = 1e-3
+    """Relative loss improvement that counts for early stopping."""
+    checkpoint_every: int = 1
+    """Epochs between checkpoints (and `--resume` points)."""
+    groom_target_vertices: int = 2000
+    """Vertex count raw meshes are groomed to when `fit` is given a raw folder."""
+    seed: int = 0
+    """One seed for everything (initialisation, shuffling, VAE sampling)."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """Where to train: "auto" picks CUDA when available."""
+
+    def __post_init__(self) -> None:
+        enc = self.encoder
+        if isinstance(enc, dict):
+            enc = EncoderConfig(**{k: tuple(v) if k == "widths" else v for k, v in enc.items()})
+        want = 6 if self.features == "hybrid" else 3
+        if enc.in_channels != want:
+            enc = dataclasses.replace(enc, in_channels=want)
+        object.__setattr__(self, "encoder", enc)
+        problems = []
+        if self.features not in ("spatial", "hybrid"):
+            problems.append(f"features must be 'spatial' or 'hybrid', got {self.features!r}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            problems.append(f"device must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
+        for name in ("atlas_vertices", "epochs", "batch_size", "atlas_rounds", "checkpoint_every",
+                     "groom_target_vertices"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.atlas_vertices < 100:
+            problems.append(f"atlas_vertices must be at least 100, got {self.atlas_vertices}")
+        if self.sharpness <= 0:
+            problems.append(f"sharpness must be positive, got {self.sharpness}")
+        for name in ("smooth_iterations", "refine_steps", "patience"):
+            if getattr(self, name) < 0:
+                problems.append(f"{name} must be >= 0, got {getattr(self, name)}")
+        if problems:
+            raise ShapeAtlasError("invalid fit configuration: " + "; ".join(problems))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["encoder"]["widths"] = list(d["encoder"]["widths"])
+        return {"format": "shapeatlas-fit-config", "version": CONFIG_VERSION, **d}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=1) + "\n"
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], *, source: str = "config") -> "FitConfig":
+        d = dict(d)
+        if d.pop("format", "shapeatlas-fit-config") != "shapeatlas-fit-config":
+            raise ShapeAtlasError(f"{source}: not a shapeatlas fit configuration")
+        version = d.pop("version", CONFIG_VERSION)
+        if version > CONFIG_VERSION:
+            raise ShapeAtlasError(
+                f"{source}: written by a newer shapeatlas (config version {version}); upgrade"
+            )
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ShapeAtlasError(f"{source}: unknown configuration fields {unknown}")
+        return cls(**d)
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> "FitConfig":
+        path = Path(path)
+        try:
+            return cls.from_dict(json.loads(path.read_text()), source=str(path))
+        except FileNotFoundError:
+            raise ShapeAtlasError(f"{path}: no such configuration file") from None
+        except json.JSONDecodeError as exc:
+            raise ShapeAtlasError(f"{path}: not valid JSON ({exc})") from None
+        except TypeError as exc:
+            raise ShapeAtlasError(f"{path}: {exc}") from None
+
+    def replace(self, **changes: Any) -> "FitConfig":
+        """A copy with some fields changed (None values are ignored, handy for CLI flags)."""
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})

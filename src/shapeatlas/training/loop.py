@@ -1,0 +1,232 @@
+"""The R-ASM training loop: rounds of epochs, checkpoints, exact resume, logs. No model maths here.
+
+- Every `checkpoint_every` epochs, `RUN_DIR/checkpoint.pt` is written atomically: model and
+  optimiser state, the current atlas, the epoch/round counters, early-stopping state and the log
+  rows. `resume=True` continues from it exactly (the shuffling and VAE sampling of each epoch are
+  seeded from (seed, round, epoch), so a resumed run replays the same sequence).
+- A non-finite loss stops the run with `TrainingError` naming the shape(s) of the failing step;
+  the last good checkpoint is left untouched.
+- Per-epoch metrics go to `RUN_DIR/train_log.csv` and, if the `tensorboard` package is
+  installed, to `RUN_DIR/tensorboard/`.
+- Ready for data-parallel training: no global state, per-rank data shards and seeds, only rank 0
+  writes files.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from shapeatlas.atomic import atomic_path, write_text_atomic
+from shapeatlas.errors import ShapeAtlasError
+from shapeatlas.nn.rasm import RASM, AtlasGraph, GraphInput, LossWeights, rasm_losses
+from shapeatlas.training.config import FitConfig
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_NAME = "checkpoint.pt"
+LOG_NAME = "train_log.csv"
+CHECKPOINT_VERSION = 1
+
+
+class TrainingError(ShapeAtlasError):
+    """Training cannot go on (e.g. a non-finite loss); the message names the shapes involved."""
+
+
+@dataclass
+class TrainState:
+    """What a checkpoint restores, besides the model and optimiser."""
+
+    round: int = 0
+    epoch: int = 0  # epochs completed in this round
+    best: float = float("inf")
+    bad_epochs: int = 0
+    rows: list = field(default_factory=list)
+    done: bool = False
+
+
+def loss_weights(cfg: FitConfig) -> LossWeights:
+    return LossWeights(chamfer=cfg.w_chamfer, recon=cfg.w_recon, kl=cfg.w_kl,
+                       normal=cfg.w_normal, laplacian=cfg.w_laplacian, edge=cfg.w_edge)
+
+
+def _seed(cfg: FitConfig, *parts: int) -> int:
+    return int(np.random.SeedSequence([cfg.seed, *parts]).generate_state(1)[0])
+
+
+def save_checkpoint(run_dir: Path, model: RASM, opt: torch.optim.Optimizer,
+                    atlas_points: torch.Tensor, state: TrainState) -> None:
+    payload = {
+        "version": CHECKPOINT_VERSION,
+        "model": model.state_dict(),
+        "optimizer": opt.state_dict(),
+        "atlas_points": atlas_points.detach().cpu(),
+        "state": {"round": state.round, "epoch": state.epoch, "best": state.best,
+                  "bad_epochs": state.bad_epochs, "done": state.done},
+        "rows": [[str(k), float(v)] for row in state.rows for k, v in row.items()],
+        "row_len": len(state.rows[0]) if state.rows else 0,
+    }
+    with atomic_path(run_dir / CHECKPOINT_NAME) as tmp:
+        torch.save(payload, tmp)
+
+
+def load_checkpoint(run_dir: Path, model: RASM, opt: torch.optim.Optimizer
+                    ) -> tuple[torch.Tensor, TrainState]:
+    path = run_dir / CHECKPOINT_NAME
+    if not path.is_file():
+        raise ShapeAtlasError(f"{run_dir}: nothing to resume (no {CHECKPOINT_NAME})")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ShapeAtlasError(f"{path}: unreadable checkpoint ({exc})") from exc
+    if payload.get("version", 0) > CHECKPOINT_VERSION:
+        raise ShapeAtlasError(f"{path}: written by a newer shapeatlas; upgrade to resume")
+    model.load_state_dict(payload["model"])
+    opt.load_state_dict(payload["optimizer"])
+    s = payload["state"]
+    flat, n = payload["rows"], payload["row_len"]
+    rows = [dict((k, v) for k, v in flat[i:i + n]) for i in range(0, len(flat), n)] if n else []
+    state = TrainState(round=int(s["round"]), epoch=int(s["epoch"]), best=float(s["best"]),
+                       bad_epochs=int(s["bad_epochs"]), rows=rows, done=bool(s["done"]))
+    return payload["atlas_points"], state
+
+
+def _write_log(run_dir: Path, rows: list[dict]) -> None:
+    if not rows:
+        return
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    w.writeheader()
+    w.writerows(rows)
+    write_text_atomic(run_dir / LOG_NAME, buf.getvalue())
+
+
+def _tensorboard(run_dir: Path | None):
+    if run_dir is None:
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except Exception:  # tensorboard is optional
+        log.info("tensorboard is not installed: metrics go to %s only", LOG_NAME)
+        return None
+    return SummaryWriter(str(run_dir / "tensorboard"))
+
+
+def train(
+    model: RASM,
+    shapes: Sequence[GraphInput],
+    make_atlas: Callable[[torch.Tensor], AtlasGraph],
+    atlas_points: torch.Tensor,
+    reestimate_atlas: Callable[[AtlasGraph], torch.Tensor],
+    cfg: FitConfig,
+    *,
+    run_dir: Path | None = None,
+    resume: bool = False,
+    progress: Callable[[dict], None] | None = None,
+    rank: int = 0,
+    world_size: int = 1,
+) -> tuple[torch.Tensor, list[dict]]:
+    """Train `model` in `cfg.atlas_rounds` rounds; return the final atlas points and the log rows.
+
+    make_atlas(points (K, 3)) -> AtlasGraph; reestimate_atlas(atlas) -> new points (K, 3).
+    """
+    writer_rank = rank == 0 and run_dir is not None
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, amsgrad=True)
+    state = TrainState()
+    if resume:
+        if run_dir is None:
+            raise ShapeAtlasError("resume needs a run folder")
+        atlas_points, state = load_checkpoint(run_dir, model, opt)
+        atlas_points = atlas_points.to(shapes[0].points.device)
+        log.info("resuming at round %d, epoch %d", state.round + 1, state.epoch + 1)
+    weights = loss_weights(cfg)
+    tb = _tensorboard(run_dir) if writer_rank else None
+    n = len(shapes)
+    atlas = make_atlas(atlas_points)
+    try:
+        while not state.done:
+            if state.epoch >= cfg.epochs or state.bad_epochs >= max(cfg.patience, 1) and cfg.patience:
+                # End of a round: re-estimate the atlas, or finish.
+                if state.round + 1 >= cfg.atlas_rounds:
+                    state.done = True
+                    break
+                model.eval()
+                atlas_points = reestimate_atlas(atlas)
+                atlas = make_atlas(atlas_points)
+                state = TrainState(round=state.round + 1, rows=state.rows)
+                if writer_rank:
+                    save_checkpoint(run_dir, model, opt, atlas_points, state)
+                continue
+            model.train()
+            t0 = time.perf_counter()
+            order = np.random.default_rng(_seed(cfg, state.round, state.epoch)).permutation(n)
+            order = order[rank::world_size]
+            gen = torch.Generator(device=shapes[0].points.device)
+            gen.manual_seed(_seed(cfg, state.round, state.epoch, rank, 1))
+            lr = cfg.lr * cfg.lr_decay ** (state.round * cfg.epochs + state.epoch)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            sums: dict[str, float] = {}
+            n_steps = 0
+            for start in range(0, len(order), cfg.batch_size):
+                batch = [shapes[i] for i in order[start:start + cfg.batch_size]]
+                opt.zero_grad(set_to_none=True)
+                out = rasm_losses(model, atlas, batch, weights, generator=gen)
+                if not torch.isfinite(out.total):
+                    bad = [s.name for s, c in zip(batch, out.per_shape_chamfer)
+                           if not torch.isfinite(c)] or [s.name for s in batch]
+                    raise TrainingError(
+                        f"non-finite loss in round {state.round + 1}, epoch {state.epoch + 1}, "
+                        f"on shape(s) {', '.join(bad)}; the last good checkpoint is kept"
+                        + (f" in {run_dir / CHECKPOINT_NAME}" if run_dir else "")
+                    )
+                out.total.backward()
+                norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                if not torch.isfinite(norm):
+                    raise TrainingError(
+                        f"non-finite gradient in round {state.round + 1}, epoch "
+                        f"{state.epoch + 1}, on shapes {', '.join(s.name for s in batch)}")
+                opt.step()
+                n_steps += 1
+                for k, v in {"loss": out.total, **out.terms}.items():
+                    sums[k] = sums.get(k, 0.0) + float(v.detach())
+                if progress:
+                    progress({"round": state.round + 1, "epoch": state.epoch + 1,
+                              "step": n_steps, "steps": -(-len(order) // cfg.batch_size),
+                              "loss": float(out.total.detach())})
+            dt = time.perf_counter() - t0
+            row = {"round": state.round + 1, "epoch": state.epoch + 1, "lr": lr,
+                   **{k: v / max(n_steps, 1) for k, v in sums.items()},
+                   "seconds": dt, "shapes_per_second": len(order) / dt}
+            state.rows.append(row)
+            loss = row["loss"]
+            if loss < state.best * (1.0 - cfg.min_delta):
+                state.best, state.bad_epochs = loss, 0
+            else:
+                state.bad_epochs += 1
+            state.epoch += 1
+            log.info("round %d epoch %d: loss %.5f (chamfer %.5f) %.1f s", row["round"],
+                     row["epoch"], loss, row["chamfer"], dt)
+            if writer_rank:
+                _write_log(run_dir, state.rows)
+                if tb is not None:
+                    step = len(state.rows)
+                    for k, v in row.items():
+                        if k not in ("round", "epoch"):
+                            tb.add_scalar(k, v, step)
+                if state.epoch % cfg.checkpoint_every == 0:
+                    save_checkpoint(run_dir, model, opt, atlas_points, state)
+        if writer_rank:
+            save_checkpoint(run_dir, model, opt, atlas_points, state)
+    finally:
+        if tb is not None:
+            tb.close()
+    return atlas_points, state.rows
