@@ -30,35 +30,26 @@ import numpy as np
 from shapeatlas.data.synthetic_lv import load_truth, write_lv_cohort
 from shapeatlas.mesh.groom import load_manifest
 from shapeatlas.mesh.io import read_mesh
-from shapeatlas.metrics.correspondence import domain_of_surface_points, true_correspondence
-from shapeatlas.metrics.surface import closest_points_on_surface
+from shapeatlas.metrics.correspondence import nearest_point_baseline_error, paired_atlas_error
 from shapeatlas.models.atlas import AtlasModel
 from shapeatlas.pipeline import fit_run
 from shapeatlas.training.config import FitConfig
 
 
-def file_vertices(t) -> np.ndarray:
-    return t.vertices_domain @ t.pose[:3, :3].T + t.pose[:3, 3]
-
-
 def pair_error(points_a, points_b, ta, tb) -> np.ndarray:
     """|P_B[k] - truth(P_A[k])| for atlas points given in the two files' frames. -> (K,)"""
-    xa, xb = file_vertices(ta), file_vertices(tb)
-    u = domain_of_surface_points(points_a, vertices=xa, faces=ta.faces, domain=ta.domain)
-    truth = true_correspondence(u, domain_b=tb.domain, b_vertices=xb, b_faces=tb.faces)
-    return np.linalg.norm(points_b - truth, axis=1)
+    return paired_atlas_error(points_a, points_b, a_vertices=ta.vertices_file, a_faces=ta.faces,
+                              a_domain=ta.domain, b_vertices=tb.vertices_file,
+                              b_faces=tb.faces, b_domain=tb.domain)
 
 
 def baseline_error(ta, tb, t_a: np.ndarray, t_b: np.ndarray) -> np.ndarray:
-    """Rigid alignment then nearest point on B, for every vertex of A. -> (V_A,)"""
-    xa, xb = file_vertices(ta), file_vertices(tb)
-    a_al = xa @ t_a[:3, :3].T + t_a[:3, 3]
-    b_al = xb @ t_b[:3, :3].T + t_b[:3, 3]
-    near = closest_points_on_surface(a_al, b_al, tb.faces).points
-    inv = np.linalg.inv(t_b)
-    pred = near @ inv[:3, :3].T + inv[:3, 3]
-    truth = true_correspondence(ta.domain, domain_b=tb.domain, b_vertices=xb, b_faces=tb.faces)
-    return np.linalg.norm(pred - truth, axis=1)
+    """Rigid alignment (the groom transforms) then nearest point on B, per vertex of A."""
+    xa, xb = ta.vertices_file, tb.vertices_file
+    return nearest_point_baseline_error(
+        a_aligned=xa @ t_a[:3, :3].T + t_a[:3, 3], b_aligned=xb @ t_b[:3, :3].T + t_b[:3, 3],
+        b_faces=tb.faces, b_vertices=xb, a_domain=ta.domain, b_domain=tb.domain,
+        b_to_file=np.linalg.inv(t_b))
 
 
 def main() -> None:

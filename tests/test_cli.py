@@ -81,3 +81,43 @@ def test_demo(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "done in" in out and "lv_003" in out
     assert (tmp_path / "demo" / "groomed" / "groom.json").is_file()
+
+
+def test_fit_and_correspond(tmp_path, capsys):
+    import numpy as np
+    import torch
+
+    from shapeatlas.nn.encoder import EncoderConfig
+    from shapeatlas.training.config import FitConfig
+
+    torch.set_num_threads(1)
+    assert main(["synth", "lv", "--n", "4", "--out", str(tmp_path / "lv"), "-q",
+                 "--min-vertices", "1000", "--max-vertices", "1100"]) == 0
+    cfg = FitConfig(encoder=EncoderConfig(widths=(16, 16), heads=2, latent_dim=16),
+                    atlas_vertices=150, epochs=1, atlas_rounds=1, refine_steps=3,
+                    groom_target_vertices=400)
+    (tmp_path / "cfg.json").write_text(cfg.to_json())
+    run = tmp_path / "run"
+    # A raw folder: fit grooms it itself and records that.
+    assert main(["fit", str(tmp_path / "lv"), "--out", str(run), "--config",
+                 str(tmp_path / "cfg.json"), "--device", "cpu", "-q"]) == 0
+    for f in ("config.json", "model.safetensors", "model.json", "atlas.ply", "train_log.csv",
+              "fit_metrics.json", "groomed/groom.json"):
+        assert (run / f).is_file(), f
+    assert "fitted an atlas of 150 vertices on 4 shapes" in capsys.readouterr().out
+    # Fitting into a used run folder without --resume is refused; --resume finishes at once.
+    assert main(["fit", str(tmp_path / "lv"), "--out", str(run), "-q"]) == 1
+    assert "--resume" in capsys.readouterr().err
+    assert main(["fit", str(tmp_path / "lv"), "--out", str(run), "--resume", "-q"]) == 0
+    capsys.readouterr()
+    bad = tmp_path / "lv" / "notes.ply"
+    bad.write_text("nothing")
+    assert main(["correspond", str(run), str(tmp_path / "lv" / "lv_000.ply"), str(bad),
+                 "--out", str(tmp_path / "c"), "-q"]) == 1
+    out = capsys.readouterr().out
+    assert "skipped" in out and "notes.ply" in out
+    z = np.load(tmp_path / "c" / "lv_000.npz")
+    assert z["points"].shape == (150, 3) and z["atlas_vertex"].shape == (read_mesh(
+        tmp_path / "lv" / "lv_000.ply").n_vertices,)
+    m = read_mesh(tmp_path / "c" / "lv_000.ply")
+    np.testing.assert_allclose(m.vertices, z["points"])

@@ -646,6 +646,11 @@ class LVTruth:
     faces: np.ndarray
     region: np.ndarray
 
+    @property
+    def vertices_file(self) -> np.ndarray:
+        """(V, 3) the mesh's vertices in its file frame (pose applied)."""
+        return self.vertices_domain @ self.pose[:3, :3].T + self.pose[:3, 3]
+
 
 def load_truth(directory: str | Path) -> dict[str, LVTruth]:
     """Read a cohort's ground truth: shape name -> `LVTruth`, in name order."""

@@ -219,3 +219,37 @@ def domain_of_surface_points(points: np.ndarray, *, vertices: np.ndarray, faces:
     bary = barycentric_in_triangles(cp.points, x[tri])
     u = np.einsum("ki,kij->kj", bary, np.asarray(domain, dtype=np.float64)[tri])
     return u / np.maximum(np.linalg.norm(u, axis=1, keepdims=True), DEGENERATE_DET_EPS)
+
+
+def paired_atlas_error(points_a: np.ndarray, points_b: np.ndarray, *, a_vertices: np.ndarray,
+                       a_faces: np.ndarray, a_domain: np.ndarray, b_vertices: np.ndarray,
+                       b_faces: np.ndarray, b_domain: np.ndarray) -> np.ndarray:
+    """Ground-truth error of atlas-based correspondences between two shapes.
+
+    Atlas vertex k was mapped to points_a[k] on A and points_b[k] on B, so the method claims that
+    these correspond. The truth says which point of B corresponds to points_a[k]: its domain
+    coordinate on A, located on B. -> (K,) distances |points_b[k] - truth_k| (units of b_vertices).
+    points_a: (K, 3) in A's vertex frame; points_b: (K, 3) in B's.
+    """
+    u = domain_of_surface_points(points_a, vertices=a_vertices, faces=a_faces, domain=a_domain)
+    truth = true_correspondence(u, domain_b=b_domain, b_vertices=b_vertices, b_faces=b_faces)
+    return np.linalg.norm(_points(points_b, "points_b") - truth, axis=1)
+
+
+def nearest_point_baseline_error(*, a_aligned: np.ndarray, b_aligned: np.ndarray,
+                                 b_faces: np.ndarray, b_vertices: np.ndarray,
+                                 a_domain: np.ndarray, b_domain: np.ndarray,
+                                 b_to_file: np.ndarray) -> np.ndarray:
+    """Error of the classic baseline "rigid alignment, then nearest point on the other shape".
+
+    a_aligned, b_aligned: (Va, 3), (Vb, 3) the two shapes' vertices after rigid alignment;
+    b_to_file: (4, 4) from the aligned frame back to B's vertex frame (`b_vertices`).
+    -> (Va,) distances from each of A's vertices' nearest point on B to its true correspondent.
+    """
+    from shapeatlas.metrics.surface import closest_points_on_surface
+
+    near = closest_points_on_surface(_points(a_aligned, "a_aligned"),
+                                     _points(b_aligned, "b_aligned"), b_faces).points
+    pred = near @ b_to_file[:3, :3].T + b_to_file[:3, 3]
+    truth = true_correspondence(a_domain, domain_b=b_domain, b_vertices=b_vertices, b_faces=b_faces)
+    return np.linalg.norm(pred - truth, axis=1)

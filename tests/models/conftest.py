@@ -1,0 +1,38 @@
+"""A tiny groomed LV cohort and a CPU-sized configuration shared by the model tests."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from shapeatlas.data.synthetic_lv import write_lv_cohort
+from shapeatlas.mesh.groom import GroomOptions, groom_cohort, load_groomed
+from shapeatlas.nn.encoder import EncoderConfig
+from shapeatlas.training.config import FitConfig
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # Tiny models on a 2-core machine: one thread avoids the threads waiting on each other.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="session")
+def tiny_cohort(tmp_path_factory):
+    root = tmp_path_factory.mktemp("lv")
+    write_lv_cohort(root / "raw", n=5, seed=7, phenotypes="mixed", n_vertices=(1000, 1200))
+    groom_cohort(root / "raw", root / "groomed", GroomOptions(target_vertices=500, n_jobs=1))
+    meshes, manifest = load_groomed(root / "groomed")
+    return root, meshes, manifest
+
+
+@pytest.fixture
+def tiny_config() -> FitConfig:
+    return FitConfig(
+        encoder=EncoderConfig(widths=(16, 16), heads=2, latent_dim=16),
+        atlas_vertices=200, epochs=2, atlas_rounds=2, batch_size=2, refine_steps=5,
+        groom_target_vertices=500, device="cpu",
+    )
