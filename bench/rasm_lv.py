@@ -52,7 +52,7 @@ def baseline_error(ta, tb, t_a: np.ndarray, t_b: np.ndarray) -> np.ndarray:
         b_to_file=np.linalg.inv(t_b))
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--n", type=int, default=50)
     p.add_argument("--seed", type=int, default=0, help="cohort seed")
@@ -65,17 +65,22 @@ def main() -> None:
     p.add_argument("--no-refine-too", action="store_true", help="also evaluate without refinement")
     p.add_argument("--out", default="/tmp/shapeatlas-rasm-lv")
     p.add_argument("--reuse-cohort", action="store_true")
-    args = p.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    p.add_argument("--atlas-init", default=None, help="medoid (default), random, or a mesh path")
+    p.add_argument("--tag", default=None, help="name of this run inside --out")
+    return p
+
+
+def run(args: argparse.Namespace) -> dict:
     out = Path(args.out)
-    cohort, run = out / "cohort", out / f"run-{args.features}-s{args.fit_seed}"
+    tag = args.tag or f"{args.features}-s{args.fit_seed}"
+    cohort, run = out / "cohort", out / f"run-{tag}"
     if not args.reuse_cohort or not cohort.is_dir():
         shutil.rmtree(cohort, ignore_errors=True)
         write_lv_cohort(cohort, n=args.n, seed=args.seed, phenotypes="mixed")
     shutil.rmtree(run, ignore_errors=True)
     cfg = FitConfig(features=args.features, seed=args.fit_seed).replace(
         epochs=args.epochs, atlas_rounds=args.rounds, sharpness=args.sharpness,
-        atlas_vertices=args.atlas_vertices)
+        atlas_vertices=args.atlas_vertices, atlas_init=args.atlas_init)
     t0 = time.perf_counter()
     fit_run(cohort, run, cfg)
     fit_s = time.perf_counter() - t0
@@ -114,7 +119,13 @@ def main() -> None:
         "rows": rows,
         "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
     }
-    (out / f"result-{args.features}-s{args.fit_seed}.json").write_text(json.dumps(result, indent=1))
+    (out / f"result-{tag}.json").write_text(json.dumps(result, indent=1))
+    return result
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    result = run(parser().parse_args())
     print(json.dumps({k: v for k, v in result.items() if k != "config"}, indent=1))
 
 

@@ -127,6 +127,9 @@ class AtlasModel:
         if cfg.atlas_init == "medoid":
             start = meshes[inputs.medoid_index(meshes)]
             log.info("initial atlas: medoid shape %s", start.name)
+        elif cfg.atlas_init == "random":
+            start = meshes[int(np.random.default_rng(cfg.seed).integers(len(meshes)))]
+            log.info("initial atlas: random shape %s (seed %d)", start.name, cfg.seed)
         else:
             start = read_mesh(cfg.atlas_init)
         atlas0 = decimate(start, target_vertices=cfg.atlas_vertices, method="uniform")
@@ -139,7 +142,8 @@ class AtlasModel:
                                   dtype=torch.float32, device=self.device_)
 
         def reestimate(atlas: AtlasGraph) -> torch.Tensor:
-            refined = [self._match(atlas, s).detach() for s in shapes]
+            emb = self._embed(atlas.graph)
+            refined = [self._match(atlas, s, atlas_emb=emb)[1] for s in shapes]
             return torch.stack(refined).mean(dim=0)
 
         points, self.history_ = train(
@@ -157,25 +161,25 @@ class AtlasModel:
         if getattr(self, "_atlas_cache", None) is None:
             atlas = self._atlas_graph(torch.as_tensor(
                 self.normalisation_.to_model(self.atlas_vertices_), dtype=torch.float32))
-            with torch.no_grad():
-                emb = self.net_.vae.encode(atlas.graph.x, atlas.graph.edge_index).mu
-            self._atlas_cache = (atlas, emb)
+            self._atlas_cache = (atlas, self._embed(atlas.graph))
         return self._atlas_cache
 
-    def _match(self, atlas: AtlasGraph, shape, *, refine: bool = True, keep=None):
-        """Refined normalised shape (K, 3) of one GraphInput against `atlas`."""
+    def _embed(self, graph) -> torch.Tensor:
+        """Per-vertex embeddings of one mesh (GraphNorm is per mesh, so alone == in a batch)."""
         with torch.no_grad():
-            out, packed = self.net_.embed([atlas.graph, shape])
-            ptr = packed.ptr.tolist()
-            m = self.net_.match(out.mu[:ptr[1]], shape, out.mu[ptr[1]:ptr[2]], atlas)
-        if keep is not None:
-            keep.append(m)
+            return self.net_.vae.encode(graph.x, graph.edge_index).mu
+
+    def _match(self, atlas: AtlasGraph, shape, *, atlas_emb: torch.Tensor, refine: bool = True):
+        """Match one GraphInput to `atlas`. -> (ShapeMatch, refined normalised shape (K, 3))"""
+        with torch.no_grad():
+            m = self.net_.match(atlas_emb, shape, self._embed(shape), atlas)
         if not refine:
-            return m.smoothed
+            return m, m.smoothed
         with torch.enable_grad():
-            return pull_to_surface(m.smoothed, shape.points, atlas, target_weights=shape.weights,
-                                   steps=self.config.refine_steps, lr=self.config.refine_lr,
-                                   weights=loss_weights(self.config))
+            return m, pull_to_surface(m.smoothed, shape.points, atlas,
+                                      target_weights=shape.weights,
+                                      steps=self.config.refine_steps, lr=self.config.refine_lr,
+                                      weights=loss_weights(self.config))
 
     def correspond(self, meshes: Sequence[Mesh], *, transforms: Sequence[np.ndarray] | None = None,
                    refine: bool = True) -> list[Correspondence]:
@@ -207,9 +211,7 @@ class AtlasModel:
             aligned = mesh.transformed(t)
             shape = inputs.graph_input(aligned, self.normalisation_,
                                        features=self.config.features, device=self.device_)
-            keep: list = []
-            pts = self._match(atlas, shape, refine=refine, keep=keep)
-            m = keep[0]
+            m, pts = self._match(atlas, shape, atlas_emb=atlas_emb, refine=refine)
             mm = self.normalisation_.to_mm(pts.cpu().double().numpy())
             inv = np.linalg.inv(t)
             points = mm @ inv[:3, :3].T + inv[:3, 3]

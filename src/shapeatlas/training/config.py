@@ -31,8 +31,8 @@ class FitConfig:
     atlas_vertices: int = 1500
     """K: vertices of the atlas (the canonical shape is remeshed to this many)."""
     atlas_init: str = "medoid"
-    """"medoid" (the training shape with the least summed Chamfer distance to the others) or
-    a path to a mesh file in the groomed frame."""
+    """"medoid" (the training shape with the least summed Chamfer distance to the others),
+    "random" (a training shape drawn with `seed`) or a path to a mesh file in the groomed frame."""
     atlas_rounds: int = 2
     """Training rounds; after each but the last the atlas is re-estimated as the vertex-wise mean
     of the refined normalised shapes."""
