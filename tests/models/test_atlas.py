@@ -163,3 +163,22 @@ def test_nan_in_training_names_the_shape_and_keeps_the_checkpoint(tiny_cohort, t
         model.fit(meshes, run_dir=tmp_path / "run")
     ckpt = torch.load(tmp_path / "run" / CHECKPOINT_NAME, weights_only=True)
     assert ckpt["state"]["epoch"] == 1
+
+
+def test_shape_normalisation_is_size_invariant(tiny_cohort, tiny_config):
+    _, meshes, _ = tiny_cohort
+    model = AtlasModel(tiny_config.replace(normalisation="shape", atlas_rounds=1)).fit(meshes)
+    a = model.correspond(meshes[:1], transforms=[np.eye(4)])[0]
+    # The same shape 20% larger (about its own centroid), seen as is by the model (identity
+    # transform), gets the same points, scaled; with cohort normalisation it would not.
+    c = meshes[0].centroid
+    s = np.eye(4)
+    s[:3, :3] *= 1.2
+    s[:3, 3] = c - 1.2 * c
+    b = model.correspond([meshes[0].transformed(s)], transforms=[np.eye(4)])[0]
+    np.testing.assert_allclose(b.points, a.points @ s[:3, :3].T + s[:3, 3], atol=1e-3)
+    cohort = AtlasModel(tiny_config.replace(atlas_rounds=1)).fit(meshes)
+    a2 = cohort.correspond(meshes[:1], transforms=[np.eye(4)])[0]
+    b2 = cohort.correspond([meshes[0].transformed(s)], transforms=[np.eye(4)])[0]
+    assert not np.allclose(b2.points, a2.points @ s[:3, :3].T + s[:3, 3], atol=1e-3)
+    assert model.atlas_vertices_.shape == (200, 3)

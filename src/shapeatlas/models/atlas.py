@@ -102,6 +102,12 @@ class AtlasModel:
         return inputs.atlas_graph(mm, self.atlas_faces_, self.normalisation_,
                                   features=self.config.features, device=self.device_)
 
+    def _norm_for(self, mesh: Mesh) -> inputs.Normalisation:
+        """The map to network units for one (aligned) mesh: the cohort's, or the shape's own."""
+        if self.config.normalisation == "shape":
+            return inputs.Normalisation.of_shape(mesh)
+        return self.normalisation_
+
     @property
     def atlas_mesh(self) -> Mesh:
         self._check_fitted()
@@ -135,10 +141,10 @@ class AtlasModel:
         atlas0 = decimate(start, target_vertices=cfg.atlas_vertices, method="uniform")
         self.atlas_faces_ = np.asarray(atlas0.faces)
         self.atlas_init_name_ = start.name
-        shapes = [inputs.graph_input(m, self.normalisation_, features=cfg.features,
+        shapes = [inputs.graph_input(m, self._norm_for(m), features=cfg.features,
                                      device=self.device_) for m in meshes]
         self.net_ = self._new_net().to(self.device_)
-        points0 = torch.as_tensor(self.normalisation_.to_model(atlas0.vertices),
+        points0 = torch.as_tensor(self._norm_for(atlas0).to_model(atlas0.vertices),
                                   dtype=torch.float32, device=self.device_)
 
         def reestimate(atlas: AtlasGraph) -> torch.Tensor:
@@ -209,10 +215,11 @@ class AtlasModel:
                                     "(another organ, or a very different pose/scale?)")
                 t = al.matrix
             aligned = mesh.transformed(t)
-            shape = inputs.graph_input(aligned, self.normalisation_,
-                                       features=self.config.features, device=self.device_)
+            norm = self._norm_for(aligned)
+            shape = inputs.graph_input(aligned, norm, features=self.config.features,
+                                       device=self.device_)
             m, pts = self._match(atlas, shape, atlas_emb=atlas_emb, refine=refine)
-            mm = self.normalisation_.to_mm(pts.cpu().double().numpy())
+            mm = norm.to_mm(pts.cpu().double().numpy())
             inv = np.linalg.inv(t)
             points = mm @ inv[:3, :3].T + inv[:3, 3]
             d_ab, d_ba = surface_distances(np.asarray(mesh.vertices), points)

@@ -42,6 +42,11 @@ class Normalisation:
         radii = [_rms_radius(m) for m in meshes]
         return Normalisation(center=centres.mean(axis=0), scale=float(np.mean(radii)))
 
+    @staticmethod
+    def of_shape(mesh: Mesh) -> "Normalisation":
+        """One shape's own centroid and RMS radius (size-invariant coordinates)."""
+        return Normalisation(center=np.asarray(mesh.centroid), scale=_rms_radius(mesh))
+
     def to_model(self, points: np.ndarray) -> np.ndarray:
         return (np.asarray(points) - self.center) / self.scale
 

@@ -25,6 +25,9 @@ class FitConfig:
 
     features: Literal["spatial", "hybrid"] = "hybrid"
     """Node features: coordinates (sGCN) or coordinates + vertex normals (hGCN)."""
+    normalisation: Literal["cohort", "shape"] = "cohort"
+    """Coordinates the network sees: one centre/scale for the cohort, or each shape's own
+    centroid and RMS radius (size-invariant matching; points are mapped back to mm)."""
     encoder: EncoderConfig = field(default_factory=lambda: EncoderConfig(
         in_channels=6, widths=(32, 32, 64, 64), heads=4, latent_dim=64))
     """Graph VAE architecture (in_channels follows `features`). CPU-sized by default."""
@@ -94,6 +97,8 @@ class FitConfig:
         problems = []
         if self.features not in ("spatial", "hybrid"):
             problems.append(f"features must be 'spatial' or 'hybrid', got {self.features!r}")
+        if self.normalisation not in ("cohort", "shape"):
+            problems.append(f"normalisation must be 'cohort' or 'shape', got {self.normalisation!r}")
         if self.device not in ("auto", "cpu", "cuda"):
             problems.append(f"device must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
         for name in ("atlas_vertices", "epochs", "batch_size", "atlas_rounds", "checkpoint_every",
