@@ -19,7 +19,13 @@ import numpy as np
 import torch
 import trimesh
 
-from shapeatlas.nn import EncoderConfig, GraphVAE, attention_correspondence, mesh_graph, pack_graphs
+from shapeatlas.nn import (
+    EncoderConfig,
+    GraphVAE,
+    attention_correspondence,
+    mesh_graph,
+    pack_graphs,
+)
 
 VAE_CONFIGS = {
     "vae-default": EncoderConfig(),

@@ -2,16 +2,15 @@
 refinement, training sharpness lambda in {10, 100, 1e3, 1e4}, and the initial atlas (medoid vs
 a random training shape, 3 seeds). Prints a markdown table.
 
-A reduced budget keeps it to about 20 minutes on a 2-core CPU (default: 20 shapes, 10 epochs x 2
+A reduced budget keeps it to about 15 minutes on a 2-core CPU (default: 12 shapes, 6 epochs x 2
 rounds); the 50-shape figures come from `bench/rasm_lv.py`.
 
-    python bench/rasm_ablation.py [--n 20] [--epochs 10] [--out /tmp/shapeatlas-ablation]
+    python bench/rasm_ablation.py [--n 12] [--epochs 6] [--out /tmp/shapeatlas-ablation]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 from pathlib import Path
 
@@ -21,8 +20,8 @@ from rasm_lv import run
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--n", type=int, default=20)
-    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--n", type=int, default=12)
+    p.add_argument("--epochs", type=int, default=6)
     p.add_argument("--out", default="/tmp/shapeatlas-ablation")
     p.add_argument("--skip-init", action="store_true", help="skip the initial-atlas study")
     a = p.parse_args()

@@ -30,7 +30,10 @@ import numpy as np
 from shapeatlas.data.synthetic_lv import load_truth, write_lv_cohort
 from shapeatlas.mesh.groom import load_manifest
 from shapeatlas.mesh.io import read_mesh
-from shapeatlas.metrics.correspondence import nearest_point_baseline_error, paired_atlas_error
+from shapeatlas.metrics.correspondence import (
+    nearest_point_baseline_error,
+    paired_atlas_error,
+)
 from shapeatlas.models.atlas import AtlasModel
 from shapeatlas.pipeline import fit_run
 from shapeatlas.training.config import FitConfig

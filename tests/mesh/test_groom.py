@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import trimesh
 from scipy.spatial.transform import Rotation
+from shapes import asymmetric_blob
 
 from shapeatlas.errors import ShapeAtlasError
 from shapeatlas.mesh.align import align_to_reference
@@ -16,7 +17,6 @@ from shapeatlas.mesh.core import Mesh
 from shapeatlas.mesh.groom import GroomOptions, groom_cohort, load_groomed
 from shapeatlas.mesh.io import read_mesh, write_mesh
 from shapeatlas.mesh.remesh import clean, decimate, make_watertight
-from shapes import asymmetric_blob
 
 
 def _pose(seed: int, *, flip_axis: int | None = None) -> np.ndarray:
@@ -120,7 +120,7 @@ def _write_cohort(folder: Path, n: int = 3) -> list[np.ndarray]:
 
 def test_groom_manifest_maps_inputs_to_outputs_and_aligns(tmp_path):
     src = tmp_path / "in"
-    poses = _write_cohort(src)
+    _write_cohort(src)
     (src / "broken.ply").write_bytes(b"not a mesh at all")
     result = groom_cohort(src, tmp_path / "out", GroomOptions(n_jobs=1))
     assert [s["name"] for s in result.shapes] == ["s0", "s1", "s2"]

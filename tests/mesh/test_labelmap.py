@@ -13,7 +13,11 @@ import numpy as np
 import pytest
 
 from shapeatlas.errors import MeshError
-from shapeatlas.mesh.labelmap import label_surface, read_label_map, surface_from_label_file
+from shapeatlas.mesh.labelmap import (
+    label_surface,
+    read_label_map,
+    surface_from_label_file,
+)
 
 SPACING = np.array([1.0, 1.0, 5.0])
 SHAPE = (64, 56, 14)

@@ -5,7 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from shapeatlas.data.synthetic_lv import lv_surface, random_pose, sample_lv_params, triangulate_lv
+from shapeatlas.data.synthetic_lv import (
+    lv_surface,
+    random_pose,
+    sample_lv_params,
+    triangulate_lv,
+)
 from shapeatlas.metrics.correspondence import (
     correspondence_error,
     locate_on_domain,

@@ -8,7 +8,13 @@ import pytest
 import torch
 from torch_geometric.nn import FeaStConv
 
-from shapeatlas.nn import EncoderConfig, GraphVAE, ReorderedFeaStConv, mesh_graph, pack_graphs
+from shapeatlas.nn import (
+    EncoderConfig,
+    GraphVAE,
+    ReorderedFeaStConv,
+    mesh_graph,
+    pack_graphs,
+)
 from shapeatlas.nn.feast import neighbour_table
 from shapeatlas.nn.losses import kl_divergence, l1_reconstruction
 

@@ -40,10 +40,10 @@ from typing import Any, Callable, Literal, Mapping
 import numpy as np
 from scipy.spatial import Delaunay, cKDTree
 
+from shapeatlas.atomic import write_npz_atomic, write_text_atomic
 from shapeatlas.errors import ShapeAtlasError
 from shapeatlas.mesh import geometry as geo
 from shapeatlas.mesh.core import Mesh
-from shapeatlas.atomic import write_npz_atomic, write_text_atomic
 from shapeatlas.mesh.ply import write_ply
 
 log = logging.getLogger(__name__)

@@ -25,12 +25,18 @@ from typing import Callable, Literal, Sequence
 
 import numpy as np
 
+from shapeatlas.atomic import write_text_atomic
 from shapeatlas.errors import MeshError, ShapeAtlasError
 from shapeatlas.mesh.align import align_to_reference, translation
 from shapeatlas.mesh.checks import PLAUSIBLE_DIAGONAL_MM
 from shapeatlas.mesh.core import Mesh
-from shapeatlas.mesh.io import is_mesh_file, read_mesh, write_mesh, write_text_atomic
-from shapeatlas.mesh.remesh import DEFAULT_GRID_RESOLUTION, clean, decimate, make_watertight
+from shapeatlas.mesh.io import is_mesh_file, read_mesh, write_mesh
+from shapeatlas.mesh.remesh import (
+    DEFAULT_GRID_RESOLUTION,
+    clean,
+    decimate,
+    make_watertight,
+)
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from typing import Iterator, Mapping
 
 import numpy as np
 
-from shapeatlas.atomic import atomic_path, write_atomic, write_text_atomic
+from shapeatlas.atomic import write_atomic
 from shapeatlas.errors import MeshError
 from shapeatlas.mesh.core import Mesh
 from shapeatlas.mesh.ply import write_ply

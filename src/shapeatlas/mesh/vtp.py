@@ -40,8 +40,8 @@ from xml.sax.saxutils import quoteattr
 
 import numpy as np
 
-from shapeatlas.errors import MeshError
 from shapeatlas.atomic import atomic_path
+from shapeatlas.errors import MeshError
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,6 @@
 """Metrics: surface distances, volumes and areas, correspondence error against ground truth."""
 
 from shapeatlas.metrics.correspondence import correspondence_error, true_correspondence
-
 from shapeatlas.metrics.surface import (
     ClosestPoints,
     SurfaceDistances,

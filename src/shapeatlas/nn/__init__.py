@@ -7,7 +7,13 @@ mesh regularisers), `losses` (Chamfer, KL, L1).
 """
 
 from shapeatlas.nn.attention import Correspondence, attention_correspondence
-from shapeatlas.nn.encoder import EncoderConfig, GraphVAE, Posterior, VAEOutput, reparameterize
+from shapeatlas.nn.encoder import (
+    EncoderConfig,
+    GraphVAE,
+    Posterior,
+    VAEOutput,
+    reparameterize,
+)
 from shapeatlas.nn.feast import ReorderedFeaStConv
 from shapeatlas.nn.graph import PackedGraphs, mesh_graph, node_features, pack_graphs
 from shapeatlas.nn.losses import chamfer_loss, kl_divergence, l1_reconstruction
