@@ -221,8 +221,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
     progress = _Progress(enabled=not args.quiet)
     t0 = time.perf_counter()
     try:
-        model = fit_run(args.data, args.out, cfg, resume=args.resume, progress=on_step,
-                        groom_progress=progress)
+        fit_run(args.data, args.out, cfg, resume=args.resume, progress=on_step,
+                groom_progress=progress)
     finally:
         progress.close()
         if bar is not None:
@@ -235,7 +235,6 @@ def cmd_fit(args: argparse.Namespace) -> int:
           f"{metrics['hausdorff_mm_mean']:.2f} mm (mean over training shapes)")
     print(f"run folder: {Path(args.out).resolve()} (model, atlas.ply, train_log.csv, "
           "fit_metrics.json)")
-    del model
     return 0
 
 

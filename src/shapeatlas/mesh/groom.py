@@ -20,6 +20,7 @@ import os
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Callable, Literal, Sequence
 
@@ -223,8 +224,6 @@ def groom_cohort(
 
     def tick(stage: str, total: int):
         return (lambda k: progress(stage, k, total)) if progress else None
-
-    from functools import partial
 
     prepared = _map(partial(_prepare_one, opts=opts), [str(p) for p in paths], n_jobs,
                     tick("prepare", len(paths)))
