@@ -25,9 +25,10 @@ class FitConfig:
 
     features: Literal["spatial", "hybrid"] = "hybrid"
     """Node features: coordinates (sGCN) or coordinates + vertex normals (hGCN)."""
-    normalisation: Literal["cohort", "shape"] = "cohort"
-    """Coordinates the network sees: one centre/scale for the cohort, or each shape's own
-    centroid and RMS radius (size-invariant matching; points are mapped back to mm)."""
+    normalisation: Literal["cohort", "shape"] = "shape"
+    """Coordinates the network sees: each shape's own centroid and RMS radius (size-invariant
+    matching, points mapped back to mm; measured better on synthetic LVs) or one centre/scale
+    for the whole cohort."""
     encoder: EncoderConfig = field(default_factory=lambda: EncoderConfig(
         in_channels=6, widths=(32, 32, 64, 64), heads=4, latent_dim=64))
     """Graph VAE architecture (in_channels follows `features`). CPU-sized by default."""
