@@ -30,29 +30,9 @@ import numpy as np
 from shapeatlas.data.synthetic_lv import load_truth, write_lv_cohort
 from shapeatlas.mesh.groom import load_manifest
 from shapeatlas.mesh.io import read_mesh
-from shapeatlas.metrics.correspondence import (
-    nearest_point_baseline_error,
-    paired_atlas_error,
-)
 from shapeatlas.models.atlas import AtlasModel
-from shapeatlas.pipeline import fit_run
+from shapeatlas.pipeline import atlas_pair_errors, baseline_pair_errors, fit_run
 from shapeatlas.training.config import FitConfig
-
-
-def pair_error(points_a, points_b, ta, tb) -> np.ndarray:
-    """|P_B[k] - truth(P_A[k])| for atlas points given in the two files' frames. -> (K,)"""
-    return paired_atlas_error(points_a, points_b, a_vertices=ta.vertices_file, a_faces=ta.faces,
-                              a_domain=ta.domain, b_vertices=tb.vertices_file,
-                              b_faces=tb.faces, b_domain=tb.domain)
-
-
-def baseline_error(ta, tb, t_a: np.ndarray, t_b: np.ndarray) -> np.ndarray:
-    """Rigid alignment (the groom transforms) then nearest point on B, per vertex of A."""
-    xa, xb = ta.vertices_file, tb.vertices_file
-    return nearest_point_baseline_error(
-        a_aligned=xa @ t_a[:3, :3].T + t_a[:3, 3], b_aligned=xb @ t_b[:3, :3].T + t_b[:3, 3],
-        b_faces=tb.faces, b_vertices=xb, a_domain=ta.domain, b_domain=tb.domain,
-        b_to_file=np.linalg.inv(t_b))
 
 
 def parser() -> argparse.ArgumentParser:
@@ -102,8 +82,7 @@ def run(args: argparse.Namespace) -> dict:
         corr = model.correspond(meshes, transforms=[transforms[n] for n in names], refine=refine)
         per_shape_s = (time.perf_counter() - t1) / len(meshes)
         pts = {n: c.points for n, c in zip(names, corr)}
-        errs = np.concatenate([pair_error(pts[a], pts[b], truth[a], truth[b])
-                               for a, b in zip(names, names[1:] + names[:1])])
+        errs = np.concatenate(atlas_pair_errors(pts, truth, names))
         rows["refined" if refine else "attention+smoothing"] = {
             "gt_error_mm": float(errs.mean()),
             "gt_error_pct_long_axis": float(100 * errs.mean() / long_axis),
@@ -111,8 +90,7 @@ def run(args: argparse.Namespace) -> dict:
             "hausdorff_mm": float(np.mean([c.hausdorff_mm for c in corr])),
             "correspond_s_per_shape": per_shape_s,
         }
-    base = np.concatenate([baseline_error(truth[a], truth[b], transforms[a], transforms[b])
-                           for a, b in zip(names, names[1:] + names[:1])])
+    base = np.concatenate(baseline_pair_errors(transforms, truth, names))
     metrics = json.loads((run / "fit_metrics.json").read_text())
     result = {
         "n": len(names), "features": args.features, "config": cfg.to_dict(),

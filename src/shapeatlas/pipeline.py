@@ -146,6 +146,44 @@ def correspond_files(run_dir: str | Path, items: Sequence[str | Path], out_dir: 
     return done, errors
 
 
+def consecutive_pairs(names: Sequence[str]) -> list[tuple[str, str]]:
+    """(shape i, shape i+1) for every i, wrapping around: each shape is a source once."""
+    return list(zip(names, names[1:] + names[:1]))
+
+
+def atlas_pair_errors(points: dict, truth: dict, names: Sequence[str]) -> list[np.ndarray]:
+    """Ground-truth error of atlas correspondences on consecutive pairs of a synthetic cohort.
+
+    points: NAME -> (K, 3) atlas points in that file's frame; truth: from `load_truth`.
+    -> per pair, (K,) distances in mm (see `metrics.correspondence.paired_atlas_error`).
+    """
+    from shapeatlas.metrics.correspondence import paired_atlas_error
+
+    return [paired_atlas_error(points[a], points[b], a_vertices=truth[a].vertices_file,
+                               a_faces=truth[a].faces, a_domain=truth[a].domain,
+                               b_vertices=truth[b].vertices_file, b_faces=truth[b].faces,
+                               b_domain=truth[b].domain)
+            for a, b in consecutive_pairs(names)]
+
+
+def baseline_pair_errors(transforms: dict, truth: dict, names: Sequence[str]) -> list[np.ndarray]:
+    """The same pairs for "rigid alignment (transforms: file -> aligned), then nearest point".
+
+    -> per pair, (V_A,) distances in mm, one per vertex of the source shape.
+    """
+    from shapeatlas.metrics.correspondence import nearest_point_baseline_error
+
+    out = []
+    for a, b in consecutive_pairs(names):
+        ta, tb, fa, fb = truth[a], truth[b], transforms[a], transforms[b]
+        xa, xb = ta.vertices_file, tb.vertices_file
+        out.append(nearest_point_baseline_error(
+            a_aligned=xa @ fa[:3, :3].T + fa[:3, 3], b_aligned=xb @ fb[:3, :3].T + fb[:3, 3],
+            b_faces=tb.faces, b_vertices=xb, a_domain=ta.domain, b_domain=tb.domain,
+            b_to_file=np.linalg.inv(fb)))
+    return out
+
+
 #: The demo's fit: small enough for a laptop CPU in about a minute, big enough to beat the baseline.
 DEMO_CONFIG = FitConfig(atlas_vertices=800, epochs=8, atlas_rounds=2, refine_steps=40)
 
@@ -161,10 +199,6 @@ def run_demo(out: str | Path, *, n: int = 12, seed: int = 0, target_vertices: in
     baseline on consecutive pairs.
     """
     from shapeatlas.data.synthetic_lv import load_truth, write_lv_cohort
-    from shapeatlas.metrics.correspondence import (
-        nearest_point_baseline_error,
-        paired_atlas_error,
-    )
 
     out = Path(out)
     say = announce or (lambda s: None)
@@ -190,19 +224,8 @@ def run_demo(out: str | Path, *, n: int = 12, seed: int = 0, target_vertices: in
     names = [s["name"] for s in result.shapes]
     pts = {nm: np.load(corr_dir / f"{nm}.npz")["points"] for nm in names}
     tf = {s["name"]: np.asarray(s["transform"]) for s in result.shapes}
-    pairs = list(zip(names, names[1:] + names[:1]))
-    ours, base = [], []
-    for a, b in pairs:
-        ta, tb = truth[a], truth[b]
-        ours.append(paired_atlas_error(pts[a], pts[b], a_vertices=ta.vertices_file,
-                                       a_faces=ta.faces, a_domain=ta.domain,
-                                       b_vertices=tb.vertices_file, b_faces=tb.faces,
-                                       b_domain=tb.domain).mean())
-        xa, xb = ta.vertices_file, tb.vertices_file
-        base.append(nearest_point_baseline_error(
-            a_aligned=xa @ tf[a][:3, :3].T + tf[a][:3, 3],
-            b_aligned=xb @ tf[b][:3, :3].T + tf[b][:3, 3], b_faces=tb.faces, b_vertices=xb,
-            a_domain=ta.domain, b_domain=tb.domain, b_to_file=np.linalg.inv(tf[b])).mean())
+    ours = [e.mean() for e in atlas_pair_errors(pts, truth, names)]
+    base = [e.mean() for e in baseline_pair_errors(tf, truth, names)]
     metrics = json.loads((run / "fit_metrics.json").read_text())
     return {
         "out": str(out.resolve()),

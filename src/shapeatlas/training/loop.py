@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -71,8 +72,7 @@ def save_checkpoint(run_dir: Path, model: RASM, opt: torch.optim.Optimizer,
         "atlas_points": atlas_points.detach().cpu(),
         "state": {"round": state.round, "epoch": state.epoch, "best": state.best,
                   "bad_epochs": state.bad_epochs, "done": state.done},
-        "rows": [[str(k), float(v)] for row in state.rows for k, v in row.items()],
-        "row_len": len(state.rows[0]) if state.rows else 0,
+        "rows": json.dumps(state.rows),  # a string: loads under weights_only, ints stay ints
     }
     with atomic_path(run_dir / CHECKPOINT_NAME) as tmp:
         torch.save(payload, tmp)
@@ -92,8 +92,7 @@ def load_checkpoint(run_dir: Path, model: RASM, opt: torch.optim.Optimizer
     model.load_state_dict(payload["model"])
     opt.load_state_dict(payload["optimizer"])
     s = payload["state"]
-    flat, n = payload["rows"], payload["row_len"]
-    rows = [dict((k, v) for k, v in flat[i:i + n]) for i in range(0, len(flat), n)] if n else []
+    rows = json.loads(payload["rows"])
     state = TrainState(round=int(s["round"]), epoch=int(s["epoch"]), best=float(s["best"]),
                        bad_epochs=int(s["bad_epochs"]), rows=rows, done=bool(s["done"]))
     return payload["atlas_points"], state
@@ -153,7 +152,8 @@ def train(
     atlas = make_atlas(atlas_points)
     try:
         while not state.done:
-            if state.epoch >= cfg.epochs or state.bad_epochs >= max(cfg.patience, 1) and cfg.patience:
+            stalled = cfg.patience > 0 and state.bad_epochs >= cfg.patience
+            if state.epoch >= cfg.epochs or stalled:
                 # End of a round: re-estimate the atlas, or finish.
                 if state.round + 1 >= cfg.atlas_rounds:
                     state.done = True
