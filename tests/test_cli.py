@@ -14,7 +14,8 @@ from shapeatlas.mesh.io import read_mesh, write_mesh
 
 
 def test_help_of_every_verb(capsys):
-    for verb in (["info"], ["groom"], ["synth"], ["synth", "lv"], ["demo"]):
+    for verb in (["info"], ["groom"], ["synth"], ["synth", "lv"], ["fit"], ["correspond"],
+                 ["sample"], ["reconstruct"], ["evaluate"], ["demo"]):
         with pytest.raises(SystemExit) as ex:
             main([*verb, "--help"])
         assert ex.value.code == 0
@@ -32,6 +33,9 @@ def test_console_script_is_installed():
     (["groom", "/definitely/not/here", "--out", "x"], "does not exist"),
     (["synth", "lv", "--out", "x", "--n", "-3"], "positive integer"),
     (["frobnicate"], "invalid choice"),
+    (["fit", "x", "--out", "y", "--method", "svm"], "invalid choice"),
+    (["sample", "run", "--out", "x", "-n", "0"], "positive integer"),
+    (["evaluate", "run", "--test", "/definitely/not/here", "--out", "x"], "does not exist"),
 ])
 def test_bad_arguments_exit_2_with_one_line(capsys, argv, fragment):
     with pytest.raises(SystemExit) as ex:
@@ -95,7 +99,7 @@ def test_fit_and_correspond(tmp_path, capsys):
                  "--min-vertices", "1000", "--max-vertices", "1100"]) == 0
     cfg = FitConfig(encoder=EncoderConfig(widths=(16, 16), heads=2, latent_dim=16),
                     atlas_vertices=150, epochs=1, atlas_rounds=1, refine_steps=3,
-                    groom_target_vertices=400)
+                    groom_target_vertices=400, vae_epochs=200)
     (tmp_path / "cfg.json").write_text(cfg.to_json())
     run = tmp_path / "run"
     # A raw folder: fit grooms it itself and records that.
@@ -121,3 +125,47 @@ def test_fit_and_correspond(tmp_path, capsys):
         tmp_path / "lv" / "lv_000.ply").n_vertices,)
     m = read_mesh(tmp_path / "c" / "lv_000.ply")
     np.testing.assert_allclose(m.vertices, z["points"])
+
+
+def test_cpd_pca_fit_sample_evaluate_reconstruct(tmp_path, capsys):
+    from shapeatlas.training.config import FitConfig
+
+    assert main(["synth", "lv", "--out", str(tmp_path / "lv"), "--n", "6", "-q",
+                 "--min-vertices", "1000", "--max-vertices", "1100"]) == 0
+    cfg = FitConfig(method="cpd-pca", atlas_vertices=150, atlas_rounds=1, cpd_iterations=30,
+                    groom_target_vertices=400)
+    (tmp_path / "cfg.json").write_text(cfg.to_json())
+    run = tmp_path / "run"
+    assert main(["fit", str(tmp_path / "lv"), "--out", str(run), "--config",
+                 str(tmp_path / "cfg.json"), "--latent-dim", "3", "-q"]) == 0
+    out = capsys.readouterr().out
+    assert "generator: pca with 3 latent dimensions" in out
+    assert main(["sample", str(run), "-n", "7", "--out", str(tmp_path / "s"), "--traverse", "2",
+                 "--format", "vtk", "-q"]) == 0
+    s = json.loads((tmp_path / "s" / "samples.json").read_text())
+    assert s["n"] == 7 and len(s["samples"]) == 7 and len(s["samples"][0]["latent"]) == 3
+    assert (tmp_path / "s" / "sample_00006.vtk").is_file()
+    assert read_mesh(tmp_path / "s" / "traverse" / "dir1_step4.vtk").n_vertices == 150
+    assert all(r["watertight"] for r in s["samples"])
+    assert "wrote 7 virtual shapes" in capsys.readouterr().out
+    # evaluate on the raw folder: grooms it, aligns every test mesh to the atlas by itself
+    assert main(["evaluate", str(run), "--test", str(tmp_path / "lv"), "--out",
+                 str(tmp_path / "e"), "--samples", "50", "-q"]) == 0
+    m = json.loads((tmp_path / "e" / "metrics.json").read_text())
+    assert m["n_test"] == 6 and m["specificity_mm"]["n_samples"] == 50
+    assert len(m["compactness"]) == 5 and m["compactness"][-1] == pytest.approx(1.0)
+    for f in ("compactness.png", "generalization.png", "specificity.png", "volumes.png"):
+        assert (tmp_path / "e" / f).read_bytes()[:4] == b"\x89PNG"
+    assert "specificity (50 samples)" in capsys.readouterr().out
+    assert main(["reconstruct", str(run), str(tmp_path / "lv" / "lv_000.ply"),
+                 "--out", str(tmp_path / "r")]) == 0
+    assert read_mesh(tmp_path / "r" / "lv_000.ply").n_vertices == 150
+    # a run evaluated against meshes of another size is refused with a clear message
+    big = tmp_path / "big"
+    big.mkdir()
+    for i in range(3):
+        write_mesh(read_mesh(tmp_path / "lv" / f"lv_00{i}.ply").with_vertices(
+            read_mesh(tmp_path / "lv" / f"lv_00{i}.ply").vertices * 2.5), big / f"b{i}.ply")
+    assert main(["evaluate", str(run), "--test", str(big), "--out", str(tmp_path / "e2"),
+                 "-q"]) == 1
+    assert "could be matched" in capsys.readouterr().err

@@ -182,6 +182,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
           f"({100 * summary['gt_error_mm'] / la:.1f}% of the long axis)")
     print(f"  rigid alignment + nearest point:  {summary['baseline_gt_error_mm']:.2f} mm "
           f"({100 * summary['baseline_gt_error_mm'] / la:.1f}%)")
+    sm, ev = summary["samples"], summary["evaluation"]
+    pl, sp, g = ev["plausibility"], ev["specificity_mm"], ev["generalization_mm"][-1]
+    print()
+    print(f"virtual cohort: {sm['n']} shapes sampled in {sm['seconds']['sampling']:.3f} s, "
+          f"{100 * sm['valid_share']:.0f}% valid; volume {pl['virtual_volume_ml']['mean']:.0f} ± "
+          f"{pl['virtual_volume_ml']['sd']:.0f} mL vs real {pl['real_volume_ml']['mean']:.0f} ± "
+          f"{pl['real_volume_ml']['sd']:.0f} mL (KS {pl['volume_ks']:.2f})")
+    print(f"evaluation on {ev['n_test']} new LVs: matching Chamfer "
+          f"{ev['matching']['chamfer_mm']['mean']:.2f} mm, generalization {g['mean']:.2f} mm, "
+          f"specificity {sp['vertex_mean']:.2f} mm (figures: {', '.join(ev['figures'])})")
     print()
     print(f"done in {time.perf_counter() - t0:.1f} s (fit {summary['fit_seconds']:.0f} s); "
           f"outputs in {summary['out']}")
@@ -192,8 +202,9 @@ def _fit_config(args: argparse.Namespace):
     from shapeatlas.training.config import FitConfig
 
     cfg = FitConfig.from_json(args.config) if args.config else FitConfig()
-    return cfg.replace(features=args.features, epochs=args.epochs,
-                       atlas_vertices=args.atlas_vertices, seed=args.seed, device=args.device)
+    return cfg.replace(method=args.method, features=args.features, epochs=args.epochs,
+                       atlas_vertices=args.atlas_vertices, seed=args.seed, device=args.device,
+                       latent_dim=args.latent_dim, beta=args.beta)
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
@@ -231,6 +242,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
     print(f"fitted an atlas of {metrics['atlas_vertices']} vertices on {metrics['n_shapes']} "
           f"shapes in {time.perf_counter() - t0:.1f} s ({metrics['epochs_run']} epochs, "
           f"device {metrics['device']})")
+    print(f"generator: {metrics['generator']['kind']} with {metrics['generator']['latent_dim']} "
+          f"latent dimensions ({metrics['generator_seconds']:.1f} s)")
     print(f"matching: Chamfer {metrics['chamfer_mm_mean']:.2f} mm, Hausdorff "
           f"{metrics['hausdorff_mm_mean']:.2f} mm (mean over training shapes)")
     print(f"run folder: {Path(args.out).resolve()} (model, atlas.ply, train_log.csv, "
@@ -255,6 +268,73 @@ def cmd_correspond(args: argparse.Namespace) -> int:
         print(f"skipped: {e}")
     print(f"wrote {len(done)} correspondences to {args.out}")
     return 1 if errors else 0
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    from shapeatlas.virtual import sample_run
+
+    progress = _Progress(enabled=not args.quiet)
+    try:
+        s = sample_run(args.run, args.out, n=args.n, seed=args.seed, fmt=args.format,
+                       traverse=args.traverse, relax=args.relax, device=args.device,
+                       progress=lambda k: progress("sample", k, args.n))
+    finally:
+        progress.close()
+    sec = s["seconds"]
+    print(f"wrote {s['n']} virtual shapes ({s['file_format']}) and samples.json to {args.out}")
+    print(f"sampling {sec['sampling']:.2f} s, validity checks {sec['validity']:.1f} s, writing "
+          f"{sec['writing']:.1f} s; {100 * s['valid_share']:.1f}% valid (watertight, no "
+          "self-intersections, no inverted faces)")
+    print(f"volume {s['volume_ml']['mean']:.1f} ± {s['volume_ml']['sd']:.1f} mL")
+    if args.traverse:
+        print(f"latent traversals of the first {args.traverse} directions in {args.out}/traverse")
+    return 0
+
+
+def cmd_reconstruct(args: argparse.Namespace) -> int:
+    from shapeatlas.pipeline import collect_mesh_paths
+    from shapeatlas.virtual import reconstruct_files
+
+    done, errors = reconstruct_files(args.run, collect_mesh_paths(args.meshes), args.out,
+                                     n_components=args.components, device=args.device)
+    for d in done:
+        print(f"{d['name']}: reconstruction to input surface {d['surface_distance_mm']:.2f} mm")
+    for e in errors:
+        print(f"skipped: {e}")
+    print(f"wrote {len(done)} reconstructions to {args.out}")
+    return 1 if errors else 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from shapeatlas.evaluate import evaluate_run
+
+    if not Path(args.test).is_dir():
+        _usage_error(args, f"test folder {args.test} does not exist or is not a folder")
+    progress = _Progress(enabled=not args.quiet)
+    try:
+        m = evaluate_run(args.run, args.test, args.out, n_samples=args.samples, seed=args.seed,
+                         device=args.device, progress=progress)
+    finally:
+        progress.close()
+    mt, sp, pl = m["matching"], m["specificity_mm"], m["plausibility"]
+    g = m["generalization_mm"][-1]
+    print(f"{m['method']} ({m['generator']}, D={m['latent_dim']}), {m['n_train']} training and "
+          f"{m['n_test']} test shapes")
+    print(f"matching: Chamfer {mt['chamfer_mm']['mean']:.2f} mm, Hausdorff "
+          f"{mt['hausdorff_mm']['mean']:.2f} mm, HD95 {mt['hd95_mm']['mean']:.2f} mm")
+    print(f"generalization ({g['components']} directions): {g['mean']:.2f} ± {g['se']:.2f} mm")
+    print(f"specificity ({sp['n_samples']} samples): {sp['vertex_mean']:.2f} ± "
+          f"{sp['vertex_se']:.2f} mm (vertex), {sp['surface_mean']:.2f} mm (surface)")
+    if "volume_ks" in pl:
+        print(f"volumes: real {pl['real_volume_ml']['mean']:.1f} ± {pl['real_volume_ml']['sd']:.1f}"
+              f" mL, virtual {pl['virtual_volume_ml']['mean']:.1f} ± "
+              f"{pl['virtual_volume_ml']['sd']:.1f} mL, KS {pl['volume_ks']:.3f}, acceptance "
+              f"{100 * pl['acceptance_rate']:.1f}%")
+    print(f"valid virtual shapes: {100 * pl['validity']['valid']:.1f}%")
+    for e in m["skipped"]:
+        print(f"skipped: {e}")
+    print(f"metrics.json and figures in {args.out}")
+    return 0
 
 
 def _usage_error(args: argparse.Namespace, message: str) -> None:
@@ -322,12 +402,18 @@ def build_parser() -> argparse.ArgumentParser:
     lv.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     lv.set_defaults(func=cmd_synth_lv, _parser=lv)
 
-    f = sub.add_parser("fit", help="learn an atlas and the correspondence network (R-ASM)",
-                       description="Fit an R-ASM atlas model on DATA_DIR: a groomed folder (with "
+    f = sub.add_parser("fit", help="learn an atlas, the correspondences and a shape generator",
+                       description="Fit an Atlas-R-ASMG model (R-ASM correspondences + β-VAE) or "
+                       "the CPD-PCA baseline on DATA_DIR: a groomed folder (with "
                        "groom.json) or raw meshes, which are then groomed with the defaults into "
                        "RUN_DIR/groomed. Checkpoints every epoch; --resume continues a killed run.")
     f.add_argument("data", metavar="DATA_DIR", help="groomed folder or folder of raw meshes")
     f.add_argument("--out", required=True, metavar="RUN_DIR", help="run folder")
+    f.add_argument("--method", choices=["rasm", "cpd-pca"], default=None,
+                   help="Atlas-R-ASMG (default) or the classical CPD + PCA baseline")
+    f.add_argument("--latent-dim", type=_positive_int, default=None, metavar="D",
+                   help="β-VAE latent size / PCA modes (default min(16, shapes - 1))")
+    f.add_argument("--beta", type=float, default=None, help="β-VAE KL weight (default 1)")
     f.add_argument("--features", choices=["hybrid", "spatial"], default=None,
                    help="node features: coordinates+normals (hGCN, default) or coordinates (sGCN)")
     f.add_argument("--epochs", type=_positive_int, default=None, help="epochs per atlas round")
@@ -355,10 +441,55 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     c.set_defaults(func=cmd_correspond, _parser=c)
 
+    sa = sub.add_parser("sample", help="generate a virtual cohort from a fitted run",
+                        description="Write N virtual shapes (atlas faces, the run's aligned frame, "
+                        "mm) and samples.json (per sample: latent code, volume, validity flags). "
+                        "Shapes are written in blocks, so N may exceed memory.")
+    sa.add_argument("run", metavar="RUN_DIR", help="a run folder written by 'shapeatlas fit'")
+    sa.add_argument("-n", type=_positive_int, default=100, help="number of shapes (default 100)")
+    sa.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    sa.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    sa.add_argument("--format", choices=["ply", "vtk", "obj", "stl"], default="ply")
+    sa.add_argument("--traverse", type=int, default=0, metavar="R",
+                    help="also write traversals of the first R latent directions (-2..+2 sd)")
+    sa.add_argument("--relax", type=int, default=None, metavar="N",
+                    help="tangential relaxation steps (default: the run's sample_relax, 5; "
+                    "0 writes the raw decoder output)")
+    sa.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    sa.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    sa.set_defaults(func=cmd_sample, _parser=sa)
+
+    rc = sub.add_parser("reconstruct", help="pass meshes through a fitted model",
+                        description="Correspond, encode and decode each mesh; write OUT/NAME.ply "
+                        "(atlas faces, the input's own frame) and print its distance to the input.")
+    rc.add_argument("run", metavar="RUN_DIR")
+    rc.add_argument("meshes", nargs="+", metavar="MESH_OR_DIR")
+    rc.add_argument("--out", required=True, metavar="DIR")
+    rc.add_argument("--components", type=_positive_int, default=None, metavar="M",
+                    help="keep only the first M latent directions")
+    rc.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    rc.set_defaults(func=cmd_reconstruct, _parser=rc)
+
+    ev = sub.add_parser("evaluate", help="score a fitted run on a test folder",
+                        description="Matching (CD/HD/HD95), compactness, generalization, "
+                        "specificity, volume plausibility and sample validity; writes "
+                        "OUT/metrics.json and PNG figures. Definitions: docs/metrics.md.")
+    ev.add_argument("run", metavar="RUN_DIR")
+    ev.add_argument("--test", required=True, metavar="DATA_DIR",
+                    help="test meshes: a groomed folder or raw meshes (groomed first)")
+    ev.add_argument("--out", required=True, metavar="DIR")
+    ev.add_argument("--samples", type=_positive_int, default=1000,
+                    help="virtual shapes for specificity and plausibility (default 1000)")
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    ev.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    ev.set_defaults(func=cmd_evaluate, _parser=ev)
+
     d = sub.add_parser("demo", help="run the whole pipeline on a built-in synthetic LV cohort",
                        description="Synthesise a small LV cohort (healthy + dilated), groom it, "
-                       "fit an R-ASM atlas, correspond the original files and score them against "
-                       "the ground truth: the whole pipeline that exists, on built-in data.")
+                       "fit Atlas-R-ASMG (R-ASM + β-VAE), correspond the original files and score "
+                       "them against the ground truth, sample a virtual cohort and evaluate the "
+                       "model on new LVs: the whole pipeline, on built-in data.")
     d.add_argument("--out", default="shapeatlas-demo", metavar="DIR",
                    help="output folder (default ./shapeatlas-demo)")
     d.add_argument("--n", type=_positive_int, default=12, help="number of shapes (default 12)")

@@ -26,7 +26,10 @@ from shapeatlas.mesh.groom import (
     load_groomed,
 )
 from shapeatlas.mesh.io import is_mesh_file, read_mesh, write_mesh
+from shapeatlas.models.atlas import MODEL_FORMAT as RASM_FORMAT
 from shapeatlas.models.atlas import AtlasModel, Correspondence
+from shapeatlas.models.cpd_pca import MODEL_FORMAT as CPD_FORMAT
+from shapeatlas.models.cpd_pca import CPDPCAModel
 from shapeatlas.training.config import FitConfig
 
 log = logging.getLogger(__name__)
@@ -42,7 +45,7 @@ def load_cohort(data_dir: str | Path, run_dir: Path, cfg: FitConfig,
     if not data_dir.is_dir():
         raise ShapeAtlasError(f"{data_dir}: not a folder")
     out = run_dir / "groomed"
-    opts = GroomOptions(target_vertices=cfg.groom_target_vertices)
+    opts = GroomOptions(target_vertices=cfg.groom_target_vertices, watertight="auto")
     log.info("%s has no %s: grooming it into %s", data_dir, MANIFEST_NAME, out)
     result = groom_cohort(data_dir, out, opts, progress=progress)
     meshes, _ = load_groomed(out)
@@ -52,8 +55,8 @@ def load_cohort(data_dir: str | Path, run_dir: Path, cfg: FitConfig,
 
 def fit_run(data_dir: str | Path, run_dir: str | Path, cfg: FitConfig, *, resume: bool = False,
             progress: Callable[[dict], None] | None = None,
-            groom_progress: Callable | None = None) -> AtlasModel:
-    """Fit an AtlasModel on a folder and write the whole run folder."""
+            groom_progress: Callable | None = None) -> AtlasModel | CPDPCAModel:
+    """Fit the configured method (`cfg.method`) on a folder and write the whole run folder."""
     run_dir = Path(run_dir)
     cfg_path = run_dir / "config.json"
     if resume:
@@ -69,30 +72,55 @@ def fit_run(data_dir: str | Path, run_dir: str | Path, cfg: FitConfig, *, resume
     run_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(cfg_path, cfg.to_json())
     meshes, data_info = load_cohort(data_dir, run_dir, cfg, groom_progress)
-    model = AtlasModel(cfg).fit(meshes, run_dir=run_dir, resume=resume, progress=progress)
+    model_cls = CPDPCAModel if cfg.method == "cpd-pca" else AtlasModel
+    model = model_cls(cfg).fit(meshes, run_dir=run_dir, resume=resume, progress=progress)
     model.save(run_dir)
-    t0 = time.perf_counter()
-    corr = model.correspond(meshes, transforms=[np.eye(4)] * len(meshes))
-    t_corr = time.perf_counter() - t0
     rows = model.history_
     epoch_rate = [r["shapes_per_second"] for r in rows] if rows else []
+    gen = model.generator_
     metrics = {
+        "method": cfg.method,
         "n_shapes": len(meshes),
         "atlas_vertices": int(len(model.atlas_vertices_)),
         "atlas_init": model.atlas_init_name_,
         "fit_seconds": model.fit_seconds_,
+        "correspondence_seconds": model.rasm_seconds_,
+        "generator_seconds": model.generator_seconds_,
+        "generator": {"kind": gen.kind, "latent_dim": gen.latent_dim},
         "epochs_run": len(rows),
         "shapes_per_second_per_epoch": float(np.mean(epoch_rate)) if epoch_rate else None,
-        "correspond_seconds_per_shape": t_corr / len(meshes),
-        "chamfer_mm_mean": float(np.mean([c.chamfer_mm for c in corr])),
-        "hausdorff_mm_mean": float(np.mean([c.hausdorff_mm for c in corr])),
-        "per_shape": {Path(c.name).stem: {"chamfer_mm": c.chamfer_mm,
-                                          "hausdorff_mm": c.hausdorff_mm} for c in corr},
+        "chamfer_mm_mean": float(np.mean([c for _, c, _ in model.fit_matching_])),
+        "hausdorff_mm_mean": float(np.mean([h for _, _, h in model.fit_matching_])),
+        "per_shape": {Path(n).stem: {"chamfer_mm": c, "hausdorff_mm": h}
+                      for n, c, h in model.fit_matching_},
         "data": data_info,
         "device": str(model.device_),
     }
     write_text_atomic(run_dir / "fit_metrics.json", json.dumps(metrics, indent=1) + "\n")
     return model
+
+
+def load_model(run_dir: str | Path, *, device: str = "auto") -> AtlasModel | CPDPCAModel:
+    """The model of a run folder, whichever method wrote it (safetensors + JSON, no pickle)."""
+    from safetensors.torch import load_file
+
+    run_dir = Path(run_dir)
+    meta_path = run_dir / "model.json"
+    if not meta_path.is_file():
+        raise ShapeAtlasError(f"{run_dir}: not a shapeatlas run folder (no model.json)")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ShapeAtlasError(f"{meta_path}: not valid JSON ({exc})") from None
+    if meta.get("format") == CPD_FORMAT:
+        try:
+            tensors = load_file(str(run_dir / "model.safetensors"))
+        except Exception as exc:
+            raise ShapeAtlasError(f"{run_dir / 'model.safetensors'}: unreadable ({exc})") from None
+        return CPDPCAModel.from_saved(meta, tensors, source=str(meta_path))
+    if meta.get("format") not in (RASM_FORMAT, None):
+        raise ShapeAtlasError(f"{meta_path}: unknown model format {meta.get('format')!r}")
+    return AtlasModel.load(run_dir, device=device)
 
 
 def collect_mesh_paths(items: Sequence[str | Path]) -> list[Path]:
@@ -125,7 +153,7 @@ def correspond_files(run_dir: str | Path, items: Sequence[str | Path], out_dir: 
                      refine: bool = True, device: str = "auto",
                      progress: Callable[[int], None] | None = None) -> tuple[list[dict], list[str]]:
     """Correspond every mesh to a fitted run; returns per-file summaries and error lines."""
-    model = AtlasModel.load(run_dir, device=device)
+    model = load_model(run_dir, device=device)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     done, errors = [], []
@@ -186,6 +214,9 @@ def baseline_pair_errors(transforms: dict, truth: dict, names: Sequence[str]) ->
 
 #: The demo's fit: small enough for a laptop CPU in about a minute, big enough to beat the baseline.
 DEMO_CONFIG = FitConfig(atlas_vertices=800, epochs=8, atlas_rounds=2, refine_steps=40)
+#: Virtual shapes the demo samples (and uses for specificity), and new LVs it evaluates on.
+DEMO_SAMPLES = 200
+DEMO_TEST = 6
 
 
 def run_demo(out: str | Path, *, n: int = 12, seed: int = 0, target_vertices: int = 1500,
@@ -194,29 +225,33 @@ def run_demo(out: str | Path, *, n: int = 12, seed: int = 0, target_vertices: in
              announce: Callable[[str], None] | None = None) -> dict:
     """The whole pipeline on a built-in synthetic LV cohort; returns a summary.
 
-    synth (healthy + dilated) -> groom -> fit (R-ASM) -> correspond every original file, then the
-    ground-truth correspondence error of the atlas method and of the rigid + nearest-point
-    baseline on consecutive pairs.
+    synth (healthy + dilated) -> groom -> fit (R-ASM + β-VAE) -> correspond every original file
+    (ground-truth correspondence error of the atlas method and of the rigid + nearest-point
+    baseline on consecutive pairs) -> sample a virtual cohort -> evaluate on new LVs.
     """
     from shapeatlas.data.synthetic_lv import load_truth, write_lv_cohort
+    from shapeatlas.evaluate import evaluate_run
+    from shapeatlas.virtual import sample_run
 
     out = Path(out)
     say = announce or (lambda s: None)
     cohort, groomed, run, corr_dir = (out / "cohort", out / "groomed", out / "run",
                                       out / "correspond")
-    say(f"[1/4] synthesising {n} left ventricles (healthy + dilated) in {cohort}")
+    virtual, test, evaluation = out / "virtual", out / "test-cohort", out / "evaluation"
+    say(f"[1/6] synthesising {n} left ventricles (healthy + dilated) in {cohort}")
     write_lv_cohort(cohort, n=n, seed=seed, phenotypes="mixed",
                     progress=(lambda d, t: progress("synth", 1, t)) if progress else None)
-    say(f"[2/4] grooming them (clean, align, {target_vertices} vertices) into {groomed}")
+    say(f"[2/6] grooming them (clean, align, {target_vertices} vertices) into {groomed}")
     result = groom_cohort(cohort, groomed, GroomOptions(target_vertices=target_vertices),
                           progress=progress)
-    say(f"[3/4] fitting an R-ASM atlas ({DEMO_CONFIG.atlas_vertices} vertices) into {run}")
+    say(f"[3/6] fitting Atlas-R-ASMG (R-ASM atlas of {DEMO_CONFIG.atlas_vertices} vertices + "
+        f"β-VAE) into {run}")
     if (run / "checkpoint.pt").exists():
         import shutil
 
         shutil.rmtree(run)
     fit_run(groomed, run, DEMO_CONFIG.replace(seed=seed), progress=step_progress)
-    say(f"[4/4] corresponding the original files (any pose) into {corr_dir}")
+    say(f"[4/6] corresponding the original files (any pose) into {corr_dir}")
     done, errors = correspond_files(run, [cohort], corr_dir)
     if errors:
         raise ShapeAtlasError("demo: " + "; ".join(errors))
@@ -226,6 +261,11 @@ def run_demo(out: str | Path, *, n: int = 12, seed: int = 0, target_vertices: in
     tf = {s["name"]: np.asarray(s["transform"]) for s in result.shapes}
     ours = [e.mean() for e in atlas_pair_errors(pts, truth, names)]
     base = [e.mean() for e in baseline_pair_errors(tf, truth, names)]
+    say(f"[5/6] sampling a virtual cohort of {DEMO_SAMPLES} shapes into {virtual}")
+    sampled = sample_run(run, virtual, n=DEMO_SAMPLES, seed=seed, traverse=2)
+    say(f"[6/6] evaluating on {DEMO_TEST} new LVs (another seed) into {evaluation}")
+    write_lv_cohort(test, n=DEMO_TEST, seed=seed + 1000, phenotypes="mixed")
+    ev = evaluate_run(run, test, evaluation, n_samples=DEMO_SAMPLES, seed=seed)
     metrics = json.loads((run / "fit_metrics.json").read_text())
     return {
         "out": str(out.resolve()),
@@ -237,4 +277,7 @@ def run_demo(out: str | Path, *, n: int = 12, seed: int = 0, target_vertices: in
         "long_axis_mm": float(np.mean([truth[nm].long_axis_mm for nm in names])),
         "gt_error_mm": float(np.mean(ours)),
         "baseline_gt_error_mm": float(np.mean(base)),
+        "samples": {k: sampled[k] for k in ("n", "seconds", "valid_share", "volume_ml")},
+        "evaluation": {k: ev[k] for k in ("n_test", "matching", "generalization_mm",
+                                          "specificity_mm", "plausibility", "figures")},
     }

@@ -34,5 +34,5 @@ def tiny_config() -> FitConfig:
     return FitConfig(
         encoder=EncoderConfig(widths=(16, 16), heads=2, latent_dim=16),
         atlas_vertices=200, epochs=2, atlas_rounds=2, batch_size=2, refine_steps=5,
-        groom_target_vertices=500, device="cpu",
+        groom_target_vertices=500, device="cpu", vae_epochs=200,
     )

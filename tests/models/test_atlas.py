@@ -23,7 +23,7 @@ def fitted(tiny_cohort, tmp_path_factory):
     torch.set_num_threads(1)
     cfg = FitConfig(encoder=EncoderConfig(widths=(16, 16), heads=2, latent_dim=16),
                     atlas_vertices=200, epochs=2, atlas_rounds=2, batch_size=2,
-                    refine_steps=5, device="cpu")
+                    refine_steps=5, device="cpu", vae_epochs=200)
     _, meshes, _ = tiny_cohort
     return AtlasModel(cfg).fit(meshes), meshes
 

@@ -53,8 +53,9 @@ class GroomOptions:
 
     clean: bool = True
     """Merge duplicate vertices, drop degenerate/duplicate faces, keep the largest component."""
-    watertight: bool = False
-    """Rebuild a closed surface from the generalised winding number (so volumes are defined)."""
+    watertight: bool | Literal["auto"] = False
+    """Rebuild a closed surface from the generalised winding number (so volumes are defined);
+    "auto" rebuilds only the meshes that are not watertight already."""
     grid_resolution: int = DEFAULT_GRID_RESOLUTION
     """Cells along the longest bounding-box side of the winding-number grid (--watertight)."""
     target_vertices: int | None = None
@@ -115,7 +116,7 @@ def _prepare_one(path: str, opts: GroomOptions) -> dict:
         if opts.clean:
             mesh = clean(mesh)
         voxel_volume = None
-        if opts.watertight:
+        if opts.watertight is True or (opts.watertight == "auto" and not mesh.is_watertight):
             mesh, voxel_volume = make_watertight(mesh, resolution=opts.grid_resolution)
         if opts.target_vertices:
             mesh = decimate(mesh, target_vertices=opts.target_vertices, method=opts.decimation)

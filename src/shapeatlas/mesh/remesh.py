@@ -258,6 +258,10 @@ def decimate(
         raise ValueError(f"target_vertices must be at least 4, got {target_vertices}")
     if method not in ("quadric", "uniform"):
         raise ValueError(f"method must be 'quadric' or 'uniform', got {method!r}")
+    if not mesh.is_watertight:
+        # libigl's collapses loop until std::bad_alloc (tens of GB) on surfaces with holes.
+        raise MeshError(mesh.name, "decimation needs a closed (watertight) surface and this one "
+                        "has holes or non-manifold edges: groom it with --watertight first")
     v = np.array(mesh.vertices, dtype=np.float64)
     f = np.array(mesh.faces, dtype=np.int64)
     while len(v) <= target_vertices:

@@ -23,12 +23,12 @@ import torch
 
 from shapeatlas import __version__
 from shapeatlas.atomic import atomic_path, write_text_atomic
-from shapeatlas.errors import MeshError, ShapeAtlasError
-from shapeatlas.mesh.align import align_to_reference
+from shapeatlas.errors import ShapeAtlasError
 from shapeatlas.mesh.core import Mesh
-from shapeatlas.mesh.io import read_mesh, write_mesh
-from shapeatlas.mesh.remesh import decimate
+from shapeatlas.mesh.io import write_mesh
 from shapeatlas.models import inputs
+from shapeatlas.models.generative import GenerativeMixin
+from shapeatlas.models.generator import VAEGenerator, VAESettings
 from shapeatlas.nn.rasm import RASM, AtlasGraph, pull_to_surface
 from shapeatlas.training.config import FitConfig
 from shapeatlas.training.loop import loss_weights, train
@@ -37,10 +37,6 @@ log = logging.getLogger(__name__)
 
 MODEL_FORMAT = "shapeatlas-atlas-model"
 MODEL_VERSION = 1
-#: A `correspond` input whose size differs from the cohort's by more than this factor is refused.
-MAX_SCALE_RATIO = 2.0
-#: ...and one whose alignment residual exceeds this many cohort radii is refused.
-MAX_ALIGN_RMS = 0.5
 
 
 def resolve_device(device: str) -> torch.device:
@@ -72,7 +68,14 @@ class Correspondence:
     hausdorff_mm: float
 
 
-class AtlasModel:
+def vae_settings(cfg: FitConfig) -> VAESettings:
+    """The β-VAE part of a fit configuration."""
+    return VAESettings(latent_dim=cfg.latent_dim, beta=cfg.beta, hidden=cfg.vae_hidden,
+                       noise_mm=cfg.vae_noise_mm, epochs=cfg.vae_epochs, lr=cfg.vae_lr,
+                       prior=cfg.vae_prior)
+
+
+class AtlasModel(GenerativeMixin):
     """R-ASM estimator: learns an atlas and a network mapping every atlas vertex onto any shape.
 
     Parameters
@@ -130,15 +133,9 @@ class AtlasModel:
         if run is not None:
             run.mkdir(parents=True, exist_ok=True)
         self.normalisation_ = inputs.Normalisation.fit(meshes)
-        if cfg.atlas_init == "medoid":
-            start = meshes[inputs.medoid_index(meshes)]
-            log.info("initial atlas: medoid shape %s", start.name)
-        elif cfg.atlas_init == "random":
-            start = meshes[int(np.random.default_rng(cfg.seed).integers(len(meshes)))]
-            log.info("initial atlas: random shape %s (seed %d)", start.name, cfg.seed)
-        else:
-            start = read_mesh(cfg.atlas_init)
-        atlas0 = decimate(start, target_vertices=cfg.atlas_vertices, method="uniform")
+        start, atlas0 = inputs.initial_atlas(meshes, init=cfg.atlas_init, seed=cfg.seed,
+                                             atlas_vertices=cfg.atlas_vertices)
+        log.info("initial atlas: %s (%s)", start.name, cfg.atlas_init)
         self.atlas_faces_ = np.asarray(atlas0.faces)
         self.atlas_init_name_ = start.name
         shapes = [inputs.graph_input(m, self._norm_for(m), features=cfg.features,
@@ -159,6 +156,15 @@ class AtlasModel:
         self.atlas_vertices_ = self.normalisation_.to_mm(points.detach().cpu().double().numpy())
         self.net_.eval()
         self._atlas_cache = None
+        self.rasm_seconds_ = time.perf_counter() - t0
+        # The generator learns from the training shapes' refined normalised shapes (mm,
+        # aligned frame): the β-VAE stage of Atlas-R-ASMG, trained after the correspondences.
+        shapes, corr = self.normalised_shapes(meshes, transforms=[np.eye(4)] * len(meshes))
+        self.fit_matching_ = [(c.name, c.chamfer_mm, c.hausdorff_mm) for c in corr]
+        t1 = time.perf_counter()
+        self._fit_generator(VAEGenerator(vae_settings(cfg)), shapes, meshes, seed=cfg.seed,
+                            device=self.device_)
+        self.generator_seconds_ = time.perf_counter() - t1
         self.fit_seconds_ = time.perf_counter() - t0
         return self
 
@@ -207,13 +213,8 @@ class AtlasModel:
             if transforms is not None:
                 t = np.asarray(transforms[i], dtype=np.float64)
             else:
-                self._check_scale(mesh)
-                al = align_to_reference(mesh, atlas_mesh)
-                if al.rms > MAX_ALIGN_RMS * self.normalisation_.scale:
-                    raise MeshError(mesh.name, f"does not resemble the cohort: after rigid "
-                                    f"alignment it is still {al.rms:.1f} mm RMS from the atlas "
-                                    "(another organ, or a very different pose/scale?)")
-                t = al.matrix
+                t = inputs.transform_to_atlas(mesh, atlas_mesh,
+                                              cohort_scale=self.normalisation_.scale)
             aligned = mesh.transformed(t)
             norm = self._norm_for(aligned)
             shape = inputs.graph_input(aligned, norm, features=self.config.features,
@@ -233,14 +234,6 @@ class AtlasModel:
             ))
         return results
 
-    def _check_scale(self, mesh: Mesh) -> None:
-        r = inputs._rms_radius(mesh)
-        ratio = r / self.normalisation_.scale
-        if not 1 / MAX_SCALE_RATIO <= ratio <= MAX_SCALE_RATIO:
-            raise MeshError(mesh.name, f"its size (RMS radius {r:.3g}) is {ratio:.2g} times the "
-                            f"cohort's ({self.normalisation_.scale:.3g} mm): wrong units, or "
-                            "another organ?")
-
     # --------------------------------------------------------------- persistence
     def save(self, path: str | Path) -> Path:
         """Write `model.safetensors` + `model.json` into folder `path` (no pickle)."""
@@ -255,13 +248,16 @@ class AtlasModel:
                                                 dtype=torch.float64)
         tensors["atlas.faces"] = torch.tensor(np.ascontiguousarray(self.atlas_faces_),
                                              dtype=torch.int64)
+        gen_tensors, gen_meta = self._generator_tensors()
+        tensors.update(gen_tensors)
         with atomic_path(path / "model.safetensors") as tmp:
             save_file(tensors, str(tmp))
         meta = {"format": MODEL_FORMAT, "version": MODEL_VERSION, "shapeatlas": __version__,
                 "config": self.config.to_dict(),
                 "normalisation": {"center": self.normalisation_.center.tolist(),
                                   "scale": self.normalisation_.scale},
-                "atlas_init": getattr(self, "atlas_init_name_", None)}
+                "atlas_init": getattr(self, "atlas_init_name_", None),
+                "generator": gen_meta}
         write_text_atomic(path / "model.json", json.dumps(meta, indent=1) + "\n")
         write_mesh(self.atlas_mesh, path / "atlas.ply")
         return path
@@ -306,4 +302,5 @@ class AtlasModel:
                                                     scale=float(norm["scale"]))
         model.atlas_init_name_ = meta.get("atlas_init")
         model._atlas_cache = None
+        model._load_generator(tensors, meta.get("generator"))
         return model

@@ -140,3 +140,46 @@ def check_cohort(meshes: Sequence[Mesh], *, atlas_vertices: int, min_shapes: int
         check_mesh_for_atlas(m, atlas_vertices=atlas_vertices)
         if not geo.is_watertight(np.asarray(m.faces)) and m.euler_characteristic > 2:
             raise MeshError(m.name, "not a surface (Euler characteristic above 2)")
+
+
+def initial_atlas(meshes: Sequence[Mesh], *, init: str, seed: int,
+                  atlas_vertices: int) -> tuple[Mesh, Mesh]:
+    """The canonical shape an atlas starts from, and its remeshing to K vertices.
+
+    init: "medoid", "random" (a training shape drawn with `seed`) or a mesh path.
+    -> (the chosen shape, the K-vertex atlas mesh)
+    """
+    from shapeatlas.mesh.io import read_mesh
+    from shapeatlas.mesh.remesh import decimate
+
+    if init == "medoid":
+        start = meshes[medoid_index(meshes)]
+    elif init == "random":
+        start = meshes[int(np.random.default_rng(seed).integers(len(meshes)))]
+    else:
+        start = read_mesh(init)
+    return start, decimate(start, target_vertices=atlas_vertices, method="uniform")
+
+
+#: A `correspond` input whose size differs from the cohort's by more than this factor is refused.
+MAX_SCALE_RATIO = 2.0
+#: ...and one whose alignment residual exceeds this many cohort radii is refused.
+MAX_ALIGN_RMS = 0.5
+
+
+def transform_to_atlas(mesh: Mesh, atlas: Mesh, *, cohort_scale: float) -> np.ndarray:
+    """Rigid (4, 4) map of a new mesh onto the atlas, refusing meshes that cannot be the organ:
+    a size far from the cohort's (`cohort_scale`: mean RMS radius, mm) or a poor fit."""
+    from shapeatlas.mesh.align import align_to_reference
+
+    r = _rms_radius(mesh)
+    ratio = r / cohort_scale
+    if not 1 / MAX_SCALE_RATIO <= ratio <= MAX_SCALE_RATIO:
+        raise MeshError(mesh.name, f"its size (RMS radius {r:.3g}) is {ratio:.2g} times the "
+                        f"cohort's ({cohort_scale:.3g} mm): wrong units, or another organ?")
+    al = align_to_reference(mesh, atlas)
+    if al.rms > MAX_ALIGN_RMS * cohort_scale:
+        raise MeshError(mesh.name, f"does not resemble the cohort: after rigid alignment it is "
+                        f"still {al.rms:.1f} mm RMS from the atlas (another organ, or a very "
+                        "different pose/scale?)")
+    return al.matrix

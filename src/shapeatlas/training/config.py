@@ -21,8 +21,11 @@ CONFIG_VERSION = 1
 
 @dataclass(frozen=True)
 class FitConfig:
-    """Everything that defines an R-ASM fit (model, atlas, losses, optimisation)."""
+    """Everything that defines a fit (method, model, atlas, losses, generator, optimisation)."""
 
+    method: Literal["rasm", "cpd-pca"] = "rasm"
+    """Correspondence + generator: Atlas-R-ASMG (R-ASM network + β-VAE) or the classical baseline
+    (non-rigid CPD of the atlas onto each shape + PCA)."""
     features: Literal["spatial", "hybrid"] = "hybrid"
     """Node features: coordinates (sGCN) or coordinates + vertex normals (hGCN)."""
     normalisation: Literal["cohort", "shape"] = "shape"
@@ -80,6 +83,32 @@ class FitConfig:
     """Relative loss improvement that counts for early stopping."""
     checkpoint_every: int = 1
     """Epochs between checkpoints (and `--resume` points)."""
+    latent_dim: int | None = None
+    """D: latent size of the β-VAE, or PCA modes kept by cpd-pca (None: min(16, shapes - 1)).
+    Must be below the number of training shapes."""
+    beta: float = 1.0
+    """β: weight of the β-VAE's KL term."""
+    vae_hidden: tuple[int, ...] = (256,)
+    """Hidden layer widths of the β-VAE's MLP encoder (the decoder mirrors them)."""
+    vae_noise_mm: float = 1.0
+    """Standard deviation (mm) of the β-VAE's Gaussian likelihood."""
+    vae_epochs: int = 3000
+    """Full-batch Adam steps of the β-VAE."""
+    vae_lr: float = 1e-3
+    """Learning rate of the β-VAE."""
+    vae_prior: Literal["aggregate", "standard"] = "aggregate"
+    """Sample the β-VAE from a Gaussian fitted to the training codes, or from N(0, I)."""
+    sample_relax: int = 5
+    """Tangential relaxation steps applied to generated shapes (vertices slide along the decoded
+    surface, removing most folds; 0 keeps the raw decoder output)."""
+    cpd_beta: float = 1.0
+    """cpd-pca: width of CPD's Gaussian motion kernel, in atlas RMS radii."""
+    cpd_lambda: float = 2.0
+    """cpd-pca: weight of CPD's motion-coherence prior."""
+    cpd_rank: int = 150
+    """cpd-pca: rank of the low-rank kernel (fast CPD)."""
+    cpd_iterations: int = 100
+    """cpd-pca: maximum EM iterations per registration."""
     groom_target_vertices: int = 2000
     """Vertex count raw meshes are groomed to when `fit` is given a raw folder."""
     seed: int = 0
@@ -95,7 +124,20 @@ class FitConfig:
         if enc.in_channels != want:
             enc = dataclasses.replace(enc, in_channels=want)
         object.__setattr__(self, "encoder", enc)
+        object.__setattr__(self, "vae_hidden", tuple(int(h) for h in self.vae_hidden))
         problems = []
+        if self.method not in ("rasm", "cpd-pca"):
+            problems.append(f"method must be 'rasm' or 'cpd-pca', got {self.method!r}")
+        if self.vae_prior not in ("aggregate", "standard"):
+            problems.append(f"vae_prior must be 'aggregate' or 'standard', got {self.vae_prior!r}")
+        if self.latent_dim is not None and self.latent_dim < 1:
+            problems.append(f"latent_dim must be at least 1, got {self.latent_dim}")
+        for name in ("beta", "vae_noise_mm", "vae_lr", "cpd_beta", "cpd_lambda"):
+            if not getattr(self, name) > 0:
+                problems.append(f"{name} must be positive, got {getattr(self, name)}")
+        for name in ("vae_epochs", "cpd_rank", "cpd_iterations"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.features not in ("spatial", "hybrid"):
             problems.append(f"features must be 'spatial' or 'hybrid', got {self.features!r}")
         if self.normalisation not in ("cohort", "shape"):
@@ -110,7 +152,7 @@ class FitConfig:
             problems.append(f"atlas_vertices must be at least 100, got {self.atlas_vertices}")
         if self.sharpness <= 0:
             problems.append(f"sharpness must be positive, got {self.sharpness}")
-        for name in ("smooth_iterations", "refine_steps", "patience"):
+        for name in ("smooth_iterations", "refine_steps", "patience", "sample_relax"):
             if getattr(self, name) < 0:
                 problems.append(f"{name} must be >= 0, got {getattr(self, name)}")
         if problems:
@@ -119,6 +161,7 @@ class FitConfig:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["encoder"]["widths"] = list(d["encoder"]["widths"])
+        d["vae_hidden"] = list(d["vae_hidden"])
         return {"format": "shapeatlas-fit-config", "version": CONFIG_VERSION, **d}
 
     def to_json(self) -> str:

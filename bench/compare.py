@@ -1,0 +1,133 @@
+"""Benchmark: Atlas-R-ASMG (hGCN, sGCN) vs CPD-PCA, same data, same metrics (the README table).
+
+Cohorts, each groomed once (watertight, aligned) and split in a fixed way:
+- `lv`: 60 synthetic LVs (healthy + dilated, seed 0); every 4th shape (sorted names) is a test
+  shape: 45 train / 15 test.
+- `liver`: the 77 AMOS livers in ../shared/data/liver-amos77; every 5th file is a test shape:
+  61 train / 16 test.
+For every (cohort, method) row: `fit` on the training folder, then `evaluate` on the test folder
+(1,000 samples). A finished fit (OUT/COHORT/METHOD/fit_metrics.json) and a finished evaluation
+(OUT/COHORT/METHOD/evaluation/metrics.json) are reused, so an interrupted benchmark resumes (delete
+`evaluation/` to re-evaluate only); the table is printed at the end (Markdown).
+
+    python bench/compare.py [--cohorts lv liver] [--methods hgcn sgcn cpd-pca]
+                            [--lv-epochs 30] [--liver-epochs 15] [--out /tmp/shapeatlas-compare]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+
+from shapeatlas.data.synthetic_lv import write_lv_cohort
+from shapeatlas.evaluate import evaluate_run
+from shapeatlas.mesh.groom import GroomOptions, groom_cohort, load_manifest
+from shapeatlas.pipeline import fit_run
+from shapeatlas.training.config import FitConfig
+
+HERE = Path(__file__).resolve().parent
+LIVER = HERE.parents[1] / "shared" / "data" / "liver-amos77"
+METHODS = {"hgcn": dict(method="rasm", features="hybrid"),
+           "sgcn": dict(method="rasm", features="spatial"),
+           "cpd-pca": dict(method="cpd-pca")}
+
+
+def split_groomed(groomed: Path, out: Path, every: int) -> tuple[Path, Path]:
+    """Copy a groomed folder into train/ and test/ (every `every`-th shape is a test shape)."""
+    manifest = load_manifest(groomed)
+    shapes = sorted(manifest["shapes"], key=lambda s: s["name"])
+    parts = {"train": [s for i, s in enumerate(shapes) if i % every],
+             "test": [s for i, s in enumerate(shapes) if not i % every]}
+    for part, rows in parts.items():
+        d = out / part
+        if (d / "groom.json").is_file():
+            continue
+        d.mkdir(parents=True, exist_ok=True)
+        for s in rows:
+            shutil.copy(groomed / s["output"], d / s["output"])
+        (d / "groom.json").write_text(json.dumps({**manifest, "shapes": rows}, indent=1))
+    return out / "train", out / "test"
+
+
+def prepare(cohort: str, out: Path) -> tuple[Path, Path]:
+    root = out / cohort
+    groomed = root / "groomed"
+    if not (groomed / "groom.json").is_file():
+        if cohort == "lv":
+            write_lv_cohort(root / "raw", n=60, seed=0, phenotypes="mixed")
+            src = root / "raw"
+        else:
+            src = LIVER
+        groom_cohort(src, groomed, GroomOptions(watertight="auto", target_vertices=2000))
+    return split_groomed(groomed, root, every=4 if cohort == "lv" else 5)
+
+
+def row(cohort: str, method: str, out: Path, epochs: int) -> dict:
+    train, test = prepare(cohort, out)
+    run = out / cohort / method
+    ev = run / "evaluation"
+    if not (run / "fit_metrics.json").is_file():
+        shutil.rmtree(run, ignore_errors=True)
+        cfg = FitConfig(epochs=epochs, **METHODS[method])
+        fit_run(train, run, cfg)
+    if not (ev / "metrics.json").is_file():
+        t0 = time.perf_counter()
+        evaluate_run(run, test, ev, n_samples=1000, seed=0)
+        logging.info("%s %s: evaluated in %.0f s", cohort, method, time.perf_counter() - t0)
+    m = json.loads((ev / "metrics.json").read_text())
+    fit = json.loads((run / "fit_metrics.json").read_text())
+    p = m["plausibility"]
+    return {
+        "cohort": cohort, "method": method, "n_train": m["n_train"], "n_test": m["n_test"],
+        "D": m["latent_dim"],
+        "cd": m["matching"]["chamfer_mm"]["mean"], "hd": m["matching"]["hausdorff_mm"]["mean"],
+        "gen": m["generalization_mm"][-1]["mean"], "gen_se": m["generalization_mm"][-1]["se"],
+        "spec": m["specificity_mm"]["vertex_mean"], "spec_se": m["specificity_mm"]["vertex_se"],
+        "spec_surf": m["specificity_mm"]["surface_mean"],
+        "compact3": m["compactness"][2] if len(m["compactness"]) > 2 else None,
+        "ks": p.get("volume_ks"), "accept": p.get("acceptance_rate"),
+        "valid": p["validity"]["valid"], "fit_s": fit["fit_seconds"],
+        "sample_s": m["sampling_seconds"],
+    }
+
+
+def table(rows: list[dict]) -> str:
+    head = ("| cohort | method | train/test | D | matching CD / HD (mm) | generalization (mm) | "
+            "specificity (mm) | compactness (3 modes) | volume KS | acceptance | valid | "
+            "fit (s) | sample 1000 (s) |")
+    lines = [head, "|" + "---|" * 13]
+    for r in rows:
+        lines.append(
+            f"| {r['cohort']} | {r['method']} | {r['n_train']}/{r['n_test']} | {r['D']} | "
+            f"{r['cd']:.2f} / {r['hd']:.2f} | {r['gen']:.2f} ± {r['gen_se']:.2f} | "
+            f"{r['spec']:.2f} ± {r['spec_se']:.2f} | {r['compact3']:.3f} | "
+            f"{r['ks']:.3f} | {100 * r['accept']:.1f}% | {100 * r['valid']:.1f}% | "
+            f"{r['fit_s']:.0f} | {r['sample_s']:.3f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--cohorts", nargs="+", default=["lv", "liver"], choices=["lv", "liver"])
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    p.add_argument("--lv-epochs", type=int, default=30)
+    p.add_argument("--liver-epochs", type=int, default=15)
+    p.add_argument("--out", default="/tmp/shapeatlas-compare")
+    args = p.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    out = Path(args.out)
+    rows = []
+    for cohort in args.cohorts:
+        for method in args.methods:
+            rows.append(row(cohort, method, out,
+                            args.lv_epochs if cohort == "lv" else args.liver_epochs))
+            (out / "rows.json").write_text(json.dumps(rows, indent=1))
+    print(table(rows))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,148 @@
+"""What every shapeatlas model does once its correspondences exist: learn a shape generator on
+the normalised shapes, sample virtual cohorts, traverse the latent space, reconstruct a mesh.
+
+`GenerativeMixin` is shared by `AtlasModel` (β-VAE) and `CPDPCAModel` (PCA), so `sample`,
+`evaluate` and the benchmark treat both methods identically. The host class provides
+`config`, `atlas_faces_`, `_check_fitted()` and `correspond(meshes, transforms=...)`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from shapeatlas.errors import ShapeAtlasError
+from shapeatlas.mesh import geometry as geo
+from shapeatlas.mesh.core import Mesh
+from shapeatlas.mesh.relax import relax_tangentially
+from shapeatlas.metrics.ssm import extents, principal_axes
+from shapeatlas.models.generator import generator_from_state
+
+#: Standard deviations covered on each side by a latent traversal.
+TRAVERSE_SPAN = 2.0
+
+
+@dataclass(frozen=True)
+class Samples:
+    """A virtual cohort in the aligned frame (mm). vertices: (S, K, 3); latent: (S, D);
+    faces: (F, 3) the atlas faces shared by every sample."""
+
+    vertices: np.ndarray
+    latent: np.ndarray
+    faces: np.ndarray
+
+    def meshes(self, *, prefix: str = "sample") -> list[Mesh]:
+        return [Mesh(v, self.faces, name=f"{prefix}_{i:04d}") for i, v in enumerate(self.vertices)]
+
+
+def cohort_summary(meshes: Sequence[Mesh], axes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Volumes (mL; NaN for open meshes) and extents along `axes` (mm) of real meshes."""
+    vols = np.array([m.volume / 1000.0 if m.is_watertight else np.nan for m in meshes])
+    ext = np.array([extents(m.vertices, axes) for m in meshes])
+    return vols, ext
+
+
+class GenerativeMixin:
+    """Shape generation on top of a fitted correspondence model."""
+
+    def _fit_generator(self, generator, shapes: np.ndarray, meshes: Sequence[Mesh], *,
+                       seed: int, device: torch.device | None = None) -> None:
+        """shapes: (B, K, 3) training normalised shapes (aligned frame, mm); meshes: the B
+        training meshes (aligned frame) for the real-cohort volumes and extents."""
+        self.training_shapes_ = np.asarray(shapes, dtype=np.float64)
+        self.axes_ = principal_axes(self.training_shapes_.mean(axis=0))
+        self.real_volumes_, self.real_extents_ = cohort_summary(meshes, self.axes_)
+        self.generator_ = generator.fit(self.training_shapes_, seed=seed, device=device)
+
+    def _check_generator(self) -> None:
+        self._check_fitted()
+        if getattr(self, "generator_", None) is None:
+            raise ShapeAtlasError("this model has no shape generator (it was fitted by an older "
+                                  "shapeatlas or with the generator switched off): refit it")
+
+    def sample(self, n: int, *, seed: int = 0, relax: int | None = None) -> Samples:
+        """n virtual shapes, in atlas topology, in the aligned frame (mm)."""
+        self._check_generator()
+        if n < 1:
+            raise ShapeAtlasError(f"the number of samples must be at least 1, got {n}")
+        z = self.generator_.sample_latent(n, np.random.default_rng(seed))
+        return self.decode(z, relax=relax)
+
+    def decode(self, z: np.ndarray, *, relax: int | None = None) -> Samples:
+        """Shapes for given latent codes (S, D), tangentially relaxed by `relax` steps (default:
+        the config's `sample_relax`; see `shapeatlas.mesh.relax`)."""
+        self._check_generator()
+        z = np.atleast_2d(np.asarray(z, dtype=np.float64))
+        if z.shape[1] != self.generator_.latent_dim:
+            raise ShapeAtlasError(f"latent codes must have {self.generator_.latent_dim} columns, "
+                                  f"got {z.shape[1]}")
+        steps = self.config.sample_relax if relax is None else relax
+        verts = relax_tangentially(self.generator_.decode(z), self.atlas_faces_, iterations=steps)
+        return Samples(vertices=verts, latent=z, faces=self.atlas_faces_)
+
+    def traverse(self, *, directions: int = 3, steps: int = 5) -> dict[int, Samples]:
+        """Shapes along each of the first `directions` latent directions (by training variance),
+        from -2 to +2 standard deviations of the training codes, the others at their mean."""
+        self._check_generator()
+        g = self.generator_
+        z_train = g.encode(self.training_shapes_)
+        centre, sd = z_train.mean(axis=0), z_train.std(axis=0)
+        out = {}
+        for rank, d in enumerate(g.latent_order_[:directions]):
+            z = np.repeat(centre[None], steps, axis=0)
+            z[:, d] = centre[d] + np.linspace(-TRAVERSE_SPAN, TRAVERSE_SPAN, steps) * sd[d]
+            out[rank] = self.decode(z)
+        return out
+
+    def normalised_shapes(self, meshes: Sequence[Mesh], *,
+                          transforms: Sequence[np.ndarray] | None = None
+                          ) -> tuple[np.ndarray, list]:
+        """Correspond meshes and return their normalised shapes in the aligned frame
+        (B, K, 3) mm, with the correspondences."""
+        corr = self.correspond(meshes, transforms=transforms)
+        shapes = np.stack([c.points @ c.transform[:3, :3].T + c.transform[:3, 3] for c in corr])
+        return shapes, corr
+
+    def reconstruct(self, meshes: Sequence[Mesh], *, n_components: int | None = None,
+                    transforms: Sequence[np.ndarray] | None = None) -> list[Mesh]:
+        """Each mesh through the model: correspond, encode, decode; in the input's frame."""
+        self._check_generator()
+        shapes, corr = self.normalised_shapes(meshes, transforms=transforms)
+        recon = self.generator_.reconstruct(shapes, n_components=n_components)
+        out = []
+        for r, c in zip(recon, corr):
+            inv = np.linalg.inv(c.transform)
+            out.append(Mesh(r @ inv[:3, :3].T + inv[:3, 3], self.atlas_faces_, name=c.name))
+        return out
+
+    def sample_volumes(self, vertices: np.ndarray) -> np.ndarray:
+        """Enclosed volume (mL, signed: negative when turned inside out) of shapes with the
+        atlas faces. vertices: (S, K, 3) -> (S,)"""
+        f = np.asarray(self.atlas_faces_)
+        return np.array([geo.signed_volume(v, f) / 1000.0 for v in vertices])
+
+    # persistence helpers for the host's save/load
+    def _generator_tensors(self) -> tuple[dict[str, torch.Tensor], dict | None]:
+        if getattr(self, "generator_", None) is None:
+            return {}, None
+        t, meta = self.generator_.state()
+        tensors = {f"gen.{k}": v for k, v in t.items()}
+        tensors["train.shapes"] = torch.as_tensor(np.ascontiguousarray(self.training_shapes_))
+        tensors["train.volumes"] = torch.as_tensor(self.real_volumes_)
+        tensors["train.extents"] = torch.as_tensor(self.real_extents_)
+        tensors["train.axes"] = torch.as_tensor(self.axes_)
+        return tensors, meta
+
+    def _load_generator(self, tensors: dict[str, torch.Tensor], meta: dict | None) -> None:
+        if meta is None:
+            self.generator_ = None
+            return
+        self.generator_ = generator_from_state(
+            {k[4:]: v for k, v in tensors.items() if k.startswith("gen.")}, meta)
+        self.training_shapes_ = tensors["train.shapes"].double().numpy()
+        self.real_volumes_ = tensors["train.volumes"].double().numpy()
+        self.real_extents_ = tensors["train.extents"].double().numpy()
+        self.axes_ = tensors["train.axes"].double().numpy()

@@ -1,0 +1,246 @@
+"""Generators of normalised shapes (all in atlas topology): the β-VAE and the PCA baseline.
+
+Both learn from the training shapes' normalised shapes in millimetres in the aligned frame (so
+size variation is kept) and share one interface, so `sample`, `evaluate` and the benchmark treat
+Atlas-R-ASMG and CPD-PCA alike:
+
+    fit(shapes (B, K, 3), seed) -> self      encode(shapes) -> (B, D)    decode(z) -> (B, K, 3)
+    sample_latent(n, rng) -> (n, D)          reconstruct(shapes, n_components) -> (B, K, 3)
+    latent_order_: latent directions by decreasing variance over the training shapes.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+
+from shapeatlas.errors import ShapeAtlasError
+from shapeatlas.nn.shape_vae import ShapeVAE, VAEOutput, beta_vae_loss
+
+log = logging.getLogger(__name__)
+
+#: Latent size (β-VAE) and PCA modes when none is configured (capped at shapes - 1).
+DEFAULT_LATENT = 16
+#: Added to the aggregate-posterior covariance before its Cholesky factor (latent units).
+COVARIANCE_RIDGE = 1e-6
+
+
+def check_latent_size(latent_dim: int | None, n_shapes: int, *, default: int) -> int:
+    """The latent size to use: `latent_dim`, or min(default, n_shapes - 1) when it is None."""
+    most = n_shapes - 1
+    if most < 1:
+        raise ShapeAtlasError(f"a shape generator needs at least 2 training shapes, got {n_shapes}")
+    if latent_dim is None:
+        return min(default, most)
+    if latent_dim < 1:
+        raise ShapeAtlasError(f"latent_dim must be at least 1, got {latent_dim}")
+    if latent_dim > most:
+        raise ShapeAtlasError(
+            f"latent_dim {latent_dim} is larger than {n_shapes} training shapes support (at most "
+            f"{most} independent directions): lower latent_dim or add shapes")
+    return latent_dim
+
+
+def _flat(shapes: np.ndarray) -> np.ndarray:
+    s = np.asarray(shapes, dtype=np.float64)
+    if s.ndim != 3 or s.shape[2] != 3:
+        raise ShapeAtlasError(f"shapes must have shape (B, K, 3), got {s.shape}")
+    if not np.isfinite(s).all():
+        raise ShapeAtlasError("normalised shapes contain NaN or infinite coordinates")
+    return s.reshape(len(s), -1)
+
+
+@dataclass(frozen=True)
+class VAESettings:
+    """latent_dim: D (None: min(DEFAULT_LATENT, shapes - 1)); beta: KL weight; noise_mm: the likelihood's
+    standard deviation; prior: sample from N(0, I) or from a Gaussian fitted to the training
+    shapes' posterior means ("aggregate")."""
+
+    latent_dim: int | None = None
+    beta: float = 1.0
+    hidden: tuple[int, ...] = (256,)
+    noise_mm: float = 1.0
+    epochs: int = 3000
+    lr: float = 1e-3
+    prior: Literal["aggregate", "standard"] = "aggregate"
+
+
+class VAEGenerator:
+    """β-VAE generator (see `shapeatlas.nn.shape_vae`), trained full-batch with Adam."""
+
+    kind = "beta-vae"
+
+    def __init__(self, settings: VAESettings | None = None):
+        self.settings = settings or VAESettings()
+
+    def fit(self, shapes: np.ndarray, *, seed: int = 0, device: torch.device | None = None
+            ) -> "VAEGenerator":
+        s = self.settings
+        x_np = _flat(shapes)
+        d = check_latent_size(s.latent_dim, len(x_np), default=DEFAULT_LATENT)
+        self.n_vertices_ = x_np.shape[1] // 3
+        device = device or torch.device("cpu")
+        gen = torch.Generator().manual_seed(seed)
+        torch.manual_seed(seed)
+        x = torch.as_tensor(x_np, dtype=torch.float32, device=device)
+        mean = x.mean(dim=0)
+        scale = float((x - mean).pow(2).mean().sqrt().clamp_min(1e-6))
+        self.net_ = ShapeVAE(x.shape[1], latent_dim=d, hidden=tuple(s.hidden), mean=mean,
+                             scale=scale).to(device)
+        opt = torch.optim.Adam(self.net_.parameters(), lr=s.lr)
+        self.net_.train()
+        terms = {}
+        for epoch in range(s.epochs):
+            opt.zero_grad()
+            mu, logvar = self.net_.encode(x)
+            eps = torch.randn(mu.shape, generator=gen).to(device)
+            z = mu + eps * torch.exp(0.5 * logvar)
+            out = VAEOutput(recon=self.net_.decode(z), mu=mu, logvar=logvar)
+            loss, terms = beta_vae_loss(x, out, beta=s.beta, noise_mm=s.noise_mm)
+            if not torch.isfinite(loss):
+                raise ShapeAtlasError(f"β-VAE training diverged at epoch {epoch} (loss {loss}); "
+                                      "lower lr or raise noise_mm")
+            loss.backward()
+            opt.step()
+        self.net_.eval()
+        self.train_terms_ = terms
+        self._set_prior(self.encode(shapes))
+        log.info("β-VAE: D=%d, final rms %.3f mm, KL %.2f", d, terms["rms_mm"], terms["kl"])
+        return self
+
+    def _set_prior(self, z: np.ndarray) -> None:
+        if self.settings.prior == "aggregate":
+            self.prior_mean_ = z.mean(axis=0)
+            cov = np.cov(z.T).reshape(z.shape[1], z.shape[1])
+        else:
+            self.prior_mean_ = np.zeros(z.shape[1])
+            cov = np.eye(z.shape[1])
+        self.prior_chol_ = np.linalg.cholesky(cov + COVARIANCE_RIDGE * np.eye(len(cov)))
+        self.latent_order_ = np.argsort(-z.var(axis=0), kind="stable")
+
+    @property
+    def latent_dim(self) -> int:
+        return self.net_.latent_dim
+
+    def encode(self, shapes: np.ndarray) -> np.ndarray:
+        """(B, K, 3) mm -> (B, D) posterior means."""
+        x = torch.as_tensor(_flat(shapes), dtype=torch.float32, device=self.net_.mean.device)
+        with torch.no_grad():
+            return self.net_.encode(x)[0].cpu().double().numpy()
+
+    def decode(self, z: np.ndarray) -> np.ndarray:
+        """(B, D) -> (B, K, 3) mm."""
+        zt = torch.as_tensor(np.asarray(z), dtype=torch.float32, device=self.net_.mean.device)
+        with torch.no_grad():
+            x = self.net_.decode(zt).cpu().double().numpy()
+        return x.reshape(len(x), -1, 3)
+
+    def sample_latent(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        eps = rng.standard_normal((n, self.latent_dim))
+        return self.prior_mean_ + eps @ self.prior_chol_.T
+
+    def reconstruct(self, shapes: np.ndarray, *, n_components: int | None = None) -> np.ndarray:
+        """Encode, keep the first `n_components` latent directions (others at the prior's
+        centre), decode. (B, K, 3) -> (B, K, 3) mm."""
+        z = self.encode(shapes)
+        if n_components is not None and n_components < self.latent_dim:
+            drop = self.latent_order_[n_components:]
+            z[:, drop] = self.prior_mean_[drop]
+        return self.decode(z)
+
+    # persistence: tensors + JSON-able meta
+    def state(self) -> tuple[dict[str, torch.Tensor], dict]:
+        t = {f"net.{k}": v.detach().cpu().contiguous() for k, v in self.net_.state_dict().items()}
+        t["prior_mean"] = torch.as_tensor(self.prior_mean_)
+        t["prior_chol"] = torch.as_tensor(self.prior_chol_)
+        t["latent_order"] = torch.as_tensor(self.latent_order_)
+        s = self.settings
+        meta = {"kind": self.kind, "latent_dim": self.latent_dim, "beta": s.beta,
+                "hidden": list(s.hidden), "noise_mm": s.noise_mm, "epochs": s.epochs, "lr": s.lr,
+                "prior": s.prior, "n_vertices": self.n_vertices_}
+        return t, meta
+
+    @classmethod
+    def from_state(cls, tensors: dict[str, torch.Tensor], meta: dict) -> "VAEGenerator":
+        s = VAESettings(latent_dim=meta["latent_dim"], beta=meta["beta"],
+                        hidden=tuple(meta["hidden"]), noise_mm=meta["noise_mm"],
+                        epochs=meta["epochs"], lr=meta["lr"], prior=meta["prior"])
+        g = cls(s)
+        n = 3 * meta["n_vertices"]
+        g.n_vertices_ = meta["n_vertices"]
+        g.net_ = ShapeVAE(n, latent_dim=meta["latent_dim"], hidden=s.hidden,
+                          mean=torch.zeros(n), scale=1.0)
+        g.net_.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
+        g.net_.eval()
+        g.prior_mean_ = tensors["prior_mean"].double().numpy()
+        g.prior_chol_ = tensors["prior_chol"].double().numpy()
+        g.latent_order_ = tensors["latent_order"].long().numpy()
+        return g
+
+
+class PCAGenerator:
+    """Classical point-distribution model: PCA of the flattened shapes, Gaussian in mode space."""
+
+    kind = "pca"
+
+    def __init__(self, n_modes: int | None = None):
+        self.n_modes = n_modes
+
+    def fit(self, shapes: np.ndarray, *, seed: int = 0, device=None) -> "PCAGenerator":
+        x = _flat(shapes)
+        d = check_latent_size(self.n_modes, len(x), default=DEFAULT_LATENT)
+        self.n_vertices_ = x.shape[1] // 3
+        self.mean_ = x.mean(axis=0)
+        _, sv, vt = np.linalg.svd(x - self.mean_, full_matrices=False)
+        self.components_ = vt[:d]
+        self.variances_ = sv[:d] ** 2 / (len(x) - 1)
+        self.latent_order_ = np.arange(d)
+        return self
+
+    @property
+    def latent_dim(self) -> int:
+        return len(self.components_)
+
+    def encode(self, shapes: np.ndarray) -> np.ndarray:
+        return (_flat(shapes) - self.mean_) @ self.components_.T
+
+    def decode(self, z: np.ndarray) -> np.ndarray:
+        x = self.mean_ + np.asarray(z) @ self.components_
+        return x.reshape(len(x), -1, 3)
+
+    def sample_latent(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        return rng.standard_normal((n, self.latent_dim)) * np.sqrt(self.variances_)
+
+    def reconstruct(self, shapes: np.ndarray, *, n_components: int | None = None) -> np.ndarray:
+        z = self.encode(shapes)
+        if n_components is not None:
+            z[:, n_components:] = 0.0
+        return self.decode(z)
+
+    def state(self) -> tuple[dict[str, torch.Tensor], dict]:
+        t = {"mean": torch.as_tensor(self.mean_), "components": torch.as_tensor(self.components_),
+             "variances": torch.as_tensor(self.variances_)}
+        return t, {"kind": self.kind, "latent_dim": self.latent_dim,
+                   "n_vertices": self.n_vertices_}
+
+    @classmethod
+    def from_state(cls, tensors: dict[str, torch.Tensor], meta: dict) -> "PCAGenerator":
+        g = cls(meta["latent_dim"])
+        g.n_vertices_ = meta["n_vertices"]
+        g.mean_ = tensors["mean"].double().numpy()
+        g.components_ = tensors["components"].double().numpy()
+        g.variances_ = tensors["variances"].double().numpy()
+        g.latent_order_ = np.arange(len(g.components_))
+        return g
+
+
+def generator_from_state(tensors: dict[str, torch.Tensor], meta: dict):
+    """Rebuild a saved generator from its tensors (prefix stripped) and meta."""
+    kinds = {VAEGenerator.kind: VAEGenerator, PCAGenerator.kind: PCAGenerator}
+    if meta.get("kind") not in kinds:
+        raise ShapeAtlasError(f"unknown shape generator kind {meta.get('kind')!r}")
+    return kinds[meta["kind"]].from_state(tensors, meta)

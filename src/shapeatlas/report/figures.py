@@ -1,0 +1,79 @@
+"""PNG figures of an evaluation, built only from its metrics (and the sampled volumes).
+
+matplotlib is imported lazily with the non-interactive Agg backend, so it needs no display.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from shapeatlas.atomic import atomic_path
+
+
+def _pyplot():
+    try:
+        import matplotlib
+    except ImportError:  # pragma: no cover - matplotlib is a dependency
+        raise ImportError("figures need matplotlib: pip install matplotlib") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> str:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
+    return path.name
+
+
+def write_figures(metrics: dict, out_dir: Path, *, virtual_volumes: np.ndarray,
+                  real_volumes: np.ndarray) -> list[str]:
+    """compactness.png, generalization.png, specificity.png, volumes.png -> their file names."""
+    plt = _pyplot()
+    names = []
+    title = f"{metrics['method']} ({metrics['generator']}, D={metrics['latent_dim']})"
+
+    fig, ax = plt.subplots(figsize=(4.5, 3.2))
+    c = np.asarray(metrics["compactness"])
+    ax.plot(np.arange(1, len(c) + 1), c, "o-", ms=3)
+    ax.set(xlabel="PCA modes of the training normalised shapes",
+           ylabel="cumulative variance explained", ylim=(0, 1.02), title=title)
+    ax.grid(alpha=0.3)
+    names.append(_save(fig, out_dir / "compactness.png"))
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(4.5, 3.2))
+    g = metrics["generalization_mm"]
+    ax.errorbar([r["components"] for r in g], [r["mean"] for r in g],
+                yerr=[r["se"] for r in g], fmt="o-", ms=3, capsize=3)
+    ax.set(xlabel="latent directions kept", ylabel="test surface distance (mm)",
+           title="generalization (mean ± SE)")
+    ax.grid(alpha=0.3)
+    names.append(_save(fig, out_dir / "generalization.png"))
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(4.5, 3.2))
+    s = metrics["specificity_mm"]
+    counts = np.bincount(np.asarray(s["nearest"]), minlength=metrics["n_train"])
+    ax.bar(np.arange(len(counts)), counts)
+    ax.set(xlabel="training shape", ylabel="samples nearest to it",
+           title=f"specificity {s['vertex_mean']:.2f} ± {s['vertex_se']:.2f} mm")
+    names.append(_save(fig, out_dir / "specificity.png"))
+    plt.close(fig)
+
+    if len(real_volumes):
+        fig, ax = plt.subplots(figsize=(4.5, 3.2))
+        bins = np.histogram_bin_edges(np.concatenate([real_volumes, virtual_volumes]), bins=30)
+        ax.hist(virtual_volumes, bins=bins, density=True, alpha=0.5, label="virtual")
+        ax.hist(real_volumes, bins=bins, density=True, alpha=0.5, label="real (training)")
+        p = metrics["plausibility"]
+        ks = p.get("volume_ks")
+        ax.set(xlabel="enclosed volume (mL)", ylabel="density",
+               title=f"volumes, KS = {ks:.3f}" if ks is not None else "volumes")
+        ax.legend()
+        names.append(_save(fig, out_dir / "volumes.png"))
+        plt.close(fig)
+    return names
