@@ -90,22 +90,25 @@ def row(cohort: str, method: str, out: Path, epochs: int) -> dict:
         "spec_surf": m["specificity_mm"]["surface_mean"],
         "compact3": m["compactness"][2] if len(m["compactness"]) > 2 else None,
         "ks": p.get("volume_ks"), "accept": p.get("acceptance_rate"),
-        "valid": p["validity"]["valid"], "fit_s": fit["fit_seconds"],
+        "valid": p["validity"]["valid"],
+        "closed": min(p["validity"]["watertight"], p["validity"]["no_self_intersections"]),
+        "fit_s": fit["fit_seconds"],
         "sample_s": m["sampling_seconds"],
     }
 
 
 def table(rows: list[dict]) -> str:
     head = ("| cohort | method | train/test | D | matching CD / HD (mm) | generalization (mm) | "
-            "specificity (mm) | compactness (3 modes) | volume KS | acceptance | valid | "
-            "fit (s) | sample 1000 (s) |")
-    lines = [head, "|" + "---|" * 13]
+            "specificity (mm) | compactness (3 modes) | volume KS | acceptance | watertight, no "
+            "self-intersection | valid | fit (s) | sample 1000 (s) |")
+    lines = [head, "|" + "---|" * 14]
     for r in rows:
         lines.append(
             f"| {r['cohort']} | {r['method']} | {r['n_train']}/{r['n_test']} | {r['D']} | "
             f"{r['cd']:.2f} / {r['hd']:.2f} | {r['gen']:.2f} ± {r['gen_se']:.2f} | "
             f"{r['spec']:.2f} ± {r['spec_se']:.2f} | {r['compact3']:.3f} | "
-            f"{r['ks']:.3f} | {100 * r['accept']:.1f}% | {100 * r['valid']:.1f}% | "
+            f"{r['ks']:.3f} | {100 * r['accept']:.1f}% | {100 * r['closed']:.1f}% | "
+            f"{100 * r['valid']:.1f}% | "
             f"{r['fit_s']:.0f} | {r['sample_s']:.3f} |")
     return "\n".join(lines)
 

@@ -453,8 +453,8 @@ def build_parser() -> argparse.ArgumentParser:
     sa.add_argument("--traverse", type=int, default=0, metavar="R",
                     help="also write traversals of the first R latent directions (-2..+2 sd)")
     sa.add_argument("--relax", type=int, default=None, metavar="N",
-                    help="tangential relaxation steps (default: the run's sample_relax, 5; "
-                    "0 writes the raw decoder output)")
+                    help="tangential relaxation steps (default: the run's sample_relax: 5 for "
+                    "rasm, 0 for cpd-pca; 0 writes the raw output)")
     sa.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     sa.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     sa.set_defaults(func=cmd_sample, _parser=sa)

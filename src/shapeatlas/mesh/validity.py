@@ -21,6 +21,8 @@ from scipy.spatial import cKDTree
 PARALLEL_EPS = 1e-12
 #: Candidate pairs tested at once (bounds the temporary arrays).
 PAIR_BLOCK = 200_000
+#: Reference triangles with a quality (1 = equilateral) below this are not judged for inversion.
+SLIVER_QUALITY = 0.1
 #: Faces with a bounding radius above this many times the median are searched on their own.
 BIG_FACE_FACTOR = 2.0
 
@@ -117,10 +119,24 @@ def face_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
     return np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
 
 
+def triangle_quality(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """4 sqrt(3) area / (sum of squared edge lengths): 1 for equilateral, 0 for degenerate."""
+    tri = np.asarray(vertices, dtype=np.float64)[np.asarray(faces, dtype=np.int64)]
+    area = 0.5 * np.linalg.norm(face_normals(vertices, faces), axis=1)
+    edges2 = sum(np.square(tri[:, i] - tri[:, (i + 1) % 3]).sum(axis=1) for i in range(3))
+    return 4.0 * np.sqrt(3.0) * area / np.maximum(edges2, np.finfo(float).tiny)
+
+
 def inverted_faces(vertices: np.ndarray, faces: np.ndarray, reference: np.ndarray) -> np.ndarray:
-    """Faces whose normal points against the same face of `reference` (V, 3), e.g. the atlas."""
+    """Faces whose normal points against the same face of `reference` (V, 3), e.g. the atlas.
+
+    Faces that are slivers in the reference (quality below `SLIVER_QUALITY`) are not judged:
+    their orientation is numerically ill-defined, and on the LV atlases measured a handful of
+    them decided the flag for every sample.
+    """
     dots = np.einsum("ij,ij->i", face_normals(vertices, faces), face_normals(reference, faces))
-    return np.flatnonzero(dots < 0)
+    judged = triangle_quality(reference, faces) >= SLIVER_QUALITY
+    return np.flatnonzero((dots < 0) & judged)
 
 
 def mesh_validity(vertices: np.ndarray, faces: np.ndarray, *,

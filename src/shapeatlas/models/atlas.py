@@ -1,4 +1,5 @@
-"""`AtlasModel`: unsupervised, refinable correspondence of any-topology meshes to an atlas (R-ASM).
+"""`AtlasModel`: Atlas-R-ASMG. Unsupervised, refinable correspondence of any-topology meshes to
+an atlas (R-ASM), then a β-VAE on the normalised shapes that generates new ones.
 
     >>> model = AtlasModel(FitConfig(epochs=20)).fit(groomed_meshes, run_dir="run")  # doctest: +SKIP
     >>> corr = model.correspond([read_mesh("new_liver.obj")])[0]                    # doctest: +SKIP
@@ -84,7 +85,8 @@ class AtlasModel(GenerativeMixin):
 
     Fitted attributes: `atlas_vertices_` (K, 3) mm and `atlas_faces_` (F, 3) in the aligned
     frame, `normalisation_`, `net_` (the network), `history_` (per-epoch log rows),
-    `fit_seconds_`.
+    `training_shapes_` (B, K, 3) the refined normalised shapes, `generator_` (the β-VAE trained
+    on them; see `GenerativeMixin` for `sample`, `traverse`, `reconstruct`), `fit_seconds_`.
     """
 
     def __init__(self, config: FitConfig | None = None, **overrides):

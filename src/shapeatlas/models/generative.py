@@ -79,7 +79,7 @@ class GenerativeMixin:
         if z.shape[1] != self.generator_.latent_dim:
             raise ShapeAtlasError(f"latent codes must have {self.generator_.latent_dim} columns, "
                                   f"got {z.shape[1]}")
-        steps = self.config.sample_relax if relax is None else relax
+        steps = self.config.relax_steps if relax is None else relax
         verts = relax_tangentially(self.generator_.decode(z), self.atlas_faces_, iterations=steps)
         return Samples(vertices=verts, latent=z, faces=self.atlas_faces_)
 
