@@ -154,7 +154,8 @@ def test_cpd_pca_fit_sample_evaluate_reconstruct(tmp_path, capsys):
     m = json.loads((tmp_path / "e" / "metrics.json").read_text())
     assert m["n_test"] == 6 and m["specificity_mm"]["n_samples"] == 50
     assert len(m["compactness"]) == 5 and m["compactness"][-1] == pytest.approx(1.0)
-    for f in ("compactness.png", "generalization.png", "specificity.png", "volumes.png"):
+    for f in ("compactness.png", "generalization.png", "specificity.png", "volumes.png",
+              "samples.png"):
         assert (tmp_path / "e" / f).read_bytes()[:4] == b"\x89PNG"
     assert "specificity (50 samples)" in capsys.readouterr().out
     assert main(["reconstruct", str(run), str(tmp_path / "lv" / "lv_000.ply"),

@@ -1,6 +1,7 @@
 """`shapeatlas evaluate`: score a fitted run on a test folder (definitions in `metrics.ssm`).
 
-Writes OUT/metrics.json and PNG figures (compactness, generalization, specificity, volumes).
+Writes OUT/metrics.json and PNG figures (compactness, generalization, specificity, volumes, and
+a gallery of the first virtual shapes).
 Test meshes are aligned to the run's atlas one by one (as `correspond` does), so a test folder
 needs no shared grooming with the training data; a raw folder (no groom.json) is groomed first
 with the run's grooming options into OUT/groomed-test.
@@ -177,7 +178,8 @@ def evaluate_run(
         from shapeatlas.report.figures import write_figures
 
         metrics["figures"] = write_figures(
-            metrics, out_dir, virtual_volumes=virtual_vol, real_volumes=real_vol[finite]
+            metrics, out_dir, virtual_volumes=virtual_vol, real_volumes=real_vol[finite],
+            samples=samples.vertices, faces=faces,
         )
         write_text_atomic(out_dir / "metrics.json", json.dumps(metrics, indent=1) + "\n")
     return metrics

@@ -29,9 +29,36 @@ def _save(fig, path: Path) -> str:
     return path.name
 
 
+#: Virtual shapes drawn in samples.png.
+GALLERY_SHAPES = 8
+
+
+def _gallery(plt, vertices: np.ndarray, faces: np.ndarray, volumes: np.ndarray, path: Path,
+             title: str) -> str:
+    """The first few samples as shaded surfaces, all seen from the same direction."""
+    n = min(GALLERY_SHAPES, len(vertices))
+    cols = min(4, n)
+    rows = int(np.ceil(n / cols))
+    fig = plt.figure(figsize=(2.6 * cols, 2.6 * rows))
+    lo, hi = vertices[:n].min(axis=(0, 1)), vertices[:n].max(axis=(0, 1))
+    for i in range(n):
+        ax = fig.add_subplot(rows, cols, i + 1, projection="3d")
+        v = vertices[i]
+        ax.plot_trisurf(v[:, 0], v[:, 1], v[:, 2], triangles=faces, linewidth=0,
+                        antialiased=False, color="#c98b7a", shade=True)
+        ax.set(xlim=(lo[0], hi[0]), ylim=(lo[1], hi[1]), zlim=(lo[2], hi[2]))
+        ax.set_box_aspect(hi - lo)
+        ax.set_axis_off()
+        ax.set_title(f"sample {i}: {volumes[i]:.0f} mL", fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    return _save(fig, path)
+
+
 def write_figures(metrics: dict, out_dir: Path, *, virtual_volumes: np.ndarray,
-                  real_volumes: np.ndarray) -> list[str]:
-    """compactness.png, generalization.png, specificity.png, volumes.png -> their file names."""
+                  real_volumes: np.ndarray, samples: np.ndarray | None = None,
+                  faces: np.ndarray | None = None) -> list[str]:
+    """compactness.png, generalization.png, specificity.png, volumes.png and, given the samples
+    (S, K, 3) and atlas faces, samples.png -> their file names."""
     plt = _pyplot()
     names = []
     title = f"{metrics['method']} ({metrics['generator']}, D={metrics['latent_dim']})"
@@ -76,4 +103,8 @@ def write_figures(metrics: dict, out_dir: Path, *, virtual_volumes: np.ndarray,
         ax.legend()
         names.append(_save(fig, out_dir / "volumes.png"))
         plt.close(fig)
+    if samples is not None and faces is not None:
+        names.append(_gallery(plt, np.asarray(samples), np.asarray(faces), virtual_volumes,
+                              out_dir / "samples.png", f"virtual shapes, {title}"))
+        plt.close("all")
     return names
