@@ -1,8 +1,11 @@
 """Run folders: the library functions behind `shapeatlas fit` and `shapeatlas correspond`.
 
 A run folder holds `config.json` (full, reloadable with `--config`), `model.safetensors` +
-`model.json` (the model; no pickle), `atlas.ply`, `train_log.csv`, `checkpoint.pt` (for
+`model.json` (the model of either method, with its shape generator and the training shapes'
+normalised shapes; no pickle), `atlas.ply`, `train_log.csv` and `checkpoint.pt` (R-ASM, for
 `--resume`), `fit_metrics.json`, and `groomed/` when `fit` had to groom raw meshes itself.
+`load_model` reads either method's folder; `sample` and `evaluate` live in `shapeatlas.virtual`
+and `shapeatlas.evaluate`.
 """
 
 from __future__ import annotations
