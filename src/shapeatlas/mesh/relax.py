@@ -13,6 +13,8 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
+from shapeatlas.mesh import geometry as geo
+
 #: Fraction of the tangential Laplacian applied per step (0 < step <= 1).
 RELAX_STEP = 0.5
 #: Shapes relaxed together (bounds the temporaries).
@@ -23,10 +25,7 @@ NORMAL_EPS = 1e-12
 
 def umbrella_operator(faces: np.ndarray, n_vertices: int) -> sp.csr_matrix:
     """L = D^-1 A - I over the edge graph of `faces` (uniform weights). -> (K, K)"""
-    f = np.asarray(faces, dtype=np.int64)
-    e = np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]])
-    a = sp.coo_matrix((np.ones(len(e)), (e[:, 0], e[:, 1])), shape=(n_vertices, n_vertices))
-    a = ((a + a.T) > 0).astype(np.float64).tocsr()
+    a = geo.vertex_adjacency(np.asarray(faces, dtype=np.int64), n_vertices)
     deg = np.asarray(a.sum(axis=1)).ravel()
     return (sp.diags(1.0 / np.maximum(deg, 1.0)) @ a - sp.eye(n_vertices)).tocsr()
 

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.spatial import cKDTree
 
+from shapeatlas.mesh import geometry as geo
+
 #: Determinants below this (relative to the edge lengths) mean "segment parallel to the plane".
 PARALLEL_EPS = 1e-12
 #: Candidate pairs tested at once (bounds the temporary arrays).
@@ -113,18 +115,13 @@ def self_intersecting_faces(vertices: np.ndarray, faces: np.ndarray) -> np.ndarr
     return np.flatnonzero(hit)
 
 
-def face_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    """Unnormalised face normals (area vectors x 2). -> (F, 3)"""
-    tri = np.asarray(vertices, dtype=np.float64)[np.asarray(faces, dtype=np.int64)]
-    return np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
-
-
 def triangle_quality(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
     """4 sqrt(3) area / (sum of squared edge lengths): 1 for equilateral, 0 for degenerate."""
-    tri = np.asarray(vertices, dtype=np.float64)[np.asarray(faces, dtype=np.int64)]
-    area = 0.5 * np.linalg.norm(face_normals(vertices, faces), axis=1)
+    v = np.asarray(vertices, dtype=np.float64)
+    f = np.asarray(faces, dtype=np.int64)
+    tri = v[f]
     edges2 = sum(np.square(tri[:, i] - tri[:, (i + 1) % 3]).sum(axis=1) for i in range(3))
-    return 4.0 * np.sqrt(3.0) * area / np.maximum(edges2, np.finfo(float).tiny)
+    return 4.0 * np.sqrt(3.0) * geo.face_areas(v, f) / np.maximum(edges2, np.finfo(float).tiny)
 
 
 def inverted_faces(vertices: np.ndarray, faces: np.ndarray, reference: np.ndarray) -> np.ndarray:
@@ -134,7 +131,9 @@ def inverted_faces(vertices: np.ndarray, faces: np.ndarray, reference: np.ndarra
     their orientation is numerically ill-defined, and on the LV atlases measured a handful of
     them decided the flag for every sample.
     """
-    dots = np.einsum("ij,ij->i", face_normals(vertices, faces), face_normals(reference, faces))
+    v, r = np.asarray(vertices, dtype=np.float64), np.asarray(reference, dtype=np.float64)
+    f = np.asarray(faces, dtype=np.int64)
+    dots = np.einsum("ij,ij->i", geo.face_cross(v, f), geo.face_cross(r, f))
     judged = triangle_quality(reference, faces) >= SLIVER_QUALITY
     return np.flatnonzero((dots < 0) & judged)
 
