@@ -99,7 +99,7 @@ def evaluate_run(
         raise ShapeAtlasError(f"{test_dir}: at least 2 test shapes are needed, {len(corr)} matched")
     t_corr = time.perf_counter() - t0
     aligned = [m.transformed(c.transform) for m, c in zip(kept, corr)]
-    test_shapes = np.stack([c.points @ c.transform[:3, :3].T + c.transform[:3, 3] for c in corr])
+    test_shapes = np.stack([c.aligned_points for c in corr])
     matching = [
         {
             "name": c.name,

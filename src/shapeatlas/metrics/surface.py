@@ -187,6 +187,14 @@ def surface_distances(a_points, b_points) -> tuple[np.ndarray, np.ndarray]:
     return d_ab, d_ba
 
 
+def point_set_distances(a_points, b_points) -> SurfaceDistances:
+    """Chamfer, Hausdorff and HD95 of two point sets from one pair of nearest-neighbour queries.
+
+    a_points: (N, 3), b_points: (M, 3) -> `SurfaceDistances` (unweighted, input units).
+    """
+    return _summarise(*surface_distances(a_points, b_points))
+
+
 def chamfer_distance(a_points, b_points, *, a_weights=None, b_weights=None) -> float:
     """Chamfer distance ``0.5 * (mean_a d(a, B) + mean_b d(b, A))`` of two point sets.
 

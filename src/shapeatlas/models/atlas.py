@@ -68,6 +68,11 @@ class Correspondence:
     chamfer_mm: float
     hausdorff_mm: float
 
+    @property
+    def aligned_points(self) -> np.ndarray:
+        """(K, 3) `points` in the model's aligned frame: the normalised shape, in mm."""
+        return self.points @ self.transform[:3, :3].T + self.transform[:3, 3]
+
 
 def vae_settings(cfg: FitConfig) -> VAESettings:
     """The β-VAE part of a fit configuration."""
@@ -204,7 +209,7 @@ class AtlasModel(GenerativeMixin):
         refine: False gives the attention + smoothing result without the test-time pull.
         """
         self._check_fitted()
-        from shapeatlas.metrics.surface import surface_distances
+        from shapeatlas.metrics.surface import point_set_distances
 
         self.net_.eval()
         atlas, atlas_emb = self._atlas_embedding()
@@ -225,14 +230,12 @@ class AtlasModel(GenerativeMixin):
             mm = norm.to_mm(pts.cpu().double().numpy())
             inv = np.linalg.inv(t)
             points = mm @ inv[:3, :3].T + inv[:3, 3]
-            d_ab, d_ba = surface_distances(np.asarray(mesh.vertices), points)
+            d = point_set_distances(np.asarray(mesh.vertices), points)
             results.append(Correspondence(
                 name=mesh.name, points=points,
                 confidence=m.confidence.cpu().numpy(),
                 atlas_vertex=m.best_atlas_vertex.cpu().numpy(),
-                transform=t,
-                chamfer_mm=float(0.5 * (d_ab.mean() + d_ba.mean())),
-                hausdorff_mm=float(max(d_ab.max(), d_ba.max())),
+                transform=t, chamfer_mm=d.chamfer, hausdorff_mm=d.hausdorff,
             ))
         return results
 

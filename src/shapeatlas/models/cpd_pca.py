@@ -26,6 +26,7 @@ from shapeatlas.errors import ShapeAtlasError
 from shapeatlas.mesh.core import Mesh
 from shapeatlas.mesh.cpd import LowRankKernel, cpd_nonrigid, normalising_frame
 from shapeatlas.mesh.io import write_mesh
+from shapeatlas.metrics.surface import point_set_distances
 from shapeatlas.models import inputs
 from shapeatlas.models.atlas import Correspondence
 from shapeatlas.models.generative import GenerativeMixin
@@ -100,7 +101,10 @@ class CPDPCAModel(GenerativeMixin):
         self._kernel_cache = None
         self.history_ = []
         self.rasm_seconds_ = time.perf_counter() - t0
-        self.fit_matching_ = [(m.name, *_matching(m, s)) for m, s in zip(meshes, shapes)]
+        self.fit_matching_ = []
+        for m, s in zip(meshes, shapes):
+            d = point_set_distances(np.asarray(m.vertices), s)
+            self.fit_matching_.append((m.name, d.chamfer, d.hausdorff))
         t1 = time.perf_counter()
         self._fit_generator(PCAGenerator(cfg.latent_dim), shapes, meshes, seed=cfg.seed)
         self.generator_seconds_ = time.perf_counter() - t1
@@ -127,11 +131,11 @@ class CPDPCAModel(GenerativeMixin):
             points = pts @ inv[:3, :3].T + inv[:3, 3]
             p = res.posterior
             conf = p.max(axis=1) / np.maximum(p.sum(axis=1), np.finfo(np.float32).tiny)
-            ch, hd = _matching(mesh, points)
+            d = point_set_distances(np.asarray(mesh.vertices), points)
             out.append(Correspondence(name=mesh.name, points=points,
                                       confidence=conf.astype(np.float64),
                                       atlas_vertex=p.argmax(axis=0), transform=t,
-                                      chamfer_mm=ch, hausdorff_mm=hd))
+                                      chamfer_mm=d.chamfer, hausdorff_mm=d.hausdorff))
         return out
 
     def save(self, path: str | Path) -> Path:
@@ -168,10 +172,3 @@ class CPDPCAModel(GenerativeMixin):
         model._load_generator(tensors, meta.get("generator"))
         return model
 
-
-def _matching(mesh: Mesh, points: np.ndarray) -> tuple[float, float]:
-    """(Chamfer, Hausdorff) in mm between a mesh's vertices and corresponded points."""
-    from shapeatlas.metrics.surface import surface_distances
-
-    d_ab, d_ba = surface_distances(np.asarray(mesh.vertices), points)
-    return float(0.5 * (d_ab.mean() + d_ba.mean())), float(max(d_ab.max(), d_ba.max()))

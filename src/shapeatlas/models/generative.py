@@ -103,7 +103,7 @@ class GenerativeMixin:
         """Correspond meshes and return their normalised shapes in the aligned frame
         (B, K, 3) mm, with the correspondences."""
         corr = self.correspond(meshes, transforms=transforms)
-        shapes = np.stack([c.points @ c.transform[:3, :3].T + c.transform[:3, 3] for c in corr])
+        shapes = np.stack([c.aligned_points for c in corr])
         return shapes, corr
 
     def reconstruct(self, meshes: Sequence[Mesh], *, n_components: int | None = None,
