@@ -33,6 +33,7 @@ from shapeatlas.models.atlas import MODEL_FORMAT as RASM_FORMAT
 from shapeatlas.models.atlas import AtlasModel, Correspondence
 from shapeatlas.models.cpd_pca import MODEL_FORMAT as CPD_FORMAT
 from shapeatlas.models.cpd_pca import CPDPCAModel
+from shapeatlas.models.persistence import read_model_meta
 from shapeatlas.training.config import FitConfig
 
 log = logging.getLogger(__name__)
@@ -105,25 +106,13 @@ def fit_run(data_dir: str | Path, run_dir: str | Path, cfg: FitConfig, *, resume
 
 def load_model(run_dir: str | Path, *, device: str = "auto") -> AtlasModel | CPDPCAModel:
     """The model of a run folder, whichever method wrote it (safetensors + JSON, no pickle)."""
-    from safetensors.torch import load_file
-
-    run_dir = Path(run_dir)
-    meta_path = run_dir / "model.json"
-    if not meta_path.is_file():
-        raise ShapeAtlasError(f"{run_dir}: not a shapeatlas run folder (no model.json)")
-    try:
-        meta = json.loads(meta_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ShapeAtlasError(f"{meta_path}: not valid JSON ({exc})") from None
+    meta = read_model_meta(run_dir)
     if meta.get("format") == CPD_FORMAT:
-        try:
-            tensors = load_file(str(run_dir / "model.safetensors"))
-        except Exception as exc:
-            raise ShapeAtlasError(f"{run_dir / 'model.safetensors'}: unreadable ({exc})") from None
-        return CPDPCAModel.from_saved(meta, tensors, source=str(meta_path))
-    if meta.get("format") not in (RASM_FORMAT, None):
-        raise ShapeAtlasError(f"{meta_path}: unknown model format {meta.get('format')!r}")
-    return AtlasModel.load(run_dir, device=device)
+        return CPDPCAModel.from_saved(meta, run_dir)
+    if meta.get("format") == RASM_FORMAT:
+        return AtlasModel.from_saved(meta, run_dir, device=device)
+    raise ShapeAtlasError(f"{Path(run_dir) / 'model.json'}: unknown model format "
+                          f"{meta.get('format')!r}")
 
 
 def collect_mesh_paths(items: Sequence[str | Path]) -> list[Path]:

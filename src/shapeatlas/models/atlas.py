@@ -12,7 +12,6 @@ returns the corresponding points in the input's own frame.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -22,12 +21,9 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from shapeatlas import __version__
-from shapeatlas.atomic import atomic_path, write_text_atomic
 from shapeatlas.errors import ShapeAtlasError
 from shapeatlas.mesh.core import Mesh
-from shapeatlas.mesh.io import write_mesh
-from shapeatlas.models import inputs
+from shapeatlas.models import inputs, persistence
 from shapeatlas.models.generative import GenerativeMixin
 from shapeatlas.models.generator import VAEGenerator, VAESettings
 from shapeatlas.nn.rasm import RASM, AtlasGraph, pull_to_surface
@@ -241,64 +237,46 @@ class AtlasModel(GenerativeMixin):
 
     # --------------------------------------------------------------- persistence
     def save(self, path: str | Path) -> Path:
-        """Write `model.safetensors` + `model.json` into folder `path` (no pickle)."""
-        from safetensors.torch import save_file
-
+        """Write `model.safetensors` + `model.json` + `atlas.ply` into folder `path` (no pickle)."""
         self._check_fitted()
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        tensors = {f"net.{k}": v.detach().cpu().contiguous()
-                   for k, v in self.net_.state_dict().items()}
+        tensors = {f"net.{k}": v for k, v in self.net_.state_dict().items()}
         tensors["atlas.vertices"] = torch.tensor(np.ascontiguousarray(self.atlas_vertices_),
                                                 dtype=torch.float64)
         tensors["atlas.faces"] = torch.tensor(np.ascontiguousarray(self.atlas_faces_),
                                              dtype=torch.int64)
         gen_tensors, gen_meta = self._generator_tensors()
         tensors.update(gen_tensors)
-        with atomic_path(path / "model.safetensors") as tmp:
-            save_file(tensors, str(tmp))
-        meta = {"format": MODEL_FORMAT, "version": MODEL_VERSION, "shapeatlas": __version__,
+        meta = {"format": MODEL_FORMAT, "version": MODEL_VERSION,
                 "config": self.config.to_dict(),
                 "normalisation": {"center": self.normalisation_.center.tolist(),
                                   "scale": self.normalisation_.scale},
                 "atlas_init": getattr(self, "atlas_init_name_", None),
                 "generator": gen_meta}
-        write_text_atomic(path / "model.json", json.dumps(meta, indent=1) + "\n")
-        write_mesh(self.atlas_mesh, path / "atlas.ply")
-        return path
+        return persistence.write_model_folder(path, tensors, meta, atlas=self.atlas_mesh)
 
     @classmethod
     def load(cls, path: str | Path, *, device: str = "auto") -> "AtlasModel":
         """Load a model saved by `save` (safetensors + JSON: never unpickles anything)."""
-        from safetensors.torch import load_file
-
-        path = Path(path)
-        meta_path, weights_path = path / "model.json", path / "model.safetensors"
-        if not meta_path.is_file() or not weights_path.is_file():
-            raise ShapeAtlasError(f"{path}: not a shapeatlas model folder (needs model.json and "
-                                  "model.safetensors)")
-        try:
-            meta = json.loads(meta_path.read_text())
-        except json.JSONDecodeError as exc:
-            raise ShapeAtlasError(f"{meta_path}: not valid JSON ({exc})") from None
+        meta = persistence.read_model_meta(path)
         if meta.get("format") != MODEL_FORMAT:
-            raise ShapeAtlasError(f"{meta_path}: not a shapeatlas atlas model "
-                                  f"(format {meta.get('format')!r})")
-        if meta.get("version", 0) > MODEL_VERSION:
-            raise ShapeAtlasError(f"{meta_path}: written by a newer shapeatlas "
-                                  f"({meta.get('shapeatlas')}); upgrade to load it")
-        model = cls(FitConfig.from_dict(meta["config"], source=str(meta_path)))
+            raise ShapeAtlasError(f"{Path(path) / persistence.META_NAME}: not a shapeatlas atlas "
+                                  f"model (format {meta.get('format')!r})")
+        return cls.from_saved(meta, path, device=device)
+
+    @classmethod
+    def from_saved(cls, meta: dict, path: str | Path, *, device: str = "auto") -> "AtlasModel":
+        """Rebuild from a model folder whose `model.json` (`meta`) says it is an atlas model."""
+        source = str(Path(path) / persistence.META_NAME)
+        persistence.check_model_version(meta, version=MODEL_VERSION, source=source)
+        model = cls(FitConfig.from_dict(meta["config"], source=source))
         model.device_ = resolve_device(device)
-        try:
-            tensors = load_file(str(weights_path))
-        except Exception as exc:
-            raise ShapeAtlasError(f"{weights_path}: unreadable weights ({exc})") from None
+        tensors = persistence.read_model_tensors(path)
         net = model._new_net()
         try:
             net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
         except RuntimeError as exc:
-            raise ShapeAtlasError(f"{weights_path}: weights do not fit the saved configuration "
-                                  f"({str(exc).splitlines()[0]})") from None
+            raise ShapeAtlasError(f"{Path(path) / persistence.WEIGHTS_NAME}: weights do not fit "
+                                  f"the saved configuration ({str(exc).splitlines()[0]})") from None
         model.net_ = net.to(model.device_).eval()
         model.atlas_vertices_ = tensors["atlas.vertices"].numpy()
         model.atlas_faces_ = tensors["atlas.faces"].numpy()

@@ -11,7 +11,6 @@ sampling in mode space.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -20,14 +19,11 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from shapeatlas import __version__
-from shapeatlas.atomic import atomic_path, write_text_atomic
 from shapeatlas.errors import ShapeAtlasError
 from shapeatlas.mesh.core import Mesh
 from shapeatlas.mesh.cpd import LowRankKernel, cpd_nonrigid, normalising_frame
-from shapeatlas.mesh.io import write_mesh
 from shapeatlas.metrics.surface import point_set_distances
-from shapeatlas.models import inputs
+from shapeatlas.models import inputs, persistence
 from shapeatlas.models.atlas import Correspondence
 from shapeatlas.models.generative import GenerativeMixin
 from shapeatlas.models.generator import PCAGenerator
@@ -139,30 +135,22 @@ class CPDPCAModel(GenerativeMixin):
         return out
 
     def save(self, path: str | Path) -> Path:
-        """Write `model.safetensors` + `model.json` into folder `path` (no pickle)."""
-        from safetensors.torch import save_file
-
+        """Write `model.safetensors` + `model.json` + `atlas.ply` into folder `path` (no pickle)."""
         self._check_fitted()
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
         tensors, gen_meta = self._generator_tensors()
         tensors["atlas.vertices"] = torch.as_tensor(np.ascontiguousarray(self.atlas_vertices_))
         tensors["atlas.faces"] = torch.as_tensor(np.ascontiguousarray(self.atlas_faces_))
-        with atomic_path(path / "model.safetensors") as tmp:
-            save_file(tensors, str(tmp))
-        meta = {"format": MODEL_FORMAT, "version": MODEL_VERSION, "shapeatlas": __version__,
+        meta = {"format": MODEL_FORMAT, "version": MODEL_VERSION,
                 "config": self.config.to_dict(), "cohort_scale": self.cohort_scale_,
                 "atlas_init": self.atlas_init_name_, "generator": gen_meta}
-        write_text_atomic(path / "model.json", json.dumps(meta, indent=1) + "\n")
-        write_mesh(self.atlas_mesh, path / "atlas.ply")
-        return path
+        return persistence.write_model_folder(path, tensors, meta, atlas=self.atlas_mesh)
 
     @classmethod
-    def from_saved(cls, meta: dict, tensors: dict[str, torch.Tensor], *, source: str
-                   ) -> "CPDPCAModel":
-        if meta.get("version", 0) > MODEL_VERSION:
-            raise ShapeAtlasError(f"{source}: written by a newer shapeatlas "
-                                  f"({meta.get('shapeatlas')}); upgrade to load it")
+    def from_saved(cls, meta: dict, path: str | Path) -> "CPDPCAModel":
+        """Rebuild from a model folder whose `model.json` (`meta`) says it is a CPD-PCA model."""
+        source = str(Path(path) / persistence.META_NAME)
+        persistence.check_model_version(meta, version=MODEL_VERSION, source=source)
+        tensors = persistence.read_model_tensors(path)
         model = cls(FitConfig.from_dict(meta["config"], source=source))
         model.atlas_vertices_ = tensors["atlas.vertices"].double().numpy()
         model.atlas_faces_ = tensors["atlas.faces"].long().numpy()
