@@ -33,7 +33,9 @@ HERE = Path(__file__).resolve().parent
 LIVER = HERE.parents[1] / "shared" / "data" / "liver-amos77"
 METHODS = {"hgcn": dict(method="rasm", features="hybrid"),
            "sgcn": dict(method="rasm", features="spatial"),
-           "cpd-pca": dict(method="cpd-pca")}
+           "cpd-pca": dict(method="cpd-pca"),
+           # the β-VAE trained end to end with the correspondence network (issue 4's option)
+           "hgcn-joint": dict(method="rasm", features="hybrid", generator_training="joint")}
 
 
 def split_groomed(groomed: Path, out: Path, every: int) -> tuple[Path, Path]:

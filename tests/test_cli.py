@@ -34,6 +34,8 @@ def test_console_script_is_installed():
     (["synth", "lv", "--out", "x", "--n", "-3"], "positive integer"),
     (["frobnicate"], "invalid choice"),
     (["fit", "x", "--out", "y", "--method", "svm"], "invalid choice"),
+    (["fit", "x", "--out", "y", "--atlases", "0"], "'auto' or a positive integer"),
+    (["fit", "x", "--out", "y", "--atlases", "many"], "'auto' or a positive integer"),
     (["sample", "run", "--out", "x", "-n", "0"], "positive integer"),
     (["evaluate", "run", "--test", "/definitely/not/here", "--out", "x"], "does not exist"),
 ])
@@ -170,3 +172,43 @@ def test_cpd_pca_fit_sample_evaluate_reconstruct(tmp_path, capsys):
     assert main(["evaluate", str(run), "--test", str(big), "--out", str(tmp_path / "e2"),
                  "-q"]) == 1
     assert "could be matched" in capsys.readouterr().err
+
+
+def test_multi_atlas_fit_correspond_sample_evaluate(tmp_path, capsys):
+    import json
+
+    import numpy as np
+    import torch
+
+    from shapeatlas.nn.encoder import EncoderConfig
+    from shapeatlas.training.config import FitConfig
+
+    torch.set_num_threads(1)
+    for name, n, seed in (("lv", 6, 3), ("test", 3, 9)):
+        assert main(["synth", "lv", "--n", str(n), "--seed", str(seed), "--phenotypes", "mixed",
+                     "--out", str(tmp_path / name), "-q", "--min-vertices", "1000",
+                     "--max-vertices", "1100"]) == 0
+    cfg = FitConfig(encoder=EncoderConfig(widths=(16, 16), heads=2, latent_dim=16),
+                    atlas_vertices=150, epochs=2, atlas_rounds=1, refine_steps=3,
+                    groom_target_vertices=400, vae_epochs=100, cluster_restarts=2)
+    (tmp_path / "cfg.json").write_text(cfg.to_json())
+    run = tmp_path / "run"
+    assert main(["fit", str(tmp_path / "lv"), "--out", str(run), "--config",
+                 str(tmp_path / "cfg.json"), "--atlases", "2", "--device", "cpu", "-q"]) == 0
+    out = capsys.readouterr().out
+    assert "atlases: 2, weights" in out
+    for f in ("model.json", "atlas_0.ply", "atlas_1.ply", "shared/model.json"):
+        assert (run / f).is_file(), f
+    assert main(["correspond", str(run), str(tmp_path / "test"), "--out", str(tmp_path / "c"),
+                 "-q"]) == 0
+    z = np.load(tmp_path / "c" / "lv_000.npz")
+    assert z["memberships"].shape == (2,) and int(z["atlas"]) in (0, 1)
+    assert z["memberships"].sum() == pytest.approx(1.0)
+    assert main(["sample", str(run), "-n", "12", "--out", str(tmp_path / "v"), "-q"]) == 0
+    rows = json.loads((tmp_path / "v" / "samples.json").read_text())["samples"]
+    assert {r["cluster"] for r in rows} <= {0, 1} and len(rows) == 12
+    assert main(["evaluate", str(run), "--test", str(tmp_path / "test"), "--out",
+                 str(tmp_path / "e"), "--samples", "40", "-q"]) == 0
+    metrics = json.loads((tmp_path / "e" / "metrics.json").read_text())
+    assert [c["atlas"] for c in metrics["clusters"]] == [0, 1]
+    assert sum(c["n_samples"] for c in metrics["clusters"]) == 40

@@ -69,4 +69,6 @@ def write_npz_atomic(path: str | Path, arrays: Mapping[str, np.ndarray]) -> None
             for key, arr in arrays.items():
                 info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
                 with zf.open(info, "w") as fh:
-                    np.lib.format.write_array(fh, np.ascontiguousarray(arr), allow_pickle=False)
+                    a = np.asarray(arr)  # keeps 0-d scalars 0-d (ascontiguousarray would not)
+                    a = a if a.flags.c_contiguous else a.copy(order="C")
+                    np.lib.format.write_array(fh, a, allow_pickle=False)

@@ -63,6 +63,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _atlases(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        return _positive_int(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a positive integer, got {text!r}"
+                                         ) from None
+
+
 # ----------------------------------------------------------------------------------- verbs
 def cmd_info(args: argparse.Namespace) -> int:
     from shapeatlas.mesh.checks import summary
@@ -204,7 +214,8 @@ def _fit_config(args: argparse.Namespace):
     cfg = FitConfig.from_json(args.config) if args.config else FitConfig()
     return cfg.replace(method=args.method, features=args.features, epochs=args.epochs,
                        atlas_vertices=args.atlas_vertices, seed=args.seed, device=args.device,
-                       latent_dim=args.latent_dim, beta=args.beta)
+                       latent_dim=args.latent_dim, beta=args.beta,
+                       generator_training=args.generator_training, atlases=args.atlases)
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
@@ -246,6 +257,16 @@ def cmd_fit(args: argparse.Namespace) -> int:
           f"latent dimensions ({metrics['generator_seconds']:.1f} s)")
     print(f"matching: Chamfer {metrics['chamfer_mm_mean']:.2f} mm, Hausdorff "
           f"{metrics['hausdorff_mm_mean']:.2f} mm (mean over training shapes)")
+    if "atlases" in metrics:
+        a = metrics["atlases"]
+        counts = [list(a["labels"].values()).count(m) for m in range(a["n_atlases"])]
+        print(f"atlases: {a['n_atlases']}, weights "
+              + ", ".join(f"{w:.2f}" for w in a["weights"])
+              + f", shapes per atlas {counts}")
+        if a["selection"]:
+            print("chosen by the gap statistic: "
+                  + ", ".join(f"M={c['atlases']}: {c['gap']:.3f}±{c['se']:.3f}"
+                              for c in a["selection"]["curve"]))
     print(f"run folder: {Path(args.out).resolve()} (model, atlas.ply, train_log.csv, "
           "fit_metrics.json)")
     return 0
@@ -263,7 +284,9 @@ def cmd_correspond(args: argparse.Namespace) -> int:
         progress.close()
     for d in done:
         print(f"{d['name']}: Chamfer {d['chamfer_mm']:.2f} mm, Hausdorff {d['hausdorff_mm']:.2f} "
-              f"mm, confidence {d['mean_confidence']:.2f}, {d['seconds']:.2f} s")
+              f"mm, confidence {d['mean_confidence']:.2f}, {d['seconds']:.2f} s"
+              + (f", atlas {d['atlas']} (membership {max(d['memberships']):.2f})"
+                 if "atlas" in d else ""))
     for e in errors:
         print(f"skipped: {e}")
     print(f"wrote {len(done)} correspondences to {args.out}")
@@ -414,6 +437,11 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--latent-dim", type=_positive_int, default=None, metavar="D",
                    help="β-VAE latent size / PCA modes (default min(16, shapes - 1))")
     f.add_argument("--beta", type=float, default=None, help="β-VAE KL weight (default 1)")
+    f.add_argument("--atlases", type=_atlases, default=None, metavar="M|auto",
+                   help="mAtlas-R-ASMG with M atlases (default 1), or 'auto' to choose M in "
+                   "1..6 by the gap statistic")
+    f.add_argument("--generator-training", choices=["after", "joint"], default=None,
+                   help="train the β-VAE after R-ASM (default) or jointly with it, end to end")
     f.add_argument("--features", choices=["hybrid", "spatial"], default=None,
                    help="node features: coordinates+normals (hGCN, default) or coordinates (sGCN)")
     f.add_argument("--epochs", type=_positive_int, default=None, help="epochs per atlas round")

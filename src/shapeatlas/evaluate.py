@@ -173,6 +173,9 @@ def evaluate_run(
         ),
         "sampling_seconds": t_sample,
     }
+    if samples.cluster is not None:
+        metrics["clusters"] = cluster_metrics(
+            model, samples, virtual_vol, virtual_ext, corr, test_shapes, aligned)
     write_text_atomic(out_dir / "metrics.json", json.dumps(metrics, indent=1) + "\n")
     if figures:
         from shapeatlas.report.figures import write_figures
@@ -183,3 +186,36 @@ def evaluate_run(
         )
         write_text_atomic(out_dir / "metrics.json", json.dumps(metrics, indent=1) + "\n")
     return metrics
+
+
+def cluster_metrics(model, samples, virtual_vol: np.ndarray, virtual_ext: np.ndarray,
+                    corr: list, test_shapes: np.ndarray, aligned: list) -> list[dict]:
+    """Per-atlas metrics of a multi-atlas model: sizes, specificity of the atlas's samples
+    against its own training shapes, generalization (all latent directions) of the test shapes
+    assigned to it, and its volume distributions."""
+    faces = np.asarray(model.atlas_faces_)
+    test_atlas = np.array([c.atlas for c in corr])
+    out = []
+    for m in range(model.n_atlases_):
+        sm = np.flatnonzero(samples.cluster == m)
+        tr = np.flatnonzero(model.labels_ == m)
+        te = np.flatnonzero(test_atlas == m)
+        row = {"atlas": m, "weight": float(model.weights_[m]), "n_train": int(len(tr)),
+               "n_test": int(len(te)), "n_samples": int(len(sm))}
+        if len(sm) and len(tr):
+            spec = ssm.specificity(samples.vertices[sm], model.training_shapes_[tr],
+                                   atlas_faces=faces)
+            row["specificity_mm"] = {"vertex_mean": spec.vertex_mean, "vertex_se": spec.vertex_se}
+        if len(te):
+            g = ssm.generalization(model.generator_, test_shapes[te], [aligned[i] for i in te],
+                                   atlas_faces=faces, components=[model.generator_.latent_dim])
+            row["generalization_mm"] = {k: g[0][k] for k in ("mean", "se")}
+        real = model.real_volumes_[tr]
+        real = real[np.isfinite(real)]
+        if len(sm) >= 2 and len(real) >= 2:
+            p = ssm.plausibility(real, model.real_extents_[tr][np.isfinite(model.real_volumes_[tr])],
+                                 virtual_vol[sm], virtual_ext[sm])
+            row["volume_ml"] = {"real": p["real_volume_ml"], "virtual": p["virtual_volume_ml"],
+                                "ks": p["volume_ks"]}
+        out.append(row)
+    return out

@@ -33,6 +33,8 @@ from shapeatlas.models.atlas import MODEL_FORMAT as RASM_FORMAT
 from shapeatlas.models.atlas import AtlasModel, Correspondence
 from shapeatlas.models.cpd_pca import MODEL_FORMAT as CPD_FORMAT
 from shapeatlas.models.cpd_pca import CPDPCAModel
+from shapeatlas.models.multi_atlas import MODEL_FORMAT as MULTI_FORMAT
+from shapeatlas.models.multi_atlas import MultiAtlasModel
 from shapeatlas.models.persistence import read_model_meta
 from shapeatlas.training.config import FitConfig
 
@@ -59,7 +61,8 @@ def load_cohort(data_dir: str | Path, run_dir: Path, cfg: FitConfig,
 
 def fit_run(data_dir: str | Path, run_dir: str | Path, cfg: FitConfig, *, resume: bool = False,
             progress: Callable[[dict], None] | None = None,
-            groom_progress: Callable | None = None) -> AtlasModel | CPDPCAModel:
+            groom_progress: Callable | None = None
+            ) -> AtlasModel | CPDPCAModel | MultiAtlasModel:
     """Fit the configured method (`cfg.method`) on a folder and write the whole run folder."""
     run_dir = Path(run_dir)
     cfg_path = run_dir / "config.json"
@@ -76,7 +79,8 @@ def fit_run(data_dir: str | Path, run_dir: str | Path, cfg: FitConfig, *, resume
     run_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(cfg_path, cfg.to_json())
     meshes, data_info = load_cohort(data_dir, run_dir, cfg, groom_progress)
-    model_cls = CPDPCAModel if cfg.method == "cpd-pca" else AtlasModel
+    model_cls = (CPDPCAModel if cfg.method == "cpd-pca"
+                 else AtlasModel if cfg.atlases == 1 else MultiAtlasModel)
     model = model_cls(cfg).fit(meshes, run_dir=run_dir, resume=resume, progress=progress)
     model.save(run_dir)
     rows = model.history_
@@ -100,17 +104,29 @@ def fit_run(data_dir: str | Path, run_dir: str | Path, cfg: FitConfig, *, resume
         "data": data_info,
         "device": str(model.device_),
     }
+    if isinstance(model, MultiAtlasModel):
+        names = [Path(m.name).stem for m in meshes]
+        metrics["atlases"] = {
+            "n_atlases": model.n_atlases_, "weights": model.weights_.tolist(),
+            "selection": model.selection_, "cluster_seconds": model.cluster_seconds_,
+            "shared_network_seconds": model.shared_seconds_,
+            "labels": {nm: int(c) for nm, c in zip(names, model.labels_)},
+            "memberships": {nm: [round(float(x), 4) for x in r]
+                            for nm, r in zip(names, model.memberships_)}}
     write_text_atomic(run_dir / "fit_metrics.json", json.dumps(metrics, indent=1) + "\n")
     return model
 
 
-def load_model(run_dir: str | Path, *, device: str = "auto") -> AtlasModel | CPDPCAModel:
+def load_model(run_dir: str | Path, *, device: str = "auto"
+               ) -> AtlasModel | CPDPCAModel | MultiAtlasModel:
     """The model of a run folder, whichever method wrote it (safetensors + JSON, no pickle)."""
     meta = read_model_meta(run_dir)
     if meta.get("format") == CPD_FORMAT:
         return CPDPCAModel.from_saved(meta, run_dir)
     if meta.get("format") == RASM_FORMAT:
         return AtlasModel.from_saved(meta, run_dir, device=device)
+    if meta.get("format") == MULTI_FORMAT:
+        return MultiAtlasModel.from_saved(meta, run_dir, device=device)
     raise ShapeAtlasError(f"{Path(run_dir) / 'model.json'}: unknown model format "
                           f"{meta.get('format')!r}")
 
@@ -138,7 +154,9 @@ def write_correspondence(c: Correspondence, faces: np.ndarray, out_dir: Path, na
     write_npz_atomic(out_dir / f"{name}.npz", {
         "points": c.points, "confidence": c.confidence, "atlas_vertex": c.atlas_vertex,
         "transform": c.transform, "chamfer_mm": np.float64(c.chamfer_mm),
-        "hausdorff_mm": np.float64(c.hausdorff_mm)})
+        "hausdorff_mm": np.float64(c.hausdorff_mm),
+        **({} if c.atlas is None else {"atlas": np.int64(c.atlas),
+                                       "memberships": np.asarray(c.memberships)})})
 
 
 def correspond_files(run_dir: str | Path, items: Sequence[str | Path], out_dir: str | Path, *,
@@ -158,7 +176,9 @@ def correspond_files(run_dir: str | Path, items: Sequence[str | Path], out_dir: 
             write_correspondence(c, model.atlas_faces_, out_dir, path.stem)
             done.append({"name": path.stem, "seconds": dt, "chamfer_mm": c.chamfer_mm,
                          "hausdorff_mm": c.hausdorff_mm,
-                         "mean_confidence": float(c.confidence.mean())})
+                         "mean_confidence": float(c.confidence.mean()),
+                         **({} if c.atlas is None else {
+                             "atlas": c.atlas, "memberships": c.memberships.tolist()})})
         except ShapeAtlasError as exc:
             errors.append(str(exc))
         if progress:

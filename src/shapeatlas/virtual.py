@@ -65,14 +65,15 @@ def sample_run(run_dir: str | Path, out_dir: str | Path, *, n: int, seed: int = 
     out_dir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     t0 = time.perf_counter()
-    z_all = model.generator_.sample_latent(n, rng)  # (n, D): small even for millions of shapes
+    z_all, c_all = model.sample_codes(n, rng)  # (n, D), (n,): small even for millions
     t_latent = time.perf_counter() - t0
     t_decode = t_check = t_write = 0.0
     rows = []
     for start in range(0, n, SAMPLE_BLOCK):
         z = z_all[start:start + SAMPLE_BLOCK]
+        cl = None if c_all is None else c_all[start:start + SAMPLE_BLOCK]
         t = time.perf_counter()
-        verts = model.decode(z, relax=relax).vertices
+        verts = model.decode(z, relax=relax, cluster=cl).vertices
         t_decode += time.perf_counter() - t
         t = time.perf_counter()
         checks = sample_validity(model, verts)
@@ -82,6 +83,7 @@ def sample_run(run_dir: str | Path, out_dir: str | Path, *, n: int, seed: int = 
             name = f"sample_{start + k:05d}"
             write_mesh(Mesh(v, model.atlas_faces_, name=name), out_dir / f"{name}.{fmt}")
             rows.append({"name": name, "file": f"{name}.{fmt}",
+                         **({} if cl is None else {"cluster": int(cl[k])}),
                          "latent": [round(float(x), 6) for x in z[k]], **c})
         t_write += time.perf_counter() - t
         if progress:

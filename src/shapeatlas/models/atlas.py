@@ -25,10 +25,11 @@ from shapeatlas.errors import ShapeAtlasError
 from shapeatlas.mesh.core import Mesh
 from shapeatlas.models import inputs, persistence
 from shapeatlas.models.generative import GenerativeMixin
-from shapeatlas.models.generator import VAEGenerator, VAESettings
+from shapeatlas.models.generator import VAEGenerator, VAESettings, new_shape_vae
 from shapeatlas.nn.rasm import RASM, AtlasGraph, pull_to_surface
+from shapeatlas.nn.shape_vae import VAEOutput, beta_vae_loss
 from shapeatlas.training.config import FitConfig
-from shapeatlas.training.loop import loss_weights, train
+from shapeatlas.training.loop import JointTerm, loss_weights, train
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,7 @@ class Correspondence:
     atlas_vertex: (V,) for each input vertex, its best-matching atlas vertex.
     transform: (4, 4) input frame -> model (aligned) frame.
     chamfer_mm, hausdorff_mm: symmetric distances between the input and `points` (mm).
+    atlas, memberships: multi-atlas models only: the assigned atlas and the (M,) memberships.
     """
 
     name: str
@@ -63,6 +65,8 @@ class Correspondence:
     transform: np.ndarray
     chamfer_mm: float
     hausdorff_mm: float
+    atlas: int | None = None
+    memberships: np.ndarray | None = None
 
     @property
     def aligned_points(self) -> np.ndarray:
@@ -152,24 +156,61 @@ class AtlasModel(GenerativeMixin):
             refined = [self._match(atlas, s, atlas_emb=emb)[1] for s in shapes]
             return torch.stack(refined).mean(dim=0)
 
+        joint = (self._joint_generator(meshes, atlas0)
+                 if cfg.generator_training == "joint" else None)
         points, self.history_ = train(
             self.net_, shapes, self._atlas_graph, points0, reestimate, cfg,
-            run_dir=run, resume=resume, progress=progress,
+            run_dir=run, resume=resume, progress=progress, joint=joint,
         )
         self.atlas_vertices_ = self.normalisation_.to_mm(points.detach().cpu().double().numpy())
         self.net_.eval()
         self._atlas_cache = None
         self.rasm_seconds_ = time.perf_counter() - t0
         # The generator learns from the training shapes' refined normalised shapes (mm,
-        # aligned frame): the β-VAE stage of Atlas-R-ASMG, trained after the correspondences.
+        # aligned frame): after the correspondences, or continuing the jointly trained β-VAE.
         shapes, corr = self.normalised_shapes(meshes, transforms=[np.eye(4)] * len(meshes))
         self.fit_matching_ = [(c.name, c.chamfer_mm, c.hausdorff_mm) for c in corr]
         t1 = time.perf_counter()
         self._fit_generator(VAEGenerator(vae_settings(cfg)), shapes, meshes, seed=cfg.seed,
-                            device=self.device_)
+                            device=self.device_,
+                            warm_start=joint.module.eval() if joint is not None else None)
         self.generator_seconds_ = time.perf_counter() - t1
         self.fit_seconds_ = time.perf_counter() - t0
         return self
+
+    def _joint_generator(self, meshes: Sequence[Mesh], atlas0: Mesh) -> JointTerm:
+        """The β-VAE trained inside the R-ASM steps (generator_training="joint").
+
+        Each step's smoothed normalised shapes are mapped to mm (aligned frame) and scored by
+        the β-VAE's loss per coordinate, times `w_generator`; its gradient reaches the
+        correspondence network, so correspondences that the generator explains well are favoured.
+        """
+        from scipy.spatial import cKDTree
+
+        cfg = self.config
+        norms = [self._norm_for(m) for m in meshes]
+        centers = torch.tensor(np.array([n.center for n in norms]), dtype=torch.float32,
+                               device=self.device_)
+        scales = torch.tensor([n.scale for n in norms], dtype=torch.float32, device=self.device_)
+        atlas_mm = np.asarray(atlas0.vertices, dtype=np.float64)
+        # Standardisation scale: the typical distance (mm) of a shape from the initial atlas.
+        spread = float(np.mean([np.sqrt(np.mean(cKDTree(m.vertices).query(atlas_mm)[0] ** 2))
+                                for m in meshes]))
+        net = new_shape_vae(vae_settings(cfg), len(meshes), atlas_mm, spread).to(self.device_)
+        n_values = atlas_mm.size
+
+        def loss(idx, smoothed, gen):
+            x = torch.stack([h * scales[i] + centers[i] for h, i in zip(smoothed, idx)])
+            x = x.reshape(len(idx), -1)
+            mu, logvar = net.encode(x)
+            eps = torch.randn(mu.shape, generator=gen, device=mu.device)
+            out = VAEOutput(recon=net.decode(mu + eps * torch.exp(0.5 * logvar)), mu=mu,
+                            logvar=logvar)
+            total, terms = beta_vae_loss(x, out, beta=cfg.beta, noise_mm=cfg.vae_noise_mm)
+            return (cfg.w_generator * total / n_values,
+                    {"gen_rms_mm": terms["rms_mm"], "gen_kl": terms["kl"]})
+
+        return JointTerm(module=net, loss=loss)
 
     # ---------------------------------------------------------------- matching
     def _atlas_embedding(self) -> tuple[AtlasGraph, torch.Tensor]:
@@ -257,10 +298,7 @@ class AtlasModel(GenerativeMixin):
     @classmethod
     def load(cls, path: str | Path, *, device: str = "auto") -> "AtlasModel":
         """Load a model saved by `save` (safetensors + JSON: never unpickles anything)."""
-        meta = persistence.read_model_meta(path)
-        if meta.get("format") != MODEL_FORMAT:
-            raise ShapeAtlasError(f"{Path(path) / persistence.META_NAME}: not a shapeatlas atlas "
-                                  f"model (format {meta.get('format')!r})")
+        meta = persistence.read_model_meta_of(path, MODEL_FORMAT, "atlas model")
         return cls.from_saved(meta, path, device=device)
 
     @classmethod

@@ -33,6 +33,8 @@ class Samples:
     vertices: np.ndarray
     latent: np.ndarray
     faces: np.ndarray
+    cluster: np.ndarray | None = None
+    """(S,) the atlas (cluster) each sample was drawn from, for multi-atlas models."""
 
     def meshes(self, *, prefix: str = "sample") -> list[Mesh]:
         return [Mesh(v, self.faces, name=f"{prefix}_{i:04d}") for i, v in enumerate(self.vertices)]
@@ -49,13 +51,15 @@ class GenerativeMixin:
     """Shape generation on top of a fitted correspondence model."""
 
     def _fit_generator(self, generator, shapes: np.ndarray, meshes: Sequence[Mesh], *,
-                       seed: int, device: torch.device | None = None) -> None:
+                       seed: int, device: torch.device | None = None, **options) -> None:
         """shapes: (B, K, 3) training normalised shapes (aligned frame, mm); meshes: the B
-        training meshes (aligned frame) for the real-cohort volumes and extents."""
+        training meshes (aligned frame) for the real-cohort volumes and extents; options go to
+        the generator's `fit` (e.g. `warm_start`)."""
         self.training_shapes_ = np.asarray(shapes, dtype=np.float64)
         self.axes_ = principal_axes(self.training_shapes_.mean(axis=0))
         self.real_volumes_, self.real_extents_ = cohort_summary(meshes, self.axes_)
-        self.generator_ = generator.fit(self.training_shapes_, seed=seed, device=device)
+        self.generator_ = generator.fit(self.training_shapes_, seed=seed, device=device,
+                                        **options)
 
     def _check_generator(self) -> None:
         self._check_fitted()
@@ -68,13 +72,22 @@ class GenerativeMixin:
         self._check_generator()
         if n < 1:
             raise ShapeAtlasError(f"the number of samples must be at least 1, got {n}")
-        z = self.generator_.sample_latent(n, np.random.default_rng(seed))
-        return self.decode(z, relax=relax)
+        z, cluster = self.sample_codes(n, np.random.default_rng(seed))
+        return self.decode(z, relax=relax, cluster=cluster)
 
-    def decode(self, z: np.ndarray, *, relax: int | None = None) -> Samples:
+    def sample_codes(self, n: int, rng: np.random.Generator
+                     ) -> tuple[np.ndarray, np.ndarray | None]:
+        """n latent codes (n, D) from the prior, and the cluster of each (None: one atlas)."""
+        self._check_generator()
+        return self.generator_.sample_latent(n, rng), None
+
+    def decode(self, z: np.ndarray, *, relax: int | None = None,
+               cluster: np.ndarray | None = None) -> Samples:
         """Shapes for given latent codes (S, D), tangentially relaxed by `relax` steps (default:
         the config's `sample_relax`; see `shapeatlas.mesh.relax`)."""
         self._check_generator()
+        if cluster is not None:
+            raise ShapeAtlasError("this model has a single atlas: decode takes no clusters")
         z = np.atleast_2d(np.asarray(z, dtype=np.float64))
         if z.shape[1] != self.generator_.latent_dim:
             raise ShapeAtlasError(f"latent codes must have {self.generator_.latent_dim} columns, "

@@ -69,6 +69,16 @@ class VAESettings:
     prior: Literal["aggregate", "standard"] = "aggregate"
 
 
+def new_shape_vae(settings: VAESettings, n_shapes: int, mean: np.ndarray | torch.Tensor,
+                  scale: float) -> ShapeVAE:
+    """An untrained β-VAE for `n_shapes` training shapes around `mean` ((K, 3) or (3K,) mm),
+    standardised by `scale` (mm, the typical deviation from the mean)."""
+    d = check_latent_size(settings.latent_dim, n_shapes, default=DEFAULT_LATENT)
+    mean = torch.as_tensor(np.asarray(mean, dtype=np.float32).reshape(-1))  # CPU tensor or array
+    return ShapeVAE(mean.numel(), latent_dim=d, hidden=tuple(settings.hidden), mean=mean,
+                    scale=max(float(scale), 1e-6))
+
+
 class VAEGenerator:
     """β-VAE generator (see `shapeatlas.nn.shape_vae`), trained full-batch with Adam."""
 
@@ -77,20 +87,45 @@ class VAEGenerator:
     def __init__(self, settings: VAESettings | None = None):
         self.settings = settings or VAESettings()
 
-    def fit(self, shapes: np.ndarray, *, seed: int = 0, device: torch.device | None = None
+    def fit(self, shapes: np.ndarray, *, seed: int = 0, device: torch.device | None = None,
+            warm_start: ShapeVAE | None = None, weights: np.ndarray | None = None
             ) -> "VAEGenerator":
+        """Train on (B, K, 3) shapes in mm for `settings.epochs` full-batch steps; `warm_start`
+        continues from an already (jointly) trained network instead of a new one; `weights`
+        (B,) >= 0 weigh the shapes (a cluster's memberships): the loss, the standardisation and
+        the aggregate prior are weighted, and the latent size is capped by the effective number
+        of shapes (sum w)^2 / sum w^2."""
         s = self.settings
         x_np = _flat(shapes)
-        d = check_latent_size(s.latent_dim, len(x_np), default=DEFAULT_LATENT)
+        w_np = None if weights is None else np.asarray(weights, dtype=np.float64)
+        if w_np is not None and (w_np.shape != (len(x_np),) or np.any(w_np < 0)
+                                 or not w_np.sum() > 0):
+            raise ShapeAtlasError(f"weights must be {len(x_np)} non-negative numbers, not all 0")
+        n_eff = len(x_np) if w_np is None else int(np.floor(w_np.sum() ** 2 / (w_np**2).sum()
+                                                            + 1e-9))
+        d = check_latent_size(s.latent_dim, n_eff, default=DEFAULT_LATENT)
         self.n_vertices_ = x_np.shape[1] // 3
         device = device or torch.device("cpu")
         gen = torch.Generator().manual_seed(seed)
         torch.manual_seed(seed)
         x = torch.as_tensor(x_np, dtype=torch.float32, device=device)
-        mean = x.mean(dim=0)
-        scale = float((x - mean).pow(2).mean().sqrt().clamp_min(1e-6))
-        self.net_ = ShapeVAE(x.shape[1], latent_dim=d, hidden=tuple(s.hidden), mean=mean,
-                             scale=scale).to(device)
+        if warm_start is not None:
+            if warm_start.latent_dim != d or warm_start.mean.numel() != x.shape[1]:
+                raise ShapeAtlasError(
+                    f"the jointly trained β-VAE (D={warm_start.latent_dim}, "
+                    f"{warm_start.mean.numel() // 3} vertices) does not fit these shapes "
+                    f"(D={d}, {self.n_vertices_} vertices)")
+            self.net_ = warm_start.to(device)
+        else:
+            if w_np is None:
+                mean = x.mean(dim=0)
+                scale = float((x - mean).pow(2).mean().sqrt())
+            else:
+                wt = torch.as_tensor(w_np / w_np.sum(), dtype=torch.float32, device=device)
+                mean = (wt[:, None] * x).sum(dim=0)
+                scale = float(((x - mean).pow(2).mean(dim=1) * wt).sum().sqrt())
+            self.net_ = new_shape_vae(s, n_eff, mean.cpu(), scale).to(device)
+        w = None if w_np is None else torch.as_tensor(w_np, dtype=torch.float32, device=device)
         opt = torch.optim.Adam(self.net_.parameters(), lr=s.lr)
         self.net_.train()
         terms = {}
@@ -100,7 +135,7 @@ class VAEGenerator:
             eps = torch.randn(mu.shape, generator=gen).to(device)
             z = mu + eps * torch.exp(0.5 * logvar)
             out = VAEOutput(recon=self.net_.decode(z), mu=mu, logvar=logvar)
-            loss, terms = beta_vae_loss(x, out, beta=s.beta, noise_mm=s.noise_mm)
+            loss, terms = beta_vae_loss(x, out, beta=s.beta, noise_mm=s.noise_mm, weights=w)
             if not torch.isfinite(loss):
                 raise ShapeAtlasError(f"β-VAE training diverged at epoch {epoch} (loss {loss}); "
                                       "lower lr or raise noise_mm")
@@ -108,19 +143,22 @@ class VAEGenerator:
             opt.step()
         self.net_.eval()
         self.train_terms_ = terms
-        self._set_prior(self.encode(shapes))
+        self._set_prior(self.encode(shapes), w_np)
         log.info("β-VAE: D=%d, final rms %.3f mm, KL %.2f", d, terms["rms_mm"], terms["kl"])
         return self
 
-    def _set_prior(self, z: np.ndarray) -> None:
+    def _set_prior(self, z: np.ndarray, weights: np.ndarray | None = None) -> None:
+        w = np.ones(len(z)) if weights is None else weights
+        centre = np.average(z, axis=0, weights=w)
         if self.settings.prior == "aggregate":
-            self.prior_mean_ = z.mean(axis=0)
-            cov = np.cov(z.T).reshape(z.shape[1], z.shape[1])
+            self.prior_mean_ = centre
+            cov = np.cov(z.T, aweights=w).reshape(z.shape[1], z.shape[1])
         else:
             self.prior_mean_ = np.zeros(z.shape[1])
             cov = np.eye(z.shape[1])
         self.prior_chol_ = np.linalg.cholesky(cov + COVARIANCE_RIDGE * np.eye(len(cov)))
-        self.latent_order_ = np.argsort(-z.var(axis=0), kind="stable")
+        spread = np.average((z - centre) ** 2, axis=0, weights=w)
+        self.latent_order_ = np.argsort(-spread, kind="stable")
 
     @property
     def latent_dim(self) -> int:
@@ -138,6 +176,18 @@ class VAEGenerator:
         with torch.no_grad():
             x = self.net_.decode(zt).cpu().double().numpy()
         return x.reshape(len(x), -1, 3)
+
+    def elbo(self, shapes: np.ndarray) -> np.ndarray:
+        """Evidence lower bound log p(x) >= E_q[log p(x|z)] - KL (nats, β = 1, posterior mean as
+        the single sample) of (B, K, 3) shapes in mm. -> (B,)"""
+        x = torch.as_tensor(_flat(shapes), dtype=torch.float32, device=self.net_.mean.device)
+        s2 = self.settings.noise_mm ** 2
+        with torch.no_grad():
+            mu, logvar = self.net_.encode(x)
+            rec = (x - self.net_.decode(mu)).pow(2).sum(dim=1) / (2.0 * s2)
+            kl = 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(dim=1)
+        const = 0.5 * x.shape[1] * np.log(2.0 * np.pi * s2)
+        return -(rec + kl).cpu().double().numpy() - const
 
     def sample_latent(self, n: int, rng: np.random.Generator) -> np.ndarray:
         eps = rng.standard_normal((n, self.latent_dim))

@@ -51,6 +51,15 @@ def read_model_meta(path: str | Path) -> dict:
         raise ShapeAtlasError(f"{meta_path}: not valid JSON ({exc})") from None
 
 
+def read_model_meta_of(path: str | Path, fmt: str, what: str) -> dict:
+    """`read_model_meta`, refusing a folder of another model kind (`what`: for the message)."""
+    meta = read_model_meta(path)
+    if meta.get("format") != fmt:
+        raise ShapeAtlasError(f"{Path(path) / META_NAME}: not a shapeatlas {what} "
+                              f"(format {meta.get('format')!r})")
+    return meta
+
+
 def check_model_version(meta: dict, *, version: int, source: str) -> None:
     """Refuse a model written by a newer shapeatlas."""
     if meta.get("version", 0) > version:

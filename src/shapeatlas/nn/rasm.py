@@ -99,11 +99,13 @@ class ShapeMatch:
 
 @dataclass(frozen=True)
 class StepLosses:
-    """Loss terms of one step (scalars), their weighted total, and per-shape Chamfer terms."""
+    """Loss terms of one step (scalars), their weighted total, per-shape Chamfer terms, and the
+    B smoothed normalised shapes (K, 3) (network units; for a jointly trained generator)."""
 
     total: Tensor
     terms: dict[str, Tensor]
     per_shape_chamfer: Tensor
+    smoothed: list[Tensor]
 
 
 class RASM(nn.Module):
@@ -191,7 +193,8 @@ def rasm_losses(model: RASM, atlas: AtlasGraph, shapes: Sequence[GraphInput],
         **{k: torch.stack(v).mean() for k, v in regs.items()},
     }
     total = sum(getattr(weights, k) * v for k, v in terms.items())
-    return StepLosses(total=total, terms=terms, per_shape_chamfer=per_shape)
+    return StepLosses(total=total, terms=terms, per_shape_chamfer=per_shape,
+                      smoothed=[m.smoothed for m in matches])
 
 
 def pull_to_surface(h: Tensor, target: Tensor, atlas: AtlasGraph, *, target_weights: Tensor,

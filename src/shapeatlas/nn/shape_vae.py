@@ -76,14 +76,19 @@ class ShapeVAE(nn.Module):
         return VAEOutput(recon=self.decode(z), mu=mu, logvar=logvar)
 
 
-def beta_vae_loss(x: torch.Tensor, out: VAEOutput, *, beta: float,
-                  noise_mm: float) -> tuple[torch.Tensor, dict[str, float]]:
-    """Negative β-ELBO per shape, averaged over the batch. x: (B, 3K) mm -> (loss, terms)."""
+def beta_vae_loss(x: torch.Tensor, out: VAEOutput, *, beta: float, noise_mm: float,
+                  weights: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+    """Negative β-ELBO per shape, averaged over the batch (weighted by `weights` (B,), e.g. a
+    cluster's memberships, when given). x: (B, 3K) mm -> (loss, terms)."""
     rec = (x - out.recon).pow(2).sum(dim=1) / (2.0 * noise_mm**2)
     kl = 0.5 * (out.mu.pow(2) + out.logvar.exp() - 1.0 - out.logvar).sum(dim=1)
-    loss = (rec + beta * kl).mean()
+    if weights is None:
+        loss = (rec + beta * kl).mean()
+    else:
+        loss = ((rec + beta * kl) * weights).sum() / weights.sum()
     with torch.no_grad():
-        rms = (x - out.recon).pow(2).mean().sqrt()
+        sq = (x - out.recon).pow(2).mean(dim=1)
+        rms = (sq.mean() if weights is None else (sq * weights).sum() / weights.sum()).sqrt()
         terms = {"loss": loss.item(), "recon": rec.mean().item(), "kl": kl.mean().item(),
                  "rms_mm": rms.item()}
     return loss, terms

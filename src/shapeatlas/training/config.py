@@ -98,6 +98,27 @@ class FitConfig:
     """Learning rate of the β-VAE."""
     vae_prior: Literal["aggregate", "standard"] = "aggregate"
     """Sample the β-VAE from a Gaussian fitted to the training codes, or from N(0, I)."""
+    generator_training: Literal["after", "joint"] = "after"
+    """"after": the β-VAE learns from the final normalised shapes once R-ASM is trained (two
+    stages). "joint": it is also trained in every R-ASM step on the batch's normalised shapes,
+    its loss back-propagated into the correspondence network (end-to-end), then continued for
+    `vae_epochs` steps on the final shapes. See bench/joint_training.py for the comparison."""
+    w_generator: float = 1e-3
+    """Joint training only: weight of the β-VAE loss (per coordinate) in the R-ASM objective."""
+    atlases: int | str = 1
+    """M: atlases of mAtlas-R-ASMG (1: Atlas-R-ASMG), or "auto" to choose M in 1..max_atlases
+    by the gap statistic of the cluster distortion (see models/multi_atlas.py)."""
+    max_atlases: int = 6
+    """Largest M that "auto" considers."""
+    cluster_temperature: float = 0.25
+    """tau: memberships r(k, m) ∝ pi_m exp(-E(k, m) / (tau s^2)), E the mean squared distance
+    (mm^2) of shape k's normalised shape to atlas m and s^2 the mean within-cluster E. Above
+    about 1 the atlases merge."""
+    cluster_restarts: int = 10
+    """n_init: k-means++ initialisations of the clustering; the lowest distortion is kept."""
+    cluster_rounds: int = 1
+    """Rounds in which every shape is matched to every atlas by the shared network and the
+    memberships and atlases re-estimated (0: cluster on the shared atlas's correspondences)."""
     sample_relax: int | None = None
     """Tangential relaxation steps applied to generated shapes (vertices slide along the decoded
     surface, removing most folds; 0 keeps the raw output). None: the method's default, 5 for
@@ -132,6 +153,28 @@ class FitConfig:
             problems.append(f"method must be 'rasm' or 'cpd-pca', got {self.method!r}")
         if self.vae_prior not in ("aggregate", "standard"):
             problems.append(f"vae_prior must be 'aggregate' or 'standard', got {self.vae_prior!r}")
+        if self.generator_training not in ("after", "joint"):
+            problems.append("generator_training must be 'after' or 'joint', got "
+                            f"{self.generator_training!r}")
+        if self.generator_training == "joint" and self.method != "rasm":
+            problems.append("generator_training 'joint' needs method 'rasm' (PCA has no "
+                            "gradient to share)")
+        if not (self.atlases == "auto" or (isinstance(self.atlases, int)
+                                           and not isinstance(self.atlases, bool)
+                                           and self.atlases >= 1)):
+            problems.append(f"atlases must be 'auto' or a positive whole number, got "
+                            f"{self.atlases!r}")
+        elif self.atlases != 1 and self.method != "rasm":
+            problems.append("several atlases need method 'rasm'")
+        if self.max_atlases < 1:
+            problems.append(f"max_atlases must be at least 1, got {self.max_atlases}")
+        if not self.cluster_temperature > 0:
+            problems.append(f"cluster_temperature must be positive, got "
+                            f"{self.cluster_temperature}")
+        if self.cluster_restarts < 1 or self.cluster_rounds < 0:
+            problems.append("cluster_restarts must be >= 1 and cluster_rounds >= 0")
+        if self.w_generator < 0:
+            problems.append(f"w_generator must be >= 0, got {self.w_generator}")
         if self.latent_dim is not None and self.latent_dim < 1:
             problems.append(f"latent_dim must be at least 1, got {self.latent_dim}")
         for name in ("beta", "vae_noise_mm", "vae_lr", "cpd_beta", "cpd_lambda"):

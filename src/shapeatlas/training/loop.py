@@ -8,6 +8,10 @@
   the last good checkpoint is left untouched.
 - Per-epoch metrics go to `RUN_DIR/train_log.csv` and, if the `tensorboard` package is
   installed, to `RUN_DIR/tensorboard/`.
+- `joint`: an optional second model trained in the same steps (the β-VAE when the generator
+  is trained jointly with the correspondence network); it shares the optimiser and the
+  checkpoint, its loss is added to the R-ASM loss, and its gradients are clipped on their own so
+  they never shrink the correspondence network's steps.
 - Ready for data-parallel training: no global state, per-rank data shards and seeds, only rank 0
   writes files.
 """
@@ -54,6 +58,15 @@ class TrainState:
     done: bool = False
 
 
+@dataclass(frozen=True)
+class JointTerm:
+    """A model trained together with R-ASM. loss(shape indices, smoothed shapes (K, 3) in network
+    units, torch generator) -> (weighted loss, {name: float}) for one step's batch."""
+
+    module: torch.nn.Module
+    loss: Callable[[Sequence[int], list, torch.Generator], tuple[torch.Tensor, dict]]
+
+
 def loss_weights(cfg: FitConfig) -> LossWeights:
     return LossWeights(chamfer=cfg.w_chamfer, recon=cfg.w_recon, kl=cfg.w_kl,
                        normal=cfg.w_normal, laplacian=cfg.w_laplacian, edge=cfg.w_edge)
@@ -64,7 +77,8 @@ def _seed(cfg: FitConfig, *parts: int) -> int:
 
 
 def save_checkpoint(run_dir: Path, model: RASM, opt: torch.optim.Optimizer,
-                    atlas_points: torch.Tensor, state: TrainState) -> None:
+                    atlas_points: torch.Tensor, state: TrainState,
+                    joint: torch.nn.Module | None = None) -> None:
     payload = {
         "version": CHECKPOINT_VERSION,
         "model": model.state_dict(),
@@ -74,12 +88,14 @@ def save_checkpoint(run_dir: Path, model: RASM, opt: torch.optim.Optimizer,
                   "bad_epochs": state.bad_epochs, "done": state.done},
         "rows": json.dumps(state.rows),  # a string: loads under weights_only, ints stay ints
     }
+    if joint is not None:
+        payload["joint"] = joint.state_dict()
     with atomic_path(run_dir / CHECKPOINT_NAME) as tmp:
         torch.save(payload, tmp)
 
 
-def load_checkpoint(run_dir: Path, model: RASM, opt: torch.optim.Optimizer
-                    ) -> tuple[torch.Tensor, TrainState]:
+def load_checkpoint(run_dir: Path, model: RASM, opt: torch.optim.Optimizer,
+                    joint: torch.nn.Module | None = None) -> tuple[torch.Tensor, TrainState]:
     path = run_dir / CHECKPOINT_NAME
     if not path.is_file():
         raise ShapeAtlasError(f"{run_dir}: nothing to resume (no {CHECKPOINT_NAME})")
@@ -89,8 +105,18 @@ def load_checkpoint(run_dir: Path, model: RASM, opt: torch.optim.Optimizer
         raise ShapeAtlasError(f"{path}: unreadable checkpoint ({exc})") from exc
     if payload.get("version", 0) > CHECKPOINT_VERSION:
         raise ShapeAtlasError(f"{path}: written by a newer shapeatlas; upgrade to resume")
-    model.load_state_dict(payload["model"])
-    opt.load_state_dict(payload["optimizer"])
+    if (joint is not None) != ("joint" in payload):
+        have = "a jointly trained generator" if "joint" in payload else "no joint generator"
+        raise ShapeAtlasError(f"{path}: the checkpoint has {have}, unlike this configuration "
+                              "(generator_training changed?); resume with the run's own config")
+    try:
+        model.load_state_dict(payload["model"])
+        if joint is not None:
+            joint.load_state_dict(payload["joint"])
+        opt.load_state_dict(payload["optimizer"])
+    except (RuntimeError, ValueError) as exc:
+        raise ShapeAtlasError(f"{path}: the checkpoint does not fit this configuration "
+                              f"({str(exc).splitlines()[0]})") from None
     s = payload["state"]
     rows = json.loads(payload["rows"])
     state = TrainState(round=int(s["round"]), epoch=int(s["epoch"]), best=float(s["best"]),
@@ -132,18 +158,24 @@ def train(
     progress: Callable[[dict], None] | None = None,
     rank: int = 0,
     world_size: int = 1,
+    joint: JointTerm | None = None,
 ) -> tuple[torch.Tensor, list[dict]]:
     """Train `model` in `cfg.atlas_rounds` rounds; return the final atlas points and the log rows.
 
     make_atlas(points (K, 3)) -> AtlasGraph; reestimate_atlas(atlas) -> new points (K, 3).
+    joint: a model trained in the same steps (see `JointTerm`).
     """
     writer_rank = rank == 0 and run_dir is not None
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, amsgrad=True)
+    joint_module = joint.module if joint is not None else None
+    groups = [list(model.parameters())]
+    if joint is not None:
+        groups.append(list(joint.module.parameters()))
+    opt = torch.optim.Adam([p for g in groups for p in g], lr=cfg.lr, amsgrad=True)
     state = TrainState()
     if resume:
         if run_dir is None:
             raise ShapeAtlasError("resume needs a run folder")
-        atlas_points, state = load_checkpoint(run_dir, model, opt)
+        atlas_points, state = load_checkpoint(run_dir, model, opt, joint_module)
         atlas_points = atlas_points.to(shapes[0].points.device)
         log.info("resuming at round %d, epoch %d", state.round + 1, state.epoch + 1)
     weights = loss_weights(cfg)
@@ -163,24 +195,34 @@ def train(
                 atlas = make_atlas(atlas_points)
                 state = TrainState(round=state.round + 1, rows=state.rows)
                 if writer_rank:
-                    save_checkpoint(run_dir, model, opt, atlas_points, state)
+                    save_checkpoint(run_dir, model, opt, atlas_points, state, joint_module)
                 continue
             model.train()
+            if joint_module is not None:
+                joint_module.train()
             t0 = time.perf_counter()
             order = np.random.default_rng(_seed(cfg, state.round, state.epoch)).permutation(n)
             order = order[rank::world_size]
             gen = torch.Generator(device=shapes[0].points.device)
             gen.manual_seed(_seed(cfg, state.round, state.epoch, rank, 1))
+            jgen = torch.Generator(device=shapes[0].points.device)  # own stream: joint
+            jgen.manual_seed(_seed(cfg, state.round, state.epoch, rank, 2))  # never shifts gen
             lr = cfg.lr * cfg.lr_decay ** (state.round * cfg.epochs + state.epoch)
             for group in opt.param_groups:
                 group["lr"] = lr
             sums: dict[str, float] = {}
             n_steps = 0
             for start in range(0, len(order), cfg.batch_size):
-                batch = [shapes[i] for i in order[start:start + cfg.batch_size]]
+                idx = [int(i) for i in order[start:start + cfg.batch_size]]
+                batch = [shapes[i] for i in idx]
                 opt.zero_grad(set_to_none=True)
                 out = rasm_losses(model, atlas, batch, weights, generator=gen)
-                if not torch.isfinite(out.total):
+                total, terms = out.total, dict(out.terms)
+                if joint is not None:
+                    j_loss, j_terms = joint.loss(idx, out.smoothed, jgen)
+                    total = total + j_loss
+                    terms.update({k: torch.tensor(v) for k, v in j_terms.items()})
+                if not torch.isfinite(total):
                     bad = [s.name for s, c in zip(batch, out.per_shape_chamfer)
                            if not torch.isfinite(c)] or [s.name for s in batch]
                     raise TrainingError(
@@ -188,20 +230,20 @@ def train(
                         f"on shape(s) {', '.join(bad)}; the last good checkpoint is kept"
                         + (f" in {run_dir / CHECKPOINT_NAME}" if run_dir else "")
                     )
-                out.total.backward()
-                norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                if not torch.isfinite(norm):
+                total.backward()
+                norms = [torch.nn.utils.clip_grad_norm_(g, cfg.grad_clip) for g in groups]
+                if not all(torch.isfinite(nm) for nm in norms):
                     raise TrainingError(
                         f"non-finite gradient in round {state.round + 1}, epoch "
                         f"{state.epoch + 1}, on shapes {', '.join(s.name for s in batch)}")
                 opt.step()
                 n_steps += 1
-                for k, v in {"loss": out.total, **out.terms}.items():
+                for k, v in {"loss": total, **terms}.items():
                     sums[k] = sums.get(k, 0.0) + float(v.detach())
                 if progress:
                     progress({"round": state.round + 1, "epoch": state.epoch + 1,
                               "step": n_steps, "steps": -(-len(order) // cfg.batch_size),
-                              "loss": float(out.total.detach())})
+                              "loss": float(total.detach())})
             dt = time.perf_counter() - t0
             row = {"round": state.round + 1, "epoch": state.epoch + 1, "lr": lr,
                    **{k: v / max(n_steps, 1) for k, v in sums.items()},
@@ -223,9 +265,9 @@ def train(
                         if k not in ("round", "epoch"):
                             tb.add_scalar(k, v, step)
                 if state.epoch % cfg.checkpoint_every == 0:
-                    save_checkpoint(run_dir, model, opt, atlas_points, state)
+                    save_checkpoint(run_dir, model, opt, atlas_points, state, joint_module)
         if writer_rank:
-            save_checkpoint(run_dir, model, opt, atlas_points, state)
+            save_checkpoint(run_dir, model, opt, atlas_points, state, joint_module)
     finally:
         if tb is not None:
             tb.close()

@@ -1,0 +1,134 @@
+"""Benchmark: mAtlas-R-ASMG with M atlases vs one, on the README's cohorts and splits.
+
+Reuses the shared correspondence network of `bench/compare.py`'s hGCN fits (OUT/COHORT/hgcn,
+fitted first if missing), so every M is compared on the same network, the same data and the
+same metrics:
+- `lv`: the 60 synthetic LVs of two phenotypes (healthy / dilated), 45 train / 15 test:
+  M = 1, 2, 3 and auto; cluster recovery (adjusted Rand index of the training labels, and of
+  the predicted test labels, against the true phenotype).
+- `liver`: the 77 AMOS livers, 61 / 16: M = 1, 3, 5 and auto.
+Each M is fitted (clustering + per-cluster β-VAEs) and evaluated (`evaluate`, 1,000 samples);
+the first M > 1 is refitted with seeds 1 and 2 (initialisation of the clustering and of the
+β-VAEs) to show how much the result depends on them. Results: OUT/multi-COHORT.json and a
+Markdown table.
+
+    python bench/multi_atlas.py [--cohorts lv liver] [--out /tmp/shapeatlas-compare]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+from compare import METHODS, prepare, row
+from sklearn.metrics import adjusted_rand_score
+
+from shapeatlas.data.synthetic_lv import load_truth
+from shapeatlas.evaluate import evaluate_run
+from shapeatlas.mesh.groom import load_groomed
+from shapeatlas.models.multi_atlas import MultiAtlasModel
+from shapeatlas.pipeline import load_model
+
+ATLASES = {"lv": [1, 2, 3, "auto"], "liver": [1, 3, 5, "auto"]}
+EPOCHS = {"lv": 30, "liver": 15}
+
+
+def phenotypes(cohort: str, out: Path, meshes) -> np.ndarray | None:
+    if cohort != "lv":
+        return None
+    truth = load_truth(out / "lv" / "raw")
+    return np.array([truth[Path(m.name).stem].phenotype == "dilated" for m in meshes], int)
+
+
+def one(cohort: str, out: Path, atlases, seed: int, base, base_seconds: float,
+        evaluate: bool) -> dict:
+    train, test = prepare(cohort, out)
+    meshes, _ = load_groomed(train)
+    test_meshes, _ = load_groomed(test)
+    run = out / cohort / f"multi-M{atlases}-s{seed}"
+    done = run / "bench.json"
+    if done.is_file() and (not evaluate or (run / "evaluation" / "metrics.json").is_file()):
+        return json.loads(done.read_text())
+    shutil.rmtree(run, ignore_errors=True)
+    base.fit_seconds_ = base_seconds
+    cfg = base.config.replace(atlases=atlases, seed=seed)
+    t0 = time.perf_counter()
+    model = MultiAtlasModel(cfg).fit(meshes, base=base)
+    extra = time.perf_counter() - t0
+    model.save(run)
+    res = {"cohort": cohort, "atlases": atlases, "seed": seed, "M": model.n_atlases_,
+           "weights": model.weights_.tolist(), "selection": model.selection_,
+           "extra_fit_s": extra, "shared_fit_s": base_seconds,
+           "labels": model.labels_.tolist()}
+    truth = phenotypes(cohort, out, meshes)
+    if truth is not None:
+        res["ari_train"] = float(adjusted_rand_score(truth, model.labels_))
+        res["ari_test"] = float(adjusted_rand_score(phenotypes(cohort, out, test_meshes),
+                                                    model.predict(test_meshes)))
+    if evaluate:
+        m = evaluate_run(run, test, run / "evaluation", n_samples=1000, seed=0)
+        p = m["plausibility"]
+        gen = m["generalization_mm"][-1]
+        res.update({
+            "gen": gen["mean"], "gen_se": gen["se"],
+            "spec": m["specificity_mm"]["vertex_mean"], "spec_se": m["specificity_mm"]["vertex_se"],
+            "ks": p.get("volume_ks"), "accept": p.get("acceptance_rate"),
+            "closed": min(p["validity"]["watertight"], p["validity"]["no_self_intersections"]),
+            "sample_s": m["sampling_seconds"], "clusters": m.get("clusters")})
+    done.write_text(json.dumps(res, indent=1))
+    return res
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| cohort | atlases | seed | M | π | ARI train / test | same clusters as seed 0 "
+             "(ARI) | generalization (mm) | specificity (mm) | volume KS | acceptance | closed | "
+             "fit beyond the shared network (s) |", "|" + "---|" * 13]
+    for r in rows:
+        ari = (f"{r['ari_train']:.2f} / {r['ari_test']:.2f}" if "ari_train" in r else "–")
+        ev = (f"{r['gen']:.2f} ± {r['gen_se']:.2f} | {r['spec']:.2f} ± {r['spec_se']:.2f} | "
+              f"{r['ks']:.3f} | {100 * r['accept']:.1f}% | {100 * r['closed']:.1f}%"
+              if "gen" in r else "– | – | – | – | –")
+        lines.append(f"| {r['cohort']} | {r['atlases']} | {r['seed']} | {r['M']} | "
+                     f"{', '.join(f'{w:.2f}' for w in r['weights'])} | {ari} | "
+                     f"{r.get('ari_vs_seed0', float('nan')):.2f} | {ev} | "
+                     f"{r['extra_fit_s']:.0f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--cohorts", nargs="+", default=["lv", "liver"], choices=["lv", "liver"])
+    p.add_argument("--out", default="/tmp/shapeatlas-compare")
+    p.add_argument("--seed-eval", nargs="*", default=["lv", "liver"], choices=["lv", "liver"],
+                   help="cohorts whose seed 1 and 2 refits are also evaluated (default both)")
+    args = p.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    out = Path(args.out)
+    for cohort in args.cohorts:
+        assert "hgcn" in METHODS
+        row(cohort, "hgcn", out, EPOCHS[cohort])  # the shared network (reused when present)
+        base_dir = out / cohort / "hgcn"
+        base = load_model(base_dir, device="cpu")
+        base_seconds = json.loads((base_dir / "fit_metrics.json").read_text())["fit_seconds"]
+        rows = []
+        for atlases in ATLASES[cohort]:
+            rows.append(one(cohort, out, atlases, 0, base, base_seconds, evaluate=True))
+            (out / f"multi-{cohort}.json").write_text(json.dumps(rows, indent=1))
+        first = next(a for a in ATLASES[cohort] if a != 1)
+        ref = next(r for r in rows if r["atlases"] == first)
+        for seed in (1, 2):
+            r = one(cohort, out, first, seed, base, base_seconds,
+                    evaluate=cohort in args.seed_eval)
+            r["ari_vs_seed0"] = float(adjusted_rand_score(ref["labels"], r["labels"]))
+            rows.append(r)
+            (out / f"multi-{cohort}.json").write_text(json.dumps(rows, indent=1))
+        print(table(rows))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,179 @@
+"""mAtlas-R-ASMG: clustering maths on shapes with known groups, and the model end to end."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+from sklearn.metrics import adjusted_rand_score
+
+from shapeatlas.data.synthetic_lv import load_truth, write_lv_cohort
+from shapeatlas.errors import ShapeAtlasError
+from shapeatlas.mesh.groom import GroomOptions, groom_cohort, load_groomed
+from shapeatlas.models.multi_atlas import (
+    ClusterWarning,
+    MultiAtlasModel,
+    gap_statistic,
+    rigid_consensus,
+    soft_cluster,
+)
+from shapeatlas.pipeline import load_model
+from shapeatlas.training.config import FitConfig
+
+
+def _rotation(rng) -> np.ndarray:
+    q, r = np.linalg.qr(rng.standard_normal((3, 3)))
+    q *= np.sign(np.diag(r))
+    return q if np.linalg.det(q) > 0 else -q
+
+
+def _groups(rng, sizes=(10, 12), offset=3.0, noise=0.3, k=40) -> tuple[np.ndarray, np.ndarray]:
+    """Shapes (N, k, 3) in groups around templates `offset` mm apart (per vertex), labels (N,)."""
+    base = rng.standard_normal((k, 3)) * 10
+    templates = [base + offset * m * rng.standard_normal((k, 3)) for m in range(len(sizes))]
+    shapes = [t + noise * rng.standard_normal((k, 3)) for t, n in zip(templates, sizes)
+              for _ in range(n)]
+    labels = np.repeat(np.arange(len(sizes)), sizes)
+    return np.array(shapes), labels
+
+
+def test_rigid_consensus_removes_pose_but_not_size():
+    rng = np.random.default_rng(0)
+    shape = rng.standard_normal((50, 3)) * 10
+    posed = np.array([(s * shape) @ _rotation(rng).T + rng.normal(size=3) * 5
+                      for s in (1.0, 1.0, 1.0, 1.5)])
+    aligned, mats, ref = rigid_consensus(posed)
+    np.testing.assert_allclose(aligned[0], aligned[1], atol=1e-6)
+    np.testing.assert_allclose(aligned[1], aligned[2], atol=1e-6)
+    # the larger copy keeps its size
+    r = lambda x: np.sqrt(((x - x.mean(0)) ** 2).sum(1).mean())  # noqa: E731
+    assert r(aligned[3]) == pytest.approx(1.5 * r(aligned[0]), rel=1e-9)
+    np.testing.assert_allclose(posed[0] @ mats[0][:3, :3].T + mats[0][:3, 3], aligned[0])
+
+
+def test_soft_cluster_recovers_known_groups():
+    rng = np.random.default_rng(1)
+    shapes, labels = _groups(rng, sizes=(10, 14, 8))
+    c = soft_cluster(shapes, 3, temperature=0.25, restarts=5, seed=0)
+    assert adjusted_rand_score(labels, c.memberships.argmax(1)) == 1.0
+    np.testing.assert_allclose(np.sort(c.weights), np.sort([10 / 32, 14 / 32, 8 / 32]), atol=0.02)
+    np.testing.assert_allclose(c.memberships.sum(1), 1.0)
+    # a high temperature merges the atlases: memberships no longer decide anything
+    hot = soft_cluster(shapes, 3, temperature=50.0, restarts=2, seed=0)
+    assert hot.memberships.max(1).mean() < 0.5
+
+
+def test_an_emptied_cluster_is_reseeded_with_a_warning():
+    rng = np.random.default_rng(2)
+    shapes, _ = _groups(rng, sizes=(12,), noise=0.01)
+    shapes[0] += 40.0  # one outlier: a third cluster can only hold it
+    with pytest.warns(ClusterWarning, match="re-seeded"):
+        c = soft_cluster(shapes, 3, temperature=0.25, restarts=1, seed=0, max_iter=20)
+    assert np.isfinite(c.atlases).all()
+
+
+def test_gap_statistic_finds_one_or_two_groups():
+    rng = np.random.default_rng(3)
+    two, _ = _groups(rng, sizes=(15, 15), offset=2.0)
+    one, _ = _groups(rng, sizes=(30,))
+    assert gap_statistic(two, 4, seed=0, temperature=0.25, restarts=3)["chosen"] == 2
+    sel = gap_statistic(one, 4, seed=0, temperature=0.25, restarts=3)
+    assert sel["chosen"] == 1 and [c["atlases"] for c in sel["curve"]] == [1, 2, 3, 4]
+
+
+@pytest.fixture(scope="module")
+def mixed(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mixed")
+    write_lv_cohort(root / "raw", n=8, seed=3, phenotypes="mixed", n_vertices=(1000, 1200))
+    groom_cohort(root / "raw", root / "groomed", GroomOptions(target_vertices=500, n_jobs=1))
+    meshes, _ = load_groomed(root / "groomed")
+    truth = load_truth(root / "raw")
+    labels = np.array([truth[m.name.split("/")[-1].rsplit(".", 1)[0]].phenotype == "dilated"
+                       for m in meshes]).astype(int)
+    return root, meshes, labels
+
+
+@pytest.fixture(scope="module")
+def fitted(mixed, tmp_path_factory):
+    from shapeatlas.nn.encoder import EncoderConfig
+
+    cfg = FitConfig(encoder=EncoderConfig(widths=(16, 16), heads=2, latent_dim=16),
+                    atlas_vertices=200, epochs=3, atlas_rounds=2, batch_size=2, refine_steps=5,
+                    device="cpu", vae_epochs=200, atlases=2, cluster_restarts=3)
+    _, meshes, _ = mixed
+    run = tmp_path_factory.mktemp("run")
+    return MultiAtlasModel(cfg).fit(meshes, run_dir=run), run
+
+
+def test_two_phenotypes_are_two_atlases(mixed, fitted):
+    _, meshes, labels = mixed
+    model, _ = fitted
+    assert model.n_atlases_ == 2 and model.memberships_.shape == (8, 2)
+    assert adjusted_rand_score(labels, model.labels_) == 1.0
+    # the dilated atlas encloses more volume than the healthy one
+    vols = model.sample_volumes(model.atlases_)
+    dilated = np.bincount(model.labels_, weights=labels).argmax()
+    assert vols[dilated] > vols[1 - dilated]
+    # predicting the training meshes from scratch (any frame) gives the same clusters
+    posed = [m.transformed(_pose(i)) for i, m in enumerate(meshes)]
+    np.testing.assert_array_equal(model.predict(posed), model.labels_)
+    corr = model.correspond(posed[:2])
+    assert corr[0].atlas == model.labels_[0] and corr[0].memberships.shape == (2,)
+    assert np.isfinite(model.score(meshes[:3]))
+
+
+def _pose(i: int) -> np.ndarray:
+    t = np.eye(4)
+    t[:3, :3] = _rotation(np.random.default_rng(100 + i))
+    t[:3, 3] = [10.0 * i, -5.0, 3.0]
+    return t
+
+
+def test_ancestral_sampling_and_save_load(fitted, tmp_path):
+    model, run = fitted
+    s = model.sample(400, seed=0)
+    assert s.vertices.shape == (400, 200, 3) and s.cluster.shape == (400,)
+    share = np.bincount(s.cluster, minlength=2) / 400
+    np.testing.assert_allclose(share, model.weights_, atol=0.08)
+    # each cluster's samples look like its atlas more than like the other one
+    for m in range(2):
+        d = [np.linalg.norm(s.vertices[s.cluster == m] - a, axis=2).mean() for a in model.atlases_]
+        assert d[m] < d[1 - m]
+    model.save(tmp_path / "m")
+    again = load_model(tmp_path / "m", device="cpu")
+    assert isinstance(again, MultiAtlasModel)
+    b = again.sample(5, seed=3)
+    np.testing.assert_allclose(b.vertices, model.sample(5, seed=3).vertices, atol=1e-6)
+    np.testing.assert_array_equal(b.cluster, model.sample(5, seed=3).cluster)
+    assert (tmp_path / "m" / "atlas_1.ply").is_file()
+    assert (run / "shared" / "model.json").is_file()  # saved as soon as it was trained
+    tr = model.traverse(directions=1, steps=3, cluster=1)
+    assert tr[0].vertices.shape == (3, 200, 3) and set(tr[0].cluster) == {1}
+
+
+def test_too_many_atlases_and_bad_settings_are_refused(mixed):
+    _, meshes, _ = mixed
+    with pytest.raises(ShapeAtlasError, match="3 atlases need at least 9 shapes"):
+        MultiAtlasModel(FitConfig(atlases=3)).fit(meshes)
+    with pytest.raises(ShapeAtlasError, match="atlases"):
+        FitConfig(atlases=0)
+    with pytest.raises(ShapeAtlasError, match="several atlases"):
+        FitConfig(atlases=2, method="cpd-pca")
+
+
+def test_fit_run_writes_memberships(mixed, fitted, tmp_path):
+    model, run = fitted
+    # the shared network is reused on --resume: clustering and VAEs only, in seconds
+    from shapeatlas.pipeline import fit_run
+
+    cfg = model.config
+    (run / "config.json").write_text(cfg.to_json())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ClusterWarning)
+        again = fit_run(mixed[0] / "groomed", run, cfg, resume=True)
+    np.testing.assert_array_equal(again.labels_, model.labels_)
+    metrics = json.loads((run / "fit_metrics.json").read_text())
+    assert metrics["atlases"]["n_atlases"] == 2
+    assert len(metrics["atlases"]["memberships"]) == 8
