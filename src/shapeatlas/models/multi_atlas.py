@@ -197,7 +197,8 @@ def gap_statistic(shapes: np.ndarray, max_clusters: int, *, seed: int, temperatu
     the same box (GAP_REFERENCES of them): gap(M) = mean log W_M(ref) - log W_M(data). Chosen:
     the smallest M with gap(M) >= gap(M + 1) - s(M + 1), s the references' standard error.
     -> {"chosen": M, "criterion": "gap statistic", "curve": [{"atlases", "gap", "se",
-    "distortion_mm2"}]}
+    "distortion"}]} (distortion: mean squared distance to the nearest atlas in the subspace,
+    mm² summed over the vertices)
     """
     n = len(shapes)
     flat = shapes.reshape(n, -1)
@@ -220,7 +221,7 @@ def gap_statistic(shapes: np.ndarray, max_clusters: int, *, seed: int, temperatu
             ref = np.array([w(x) for x in refs])
         curve.append({"atlases": m, "gap": float(ref.mean() - own),
                       "se": float(ref.std() * np.sqrt(1.0 + 1.0 / len(refs))),
-                      "distortion_mm2": float(np.exp(own))})
+                      "distortion": float(np.exp(own))})
     chosen = max_clusters
     for a, b in zip(curve, curve[1:]):
         if a["gap"] >= b["gap"] - b["se"]:
