@@ -73,7 +73,7 @@ def fit_run(data_dir: str | Path, run_dir: str | Path, cfg: FitConfig, *, resume
         if saved.replace(device=cfg.device) != cfg.replace(device=saved.device):
             log.warning("--resume uses the run's saved configuration; other options are ignored")
         cfg = saved.replace(device=cfg.device)
-    elif (run_dir / "checkpoint.pt").exists():
+    elif (run_dir / "checkpoint.pt").exists() or (run_dir / "shared" / "checkpoint.pt").exists():
         raise ShapeAtlasError(f"{run_dir} already holds a run: use --resume to continue it, or "
                               "choose another --out")
     run_dir.mkdir(parents=True, exist_ok=True)
