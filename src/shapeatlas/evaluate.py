@@ -210,10 +210,9 @@ def cluster_metrics(model, samples, virtual_vol: np.ndarray, virtual_ext: np.nda
             g = ssm.generalization(model.generator_, test_shapes[te], [aligned[i] for i in te],
                                    atlas_faces=faces, components=[model.generator_.latent_dim])
             row["generalization_mm"] = {k: g[0][k] for k in ("mean", "se")}
-        real = model.real_volumes_[tr]
-        real = real[np.isfinite(real)]
-        if len(sm) >= 2 and len(real) >= 2:
-            p = ssm.plausibility(real, model.real_extents_[tr][np.isfinite(model.real_volumes_[tr])],
+        closed = tr[np.isfinite(model.real_volumes_[tr])]
+        if len(sm) >= 2 and len(closed) >= 2:
+            p = ssm.plausibility(model.real_volumes_[closed], model.real_extents_[closed],
                                  virtual_vol[sm], virtual_ext[sm])
             row["volume_ml"] = {"real": p["real_volume_ml"], "virtual": p["virtual_volume_ml"],
                                 "ks": p["volume_ks"]}

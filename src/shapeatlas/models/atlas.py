@@ -27,7 +27,7 @@ from shapeatlas.models import inputs, persistence
 from shapeatlas.models.generative import GenerativeMixin
 from shapeatlas.models.generator import VAEGenerator, VAESettings, new_shape_vae
 from shapeatlas.nn.rasm import RASM, AtlasGraph, pull_to_surface
-from shapeatlas.nn.shape_vae import VAEOutput, beta_vae_loss
+from shapeatlas.nn.shape_vae import beta_vae_loss
 from shapeatlas.training.config import FitConfig
 from shapeatlas.training.loop import JointTerm, loss_weights, train
 
@@ -202,11 +202,8 @@ class AtlasModel(GenerativeMixin):
         def loss(idx, smoothed, gen):
             x = torch.stack([h * scales[i] + centers[i] for h, i in zip(smoothed, idx)])
             x = x.reshape(len(idx), -1)
-            mu, logvar = net.encode(x)
-            eps = torch.randn(mu.shape, generator=gen, device=mu.device)
-            out = VAEOutput(recon=net.decode(mu + eps * torch.exp(0.5 * logvar)), mu=mu,
-                            logvar=logvar)
-            total, terms = beta_vae_loss(x, out, beta=cfg.beta, noise_mm=cfg.vae_noise_mm)
+            total, terms = beta_vae_loss(x, net(x, generator=gen), beta=cfg.beta,
+                                         noise_mm=cfg.vae_noise_mm)
             return (cfg.w_generator * total / n_values,
                     {"gen_rms_mm": terms["rms_mm"], "gen_kl": terms["kl"]})
 

@@ -100,14 +100,20 @@ class GenerativeMixin:
         """Shapes along each of the first `directions` latent directions (by training variance),
         from -2 to +2 standard deviations of the training codes, the others at their mean."""
         self._check_generator()
-        g = self.generator_
+        return self._traverse(self.generator_, directions=directions, steps=steps)
+
+    def _traverse(self, g, *, directions: int, steps: int, weights: np.ndarray | None = None,
+                  cluster: int | None = None) -> dict[int, Samples]:
+        """`traverse` for generator `g` (one cluster's, with its memberships as `weights`)."""
         z_train = g.encode(self.training_shapes_)
-        centre, sd = z_train.mean(axis=0), z_train.std(axis=0)
+        w = np.ones(len(z_train)) if weights is None else weights
+        centre = np.average(z_train, axis=0, weights=w)
+        sd = np.sqrt(np.average((z_train - centre) ** 2, axis=0, weights=w))
         out = {}
         for rank, d in enumerate(g.latent_order_[:directions]):
             z = np.repeat(centre[None], steps, axis=0)
             z[:, d] = centre[d] + np.linspace(-TRAVERSE_SPAN, TRAVERSE_SPAN, steps) * sd[d]
-            out[rank] = self.decode(z)
+            out[rank] = self.decode(z, cluster=None if cluster is None else np.full(steps, cluster))
         return out
 
     def normalised_shapes(self, meshes: Sequence[Mesh], *,

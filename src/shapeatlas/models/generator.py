@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from shapeatlas.errors import ShapeAtlasError
-from shapeatlas.nn.shape_vae import ShapeVAE, VAEOutput, beta_vae_loss
+from shapeatlas.nn.shape_vae import ShapeVAE, beta_vae_loss, elbo_terms
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,12 @@ def check_latent_size(latent_dim: int | None, n_shapes: int, *, default: int) ->
             f"latent_dim {latent_dim} is larger than {n_shapes} training shapes support (at most "
             f"{most} independent directions): lower latent_dim or add shapes")
     return latent_dim
+
+
+def effective_size(weights: np.ndarray) -> np.ndarray:
+    """Kish's effective number of weighted shapes, (Σw)² / Σw², along axis 0. (B, ...) -> (...)"""
+    w = np.asarray(weights, dtype=np.float64)
+    return w.sum(axis=0) ** 2 / (w**2).sum(axis=0)
 
 
 def _flat(shapes: np.ndarray) -> np.ndarray:
@@ -101,8 +107,7 @@ class VAEGenerator:
         if w_np is not None and (w_np.shape != (len(x_np),) or np.any(w_np < 0)
                                  or not w_np.sum() > 0):
             raise ShapeAtlasError(f"weights must be {len(x_np)} non-negative numbers, not all 0")
-        n_eff = len(x_np) if w_np is None else int(np.floor(w_np.sum() ** 2 / (w_np**2).sum()
-                                                            + 1e-9))
+        n_eff = len(x_np) if w_np is None else int(np.floor(effective_size(w_np) + 1e-9))
         d = check_latent_size(s.latent_dim, n_eff, default=DEFAULT_LATENT)
         self.n_vertices_ = x_np.shape[1] // 3
         device = device or torch.device("cpu")
@@ -131,10 +136,7 @@ class VAEGenerator:
         terms = {}
         for epoch in range(s.epochs):
             opt.zero_grad()
-            mu, logvar = self.net_.encode(x)
-            eps = torch.randn(mu.shape, generator=gen).to(device)
-            z = mu + eps * torch.exp(0.5 * logvar)
-            out = VAEOutput(recon=self.net_.decode(z), mu=mu, logvar=logvar)
+            out = self.net_(x, generator=gen)
             loss, terms = beta_vae_loss(x, out, beta=s.beta, noise_mm=s.noise_mm, weights=w)
             if not torch.isfinite(loss):
                 raise ShapeAtlasError(f"β-VAE training diverged at epoch {epoch} (loss {loss}); "
@@ -181,12 +183,10 @@ class VAEGenerator:
         """Evidence lower bound log p(x) >= E_q[log p(x|z)] - KL (nats, β = 1, posterior mean as
         the single sample) of (B, K, 3) shapes in mm. -> (B,)"""
         x = torch.as_tensor(_flat(shapes), dtype=torch.float32, device=self.net_.mean.device)
-        s2 = self.settings.noise_mm ** 2
+        noise = self.settings.noise_mm
         with torch.no_grad():
-            mu, logvar = self.net_.encode(x)
-            rec = (x - self.net_.decode(mu)).pow(2).sum(dim=1) / (2.0 * s2)
-            kl = 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(dim=1)
-        const = 0.5 * x.shape[1] * np.log(2.0 * np.pi * s2)
+            rec, kl = elbo_terms(x, self.net_(x, sample=False), noise_mm=noise)
+        const = 0.5 * x.shape[1] * np.log(2.0 * np.pi * noise**2)
         return -(rec + kl).cpu().double().numpy() - const
 
     def sample_latent(self, n: int, rng: np.random.Generator) -> np.ndarray:

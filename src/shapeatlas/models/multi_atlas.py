@@ -59,7 +59,7 @@ from shapeatlas.metrics.ssm import principal_axes
 from shapeatlas.models import persistence
 from shapeatlas.models.atlas import AtlasModel, Correspondence, vae_settings
 from shapeatlas.models.generative import GenerativeMixin, Samples, cohort_summary
-from shapeatlas.models.generator import DEFAULT_LATENT, VAEGenerator
+from shapeatlas.models.generator import DEFAULT_LATENT, VAEGenerator, effective_size
 from shapeatlas.training.config import FitConfig
 
 log = logging.getLogger(__name__)
@@ -114,10 +114,9 @@ def energies(shapes: np.ndarray, atlases: np.ndarray) -> np.ndarray:
 def memberships(e: np.ndarray, weights: np.ndarray, *, temperature: float, spread: float
                 ) -> np.ndarray:
     """r(k, m) ∝ weights_m exp(-e(k, m) / (temperature * spread)). (N, M) -> (N, M)"""
-    logits = np.log(np.maximum(weights, 1e-300))[None] - e / (temperature * spread)
-    logits -= logits.max(axis=1, keepdims=True)
-    r = np.exp(logits)
-    return r / r.sum(axis=1, keepdims=True)
+    from scipy.special import softmax
+
+    return softmax(np.log(np.maximum(weights, 1e-300))[None] - e / (temperature * spread), axis=1)
 
 
 def matched_energies(per_cluster: np.ndarray, atlases: np.ndarray) -> np.ndarray:
@@ -139,10 +138,13 @@ class Clustering:
     reseeded: int = 0
 
 
-def _m_step(shapes: np.ndarray, r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def m_step(per_cluster: np.ndarray, r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """π and the membership-weighted mean atlases of shapes matched to each atlas.
+    per_cluster: (N, M, K, 3) (a broadcast view when one set of shapes serves every atlas);
+    r: (N, M) -> (M,), (M, K, 3)"""
     mass = r.sum(axis=0)
-    atlases = np.einsum("nm,nkd->mkd", r, shapes) / np.maximum(mass, 1e-12)[:, None, None]
-    return mass / len(shapes), atlases
+    atlases = np.einsum("nm,nmkd->mkd", r, per_cluster) / np.maximum(mass, 1e-12)[:, None, None]
+    return mass / len(per_cluster), atlases
 
 
 def soft_cluster(shapes: np.ndarray, n_clusters: int, *, temperature: float, restarts: int,
@@ -171,7 +173,8 @@ def soft_cluster(shapes: np.ndarray, n_clusters: int, *, temperature: float, res
                 r[worst] = 0.0
                 r[worst, m] = 1.0
                 reseeded += 1
-            pi, atlases = _m_step(shapes, r)
+            pi, atlases = m_step(np.broadcast_to(shapes[:, None], (n, *r.shape[1:],
+                                                                   *shapes.shape[1:])), r)
             e = energies(shapes, atlases)
             spread = max(float((r * e).sum() / n), 1e-12)
             if abs(last - spread) <= tol * spread and not len(empty):
@@ -286,10 +289,11 @@ class MixtureGenerator:
     def log_likelihood(self, shapes_per_cluster: np.ndarray) -> np.ndarray:
         """log Σ_m π_m exp(ELBO_m) per shape (nats, a lower bound of log p(x)).
         shapes_per_cluster: (B, M, K, 3) each shape matched to each atlas -> (B,)"""
+        from scipy.special import logsumexp
+
         lp = np.stack([np.log(self.weights_[m]) + g.elbo(shapes_per_cluster[:, m])
                        for m, g in enumerate(self.generators)], axis=1)
-        top = lp.max(axis=1, keepdims=True)
-        return (top + np.log(np.exp(lp - top).sum(axis=1, keepdims=True)))[:, 0]
+        return logsumexp(lp, axis=1)
 
     def state(self) -> tuple[dict[str, torch.Tensor], dict]:
         tensors = {"weights": torch.as_tensor(self.weights_),
@@ -364,14 +368,15 @@ class MultiAtlasModel(GenerativeMixin):
 
     def _match_all(self, meshes: Sequence[Mesh], transforms: Sequence[np.ndarray], *,
                    refine: bool = True, progress: Callable[[int], None] | None = None
-                   ) -> list[list[Correspondence]]:
-        """Every mesh matched to every atlas: [atlas m][shape k] correspondences."""
+                   ) -> tuple[list[list[Correspondence]], np.ndarray]:
+        """Every mesh matched to every atlas. -> [atlas m][shape k] correspondences, and the
+        (B, M, K, 3) matched shapes in the consensus frame (mm)."""
         out = []
         for m in range(len(self.atlases_)):
             out.append(self._matcher(m).correspond(meshes, transforms=transforms, refine=refine))
             if progress:
                 progress(len(meshes))
-        return out
+        return out, np.stack([[c.aligned_points for c in row] for row in out], axis=1)
 
     # ---------------------------------------------------------------------- fit
     def fit(self, meshes: Sequence[Mesh], *, run_dir: str | Path | None = None,
@@ -417,14 +422,13 @@ class MultiAtlasModel(GenerativeMixin):
         r, pi, atlases, spread = clus.memberships, clus.weights, clus.atlases, clus.spread
         # transforms: each groomed mesh -> consensus frame (the base correspondences' transform
         # is the identity for training meshes)
-        transforms = [mats[k] for k in range(n)]
+        transforms = list(mats)
         per_cluster = np.repeat(aligned[:, None], n_atlases, axis=1)  # (N, M, K, 3)
         # 4. every shape matched to every atlas by the shared network
         for _ in range(cfg.cluster_rounds if n_atlases > 1 else 0):
             self.atlases_, self.weights_ = atlases, pi
             self.__dict__.pop("_matchers", None)
-            matched = self._match_all(meshes, transforms)
-            per_cluster = np.stack([[c.aligned_points for c in row] for row in matched], axis=1)
+            _, per_cluster = self._match_all(meshes, transforms)
             e = matched_energies(per_cluster, atlases)
             r = memberships(e, pi, temperature=cfg.cluster_temperature, spread=spread)
             if np.any(r.sum(axis=0) < MIN_CLUSTER_SHAPES / 2):
@@ -433,8 +437,7 @@ class MultiAtlasModel(GenerativeMixin):
                               stacklevel=2)
                 r = clus.memberships
                 break
-            pi = r.mean(axis=0)
-            atlases = np.einsum("nm,nmkd->mkd", r, per_cluster) / r.sum(axis=0)[:, None, None]
+            pi, atlases = m_step(per_cluster, r)
             e = matched_energies(per_cluster, atlases)
             spread = max(float((r * e).sum() / n), 1e-12)
         self.__dict__.pop("_matchers", None)
@@ -447,8 +450,7 @@ class MultiAtlasModel(GenerativeMixin):
 
         # 5. one β-VAE per cluster, memberships as weights, one shared latent size
         t2 = time.perf_counter()
-        mass = r.sum(axis=0)
-        n_eff = mass**2 / (r**2).sum(axis=0)
+        n_eff = effective_size(r)
         small = [m for m in range(n_atlases) if n_eff[m] < MIN_CLUSTER_SHAPES]
         if small:
             raise ShapeAtlasError(
@@ -511,8 +513,7 @@ class MultiAtlasModel(GenerativeMixin):
         """Every mesh matched to every atlas. -> ([m][k] correspondences, (B, M, K, 3) matched
         shapes in the consensus frame, (B, M) memberships)"""
         t = self._to_consensus(meshes, transforms)
-        matched = self._match_all(meshes, t, refine=refine)
-        per_cluster = np.stack([[c.aligned_points for c in row] for row in matched], axis=1)
+        matched, per_cluster = self._match_all(meshes, t, refine=refine)
         r = memberships(matched_energies(per_cluster, self.atlases_), self.weights_,
                         temperature=self.config.cluster_temperature, spread=self.spread_)
         return matched, per_cluster, r
@@ -581,17 +582,8 @@ class MultiAtlasModel(GenerativeMixin):
         populated), -2..+2 standard deviations of its training codes."""
         self._check_generator()
         m = int(np.argmax(self.weights_)) if cluster is None else int(cluster)
-        g = self.generator_.generators[m]
-        w = self.memberships_[:, m]
-        z_train = g.encode(self.training_shapes_)
-        centre = np.average(z_train, axis=0, weights=w)
-        sd = np.sqrt(np.average((z_train - centre) ** 2, axis=0, weights=w))
-        out = {}
-        for rank, d in enumerate(g.latent_order_[:directions]):
-            z = np.repeat(centre[None], steps, axis=0)
-            z[:, d] = centre[d] + np.linspace(-2.0, 2.0, steps) * sd[d]
-            out[rank] = self.decode(z, cluster=np.full(steps, m))
-        return out
+        return self._traverse(self.generator_.generators[m], directions=directions, steps=steps,
+                              weights=self.memberships_[:, m], cluster=m)
 
     # -------------------------------------------------------------- persistence
     def save(self, path: str | Path) -> Path:

@@ -70,18 +70,37 @@ class ShapeVAE(nn.Module):
         """z: (B, D) -> (B, 3K) mm."""
         return self.mean + self.scale * self.decoder(z)
 
-    def forward(self, x: torch.Tensor, *, sample: bool = True) -> VAEOutput:
+    def forward(self, x: torch.Tensor, *, sample: bool = True,
+                generator: torch.Generator | None = None) -> VAEOutput:
+        """Encode, draw z = mu + eps * sd (eps from `generator`, on its device, when given;
+        mu itself when `sample` is False), decode."""
         mu, logvar = self.encode(x)
-        z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar) if sample else mu
+        if not sample:
+            z = mu
+        else:
+            if generator is None:
+                eps = torch.randn_like(mu)
+            else:
+                eps = torch.randn(mu.shape, generator=generator,
+                                  device=generator.device).to(mu.device)
+            z = mu + eps * torch.exp(0.5 * logvar)
         return VAEOutput(recon=self.decode(z), mu=mu, logvar=logvar)
+
+
+def elbo_terms(x: torch.Tensor, out: VAEOutput, *, noise_mm: float
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-shape reconstruction term ||x - x_hat||^2 / (2 noise_mm^2) and KL(q || N(0, I)).
+    x: (B, 3K) mm -> (B,), (B,)"""
+    rec = (x - out.recon).pow(2).sum(dim=1) / (2.0 * noise_mm**2)
+    kl = 0.5 * (out.mu.pow(2) + out.logvar.exp() - 1.0 - out.logvar).sum(dim=1)
+    return rec, kl
 
 
 def beta_vae_loss(x: torch.Tensor, out: VAEOutput, *, beta: float, noise_mm: float,
                   weights: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
     """Negative β-ELBO per shape, averaged over the batch (weighted by `weights` (B,), e.g. a
     cluster's memberships, when given). x: (B, 3K) mm -> (loss, terms)."""
-    rec = (x - out.recon).pow(2).sum(dim=1) / (2.0 * noise_mm**2)
-    kl = 0.5 * (out.mu.pow(2) + out.logvar.exp() - 1.0 - out.logvar).sum(dim=1)
+    rec, kl = elbo_terms(x, out, noise_mm=noise_mm)
     if weights is None:
         loss = (rec + beta * kl).mean()
     else:

@@ -221,7 +221,7 @@ def train(
                 if joint is not None:
                     j_loss, j_terms = joint.loss(idx, out.smoothed, jgen)
                     total = total + j_loss
-                    terms.update({k: torch.tensor(v) for k, v in j_terms.items()})
+                    terms.update(j_terms)
                 if not torch.isfinite(total):
                     bad = [s.name for s, c in zip(batch, out.per_shape_chamfer)
                            if not torch.isfinite(c)] or [s.name for s in batch]
@@ -239,7 +239,7 @@ def train(
                 opt.step()
                 n_steps += 1
                 for k, v in {"loss": total, **terms}.items():
-                    sums[k] = sums.get(k, 0.0) + float(v.detach())
+                    sums[k] = sums.get(k, 0.0) + float(v)  # tensors and plain floats
                 if progress:
                     progress({"round": state.round + 1, "epoch": state.epoch + 1,
                               "step": n_steps, "steps": -(-len(order) // cfg.batch_size),
