@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from shapes import asymmetric_blob
 
@@ -156,6 +157,10 @@ def test_cpd_pca_fit_sample_evaluate_reconstruct(tmp_path, capsys):
     m = json.loads((tmp_path / "e" / "metrics.json").read_text())
     assert m["n_test"] == 6 and m["specificity_mm"]["n_samples"] == 50
     assert len(m["compactness"]) == 5 and m["compactness"][-1] == pytest.approx(1.0)
+    table = np.genfromtxt(tmp_path / "e" / "samples.csv", delimiter=",", names=True)
+    assert len(table) == 50 and "cluster" not in table.dtype.names
+    assert np.nanmean(table["volume_ml"]) == pytest.approx(
+        m["plausibility"]["virtual_volume_ml"]["mean"], rel=1e-3)
     for f in ("compactness.png", "generalization.png", "specificity.png", "volumes.png",
               "samples.png"):
         assert (tmp_path / "e" / f).read_bytes()[:4] == b"\x89PNG"
@@ -212,3 +217,6 @@ def test_multi_atlas_fit_correspond_sample_evaluate(tmp_path, capsys):
     metrics = json.loads((tmp_path / "e" / "metrics.json").read_text())
     assert [c["atlas"] for c in metrics["clusters"]] == [0, 1]
     assert sum(c["n_samples"] for c in metrics["clusters"]) == 40
+    table = np.genfromtxt(tmp_path / "e" / "samples.csv", delimiter=",", names=True)
+    assert [int((table["cluster"] == c["atlas"]).sum()) for c in metrics["clusters"]] == [
+        c["n_samples"] for c in metrics["clusters"]]

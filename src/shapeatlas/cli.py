@@ -264,9 +264,11 @@ def cmd_fit(args: argparse.Namespace) -> int:
               + ", ".join(f"{w:.2f}" for w in a["weights"])
               + f", shapes per atlas {counts}")
         if a["selection"]:
-            print("chosen by the gap statistic: "
-                  + ", ".join(f"M={c['atlases']}: {c['gap']:.3f}±{c['se']:.3f}"
-                              for c in a["selection"]["curve"]))
+            sel = a["selection"]
+            print(f"chosen by {sel['criterion']} (the largest M at or above "
+                  f"{sel['threshold']}): "
+                  + ", ".join(f"M={c['atlases']}: {c['strength']:.2f}±{c['se']:.2f}"
+                              for c in sel["curve"]))
     print(f"run folder: {Path(args.out).resolve()} (model, atlas.ply, train_log.csv, "
           "fit_metrics.json)")
     return 0
@@ -439,7 +441,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--beta", type=float, default=None, help="β-VAE KL weight (default 1)")
     f.add_argument("--atlases", type=_atlases, default=None, metavar="M|auto",
                    help="mAtlas-R-ASMG with M atlases (default 1), or 'auto' to choose M in "
-                   "1..6 by the gap statistic")
+                   "1..6 by prediction strength (how reproducible the clusters are)")
     f.add_argument("--generator-training", choices=["after", "joint"], default=None,
                    help="train the β-VAE after R-ASM (default) or jointly with it, end to end")
     f.add_argument("--features", choices=["hybrid", "spatial"], default=None,

@@ -1,7 +1,8 @@
 """`shapeatlas evaluate`: score a fitted run on a test folder (definitions in `metrics.ssm`).
 
-Writes OUT/metrics.json and PNG figures (compactness, generalization, specificity, volumes, and
-a gallery of the first virtual shapes).
+Writes OUT/metrics.json, OUT/samples.csv (volume and validity of every virtual shape scored) and
+PNG figures (compactness, generalization, specificity, volumes, and a gallery of the first
+virtual shapes).
 Test meshes are aligned to the run's atlas one by one (as `correspond` does), so a test folder
 needs no shared grooming with the training data; a raw folder (no groom.json) is groomed first
 with the run's grooming options into OUT/groomed-test.
@@ -176,6 +177,7 @@ def evaluate_run(
     if samples.cluster is not None:
         metrics["clusters"] = cluster_metrics(
             model, samples, virtual_vol, virtual_ext, corr, test_shapes, aligned)
+    write_text_atomic(out_dir / "samples.csv", samples_table(checks, samples.cluster))
     write_text_atomic(out_dir / "metrics.json", json.dumps(metrics, indent=1) + "\n")
     if figures:
         from shapeatlas.report.figures import write_figures
@@ -186,6 +188,20 @@ def evaluate_run(
         )
         write_text_atomic(out_dir / "metrics.json", json.dumps(metrics, indent=1) + "\n")
     return metrics
+
+
+def samples_table(checks: list[dict], cluster: np.ndarray | None) -> str:
+    """CSV of every virtual shape scored: sample, cluster (multi-atlas models), volume_ml and the
+    validity flags of `sample_validity` (1/0), so the virtual cohort's volumes can be compared with
+    any reference (e.g. a known population) without sampling again."""
+    keys = ["volume_ml", "watertight", "self_intersecting_faces", "inverted_faces", "valid"]
+    head = ["sample"] + (["cluster"] if cluster is not None else []) + keys
+    lines = [",".join(head)]
+    for i, c in enumerate(checks):
+        lead = [str(i)] + ([str(int(cluster[i]))] if cluster is not None else [])
+        lines.append(",".join(lead + [str(int(c[k]) if isinstance(c[k], bool) else c[k])
+                                      for k in keys]))
+    return "\n".join(lines) + "\n"
 
 
 def cluster_metrics(model, samples, virtual_vol: np.ndarray, virtual_ext: np.ndarray,

@@ -15,7 +15,7 @@ from shapeatlas.mesh.groom import GroomOptions, groom_cohort, load_groomed
 from shapeatlas.models.multi_atlas import (
     ClusterWarning,
     MultiAtlasModel,
-    gap_statistic,
+    prediction_strength,
     rigid_consensus,
     soft_cluster,
 )
@@ -74,13 +74,39 @@ def test_an_emptied_cluster_is_reseeded_with_a_warning():
     assert np.isfinite(c.atlases).all()
 
 
-def test_gap_statistic_finds_one_or_two_groups():
+def test_prediction_strength_finds_one_two_or_three_groups():
     rng = np.random.default_rng(3)
     two, _ = _groups(rng, sizes=(15, 15), offset=2.0)
+    three, _ = _groups(rng, sizes=(12, 12, 12), offset=2.0)
     one, _ = _groups(rng, sizes=(30,))
-    assert gap_statistic(two, 4, seed=0, temperature=0.25, restarts=3)["chosen"] == 2
-    sel = gap_statistic(one, 4, seed=0, temperature=0.25, restarts=3)
+    kw = dict(seed=0, temperature=0.25, restarts=3, splits=10)
+    assert prediction_strength(two, 4, **kw)["chosen"] == 2
+    assert prediction_strength(three, 4, **kw)["chosen"] == 3
+    sel = prediction_strength(one, 4, **kw)
     assert sel["chosen"] == 1 and [c["atlases"] for c in sel["curve"]] == [1, 2, 3, 4]
+    assert sel["curve"][0]["strength"] == 1.0 and sel["curve"][1]["strength"] < 0.9
+
+
+def test_clusters_keep_their_own_latent_sizes():
+    from shapeatlas.models.generator import VAEGenerator, VAESettings
+    from shapeatlas.models.multi_atlas import MixtureGenerator
+
+    rng = np.random.default_rng(4)
+    shapes, labels = _groups(rng, sizes=(12, 5), k=20)
+    gens = [VAEGenerator(VAESettings(latent_dim=d, epochs=50)).fit(shapes[labels == m])
+            for m, d in ((0, 6), (1, 2))]
+    atlases = np.stack([shapes[labels == m].mean(0) for m in (0, 1)])
+    mix = MixtureGenerator(gens, np.array([12, 5]) / 17, atlases, spread=1.0, temperature=0.25)
+    assert mix.latent_dim == 6 and mix.latent_dims == [6, 2]
+    z, cluster = mix.sample(200, np.random.default_rng(0))
+    assert z.shape == (200, 6) and not z[cluster == 1, 2:].any()
+    np.testing.assert_allclose(mix.decode(z[cluster == 1], cluster[cluster == 1]),
+                               gens[1].decode(z[cluster == 1, :2]))
+    # n_components beyond a cluster's size means all of its directions
+    np.testing.assert_allclose(mix.reconstruct(shapes, n_components=4)[labels == 1],
+                               gens[1].reconstruct(shapes[labels == 1]))
+    again = MixtureGenerator.from_state(*mix.state())
+    assert again.latent_dims == [6, 2]
 
 
 @pytest.fixture(scope="module")
@@ -177,3 +203,29 @@ def test_fit_run_writes_memberships(mixed, fitted, tmp_path):
     metrics = json.loads((run / "fit_metrics.json").read_text())
     assert metrics["atlases"]["n_atlases"] == 2
     assert len(metrics["atlases"]["memberships"]) == 8
+
+
+def test_auto_records_its_choice_and_the_cli_reports_it(mixed, fitted, tmp_path, capsys):
+    # (whether it finds the right M is tested above on groups of known size; 8 LVs are too few
+    # for a confident split: halves of 4 shapes)
+    _, meshes, labels = mixed
+    model, run = fitted
+    auto = MultiAtlasModel(model.config.replace(atlases="auto")).fit(meshes, base=model.base_)
+    sel = auto.selection_
+    assert sel["criterion"] == "prediction strength" and sel["chosen"] == auto.n_atlases_
+    assert [c["atlases"] for c in sel["curve"]] == [1, 2]  # 8 shapes: at most 2 atlases
+    chosen = max(c["atlases"] for c in sel["curve"] if c["strength"] >= sel["threshold"])
+    assert chosen == auto.n_atlases_ and auto.memberships_.shape == (8, auto.n_atlases_)
+    auto.save(tmp_path / "auto")
+    assert load_model(tmp_path / "auto", device="cpu").selection_ == sel
+    # the CLI reports the curve (a copy of the run: its shared network is reused, seconds)
+    import shutil
+
+    from shapeatlas.cli import main
+
+    shutil.copytree(run / "shared", tmp_path / "cli" / "shared")
+    auto_cfg = model.config.replace(atlases="auto")
+    (tmp_path / "cli" / "config.json").write_text(auto_cfg.to_json())
+    assert main(["fit", str(mixed[0] / "groomed"), "--out", str(tmp_path / "cli"),
+                 "--resume"]) == 0
+    assert "chosen by prediction strength" in capsys.readouterr().out

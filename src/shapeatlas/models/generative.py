@@ -111,7 +111,8 @@ class GenerativeMixin:
         sd = np.sqrt(np.average((z_train - centre) ** 2, axis=0, weights=w))
         out = {}
         for rank, d in enumerate(g.latent_order_[:directions]):
-            z = np.repeat(centre[None], steps, axis=0)
+            z = np.zeros((steps, self.generator_.latent_dim))  # a mixture's codes may be wider
+            z[:, :len(centre)] = centre
             z[:, d] = centre[d] + np.linspace(-TRAVERSE_SPAN, TRAVERSE_SPAN, steps) * sd[d]
             out[rank] = self.decode(z, cluster=None if cluster is None else np.full(steps, cluster))
         return out

@@ -22,18 +22,28 @@ How it is fitted (every number is a `FitConfig` field):
 4. `cluster_rounds` rounds in which the shared network matches every shape to every atlas (so
    each cluster's normalised shapes are correspondences to its own atlas), then memberships,
    π and atlases are re-estimated from those matches.
-5. One β-VAE per cluster on the shapes matched to its atlas, weighted by the memberships; all
-   clusters share one latent size (capped by the smallest cluster's effective size).
+5. One β-VAE per cluster on the shapes matched to its atlas, weighted by the memberships, each
+   with its own latent size D_m = min(16, effective cluster size - 1) unless `latent_dim` is
+   set. (A shared size, capped by the smallest cluster, cost the larger clusters their detail:
+   on the livers with M = 5 a 3-shape cluster held every cluster to D = 2.) Latent codes have
+   max D_m columns; cluster m reads the first D_m.
 Sampling is ancestral: m ~ Cat(π), z ~ cluster m's prior (the aggregate posterior of its
 training codes, as for one atlas), decoded by cluster m's decoder. All atlases are deformations
 of the shared atlas, so they share its triangulation (the faces of every sample are the same).
 
-`atlases="auto"` chooses M in 1..`max_atlases` by the gap statistic (Tibshirani, Walther & Hastie
-2001) of the clustering distortion in the descriptors' principal subspace: the smallest M whose
-gap is within one standard error of the next. Why not BIC or a held-out likelihood: on the
-45-shape LV cohort, BIC of Gaussian mixtures chose 3 to 6 depending on the covariance type and
-the subspace, and the held-out likelihood of mixtures of probabilistic PCA flipped between 1 and
-2 with the number of modes (measured; numbers in the issue's note).
+`atlases="auto"` chooses M in 1..`max_atlases` by prediction strength (Tibshirani & Walther
+2005): how reproducibly the atlases fitted to one random half of the cohort group the shapes of
+the other half (`prediction_strength`); the largest M whose strength reaches SELECT_THRESHOLD.
+Why not the alternatives: `python bench/select_atlases.py` compares them on the descriptors of
+the 45-shape two-phenotype LV cohort (right answer 2) and of each phenotype alone (right answer
+1), with bench/compare.py's shared network:
+- BIC of Gaussian mixtures in 2 to 8 principal modes chose anything from 2 to 6 on the cohort,
+  depending on the covariance type and the number of modes, and its clusters matched the
+  phenotypes poorly (adjusted Rand index 0.67 at best);
+- the gap statistic (Tibshirani, Walther & Hastie 2001) chose 3 for the cohort: each phenotype
+  is spread uniformly in size, and a distortion criterion rewards cutting a uniform spread;
+- prediction strength chose 2 for the cohort and 1 for each phenotype, for 3 seeds (and 1 for
+  the livers, as did the gap statistic).
 """
 
 from __future__ import annotations
@@ -72,10 +82,15 @@ MIN_CLUSTER_SHAPES = 3
 SHARED_DIR = "shared"
 #: Written next to the shared network once it is trained; `fit --resume` then reuses it.
 SHARED_SUMMARY = "fit_summary.json"
-#: Share of variance the gap statistic's principal subspace keeps (2 to 10 modes).
-GAP_VARIANCE = 0.9
-#: Uniform reference cohorts drawn by the gap statistic.
-GAP_REFERENCES = 20
+#: Share of variance kept by the principal subspace in which "auto" compares M (2 to 10 modes).
+SELECT_VARIANCE = 0.9
+#: Random halvings of the cohort behind each M's prediction strength.
+SELECT_SPLITS = 50
+#: "auto" takes the largest M whose prediction strength reaches this. Tibshirani & Walther
+#: suggest 0.8 to 0.9. At 0.8 the dilated LVs alone would be split in two (strength 0.83 to
+#: 0.88 at M = 2, seeds 0 to 2); the two-phenotype cohort reaches 0.94 to 0.96
+#: (bench/select_atlases.py).
+SELECT_THRESHOLD = 0.9
 
 
 class ClusterWarning(UserWarning):
@@ -191,46 +206,62 @@ def soft_cluster(shapes: np.ndarray, n_clusters: int, *, temperature: float, res
     return best
 
 
-def gap_statistic(shapes: np.ndarray, max_clusters: int, *, seed: int, temperature: float,
-                  restarts: int) -> dict:
-    """Choose M in 1..max_clusters by the gap statistic of the clustering distortion.
-
-    The descriptors are projected on their principal modes (GAP_VARIANCE of the variance, 2 to 10
-    modes); each M's distortion W_M is compared with that of uniform reference cohorts drawn in
-    the same box (GAP_REFERENCES of them): gap(M) = mean log W_M(ref) - log W_M(data). Chosen:
-    the smallest M with gap(M) >= gap(M + 1) - s(M + 1), s the references' standard error.
-    -> {"chosen": M, "criterion": "gap statistic", "curve": [{"atlases", "gap", "se",
-    "distortion"}]} (distortion: mean squared distance to the nearest atlas in the subspace,
-    mm² summed over the vertices)
-    """
+def principal_scores(shapes: np.ndarray) -> np.ndarray:
+    """Shapes (N, K, 3) -> their scores on the principal modes that keep SELECT_VARIANCE of the
+    variance (2 to 10 modes), as (N, 1, d) "shapes of one vertex" that `soft_cluster` takes."""
     n = len(shapes)
     flat = shapes.reshape(n, -1)
     flat = flat - flat.mean(axis=0)
     u, sv, _ = np.linalg.svd(flat, full_matrices=False)
     share = np.cumsum(sv**2) / max((sv**2).sum(), 1e-300)
-    d = int(np.clip(np.searchsorted(share, GAP_VARIANCE) + 1, 2, min(10, len(sv))))
-    scores = (u[:, :d] * sv[:d])[:, None, :]  # (N, 1, d): "shapes" of one 'vertex' in d dims
+    d = int(np.clip(np.searchsorted(share, SELECT_VARIANCE) + 1, 2, min(10, len(sv))))
+    return (u[:, :d] * sv[:d])[:, None, :]
+
+
+def prediction_strength(shapes: np.ndarray, max_clusters: int, *, seed: int,
+                        temperature: float, restarts: int, splits: int = SELECT_SPLITS,
+                        threshold: float = SELECT_THRESHOLD) -> dict:
+    """Choose M in 1..max_clusters by prediction strength (Tibshirani & Walther 2005).
+
+    The descriptors (principal scores, `principal_scores`) are split into random halves
+    `splits` times. Both halves are clustered into M atlases; the atlases of one half then
+    assign the shapes of the other. Prediction strength of M: over the other half's own
+    clusters of two shapes or more, the smallest share of its pairs of shapes that the first
+    half's atlases keep together, averaged over the splits. It is 1 for M = 1 and
+    stays near 1 only while the clusters are reproducible rather than arbitrary cuts of a
+    continuum. Chosen: the largest M whose strength is at least `threshold`.
+    -> {"chosen": M, "criterion": "prediction strength", "threshold", "modes", "splits",
+    "curve": [{"atlases", "strength", "se"}]}
+    """
+    scores = principal_scores(shapes)
+    n = len(scores)
     rng = np.random.default_rng(seed)
-    lo, hi = scores.min(axis=0), scores.max(axis=0)
-    refs = [rng.uniform(lo, hi, scores.shape) for _ in range(GAP_REFERENCES)]
+    halves = [rng.permutation(n) for _ in range(splits)]
     curve = []
     for m in range(1, max_clusters + 1):
-        def w(x):
-            c = soft_cluster(x, m, temperature=temperature, restarts=restarts, seed=seed)
-            return np.log(max(c.distortion, 1e-300))
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ClusterWarning)
-            own = w(scores)
-            ref = np.array([w(x) for x in refs])
-        curve.append({"atlases": m, "gap": float(ref.mean() - own),
-                      "se": float(ref.std() * np.sqrt(1.0 + 1.0 / len(refs))),
-                      "distortion": float(np.exp(own))})
-    chosen = max_clusters
-    for a, b in zip(curve, curve[1:]):
-        if a["gap"] >= b["gap"] - b["se"]:
-            chosen = a["atlases"]
-            break
-    return {"chosen": chosen, "criterion": "gap statistic", "modes": d, "curve": curve}
+        strength = []
+        for rep, order in enumerate(halves):
+            a, b = scores[order[:n // 2]], scores[order[n // 2:]]
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ClusterWarning)
+                ca = soft_cluster(a, m, temperature=temperature, restarts=restarts,
+                                  seed=seed + rep)
+                cb = soft_cluster(b, m, temperature=temperature, restarts=restarts,
+                                  seed=seed + rep)
+            own = cb.memberships.argmax(axis=1)
+            told = energies(b, ca.atlases).argmin(axis=1)
+            kept = []
+            for k in np.unique(own):
+                members = told[own == k]
+                if len(members) > 1:
+                    same = (members[:, None] == members[None]).sum() - len(members)
+                    kept.append(same / (len(members) * (len(members) - 1)))
+            strength.append(min(kept, default=0.0))
+        curve.append({"atlases": m, "strength": float(np.mean(strength)),
+                      "se": float(np.std(strength) / np.sqrt(len(strength)))})
+    chosen = max(c["atlases"] for c in curve if c["strength"] >= threshold)
+    return {"chosen": chosen, "criterion": "prediction strength", "threshold": threshold,
+            "modes": int(scores.shape[2]), "splits": splits, "curve": curve}
 
 
 # ------------------------------------------------------------------------------ the generator
@@ -250,7 +281,12 @@ class MixtureGenerator:
 
     @property
     def latent_dim(self) -> int:
-        return self.generators[0].latent_dim
+        """Columns of a latent code: the largest cluster's D (cluster m reads the first D_m)."""
+        return max(g.latent_dim for g in self.generators)
+
+    @property
+    def latent_dims(self) -> list[int]:
+        return [g.latent_dim for g in self.generators]
 
     def assign(self, shapes: np.ndarray) -> np.ndarray:
         """Memberships (B, M) of normalised shapes (consensus frame, mm) from their energies."""
@@ -258,13 +294,14 @@ class MixtureGenerator:
                            self.weights_, temperature=self.temperature, spread=self.spread_)
 
     def sample(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """Ancestral: cluster m ~ Cat(π), then z from cluster m's prior. -> (n, D), (n,)"""
+        """Ancestral: cluster m ~ Cat(π), then z from cluster m's prior. -> (n, D), (n,); the
+        columns beyond a cluster's own D_m are 0."""
         cluster = rng.choice(len(self.generators), size=n, p=self.weights_ / self.weights_.sum())
         z = np.zeros((n, self.latent_dim))
         for m, g in enumerate(self.generators):
             pick = np.flatnonzero(cluster == m)
             if len(pick):
-                z[pick] = g.sample_latent(len(pick), rng)
+                z[pick, :g.latent_dim] = g.sample_latent(len(pick), rng)
         return z, cluster
 
     def decode(self, z: np.ndarray, cluster: np.ndarray) -> np.ndarray:
@@ -272,7 +309,7 @@ class MixtureGenerator:
         for m, g in enumerate(self.generators):
             pick = np.flatnonzero(np.asarray(cluster) == m)
             if len(pick):
-                out[pick] = g.decode(z[pick])
+                out[pick] = g.decode(z[pick, :g.latent_dim])
         return out
 
     def reconstruct(self, shapes: np.ndarray, *, n_components: int | None = None) -> np.ndarray:
@@ -283,7 +320,8 @@ class MixtureGenerator:
         for m, g in enumerate(self.generators):
             pick = np.flatnonzero(best == m)
             if len(pick):
-                out[pick] = g.reconstruct(shapes[pick], n_components=n_components)
+                keep = None if n_components is None else min(n_components, g.latent_dim)
+                out[pick] = g.reconstruct(shapes[pick], n_components=keep)
         return out
 
     def log_likelihood(self, shapes_per_cluster: np.ndarray) -> np.ndarray:
@@ -304,6 +342,7 @@ class MixtureGenerator:
             tensors.update({f"c{m}.{k}": v for k, v in t.items()})
             metas.append(meta)
         return tensors, {"kind": self.kind, "latent_dim": self.latent_dim,
+                         "latent_dims": self.latent_dims,
                          "spread": self.spread_, "temperature": self.temperature,
                          "clusters": metas}
 
@@ -412,11 +451,11 @@ class MultiAtlasModel(GenerativeMixin):
         self.selection_ = None
         n_atlases = cfg.atlases
         if cfg.atlases == "auto":
-            self.selection_ = gap_statistic(aligned, min(cfg.max_atlases, most), seed=cfg.seed,
-                                            temperature=cfg.cluster_temperature,
-                                            restarts=cfg.cluster_restarts)
+            self.selection_ = prediction_strength(
+                aligned, min(cfg.max_atlases, most), seed=cfg.seed,
+                temperature=cfg.cluster_temperature, restarts=cfg.cluster_restarts)
             n_atlases = self.selection_["chosen"]
-            log.info("atlases: %d chosen by the gap statistic", n_atlases)
+            log.info("atlases: %d chosen by prediction strength", n_atlases)
         clus = soft_cluster(aligned, n_atlases, temperature=cfg.cluster_temperature,
                             restarts=cfg.cluster_restarts, seed=cfg.seed)
         r, pi, atlases, spread = clus.memberships, clus.weights, clus.atlases, clus.spread
@@ -458,10 +497,10 @@ class MultiAtlasModel(GenerativeMixin):
                 f" have fewer than {MIN_CLUSTER_SHAPES} shapes for a β-VAE: fit fewer atlases"
                 + (f" (the shared network is saved in {Path(run_dir) / SHARED_DIR})"
                    if run_dir is not None else ""))
-        d = cfg.latent_dim or min(DEFAULT_LATENT, int(np.floor(n_eff.min() + 1e-9)) - 1)
-        settings = vae_settings(cfg.replace(latent_dim=d))
-        gens = [VAEGenerator(settings).fit(per_cluster[:, m], weights=r[:, m], seed=cfg.seed + m,
-                                           device=self.device_)
+        dims = [cfg.latent_dim or min(DEFAULT_LATENT, int(np.floor(n_eff[m] + 1e-9)) - 1)
+                for m in range(n_atlases)]
+        gens = [VAEGenerator(vae_settings(cfg.replace(latent_dim=dims[m]))).fit(
+                    per_cluster[:, m], weights=r[:, m], seed=cfg.seed + m, device=self.device_)
                 for m in range(n_atlases)]
         self.generator_ = MixtureGenerator(gens, pi, atlases, spread=spread,
                                            temperature=cfg.cluster_temperature)
@@ -560,7 +599,9 @@ class MultiAtlasModel(GenerativeMixin):
 
     def decode(self, z: np.ndarray, *, relax: int | None = None,
                cluster: np.ndarray | None = None) -> Samples:
-        """Shapes for latent codes (S, D) of clusters (S,) (default: the most populated)."""
+        """Shapes for latent codes (S, D) of clusters (S,) (default: the most populated). D is
+        the largest cluster's latent size (`generator_.latent_dim`); cluster m reads the first
+        `generator_.latent_dims[m]` columns."""
         self._check_generator()
         z = np.atleast_2d(np.asarray(z, dtype=np.float64))
         if z.shape[1] != self.generator_.latent_dim:

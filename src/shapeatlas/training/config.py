@@ -107,7 +107,8 @@ class FitConfig:
     """Joint training only: weight of the β-VAE loss (per coordinate) in the R-ASM objective."""
     atlases: int | str = 1
     """M: atlases of mAtlas-R-ASMG (1: Atlas-R-ASMG), or "auto" to choose M in 1..max_atlases
-    by the gap statistic of the cluster distortion (see models/multi_atlas.py)."""
+    by prediction strength, how reproducible the clusters are across halves of the cohort
+    (see models/multi_atlas.py)."""
     max_atlases: int = 6
     """Largest M that "auto" considers."""
     cluster_temperature: float = 0.25

@@ -1,0 +1,124 @@
+"""Benchmark: how `--atlases auto` should choose M, on descriptors with a known answer.
+
+The descriptors are those `MultiAtlasModel` clusters (every training shape's normalised shape on
+the shared atlas, rigidly aligned to their consensus), from `bench/compare.py`'s hGCN fits
+(OUT/COHORT/hgcn, fitted first if missing). Cohorts with a known number of groups: the 45
+two-phenotype training LVs (2), the healthy LVs alone (1), the dilated LVs alone (1); and the
+61 training livers (unknown). For each, M in 1..6 by:
+- prediction strength (the package's choice, `prediction_strength`), seeds 0, 1, 2;
+- the gap statistic (uniform references in the principal box, one-standard-error rule);
+- BIC of scikit-learn Gaussian mixtures, every covariance type, in 2, 3, 5 and 8 principal modes
+  (with the adjusted Rand index of the chosen mixture against the phenotype).
+Writes OUT/select-atlases.json and prints a table.
+
+    python bench/select_atlases.py [--out /tmp/shapeatlas-compare]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+from compare import prepare, row
+from sklearn.metrics import adjusted_rand_score
+from sklearn.mixture import GaussianMixture
+
+from shapeatlas.data.synthetic_lv import load_truth
+from shapeatlas.mesh.groom import load_groomed
+from shapeatlas.models.multi_atlas import (
+    ClusterWarning,
+    prediction_strength,
+    principal_scores,
+    rigid_consensus,
+    soft_cluster,
+)
+from shapeatlas.pipeline import load_model
+
+EPOCHS = {"lv": 30, "liver": 15}
+TEMPERATURE, RESTARTS = 0.25, 10
+
+
+def gap_statistic(shapes: np.ndarray, max_clusters: int, seed: int, references: int = 20) -> int:
+    """Tibshirani, Walther & Hastie (2001) with the package's clustering; -> the chosen M."""
+    scores = principal_scores(shapes)
+    rng = np.random.default_rng(seed)
+    lo, hi = scores.min(axis=0), scores.max(axis=0)
+    refs = [rng.uniform(lo, hi, scores.shape) for _ in range(references)]
+
+    def log_w(x, m):
+        c = soft_cluster(x, m, temperature=TEMPERATURE, restarts=RESTARTS, seed=seed)
+        return np.log(max(c.distortion, 1e-300))
+
+    gap, se = [], []
+    for m in range(1, max_clusters + 1):
+        ref = np.array([log_w(x, m) for x in refs])
+        gap.append(ref.mean() - log_w(scores, m))
+        se.append(ref.std() * np.sqrt(1.0 + 1.0 / references))
+    return next((m + 1 for m in range(max_clusters - 1) if gap[m] >= gap[m + 1] - se[m + 1]),
+                max_clusters)
+
+
+def bic_choices(shapes: np.ndarray, max_clusters: int, truth) -> list[dict]:
+    flat = shapes.reshape(len(shapes), -1)
+    u, sv, _ = np.linalg.svd(flat - flat.mean(axis=0), full_matrices=False)
+    out = []
+    for modes in (2, 3, 5, 8):
+        x = u[:, :modes] * sv[:modes]
+        for cov in ("spherical", "diag", "tied", "full"):
+            fits = [GaussianMixture(m, covariance_type=cov, n_init=10, random_state=0).fit(x)
+                    for m in range(1, max_clusters + 1)]
+            best = int(np.argmin([f.bic(x) for f in fits]))
+            ari = (float(adjusted_rand_score(truth, fits[best].predict(x)))
+                   if truth is not None else None)
+            out.append({"modes": modes, "covariance": cov, "chosen": best + 1, "ari": ari})
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", default="/tmp/shapeatlas-compare")
+    args = p.parse_args()
+    out = Path(args.out)
+    sets = {}
+    for cohort in ("lv", "liver"):
+        row(cohort, "hgcn", out, EPOCHS[cohort])
+        base = load_model(out / cohort / "hgcn", device="cpu")
+        aligned, _, _ = rigid_consensus(base.training_shapes_)
+        if cohort == "lv":
+            train, _ = prepare(cohort, out)
+            meshes, _ = load_groomed(train)
+            truth = load_truth(out / "lv" / "raw")
+            y = np.array([truth[Path(m.name).stem].phenotype == "dilated" for m in meshes], int)
+            sets["lv (2 phenotypes)"] = (2, aligned, y)
+            sets["lv healthy only"] = (1, aligned[y == 0], None)
+            sets["lv dilated only"] = (1, aligned[y == 1], None)
+        else:
+            sets["liver"] = (None, aligned, None)
+    rows = []
+    warnings.simplefilter("ignore", ClusterWarning)
+    for name, (answer, shapes, truth) in sets.items():
+        top = min(6, len(shapes) // 3)
+        ps = [prediction_strength(shapes, top, seed=s, temperature=TEMPERATURE,
+                                  restarts=RESTARTS) for s in (0, 1, 2)]
+        rows.append({"set": name, "n": len(shapes), "answer": answer,
+                     "prediction_strength": [{"seed": s, "chosen": r["chosen"],
+                                              "curve": [c["strength"] for c in r["curve"]]}
+                                             for s, r in enumerate(ps)],
+                     "gap": [gap_statistic(shapes, top, s) for s in (0, 1, 2)],
+                     "bic": bic_choices(shapes, top, truth)})
+        r = rows[-1]
+        print(f"{name} (n={r['n']}, answer {answer}): prediction strength chose "
+              f"{[x['chosen'] for x in r['prediction_strength']]}, strength at M = 2: "
+              f"{[round(x['curve'][1], 2) for x in r['prediction_strength']]}; gap statistic "
+              f"chose {r['gap']}; BIC chose "
+              f"{sorted({b['chosen'] for b in r['bic']})} over the mixtures"
+              + (f" (best ARI {max(b['ari'] for b in r['bic']):.2f})" if truth is not None
+                 else ""), flush=True)
+    (out / "select-atlases.json").write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()
