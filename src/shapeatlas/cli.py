@@ -253,8 +253,11 @@ def cmd_fit(args: argparse.Namespace) -> int:
     print(f"fitted an atlas of {metrics['atlas_vertices']} vertices on {metrics['n_shapes']} "
           f"shapes in {time.perf_counter() - t0:.1f} s ({metrics['epochs_run']} epochs, "
           f"device {metrics['device']})")
-    print(f"generator: {metrics['generator']['kind']} with {metrics['generator']['latent_dim']} "
-          f"latent dimensions ({metrics['generator_seconds']:.1f} s)")
+    g = metrics["generator"]
+    dims = (" (per atlas: " + ", ".join(map(str, g["latent_dims"])) + ")"
+            if "latent_dims" in g else "")
+    print(f"generator: {g['kind']} with {g['latent_dim']} latent dimensions{dims} "
+          f"({metrics['generator_seconds']:.1f} s)")
     print(f"matching: Chamfer {metrics['chamfer_mm_mean']:.2f} mm, Hausdorff "
           f"{metrics['hausdorff_mm_mean']:.2f} mm (mean over training shapes)")
     if "atlases" in metrics:
@@ -358,7 +361,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     print(f"valid virtual shapes: {100 * pl['validity']['valid']:.1f}%")
     for e in m["skipped"]:
         print(f"skipped: {e}")
-    print(f"metrics.json and figures in {args.out}")
+    print(f"metrics.json, samples.csv and figures in {args.out}")
     return 0
 
 
@@ -503,7 +506,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("evaluate", help="score a fitted run on a test folder",
                         description="Matching (CD/HD/HD95), compactness, generalization, "
                         "specificity, volume plausibility and sample validity; writes "
-                        "OUT/metrics.json and PNG figures. Definitions: docs/metrics.md.")
+                        "OUT/metrics.json, OUT/samples.csv (every virtual shape's volume and "
+                        "validity) and PNG figures. Definitions: docs/metrics.md.")
     ev.add_argument("run", metavar="RUN_DIR")
     ev.add_argument("--test", required=True, metavar="DATA_DIR",
                     help="test meshes: a groomed folder or raw meshes (groomed first)")

@@ -152,6 +152,7 @@ def evaluate_run(
         "method": model.config.method,
         "generator": gen.kind,
         "latent_dim": gen.latent_dim,
+        **({"latent_dims": gen.latent_dims} if hasattr(gen, "latent_dims") else {}),
         "n_train": int(len(model.training_shapes_)),
         "n_test": len(corr),
         "skipped": skipped,

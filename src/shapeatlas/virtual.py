@@ -101,6 +101,8 @@ def sample_run(run_dir: str | Path, out_dir: str | Path, *, n: int, seed: int = 
         "format": "shapeatlas-samples", "run": str(Path(run_dir).resolve()), "n": n, "seed": seed,
         "file_format": fmt, "frame": "the run's aligned (groomed) frame, mm",
         "generator": model.generator_.kind, "latent_dim": model.generator_.latent_dim,
+        **({"latent_dims": model.generator_.latent_dims}
+           if hasattr(model.generator_, "latent_dims") else {}),
         "relax_steps": model.config.relax_steps if relax is None else relax,
         "seconds": {"sampling": t_latent + t_decode, "validity": t_check, "writing": t_write},
         "valid_share": float(np.mean(valid)),

@@ -84,6 +84,9 @@ def test_prediction_strength_finds_one_two_or_three_groups():
     assert prediction_strength(three, 4, **kw)["chosen"] == 3
     sel = prediction_strength(one, 4, **kw)
     assert sel["chosen"] == 1 and [c["atlases"] for c in sel["curve"]] == [1, 2, 3, 4]
+    # a half of 7 shapes holds at most 2 clusters of 3: larger M are not tried
+    assert [c["atlases"] for c in prediction_strength(one[:14], 4, **kw)["curve"]] == [1, 2]
+    assert prediction_strength(one[:2], 4, **kw)["chosen"] == 1
     assert sel["curve"][0]["strength"] == 1.0 and sel["curve"][1]["strength"] < 0.9
 
 
@@ -207,15 +210,14 @@ def test_fit_run_writes_memberships(mixed, fitted, tmp_path):
 
 def test_auto_records_its_choice_and_the_cli_reports_it(mixed, fitted, tmp_path, capsys):
     # (whether it finds the right M is tested above on groups of known size; 8 LVs are too few
-    # for a confident split: halves of 4 shapes)
+    # for a split: halves of 4 shapes cannot hold 2 clusters of 3, so only M = 1 is tried)
     _, meshes, labels = mixed
     model, run = fitted
     auto = MultiAtlasModel(model.config.replace(atlases="auto")).fit(meshes, base=model.base_)
     sel = auto.selection_
     assert sel["criterion"] == "prediction strength" and sel["chosen"] == auto.n_atlases_
-    assert [c["atlases"] for c in sel["curve"]] == [1, 2]  # 8 shapes: at most 2 atlases
-    chosen = max(c["atlases"] for c in sel["curve"] if c["strength"] >= sel["threshold"])
-    assert chosen == auto.n_atlases_ and auto.memberships_.shape == (8, auto.n_atlases_)
+    assert [c["atlases"] for c in sel["curve"]] == [1] and auto.n_atlases_ == 1
+    assert auto.memberships_.shape == (8, 1)
     auto.save(tmp_path / "auto")
     assert load_model(tmp_path / "auto", device="cpu").selection_ == sel
     # the CLI reports the curve (a copy of the run: its shared network is reused, seconds)

@@ -75,7 +75,7 @@ from shapeatlas.training.config import FitConfig
 log = logging.getLogger(__name__)
 
 MODEL_FORMAT = "shapeatlas-multi-atlas-model"
-MODEL_VERSION = 1
+MODEL_VERSION = 2  # 2: clusters may have different latent sizes
 #: Each cluster needs at least this much membership (in shapes) for its β-VAE.
 MIN_CLUSTER_SHAPES = 3
 #: Where the shared correspondence network (an AtlasModel folder) lives inside a run folder.
@@ -229,12 +229,16 @@ def prediction_strength(shapes: np.ndarray, max_clusters: int, *, seed: int,
     clusters of two shapes or more, the smallest share of its pairs of shapes that the first
     half's atlases keep together, averaged over the splits. It is 1 for M = 1 and
     stays near 1 only while the clusters are reproducible rather than arbitrary cuts of a
-    continuum. Chosen: the largest M whose strength is at least `threshold`.
+    continuum. Chosen: the largest M whose strength is at least `threshold`. M is tried up to
+    `max_clusters`, and only while half the cohort can hold M clusters of MIN_CLUSTER_SHAPES.
     -> {"chosen": M, "criterion": "prediction strength", "threshold", "modes", "splits",
     "curve": [{"atlases", "strength", "se"}]}
     """
     scores = principal_scores(shapes)
     n = len(scores)
+    # a half must be able to hold M clusters of MIN_CLUSTER_SHAPES; beyond that single-shape
+    # clusters (left out of the score) would make large M look reproducible
+    max_clusters = max(1, min(max_clusters, (n // 2) // MIN_CLUSTER_SHAPES))
     rng = np.random.default_rng(seed)
     halves = [rng.permutation(n) for _ in range(splits)]
     curve = []
@@ -259,7 +263,7 @@ def prediction_strength(shapes: np.ndarray, max_clusters: int, *, seed: int,
             strength.append(min(kept, default=0.0))
         curve.append({"atlases": m, "strength": float(np.mean(strength)),
                       "se": float(np.std(strength) / np.sqrt(len(strength)))})
-    chosen = max(c["atlases"] for c in curve if c["strength"] >= threshold)
+    chosen = max((c["atlases"] for c in curve if c["strength"] >= threshold), default=1)
     return {"chosen": chosen, "criterion": "prediction strength", "threshold": threshold,
             "modes": int(scores.shape[2]), "splits": splits, "curve": curve}
 
@@ -487,7 +491,7 @@ class MultiAtlasModel(GenerativeMixin):
         self.transforms_ = np.stack(transforms)
         self.cluster_seconds_ = time.perf_counter() - t1
 
-        # 5. one β-VAE per cluster, memberships as weights, one shared latent size
+        # 5. one β-VAE per cluster, memberships as weights, each with its own latent size
         t2 = time.perf_counter()
         n_eff = effective_size(r)
         small = [m for m in range(n_atlases) if n_eff[m] < MIN_CLUSTER_SHAPES]
