@@ -72,6 +72,7 @@ def evaluate_run(
 
     -> the metrics dict (also written to OUT/metrics.json).
     """
+    from shapeatlas.models.generative import latent_sizes
     from shapeatlas.pipeline import load_model
     from shapeatlas.virtual import sample_validity
 
@@ -151,8 +152,7 @@ def evaluate_run(
         "test": str(Path(test_dir).resolve()),
         "method": model.config.method,
         "generator": gen.kind,
-        "latent_dim": gen.latent_dim,
-        **({"latent_dims": gen.latent_dims} if hasattr(gen, "latent_dims") else {}),
+        **latent_sizes(gen),
         "n_train": int(len(model.training_shapes_)),
         "n_test": len(corr),
         "skipped": skipped,

@@ -33,6 +33,7 @@ from shapeatlas.models.atlas import MODEL_FORMAT as RASM_FORMAT
 from shapeatlas.models.atlas import AtlasModel, Correspondence
 from shapeatlas.models.cpd_pca import MODEL_FORMAT as CPD_FORMAT
 from shapeatlas.models.cpd_pca import CPDPCAModel
+from shapeatlas.models.generative import latent_sizes
 from shapeatlas.models.multi_atlas import MODEL_FORMAT as MULTI_FORMAT
 from shapeatlas.models.multi_atlas import MultiAtlasModel
 from shapeatlas.models.persistence import read_model_meta
@@ -94,8 +95,7 @@ def fit_run(data_dir: str | Path, run_dir: str | Path, cfg: FitConfig, *, resume
         "fit_seconds": model.fit_seconds_,
         "correspondence_seconds": model.rasm_seconds_,
         "generator_seconds": model.generator_seconds_,
-        "generator": {"kind": gen.kind, "latent_dim": gen.latent_dim,
-                      **({"latent_dims": gen.latent_dims} if hasattr(gen, "latent_dims") else {})},
+        "generator": {"kind": gen.kind, **latent_sizes(gen)},
         "epochs_run": len(rows),
         "shapes_per_second_per_epoch": float(np.mean(epoch_rate)) if epoch_rate else None,
         "chamfer_mm_mean": float(np.mean([c for _, c, _ in model.fit_matching_])),

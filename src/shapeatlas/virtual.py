@@ -53,6 +53,7 @@ def sample_run(run_dir: str | Path, out_dir: str | Path, *, n: int, seed: int = 
     out_dir/traverse/ (dir{r}_step{s}.FMT, from -2 to +2 sd).
     relax: tangential relaxation steps (None: the run's `sample_relax`; 0: raw decoder output).
     """
+    from shapeatlas.models.generative import latent_sizes
     from shapeatlas.pipeline import load_model
 
     if fmt not in FORMATS:
@@ -100,9 +101,7 @@ def sample_run(run_dir: str | Path, out_dir: str | Path, *, n: int, seed: int = 
     summary = {
         "format": "shapeatlas-samples", "run": str(Path(run_dir).resolve()), "n": n, "seed": seed,
         "file_format": fmt, "frame": "the run's aligned (groomed) frame, mm",
-        "generator": model.generator_.kind, "latent_dim": model.generator_.latent_dim,
-        **({"latent_dims": model.generator_.latent_dims}
-           if hasattr(model.generator_, "latent_dims") else {}),
+        "generator": model.generator_.kind, **latent_sizes(model.generator_),
         "relax_steps": model.config.relax_steps if relax is None else relax,
         "seconds": {"sampling": t_latent + t_decode, "validity": t_check, "writing": t_write},
         "valid_share": float(np.mean(valid)),

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from shapes import groomed_lv_cohort
 
-from shapeatlas.data.synthetic_lv import write_lv_cohort
-from shapeatlas.mesh.groom import GroomOptions, groom_cohort, load_groomed
 from shapeatlas.nn.encoder import EncoderConfig
 from shapeatlas.training.config import FitConfig
 
@@ -23,9 +22,7 @@ def _one_thread():
 @pytest.fixture(scope="session")
 def tiny_cohort(tmp_path_factory):
     root = tmp_path_factory.mktemp("lv")
-    write_lv_cohort(root / "raw", n=5, seed=7, phenotypes="mixed", n_vertices=(1000, 1200))
-    groom_cohort(root / "raw", root / "groomed", GroomOptions(target_vertices=500, n_jobs=1))
-    meshes, manifest = load_groomed(root / "groomed")
+    meshes, manifest = groomed_lv_cohort(root, n=5, seed=7)
     return root, meshes, manifest
 
 

@@ -7,11 +7,11 @@ import warnings
 
 import numpy as np
 import pytest
+from shapes import groomed_lv_cohort
 from sklearn.metrics import adjusted_rand_score
 
-from shapeatlas.data.synthetic_lv import load_truth, write_lv_cohort
+from shapeatlas.data.synthetic_lv import load_truth
 from shapeatlas.errors import ShapeAtlasError
-from shapeatlas.mesh.groom import GroomOptions, groom_cohort, load_groomed
 from shapeatlas.models.multi_atlas import (
     ClusterWarning,
     MultiAtlasModel,
@@ -115,9 +115,7 @@ def test_clusters_keep_their_own_latent_sizes():
 @pytest.fixture(scope="module")
 def mixed(tmp_path_factory):
     root = tmp_path_factory.mktemp("mixed")
-    write_lv_cohort(root / "raw", n=8, seed=3, phenotypes="mixed", n_vertices=(1000, 1200))
-    groom_cohort(root / "raw", root / "groomed", GroomOptions(target_vertices=500, n_jobs=1))
-    meshes, _ = load_groomed(root / "groomed")
+    meshes, _ = groomed_lv_cohort(root, n=8, seed=3)
     truth = load_truth(root / "raw")
     labels = np.array([truth[m.name.split("/")[-1].rsplit(".", 1)[0]].phenotype == "dilated"
                        for m in meshes]).astype(int)

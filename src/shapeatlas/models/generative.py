@@ -40,6 +40,13 @@ class Samples:
         return [Mesh(v, self.faces, name=f"{prefix}_{i:04d}") for i, v in enumerate(self.vertices)]
 
 
+def latent_sizes(generator) -> dict:
+    """{"latent_dim": D} for the JSON files that describe a run, plus "latent_dims" (one per
+    atlas) for a mixture, whose D is the largest of them."""
+    dims = getattr(generator, "latent_dims", None)
+    return {"latent_dim": generator.latent_dim, **({"latent_dims": dims} if dims else {})}
+
+
 def cohort_summary(meshes: Sequence[Mesh], axes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Volumes (mL; NaN for open meshes) and extents along `axes` (mm) of real meshes."""
     vols = np.array([m.volume / 1000.0 if m.is_watertight else np.nan for m in meshes])
