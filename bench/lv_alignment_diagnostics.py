@@ -5,9 +5,9 @@ On a folder written by `bench/rasm_lv.py` (OUT/cohort + OUT/run-TAG/groomed):
    scale, per-axis scale in the aligned frame, PCA whitening), once with the grooming poses and
    once with the true poses: an estimate of what a purely geometric, proportional matching can
    reach, and of how much the pose residual costs.
-2. The grooming alignment's rotation residual against the truth, and the same after a few rounds
-   of consensus re-alignment (similarity ICP of every shape onto the mean occupancy of the
-   aligned cohort), to see whether a better alignment is available.
+2. The same with the poses after a few rounds of consensus re-alignment
+   (`shapeatlas.mesh.align.consensus_rotations`, groom's `--consensus-rounds`), and both poses'
+   rotation residual against the truth, to see whether a better alignment is available.
 
     python bench/lv_alignment_diagnostics.py /tmp/shapeatlas-rasm-lv --tag shape
 """
@@ -21,13 +21,10 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 
 from shapeatlas.data.synthetic_lv import load_truth
-from shapeatlas.mesh.align import symmetric_icp
+from shapeatlas.mesh.align import consensus_rotations, rotation_about
 from shapeatlas.mesh.groom import load_groomed
 from shapeatlas.metrics.correspondence import nearest_point_baseline_error
 from shapeatlas.pipeline import consecutive_pairs
-
-#: Grid cells along the cohort's longest side for the consensus template.
-TEMPLATE_CELLS = 80
 
 
 def normaliser(x: np.ndarray, mode: str) -> np.ndarray:
@@ -73,29 +70,6 @@ def rotation_residual(names, truth, poses) -> np.ndarray:
     return np.degrees(np.linalg.norm((rot.mean().inv() * rot).as_rotvec(), axis=1))
 
 
-def consensus_round(verts: dict, faces: dict, current: dict) -> dict:
-    """Similarity-ICP every shape onto the mean occupancy of the currently aligned cohort."""
-    import igl
-    from skimage.measure import marching_cubes
-
-    pts = {n: verts[n] @ current[n][:3, :3].T + current[n][:3, 3] for n in verts}
-    allp = np.concatenate(list(pts.values()))
-    lo, hi = allp.min(axis=0) - 5.0, allp.max(axis=0) + 5.0
-    pitch = float((hi - lo).max()) / TEMPLATE_CELLS
-    shape = np.ceil((hi - lo) / pitch).astype(int) + 1
-    grid = np.stack(np.meshgrid(*[np.arange(k) for k in shape], indexing="ij"), -1)
-    grid = grid.reshape(-1, 3) * pitch + lo
-    occ = sum((np.abs(igl.fast_winding_number(pts[n], faces[n], grid)) >= 0.5).astype(float)
-              for n in verts) / len(verts)
-    tv, _, _, _ = marching_cubes(occ.reshape(tuple(shape)), 0.5, spacing=(pitch,) * 3)
-    out = {}
-    for n in verts:
-        m, k, _ = symmetric_icp(verts[n], tv + lo, current[n], scale=True, iterations=60)
-        m[:3, :3] /= k
-        out[n] = m
-    return out
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("out", help="the --out folder of bench/rasm_lv.py")
@@ -108,20 +82,18 @@ def main() -> None:
     truth = load_truth(out / "cohort")
     groomed = {s["name"]: np.asarray(s["transform"]) for s in manifest["shapes"]}
     true = {n: np.linalg.inv(truth[n].pose) for n in names}
-    print("nearest-point baseline (mm) | grooming pose | true pose")
+    c_rot = consensus_rotations(meshes, rounds=args.rounds)
+    consensus = {n: rotation_about(r, m.centroid) @ groomed[n]
+                 for n, m, r in zip(names, meshes, c_rot)}
+    print(f"nearest-point baseline (mm) | grooming pose | after {args.rounds} consensus rounds | "
+          "true pose")
     for mode in ("none", "isotropic", "per-axis", "pca"):
         print(f"{mode:>27} | {baseline(names, truth, groomed, mode):.2f} | "
+              f"{baseline(names, truth, consensus, mode):.2f} | "
               f"{baseline(names, truth, true, mode):.2f}")
-    res = rotation_residual(names, truth, groomed)
-    print(f"rotation residual after grooming: median {np.median(res):.2f} deg, mean "
-          f"{res.mean():.2f}, max {res.max():.1f}")
-    verts = {n: np.asarray(m.vertices) for n, m in zip(names, meshes)}
-    faces = {n: np.asarray(m.faces) for n, m in zip(names, meshes)}
-    current = {n: np.eye(4) for n in names}
-    for r in range(args.rounds):
-        current = consensus_round(verts, faces, current)
-        res = rotation_residual(names, truth, {n: current[n] @ groomed[n] for n in names})
-        print(f"after consensus round {r + 1}: median {np.median(res):.2f} deg, mean "
+    for what, poses in (("grooming", groomed), (f"{args.rounds} consensus rounds", consensus)):
+        res = rotation_residual(names, truth, poses)
+        print(f"rotation residual after {what}: median {np.median(res):.2f} deg, mean "
               f"{res.mean():.2f}, max {res.max():.1f}")
 
 

@@ -5,7 +5,8 @@ whose index in sorted order is not a multiple of 5: 61 shapes) and corresponds t
 livers, reporting Chamfer and Hausdorff (mm) between each input and its refined normalised shape,
 with and without the test-time refinement.
 
-    python bench/rasm_liver.py [--features hybrid] [--epochs 15] [--out /tmp/shapeatlas-rasm-liver]
+    python bench/rasm_liver.py [--features hybrid] [--epochs 15] [--sharpness L]
+                               [--normalisation shape] [--tag T] [--out /tmp/shapeatlas-rasm-liver]
 """
 
 from __future__ import annotations
@@ -26,15 +27,19 @@ from shapeatlas.training.config import FitConfig
 HERE = Path(__file__).resolve().parent
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default=str(HERE.parents[1] / "shared" / "data" / "liver-amos77"))
     p.add_argument("--features", default="hybrid", choices=["hybrid", "spatial"])
     p.add_argument("--epochs", type=int, default=15)
     p.add_argument("--sharpness", type=float, default=None)
+    p.add_argument("--normalisation", default=None, choices=["cohort", "shape", "whiten"])
+    p.add_argument("--tag", default=None, help="name of this run inside --out")
     p.add_argument("--out", default="/tmp/shapeatlas-rasm-liver")
-    args = p.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    return p
+
+
+def run(args: argparse.Namespace) -> dict:
     out = Path(args.out)
     groomed = out / "groomed"
     if not (groomed / "groom.json").is_file():
@@ -42,8 +47,10 @@ def main() -> None:
     meshes, manifest = load_groomed(groomed)
     train = [m for i, m in enumerate(meshes) if i % 5]
     test = [m for i, m in enumerate(meshes) if not i % 5]
-    cfg = FitConfig(features=args.features, epochs=args.epochs).replace(sharpness=args.sharpness)
-    run = out / f"run-{args.features}"
+    cfg = FitConfig(features=args.features, epochs=args.epochs).replace(
+        sharpness=args.sharpness, normalisation=args.normalisation)
+    tag = args.tag or args.features
+    run = out / f"run-{tag}"
     shutil.rmtree(run, ignore_errors=True)
     t0 = time.perf_counter()
     model = AtlasModel(cfg).fit(train, run_dir=run)
@@ -62,7 +69,14 @@ def main() -> None:
     result = {"n_train": len(train), "n_test": len(test), "features": args.features,
               "fit_seconds": fit_s, "epochs_run": len(model.history_), "rows": rows,
               "config": cfg.to_dict()}
-    (out / f"result-{args.features}.json").write_text(json.dumps(result, indent=1))
+    (out / f"result-{tag}.json").write_text(json.dumps(result, indent=1))
+    return result
+
+
+def main() -> None:
+    args = parser().parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    result = run(args)
     print(json.dumps({k: v for k, v in result.items() if k != "config"}, indent=1))
 
 

@@ -50,7 +50,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--reuse-cohort", action="store_true")
     p.add_argument("--atlas-init", default=None, help="medoid (default), random, or a mesh path")
     p.add_argument("--tag", default=None, help="name of this run inside --out")
-    p.add_argument("--normalisation", default=None, choices=["cohort", "shape"])
+    p.add_argument("--normalisation", default=None, choices=["cohort", "shape", "whiten"])
+    p.add_argument("--consensus-rounds", type=int, default=None,
+                   help="groom_consensus_rounds of the fit (its grooming of the raw cohort)")
     return p
 
 
@@ -65,7 +67,7 @@ def run(args: argparse.Namespace) -> dict:
     cfg = FitConfig(features=args.features, seed=args.fit_seed).replace(
         epochs=args.epochs, atlas_rounds=args.rounds, sharpness=args.sharpness,
         atlas_vertices=args.atlas_vertices, atlas_init=args.atlas_init,
-        normalisation=args.normalisation)
+        normalisation=args.normalisation, groom_consensus_rounds=args.consensus_rounds)
     t0 = time.perf_counter()
     fit_run(cohort, run, cfg)
     fit_s = time.perf_counter() - t0

@@ -67,9 +67,11 @@ def test_synth_and_groom(tmp_path, capsys):
     truth = json.loads((tmp_path / "lv" / "truth.json").read_text())
     assert len(truth["shapes"]) == 3
     assert main(["groom", str(tmp_path / "lv"), "--out", str(tmp_path / "g"),
-                 "--target-vertices", "600", "--jobs", "1", "-q"]) == 0
+                 "--target-vertices", "600", "--jobs", "1", "--consensus-rounds", "1",
+                 "-q"]) == 0
     manifest = json.loads((tmp_path / "g" / "groom.json").read_text())
     assert [s["n_vertices"] for s in manifest["shapes"]] == [600, 600, 600]
+    assert manifest["options"]["consensus_rounds"] == 1
     assert "groomed 3 of 3 meshes" in capsys.readouterr().out
 
 

@@ -52,7 +52,8 @@ def load_cohort(data_dir: str | Path, run_dir: Path, cfg: FitConfig,
     if not data_dir.is_dir():
         raise ShapeAtlasError(f"{data_dir}: not a folder")
     out = run_dir / "groomed"
-    opts = GroomOptions(target_vertices=cfg.groom_target_vertices, watertight="auto")
+    opts = GroomOptions(target_vertices=cfg.groom_target_vertices, watertight="auto",
+                        consensus_rounds=cfg.groom_consensus_rounds)
     log.info("%s has no %s: grooming it into %s", data_dir, MANIFEST_NAME, out)
     result = groom_cohort(data_dir, out, opts, progress=progress)
     meshes, _ = load_groomed(out)

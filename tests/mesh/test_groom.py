@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import trimesh
+from scipy.spatial import Delaunay
 from scipy.spatial.transform import Rotation
 from shapes import asymmetric_blob
 
@@ -214,3 +215,74 @@ def test_groom_aligns_nearly_symmetric_lvs_of_different_size(tmp_path):
         r = (t[name] @ truth[name].pose)[:3, :3]
         angle = np.degrees(np.linalg.norm(Rotation.from_matrix(r @ r0.T).as_rotvec()))
         assert angle < 20.0, f"{name} is off by {angle:.0f} degrees"
+
+
+def _scaled_and_turned(n: int, seed: int) -> tuple[list[Mesh], list[np.ndarray]]:
+    """Copies of one asymmetric blob, each scaled by 0.8-1.3 and turned by about 8 degrees.
+    -> (meshes, rotations)"""
+    from shapeatlas.mesh.align import principal_frame
+
+    blob = asymmetric_blob()
+    c = principal_frame(blob)[0]
+    rng = np.random.default_rng(seed)
+    meshes, rots = [], []
+    for i in range(n):
+        r = Rotation.from_rotvec(rng.normal(0.0, np.radians(8.0) / np.sqrt(3), 3)).as_matrix()
+        v = (np.asarray(blob.vertices) - c) @ r.T * rng.uniform(0.8, 1.3) + rng.normal(0, 5, 3)
+        meshes.append(Mesh(v, blob.faces, name=f"b{i}"))
+        rots.append(r)
+    return meshes, rots
+
+
+def test_consensus_rotations_undo_the_turns_of_scaled_copies():
+    from shapeatlas.mesh.align import consensus_rotations
+
+    meshes, rots = _scaled_and_turned(6, seed=1)
+    found = consensus_rotations(meshes, rounds=3, cells=48)
+    # Each found rotation undoes its copy's turn, up to one rotation shared by all.
+    net = [Rotation.from_matrix(f @ r) for f, r in zip(found, rots)]
+    mean = Rotation.concatenate(net).mean()
+    spread = [np.degrees((mean.inv() * q).magnitude()) for q in net]
+    before = [np.degrees((Rotation.concatenate([Rotation.from_matrix(r) for r in rots]).mean()
+                          .inv() * Rotation.from_matrix(r)).magnitude()) for r in rots]
+    assert np.mean(before) > 5.0 and max(before) > 8.0, before
+    assert np.mean(spread) < 0.2 * np.mean(before) and max(spread) < 2.5, (spread, before)
+
+
+def test_groom_consensus_keeps_the_manifest_exact_and_refuses_negative_rounds(tmp_path):
+    meshes, _ = _scaled_and_turned(4, seed=2)
+    # A flat sheet cannot be whitened: it keeps its alignment, the others still get theirs.
+    xy = np.stack(np.meshgrid(np.linspace(0, 60, 8), np.linspace(0, 40, 6)), -1).reshape(-1, 2)
+    sheet = Mesh(np.c_[xy, np.zeros(len(xy))], Delaunay(xy).simplices, name="sheet")
+    for m in [*meshes, sheet]:
+        write_mesh(m, tmp_path / "in" / f"{m.name}.ply")
+    result = groom_cohort(tmp_path / "in", tmp_path / "g",
+                          GroomOptions(consensus_rounds=1, n_jobs=1))
+    assert result.manifest["options"]["consensus_rounds"] == 1
+    assert len(result.shapes) == 5 and not result.failed
+    for s in result.shapes:
+        src = read_mesh(tmp_path / "in" / f"{s['name']}.ply")
+        out = read_mesh(tmp_path / "g" / s["output"])
+        np.testing.assert_allclose(src.transformed(np.asarray(s["transform"])).vertices,
+                                   out.vertices, atol=1e-6)
+        t = np.asarray(s["transform"])[:3, :3]
+        np.testing.assert_allclose(t @ t.T, np.eye(3), atol=1e-9)  # still rigid
+    with pytest.raises(ShapeAtlasError, match="consensus_rounds"):
+        groom_cohort(tmp_path / "in", tmp_path / "g2", GroomOptions(consensus_rounds=-1))
+
+
+def test_fit_config_passes_consensus_rounds_to_its_grooming(tmp_path):
+    from shapeatlas.pipeline import load_cohort
+    from shapeatlas.training.config import FitConfig
+
+    meshes, _ = _scaled_and_turned(3, seed=4)
+    for m in meshes:
+        write_mesh(m, tmp_path / "raw" / f"{m.name}.ply")
+    cfg = FitConfig(groom_consensus_rounds=1, groom_target_vertices=400)
+    _, info = load_cohort(tmp_path / "raw", tmp_path / "run", cfg)
+    assert info["groom_options"]["consensus_rounds"] == 1
+    # A configuration saved before the field existed grooms as it did then.
+    old = {k: v for k, v in cfg.to_dict().items() if k != "groom_consensus_rounds"}
+    assert FitConfig.from_dict(old).groom_consensus_rounds == 0
+    with pytest.raises(ShapeAtlasError, match="groom_consensus_rounds"):
+        FitConfig(groom_consensus_rounds=-2)

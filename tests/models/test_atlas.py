@@ -182,3 +182,45 @@ def test_shape_normalisation_is_size_invariant(tiny_cohort, tiny_config):
     b2 = cohort.correspond([meshes[0].transformed(s)], transforms=[np.eye(4)])[0]
     assert not np.allclose(b2.points, a2.points @ s[:3, :3].T + s[:3, 3], atol=1e-3)
     assert model.atlas_vertices_.shape == (200, 3)
+
+
+def test_whitening_normalisation_removes_stretch_and_round_trips(tiny_cohort):
+    from shapeatlas.mesh.align import principal_frame
+    from shapeatlas.models.inputs import Normalisation, graph_input
+
+    _, meshes, _ = tiny_cohort
+    mesh = meshes[0]
+    c, axes, _ = principal_frame(mesh)
+    # The same LV 25% longer and 10% thinner along its own principal axes.
+    stretch = axes @ np.diag([1.25, 0.9, 0.9]) @ axes.T
+    longer = mesh.with_vertices((mesh.vertices - c) @ stretch.T + c)
+    white = [Normalisation.of_shape(m, whiten=True) for m in (mesh, longer)]
+    iso = [Normalisation.of_shape(m) for m in (mesh, longer)]
+    d_white = np.abs(white[0].to_model(mesh.vertices) - white[1].to_model(longer.vertices)).max()
+    d_iso = np.abs(iso[0].to_model(mesh.vertices) - iso[1].to_model(longer.vertices)).max()
+    # Area weights change under a stretch, so whitening is invariant only up to a small error.
+    assert d_white < 0.05 and d_iso > 4 * d_white, (d_white, d_iso)
+    n = white[1]
+    np.testing.assert_allclose(n.to_mm(n.to_model(longer.vertices)), longer.vertices, atol=1e-9)
+    again = Normalisation.from_dict(json.loads(json.dumps(n.to_dict())))
+    np.testing.assert_allclose(again.to_model(longer.vertices), n.to_model(longer.vertices))
+    # hGCN normals are those of the normalised surface, not of the mm one.
+    g = graph_input(longer, n, features="hybrid", device=torch.device("cpu"))
+    seen = Mesh(n.to_model(longer.vertices), longer.faces)
+    np.testing.assert_allclose(g.x[:, 3:].numpy(), seen.vertex_normals, atol=1e-5)
+    flat = Mesh(np.c_[mesh.vertices[:, :2], np.zeros(mesh.n_vertices)], mesh.faces, name="flat")
+    with pytest.raises(MeshError, match="flat"):
+        Normalisation.of_shape(flat, whiten=True)
+
+
+def test_whiten_model_saves_and_loads(tiny_cohort, tiny_config, tmp_path):
+    _, meshes, _ = tiny_cohort
+    model = AtlasModel(tiny_config.replace(normalisation="whiten", atlas_rounds=1,
+                                           vae_epochs=20)).fit(meshes)
+    assert model.normalisation_.matrix is not None
+    model.save(tmp_path / "m")
+    again = AtlasModel.load(tmp_path / "m", device="cpu")
+    a = model.correspond(meshes[:1], transforms=[np.eye(4)])[0]
+    b = again.correspond(meshes[:1], transforms=[np.eye(4)])[0]
+    np.testing.assert_allclose(a.points, b.points, atol=1e-9)
+    assert a.chamfer_mm < 5.0

@@ -28,7 +28,13 @@ import numpy as np
 
 from shapeatlas.atomic import write_text_atomic
 from shapeatlas.errors import MeshError, ShapeAtlasError
-from shapeatlas.mesh.align import align_to_reference, translation
+from shapeatlas.mesh.align import (
+    align_to_reference,
+    consensus_rotations,
+    rotation_about,
+    solid_frame,
+    translation,
+)
 from shapeatlas.mesh.checks import PLAUSIBLE_DIAGONAL_MM
 from shapeatlas.mesh.core import Mesh
 from shapeatlas.mesh.io import is_mesh_file, read_mesh, write_mesh
@@ -68,6 +74,10 @@ class GroomOptions:
     """Alignment of every shape to the reference (similarity also normalises size)."""
     reference: str | None = None
     """Name (file stem) of the reference shape; default: the shape of median size."""
+    consensus_rounds: int = 0
+    """After aligning to the reference, re-align every shape this many times onto the cohort's
+    consensus shape (rotation only, sizes and proportions factored out; see
+    `align.consensus_rotations`), so no single reference's quirks set everyone's pose."""
     input_units: Literal["mm", "cm", "m"] = "mm"
     """Units of the input coordinates; outputs are always in millimetres."""
     n_jobs: int = 0
@@ -140,6 +150,34 @@ def _align_one(args) -> dict:
     return {"matrix": al.matrix, "scale": al.scale, "rms": al.rms}
 
 
+def _align_to_consensus(meshes: Sequence[Mesh], aligned: list[dict], ref_pos: int, rounds: int,
+                        progress: Callable[[int], None] | None) -> None:
+    """Compose each alignment (in place) with its rotation onto the cohort's consensus, about
+    the aligned shape's centroid, and record the new RMS distance to the re-aligned reference."""
+    from scipy.spatial import cKDTree
+
+    moved = [m.transformed(a["matrix"]) for m, a in zip(meshes, aligned)]
+    solid = []
+    for i, m in enumerate(moved):
+        try:
+            solid_frame(m)
+            solid.append(i)
+        except MeshError as exc:
+            log.warning("%s; it keeps its alignment to the reference", exc)
+    if len(solid) < 3:
+        log.warning("fewer than 3 shapes can be whitened: no consensus alignment")
+        return
+    rots = consensus_rotations([moved[i] for i in solid], rounds=rounds, progress=progress)
+    for i, r in zip(solid, rots):
+        aligned[i]["matrix"] = rotation_about(r, moved[i].centroid) @ aligned[i]["matrix"]
+    ref = meshes[ref_pos].transformed(aligned[ref_pos]["matrix"]).vertices
+    ref_tree = cKDTree(ref)
+    for m, a in zip(meshes, aligned):
+        v = m.transformed(a["matrix"]).vertices
+        d1, d2 = ref_tree.query(v)[0], cKDTree(v).query(ref)[0]
+        a["rms"] = float(np.sqrt((np.sum(d1**2) + np.sum(d2**2)) / (len(d1) + len(d2))))
+
+
 def _map(fn, items: Sequence, n_jobs: int, progress: Callable[[int], None] | None):
     """Apply `fn` to `items` in order, in a process pool when n_jobs > 1."""
     out = []
@@ -208,6 +246,8 @@ def groom_cohort(
         raise ShapeAtlasError(f"align must be 'none', 'rigid' or 'similarity', got {opts.align!r}")
     if opts.input_units not in UNIT_SCALE:
         raise ShapeAtlasError(f"input_units must be one of {sorted(UNIT_SCALE)}, got {opts.input_units!r}")
+    if opts.consensus_rounds < 0:
+        raise ShapeAtlasError(f"consensus_rounds must be 0 or more, got {opts.consensus_rounds}")
     if opts.target_vertices is not None and opts.target_vertices < 100:
         raise ShapeAtlasError(f"target_vertices must be at least 100, got {opts.target_vertices}")
     if isinstance(inputs, (str, Path)) and Path(inputs).is_dir():
@@ -255,6 +295,9 @@ def groom_cohort(
         aligned = _map(_align_one, jobs, n_jobs, tick("align", len(ok)))
         for a in aligned:
             a["matrix"] = to_origin @ a["matrix"]
+        if opts.consensus_rounds and len(ok) >= 3:
+            _align_to_consensus([meshes[i] for i in ok], aligned, ref_pos, opts.consensus_rounds,
+                                tick("consensus", opts.consensus_rounds * len(ok)))
 
     shapes = []
     write_tick = tick("write", len(ok))

@@ -114,9 +114,9 @@ class AtlasModel(GenerativeMixin):
 
     def _norm_for(self, mesh: Mesh) -> inputs.Normalisation:
         """The map to network units for one (aligned) mesh: the cohort's, or the shape's own."""
-        if self.config.normalisation == "shape":
-            return inputs.Normalisation.of_shape(mesh)
-        return self.normalisation_
+        if self.config.normalisation == "cohort":
+            return self.normalisation_
+        return inputs.Normalisation.of_shape(mesh, whiten=self.config.normalisation == "whiten")
 
     @property
     def atlas_mesh(self) -> Mesh:
@@ -139,7 +139,8 @@ class AtlasModel(GenerativeMixin):
         run = Path(run_dir) if run_dir is not None else None
         if run is not None:
             run.mkdir(parents=True, exist_ok=True)
-        self.normalisation_ = inputs.Normalisation.fit(meshes)
+        self.normalisation_ = inputs.Normalisation.fit(meshes,
+                                                       whiten=cfg.normalisation == "whiten")
         start, atlas0 = inputs.initial_atlas(meshes, init=cfg.atlas_init, seed=cfg.seed,
                                              atlas_vertices=cfg.atlas_vertices)
         log.info("initial atlas: %s (%s)", start.name, cfg.atlas_init)
@@ -191,7 +192,8 @@ class AtlasModel(GenerativeMixin):
         norms = [self._norm_for(m) for m in meshes]
         centers = torch.tensor(np.array([n.center for n in norms]), dtype=torch.float32,
                                device=self.device_)
-        scales = torch.tensor([n.scale for n in norms], dtype=torch.float32, device=self.device_)
+        linears = torch.tensor(np.array([n.linear for n in norms]), dtype=torch.float32,
+                               device=self.device_)
         atlas_mm = np.asarray(atlas0.vertices, dtype=np.float64)
         # Standardisation scale: the typical distance (mm) of a shape from the initial atlas.
         spread = float(np.mean([np.sqrt(np.mean(cKDTree(m.vertices).query(atlas_mm)[0] ** 2))
@@ -200,7 +202,7 @@ class AtlasModel(GenerativeMixin):
         n_values = atlas_mm.size
 
         def loss(idx, smoothed, gen):
-            x = torch.stack([h * scales[i] + centers[i] for h, i in zip(smoothed, idx)])
+            x = torch.stack([h @ linears[i].T + centers[i] for h, i in zip(smoothed, idx)])
             x = x.reshape(len(idx), -1)
             total, terms = beta_vae_loss(x, net(x, generator=gen), beta=cfg.beta,
                                          noise_mm=cfg.vae_noise_mm)
@@ -286,8 +288,7 @@ class AtlasModel(GenerativeMixin):
         tensors.update(gen_tensors)
         meta = {"format": MODEL_FORMAT, "version": MODEL_VERSION,
                 "config": self.config.to_dict(),
-                "normalisation": {"center": self.normalisation_.center.tolist(),
-                                  "scale": self.normalisation_.scale},
+                "normalisation": self.normalisation_.to_dict(),
                 "atlas_init": getattr(self, "atlas_init_name_", None),
                 "generator": gen_meta}
         return persistence.write_model_folder(path, tensors, meta, atlas=self.atlas_mesh)
@@ -315,9 +316,7 @@ class AtlasModel(GenerativeMixin):
         model.net_ = net.to(model.device_).eval()
         model.atlas_vertices_ = tensors["atlas.vertices"].numpy()
         model.atlas_faces_ = tensors["atlas.faces"].numpy()
-        norm = meta["normalisation"]
-        model.normalisation_ = inputs.Normalisation(center=np.asarray(norm["center"]),
-                                                    scale=float(norm["scale"]))
+        model.normalisation_ = inputs.Normalisation.from_dict(meta["normalisation"])
         model.atlas_init_name_ = meta.get("atlas_init")
         model._atlas_cache = None
         model._load_generator(tensors, meta.get("generator"))

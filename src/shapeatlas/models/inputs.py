@@ -14,6 +14,7 @@ from scipy.spatial import cKDTree
 
 from shapeatlas.errors import MeshError, ShapeAtlasError
 from shapeatlas.mesh import geometry as geo
+from shapeatlas.mesh.align import solid_frame
 from shapeatlas.mesh.core import Mesh
 from shapeatlas.nn.graph import mesh_graph, node_features
 from shapeatlas.nn.rasm import AtlasGraph, GraphInput
@@ -28,36 +29,80 @@ MAX_VERTICES = 200_000
 
 @dataclass(frozen=True)
 class Normalisation:
-    """Cohort-wide map to the network's units: x_norm = (x_mm - center) / scale.
+    """Map to the network's units: x_norm = (x_mm - center) @ inv(linear).T.
 
-    center: (3,) mm; scale: mm (the mean area-weighted RMS radius of the training shapes).
+    center: (3,) mm; scale: mm, an RMS radius (the cohort's mean, or one shape's own);
+    matrix: (3, 3) the linear part of the map back to mm (normalised -> mm), or None for the
+    isotropic `scale * I`. A whitening `matrix` maps each shape's own covariance to the identity
+    (scaled to unit RMS radius), so shapes of different proportions are matched proportionally.
     """
 
     center: np.ndarray
     scale: float
+    matrix: np.ndarray | None = None
 
     @staticmethod
-    def fit(meshes: Sequence[Mesh]) -> "Normalisation":
+    def fit(meshes: Sequence[Mesh], *, whiten: bool = False) -> "Normalisation":
+        """The cohort's map: mean centre and RMS radius (and mean un-whitening matrix)."""
         centres = np.array([m.centroid for m in meshes])
         radii = [_rms_radius(m) for m in meshes]
-        return Normalisation(center=centres.mean(axis=0), scale=float(np.mean(radii)))
+        matrix = (np.mean([_moments(m)[1] for m in meshes], axis=0) if whiten else None)
+        return Normalisation(center=centres.mean(axis=0), scale=float(np.mean(radii)),
+                             matrix=matrix)
 
     @staticmethod
-    def of_shape(mesh: Mesh) -> "Normalisation":
-        """One shape's own centroid and RMS radius (size-invariant coordinates)."""
-        return Normalisation(center=np.asarray(mesh.centroid), scale=_rms_radius(mesh))
+    def of_shape(mesh: Mesh, *, whiten: bool = False) -> "Normalisation":
+        """One shape's own centroid and RMS radius (size-invariant coordinates), or with
+        `whiten` its own centroid and covariance (invariant to anisotropic scaling too)."""
+        if not whiten:
+            return Normalisation(center=np.asarray(mesh.centroid), scale=_rms_radius(mesh))
+        center, matrix = _moments(mesh)
+        return Normalisation(center=center, scale=_rms_radius(mesh), matrix=matrix)
+
+    @property
+    def linear(self) -> np.ndarray:
+        """(3, 3) normalised -> mm linear part."""
+        return self.scale * np.eye(3) if self.matrix is None else np.asarray(self.matrix)
 
     def to_model(self, points: np.ndarray) -> np.ndarray:
-        return (np.asarray(points) - self.center) / self.scale
+        if self.matrix is None:
+            return (np.asarray(points) - self.center) / self.scale
+        return np.linalg.solve(self.linear, (np.asarray(points) - self.center).T).T
 
     def to_mm(self, points: np.ndarray) -> np.ndarray:
-        return np.asarray(points) * self.scale + self.center
+        if self.matrix is None:
+            return np.asarray(points) * self.scale + self.center
+        return np.asarray(points) @ self.linear.T + self.center
+
+    def to_dict(self) -> dict:
+        d = {"center": np.asarray(self.center).tolist(), "scale": float(self.scale)}
+        if self.matrix is not None:
+            d["matrix"] = np.asarray(self.matrix).tolist()
+        return d
+
+    @staticmethod
+    def from_dict(d: dict) -> "Normalisation":
+        matrix = d.get("matrix")
+        if matrix is not None:
+            matrix = np.asarray(matrix, dtype=np.float64)
+        return Normalisation(center=np.asarray(d["center"], dtype=np.float64),
+                             scale=float(d["scale"]), matrix=matrix)
 
 
 def _rms_radius(mesh: Mesh) -> float:
     w = vertex_areas(mesh)
     c = (mesh.vertices * w[:, None]).sum(0) / w.sum()
     return float(np.sqrt((np.square(mesh.vertices - c).sum(1) * w).sum() / w.sum()))
+
+
+def _moments(mesh: Mesh) -> tuple[np.ndarray, np.ndarray]:
+    """Area-weighted centroid (3,) and un-whitening matrix (3, 3) of a surface.
+
+    The matrix is sqrt(3) * C^(1/2) for the surface's covariance C, so its inverse maps the
+    shape to covariance I / 3: about unit RMS radius, like the isotropic normalisation.
+    """
+    center, axes, moments = solid_frame(mesh)
+    return center, np.sqrt(3.0) * (axes * np.sqrt(moments)) @ axes.T
 
 
 def vertex_areas(mesh: Mesh) -> np.ndarray:
@@ -90,8 +135,13 @@ def graph_input(mesh: Mesh, norm: Normalisation, *,
         raise MeshError(mesh.name, "non-finite coordinates after normalisation")
     w = vertex_areas(mesh)
     w = w / w.sum()
+    normals = np.array(mesh.vertex_normals)
+    if norm.matrix is not None:
+        # x_norm = inv(L) x maps normals by inv(L)^-T = L^T (as rows: n @ L).
+        normals = normals @ norm.linear
+        normals /= np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-12)
     p = torch.as_tensor(pts, dtype=dtype, device=device)
-    n = torch.tensor(np.array(mesh.vertex_normals), dtype=dtype, device=device)
+    n = torch.tensor(normals, dtype=dtype, device=device)
     return GraphInput(
         name=mesh.name,
         x=node_features(p, n, kind=features),

@@ -28,10 +28,11 @@ class FitConfig:
     (non-rigid CPD of the atlas onto each shape + PCA)."""
     features: Literal["spatial", "hybrid"] = "hybrid"
     """Node features: coordinates (sGCN) or coordinates + vertex normals (hGCN)."""
-    normalisation: Literal["cohort", "shape"] = "shape"
-    """Coordinates the network sees: each shape's own centroid and RMS radius (size-invariant
-    matching, points mapped back to mm; measured better on synthetic LVs) or one centre/scale
-    for the whole cohort."""
+    normalisation: Literal["cohort", "shape", "whiten"] = "shape"
+    """Coordinates the network sees: "shape", each shape's own centroid and RMS radius
+    (size-invariant matching, points mapped back to mm); "whiten", each shape's own centroid and
+    covariance (also invariant to stretching along any axis, so shapes of different proportions
+    are matched proportionally); "cohort", one centre and scale for the whole cohort."""
     encoder: EncoderConfig = field(default_factory=lambda: EncoderConfig(
         in_channels=6, widths=(32, 32, 64, 64), heads=4, latent_dim=64))
     """Graph VAE architecture (in_channels follows `features`). CPU-sized by default."""
@@ -135,6 +136,9 @@ class FitConfig:
     """cpd-pca: maximum EM iterations per registration."""
     groom_target_vertices: int = 2000
     """Vertex count raw meshes are groomed to when `fit` is given a raw folder."""
+    groom_consensus_rounds: int = 0
+    """Rounds of re-alignment onto the cohort's consensus when `fit` grooms a raw folder
+    (`GroomOptions.consensus_rounds`)."""
     seed: int = 0
     """One seed for everything (initialisation, shuffling, VAE sampling)."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -186,14 +190,18 @@ class FitConfig:
                 problems.append(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.features not in ("spatial", "hybrid"):
             problems.append(f"features must be 'spatial' or 'hybrid', got {self.features!r}")
-        if self.normalisation not in ("cohort", "shape"):
-            problems.append(f"normalisation must be 'cohort' or 'shape', got {self.normalisation!r}")
+        if self.normalisation not in ("cohort", "shape", "whiten"):
+            problems.append("normalisation must be 'cohort', 'shape' or 'whiten', got "
+                            f"{self.normalisation!r}")
         if self.device not in ("auto", "cpu", "cuda"):
             problems.append(f"device must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
         for name in ("atlas_vertices", "epochs", "batch_size", "atlas_rounds", "checkpoint_every",
                      "groom_target_vertices"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.groom_consensus_rounds < 0:
+            problems.append("groom_consensus_rounds must be 0 or more, got "
+                            f"{self.groom_consensus_rounds}")
         if self.atlas_vertices < 100:
             problems.append(f"atlas_vertices must be at least 100, got {self.atlas_vertices}")
         if self.sharpness <= 0:
@@ -232,6 +240,8 @@ class FitConfig:
             raise ShapeAtlasError(
                 f"{source}: written by a newer shapeatlas (config version {version}); upgrade"
             )
+        # Configurations written before the field existed groomed without consensus rounds.
+        d.setdefault("groom_consensus_rounds", 0)
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:

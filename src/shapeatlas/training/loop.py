@@ -239,7 +239,8 @@ def train(
                 opt.step()
                 n_steps += 1
                 for k, v in {"loss": total, **terms}.items():
-                    sums[k] = sums.get(k, 0.0) + float(v)  # tensors and plain floats
+                    v = v.detach() if isinstance(v, torch.Tensor) else v  # or a plain float
+                    sums[k] = sums.get(k, 0.0) + float(v)
                 if progress:
                     progress({"round": state.round + 1, "epoch": state.epoch + 1,
                               "step": n_steps, "steps": -(-len(order) // cfg.batch_size),
