@@ -122,8 +122,7 @@ def _groom_options(args: argparse.Namespace):
         center=not args.no_center,
         align=args.align,
         reference=args.reference,
-        consensus_rounds=(GroomOptions.consensus_rounds if args.consensus_rounds is None
-                          else args.consensus_rounds),
+        consensus_rounds=args.consensus_rounds,
         input_units=args.input_units,
         n_jobs=args.jobs,
     )
@@ -405,10 +404,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="quadric keeps volume best; uniform gives regular triangles")
     g.add_argument("--align", choices=["none", "rigid", "similarity"], default="rigid",
                    help="alignment to the reference shape (default rigid)")
-    g.add_argument("--consensus-rounds", type=int, default=None, metavar="N",
+    g.add_argument("--consensus-rounds", type=int, default=0, metavar="N",
                    help="then re-align every shape N times onto the cohort's consensus shape "
-                        "(rotation only, sizes and proportions factored out; 0 skips it; "
-                        "default: groom's own, see the README)")
+                        "(rotation only, sizes and proportions factored out; default 0: off)")
     g.add_argument("--no-center", action="store_true", help="do not move the reference's centroid to the origin")
     g.add_argument("--reference", default=None, metavar="NAME",
                    help="file stem of the reference shape (default: the shape of median size)")

@@ -260,6 +260,11 @@ def test_groom_consensus_keeps_the_manifest_exact_and_refuses_negative_rounds(tm
                           GroomOptions(consensus_rounds=1, n_jobs=1))
     assert result.manifest["options"]["consensus_rounds"] == 1
     assert len(result.shapes) == 5 and not result.failed
+    plain = groom_cohort(tmp_path / "in", tmp_path / "g0", GroomOptions(n_jobs=1))
+    before = {s["name"]: np.asarray(s["transform"]) for s in plain.shapes}
+    for s in result.shapes:
+        moved = not np.allclose(np.asarray(s["transform"]), before[s["name"]], atol=1e-6)
+        assert s["consensus"] == moved == (s["name"] != "sheet"), s["name"]
     for s in result.shapes:
         src = read_mesh(tmp_path / "in" / f"{s['name']}.ply")
         out = read_mesh(tmp_path / "g" / s["output"])
@@ -269,6 +274,9 @@ def test_groom_consensus_keeps_the_manifest_exact_and_refuses_negative_rounds(tm
         np.testing.assert_allclose(t @ t.T, np.eye(3), atol=1e-9)  # still rigid
     with pytest.raises(ShapeAtlasError, match="consensus_rounds"):
         groom_cohort(tmp_path / "in", tmp_path / "g2", GroomOptions(consensus_rounds=-1))
+    with pytest.raises(ShapeAtlasError, match="needs an alignment"):
+        groom_cohort(tmp_path / "in", tmp_path / "g2", GroomOptions(consensus_rounds=1,
+                                                                     align="none"))
 
 
 def test_fit_config_passes_consensus_rounds_to_its_grooming(tmp_path):
@@ -281,8 +289,5 @@ def test_fit_config_passes_consensus_rounds_to_its_grooming(tmp_path):
     cfg = FitConfig(groom_consensus_rounds=1, groom_target_vertices=400)
     _, info = load_cohort(tmp_path / "raw", tmp_path / "run", cfg)
     assert info["groom_options"]["consensus_rounds"] == 1
-    # A configuration saved before the field existed grooms as it did then.
-    old = {k: v for k, v in cfg.to_dict().items() if k != "groom_consensus_rounds"}
-    assert FitConfig.from_dict(old).groom_consensus_rounds == 0
     with pytest.raises(ShapeAtlasError, match="groom_consensus_rounds"):
         FitConfig(groom_consensus_rounds=-2)

@@ -204,6 +204,8 @@ def test_whitening_normalisation_removes_stretch_and_round_trips(tiny_cohort):
     np.testing.assert_allclose(n.to_mm(n.to_model(longer.vertices)), longer.vertices, atol=1e-9)
     again = Normalisation.from_dict(json.loads(json.dumps(n.to_dict())))
     np.testing.assert_allclose(again.to_model(longer.vertices), n.to_model(longer.vertices))
+    with pytest.raises(ShapeAtlasError, match="model.json: the normalisation matrix"):
+        Normalisation.from_dict({**n.to_dict(), "matrix": [[1, 0], [0, 1]]}, source="model.json")
     # hGCN normals are those of the normalised surface, not of the mm one.
     g = graph_input(longer, n, features="hybrid", device=torch.device("cpu"))
     seen = Mesh(n.to_model(longer.vertices), longer.faces)

@@ -17,8 +17,9 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.spatial import cKDTree
+from scipy.spatial.transform import Rotation
 
-from shapeatlas.errors import MeshError
+from shapeatlas.errors import MeshError, ShapeAtlasError
 from shapeatlas.mesh import geometry as geo
 from shapeatlas.mesh.core import Mesh
 
@@ -33,6 +34,9 @@ FINALISTS = 3
 FINE_ITERATIONS = 60
 #: Relative change of the RMS distance below which ICP stops.
 ICP_TOLERANCE = 1e-6
+#: A surface whose smallest principal moment is below this share of its largest (a standard
+#: deviation 100 times smaller) is too flat to whiten.
+FLAT_MOMENT_RATIO = 1e-4
 #: Grid cells along the longest side of the box in which the consensus shape is built.
 CONSENSUS_CELLS = 80
 
@@ -71,7 +75,7 @@ def principal_frame(mesh: Mesh) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def solid_frame(mesh: Mesh) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """`principal_frame`, refusing a surface too flat to be whitened (a moment near zero)."""
     c, axes, moments = principal_frame(mesh)
-    if not moments[-1] > 1e-12 * max(moments[0], 1e-300):
+    if not moments[-1] > FLAT_MOMENT_RATIO * max(moments[0], 1e-300):
         raise MeshError(mesh.name, "flat or degenerate (its surface spans fewer than 3 "
                         "dimensions), so it cannot be whitened")
     return c, axes, moments
@@ -217,7 +221,8 @@ def translation(offset: np.ndarray) -> np.ndarray:
     return m
 
 
-def _sqrt_psd(c: np.ndarray, power: float) -> np.ndarray:
+def _psd_power(c: np.ndarray, power: float) -> np.ndarray:
+    """A symmetric positive (semi-)definite matrix (3, 3) to a real power, e.g. -0.5. -> (3, 3)"""
     w, u = np.linalg.eigh(c)
     return (u * np.maximum(w, 1e-300) ** power) @ u.T
 
@@ -225,8 +230,13 @@ def _sqrt_psd(c: np.ndarray, power: float) -> np.ndarray:
 def _colour_icp(w: np.ndarray, colour: np.ndarray, template: np.ndarray, tree: cKDTree,
                 init: np.ndarray, iterations: int) -> np.ndarray:
     """Rotation q of whitened points `w` (V, 3) such that the coloured shape
-    `(w @ q.T) @ colour.T` fits `template`: closest points are taken in the coloured space (both
-    ways) and mapped back through `colour`, where the rotation is solved. -> (3, 3)"""
+    `(w @ q.T) @ colour.T` fits `template` (T, 3).
+
+    Closest points are taken in the coloured space (both ways) and mapped back through `colour`,
+    where the rotation is solved by Procrustes. That solve minimises the whitened, not the
+    coloured, residual of the pairs: an approximation (exact when `colour` is isotropic) that
+    converges in practice; the loop also stops after `iterations`. -> (3, 3)
+    """
     back = np.linalg.inv(colour)
     q = init
     prev = np.inf
@@ -252,8 +262,13 @@ def consensus_rotations(meshes: list[Mesh], *, rounds: int, cells: int = CONSENS
     Sizes and proportions differ most between shapes and pull a plain ICP: a longer or rounder
     ventricle fits best slightly tilted. So each shape is first normalised to the cohort's
     mean second moments: whitened by its own covariance S (w = S^(-1/2) x, which commutes with
-    rotations), rotated, then coloured by the cohort's mean covariance C (y = C^(1/2) R w). That
-    keeps the cohort's typical anisotropy as a cue but removes each shape's own. Each round
+    rotations), rotated, then coloured by the cohort's mean covariance C (y = C^(1/2) R w). Every
+    normalised shape then has covariance C whatever R, so second moments carry no rotation
+    information: the fit rests on the rest of the form (apex, base, bumps), with closest points
+    measured as on a shape of typical proportions (whitening alone, without colouring, made a
+    test shape nearly symmetric and lost its rotation). The shared rotation left free by
+    aligning shapes only to each other is removed at the end (mean rotation = identity), so the
+    cohort keeps the frame of its initial alignment. Each round
     re-fits every shape's rotation R (`_colour_icp`) onto the consensus of the others: the 0.5
     level set of the mean occupancy of their normalised shapes (occupancy by the generalised
     winding number, so open surfaces count too). Needs at least 2 shapes (3 for a consensus).
@@ -268,12 +283,12 @@ def consensus_rotations(meshes: list[Mesh], *, rounds: int, cells: int = CONSENS
     frames = [solid_frame(m) for m in meshes]
     covs = [(ax * mo) @ ax.T for _, ax, mo in frames]
     # Whitening commutes with rotations: whitening the rotated shape gives the rotated w.
-    white = [(np.asarray(m.vertices) - f[0]) @ _sqrt_psd(c, -0.5).T
+    white = [(np.asarray(m.vertices) - f[0]) @ _psd_power(c, -0.5).T
              for m, f, c in zip(meshes, frames, covs)]
     faces = [np.asarray(m.faces, dtype=np.int64) for m in meshes]
     rots = [np.eye(3) for _ in meshes]
     for _ in range(rounds):
-        colour = _sqrt_psd(np.mean([r @ c @ r.T for r, c in zip(rots, covs)], axis=0), 0.5)
+        colour = _psd_power(np.mean([r @ c @ r.T for r, c in zip(rots, covs)], axis=0), 0.5)
         moved = [w @ (colour @ r).T for w, r in zip(white, rots)]
         allp = np.concatenate(moved)
         pad = 0.05 * float(np.ptp(allp, axis=0).max())
@@ -292,8 +307,13 @@ def consensus_rotations(meshes: list[Mesh], *, rounds: int, cells: int = CONSENS
             # Leave-one-out: a shape's own occupancy would hold the consensus near its pose.
             own = np.unpackbits(inside[i], count=len(grid))
             occ = (total - own) / (len(meshes) - 1)
+            if not occ.min() < 0.5 < occ.max():
+                raise ShapeAtlasError(
+                    "consensus alignment: the other shapes never overlap enough to define a "
+                    "consensus surface (open or very dissimilar shapes?)")
             tv = marching_cubes(occ.reshape(tuple(shape)), 0.5, spacing=(pitch,) * 3)[0] + lo
             rots[i] = _colour_icp(w, colour, tv, cKDTree(tv), rots[i], FINE_ITERATIONS)
             if progress:
                 progress(1)
-    return rots
+    shared = Rotation.from_matrix(np.array(rots)).mean().as_matrix()
+    return [shared.T @ r for r in rots]

@@ -77,7 +77,8 @@ class GroomOptions:
     consensus_rounds: int = 0
     """After aligning to the reference, re-align every shape this many times onto the cohort's
     consensus shape (rotation only, sizes and proportions factored out; see
-    `align.consensus_rotations`), so no single reference's quirks set everyone's pose."""
+    `align.consensus_rotations`), so no single reference's quirks set everyone's pose. Each
+    manifest entry then says whether that shape took part (`consensus`)."""
     input_units: Literal["mm", "cm", "m"] = "mm"
     """Units of the input coordinates; outputs are always in millimetres."""
     n_jobs: int = 0
@@ -153,7 +154,8 @@ def _align_one(args) -> dict:
 def _align_to_consensus(meshes: Sequence[Mesh], aligned: list[dict], ref_pos: int, rounds: int,
                         progress: Callable[[int], None] | None) -> None:
     """Compose each alignment (in place) with its rotation onto the cohort's consensus, about
-    the aligned shape's centroid, and record the new RMS distance to the re-aligned reference."""
+    the aligned shape's centroid (marking it `consensus`), and record the new RMS distance to
+    the re-aligned reference. Shapes that cannot take part keep their alignment, with a warning."""
     from scipy.spatial import cKDTree
 
     moved = [m.transformed(a["matrix"]) for m, a in zip(meshes, aligned)]
@@ -167,9 +169,14 @@ def _align_to_consensus(meshes: Sequence[Mesh], aligned: list[dict], ref_pos: in
     if len(solid) < 3:
         log.warning("fewer than 3 shapes can be whitened: no consensus alignment")
         return
-    rots = consensus_rotations([moved[i] for i in solid], rounds=rounds, progress=progress)
+    try:
+        rots = consensus_rotations([moved[i] for i in solid], rounds=rounds, progress=progress)
+    except ShapeAtlasError as exc:
+        log.warning("%s; every shape keeps its alignment to the reference", exc)
+        return
     for i, r in zip(solid, rots):
         aligned[i]["matrix"] = rotation_about(r, moved[i].centroid) @ aligned[i]["matrix"]
+        aligned[i]["consensus"] = True
     ref = meshes[ref_pos].transformed(aligned[ref_pos]["matrix"]).vertices
     ref_tree = cKDTree(ref)
     for m, a in zip(meshes, aligned):
@@ -248,6 +255,9 @@ def groom_cohort(
         raise ShapeAtlasError(f"input_units must be one of {sorted(UNIT_SCALE)}, got {opts.input_units!r}")
     if opts.consensus_rounds < 0:
         raise ShapeAtlasError(f"consensus_rounds must be 0 or more, got {opts.consensus_rounds}")
+    if opts.consensus_rounds and opts.align == "none":
+        raise ShapeAtlasError("consensus_rounds needs an alignment (align 'rigid' or "
+                              "'similarity'): it refines the alignment to the reference")
     if opts.target_vertices is not None and opts.target_vertices < 100:
         raise ShapeAtlasError(f"target_vertices must be at least 100, got {opts.target_vertices}")
     if isinstance(inputs, (str, Path)) and Path(inputs).is_dir():
@@ -321,6 +331,8 @@ def groom_cohort(
             "area_mm2": round(out_mesh.area, 4),
             "align_rms_mm": None if a["rms"] is None else round(float(a["rms"]), 6),
         }
+        if opts.consensus_rounds:
+            entry["consensus"] = bool(a.get("consensus", False))
         if prepared[i]["voxel_volume_mm3"] is not None:
             # The voxelised input lives in the input frame; a similarity scales volumes by k^3.
             entry["voxel_volume_ml"] = round(

@@ -316,7 +316,8 @@ class AtlasModel(GenerativeMixin):
         model.net_ = net.to(model.device_).eval()
         model.atlas_vertices_ = tensors["atlas.vertices"].numpy()
         model.atlas_faces_ = tensors["atlas.faces"].numpy()
-        model.normalisation_ = inputs.Normalisation.from_dict(meta["normalisation"])
+        model.normalisation_ = inputs.Normalisation.from_dict(meta["normalisation"],
+                                                              source=source)
         model.atlas_init_name_ = meta.get("atlas_init")
         model._atlas_cache = None
         model._load_generator(tensors, meta.get("generator"))

@@ -33,8 +33,8 @@ class Normalisation:
 
     center: (3,) mm; scale: mm, an RMS radius (the cohort's mean, or one shape's own);
     matrix: (3, 3) the linear part of the map back to mm (normalised -> mm), or None for the
-    isotropic `scale * I`. A whitening `matrix` maps each shape's own covariance to the identity
-    (scaled to unit RMS radius), so shapes of different proportions are matched proportionally.
+    isotropic `scale * I`. A whitening `matrix` maps each shape's own covariance to I / 3 (about
+    unit RMS radius), so shapes of different proportions are matched proportionally.
     """
 
     center: np.ndarray
@@ -81,10 +81,14 @@ class Normalisation:
         return d
 
     @staticmethod
-    def from_dict(d: dict) -> "Normalisation":
+    def from_dict(d: dict, *, source: str = "normalisation") -> "Normalisation":
         matrix = d.get("matrix")
         if matrix is not None:
             matrix = np.asarray(matrix, dtype=np.float64)
+            if matrix.shape != (3, 3) or not np.isfinite(matrix).all() \
+                    or np.linalg.det(matrix) <= 0:
+                raise ShapeAtlasError(f"{source}: the normalisation matrix must be a finite 3x3 "
+                                      "matrix with a positive determinant")
         return Normalisation(center=np.asarray(d["center"], dtype=np.float64),
                              scale=float(d["scale"]), matrix=matrix)
 

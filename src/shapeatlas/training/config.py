@@ -16,7 +16,7 @@ from shapeatlas.errors import ShapeAtlasError
 from shapeatlas.nn.encoder import EncoderConfig
 
 #: Bumped when a saved config can no longer be read by older code.
-CONFIG_VERSION = 1
+CONFIG_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -240,8 +240,6 @@ class FitConfig:
             raise ShapeAtlasError(
                 f"{source}: written by a newer shapeatlas (config version {version}); upgrade"
             )
-        # Configurations written before the field existed groomed without consensus rounds.
-        d.setdefault("groom_consensus_rounds", 0)
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
