@@ -50,12 +50,12 @@ def run(args: argparse.Namespace) -> dict:
     cfg = FitConfig(features=args.features, epochs=args.epochs).replace(
         sharpness=args.sharpness, normalisation=args.normalisation)
     tag = args.tag or args.features
-    run = out / f"run-{tag}"
-    shutil.rmtree(run, ignore_errors=True)
+    run_dir = out / f"run-{tag}"
+    shutil.rmtree(run_dir, ignore_errors=True)
     t0 = time.perf_counter()
-    model = AtlasModel(cfg).fit(train, run_dir=run)
+    model = AtlasModel(cfg).fit(train, run_dir=run_dir)
     fit_s = time.perf_counter() - t0
-    model.save(run)
+    model.save(run_dir)
     rows = {}
     for refine in (True, False):
         t1 = time.perf_counter()
