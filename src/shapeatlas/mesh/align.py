@@ -118,6 +118,19 @@ def _apply(m: np.ndarray, p: np.ndarray) -> np.ndarray:
     return p @ m[:3, :3].T + m[:3, 3]
 
 
+def _pair_rms(d1: np.ndarray, d2: np.ndarray) -> float:
+    """RMS of two sets of closest-point distances, one each way. d1: (V,), d2: (T,) -> float"""
+    return float(np.sqrt((np.sum(d1**2) + np.sum(d2**2)) / (len(d1) + len(d2))))
+
+
+def symmetric_rms(points: np.ndarray, reference: np.ndarray, *,
+                  reference_tree: cKDTree | None = None) -> float:
+    """Symmetric RMS closest-point distance between two point sets (V, 3) and (T, 3)."""
+    d1, _ = (reference_tree or cKDTree(reference)).query(points)
+    d2, _ = cKDTree(points).query(reference)
+    return _pair_rms(d1, d2)
+
+
 def symmetric_icp(
     src: np.ndarray,
     dst: np.ndarray,
@@ -145,16 +158,12 @@ def symmetric_icp(
         d2, j2 = src_tree.query(_apply(inv, dst))
         pairs_src = np.concatenate([src, src[j2]])
         pairs_dst = np.concatenate([dst[j1], dst])
-        rms = float(np.sqrt((np.sum(d1**2) + np.sum((d2 * k) ** 2)) / (len(d1) + len(d2))))
+        rms = _pair_rms(d1, d2 * k)
         m, k = similarity_fit(pairs_src, pairs_dst, scale=scale)
         if abs(prev - rms) <= ICP_TOLERANCE * max(rms, 1e-12):
             break
         prev = rms
-    moved = _apply(m, src)
-    d1, _ = dst_tree.query(moved)
-    d2, _ = cKDTree(moved).query(dst)
-    rms = float(np.sqrt((np.sum(d1**2) + np.sum(d2**2)) / (len(d1) + len(d2))))
-    return m, k, rms
+    return m, k, symmetric_rms(_apply(m, src), dst, reference_tree=dst_tree)
 
 
 def _subsample(p: np.ndarray, n: int) -> np.ndarray:
@@ -247,7 +256,7 @@ def _colour_icp(w: np.ndarray, colour: np.ndarray, template: np.ndarray, tree: c
         src = np.concatenate([w, w[j2]])
         dst = np.concatenate([template[j1], template]) @ back.T
         q = similarity_fit(src, dst, scale=False)[0][:3, :3]
-        rms = float(np.sqrt((np.sum(d1**2) + np.sum(d2**2)) / (len(d1) + len(d2))))
+        rms = _pair_rms(d1, d2)
         if abs(prev - rms) <= ICP_TOLERANCE * max(rms, 1e-12):
             break
         prev = rms

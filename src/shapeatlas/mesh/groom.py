@@ -33,6 +33,7 @@ from shapeatlas.mesh.align import (
     consensus_rotations,
     rotation_about,
     solid_frame,
+    symmetric_rms,
     translation,
 )
 from shapeatlas.mesh.checks import PLAUSIBLE_DIAGONAL_MM
@@ -180,9 +181,8 @@ def _align_to_consensus(meshes: Sequence[Mesh], aligned: list[dict], ref_pos: in
     ref = meshes[ref_pos].transformed(aligned[ref_pos]["matrix"]).vertices
     ref_tree = cKDTree(ref)
     for m, a in zip(meshes, aligned):
-        v = m.transformed(a["matrix"]).vertices
-        d1, d2 = ref_tree.query(v)[0], cKDTree(v).query(ref)[0]
-        a["rms"] = float(np.sqrt((np.sum(d1**2) + np.sum(d2**2)) / (len(d1) + len(d2))))
+        a["rms"] = symmetric_rms(m.transformed(a["matrix"]).vertices, ref,
+                                 reference_tree=ref_tree)
 
 
 def _map(fn, items: Sequence, n_jobs: int, progress: Callable[[int], None] | None):
