@@ -6,8 +6,12 @@ On a folder written by `bench/rasm_lv.py` (OUT/cohort + OUT/run-TAG/groomed):
    once with the true poses: an estimate of what a purely geometric, proportional matching can
    reach, and of how much the pose residual costs.
 2. The same with the poses after a few rounds of consensus re-alignment
-   (`shapeatlas.mesh.align.consensus_rotations`, groom's `--consensus-rounds`), and both poses'
-   rotation residual against the truth, to see whether a better alignment is available.
+   (`shapeatlas.mesh.align.consensus_rotations`, groom's `--consensus-rounds`), and with the
+   poses that generalised Procrustes analysis gives on the TRUE correspondences (an oracle: the
+   best pose any correspondence-based alignment could reach). Every pose's rotation residual
+   against the truth, split into the twist about the LV's long axis and the tilt of that axis.
+3. `--from-truth`: consensus rounds started from the true poses, to see whether the truth is a
+   fixed point of the consensus alignment (then the alignment is stuck, not biased).
 
     python bench/lv_alignment_diagnostics.py /tmp/shapeatlas-rasm-lv --tag shape
 """
@@ -20,8 +24,9 @@ from pathlib import Path
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from shapeatlas.data.synthetic_lv import load_truth
-from shapeatlas.mesh.align import consensus_rotations, rotation_about
+from shapeatlas.data.synthetic_lv import load_truth, lv_surface
+from shapeatlas.mesh.align import consensus_rotations, rotation_about, similarity_fit
+from shapeatlas.mesh.core import Mesh
 from shapeatlas.mesh.groom import load_groomed
 from shapeatlas.metrics.correspondence import nearest_point_baseline_error
 from shapeatlas.pipeline import consecutive_pairs
@@ -61,13 +66,40 @@ def baseline(names, truth, poses, mode: str) -> float:
 
 
 def rotation_residual(names, truth, poses) -> np.ndarray:
-    """Degrees between each shape's (aligned <- domain) rotation and the cohort's mean one."""
+    """Each shape's (aligned <- domain) rotation relative to the cohort's mean one, as a
+    rotation vector in the domain frame (degrees; z is the LV's long axis). -> (N, 3)"""
     rs = []
     for n in names:
         m = (poses[n] @ truth[n].pose)[:3, :3]
         rs.append(m / np.cbrt(np.linalg.det(m)))
     rot = Rotation.from_matrix(np.array(rs))
-    return np.degrees(np.linalg.norm((rot.mean().inv() * rot).as_rotvec(), axis=1))
+    return np.degrees((rot.mean().inv() * rot).as_rotvec())
+
+
+def describe_residual(v: np.ndarray) -> str:
+    """Total, twist (about the long axis) and tilt of rotation vectors (N, 3) in degrees."""
+    total, twist, tilt = np.linalg.norm(v, axis=1), np.abs(v[:, 2]), np.hypot(v[:, 0], v[:, 1])
+    return (f"median {np.median(total):.2f} deg (mean {total.mean():.2f}, max {total.max():.1f}); "
+            f"twist about the long axis median {np.median(twist):.2f}, tilt median "
+            f"{np.median(tilt):.2f}")
+
+
+def true_correspondence_poses(names, truth, poses, *, n_points: int = 4000,
+                              iterations: int = 10, seed: int = 0) -> dict:
+    """Oracle poses: generalised Procrustes (rotation + translation) of every shape's points at
+    the same random domain coordinates (true correspondences), started from `poses`.
+    -> NAME -> (4, 4) file -> aligned."""
+    u = np.random.default_rng(seed).normal(size=(n_points, 3))
+    u /= np.linalg.norm(u, axis=1, keepdims=True)
+    pts = {}
+    for n in names:
+        full = poses[n] @ truth[n].pose
+        pts[n] = lv_surface(truth[n].params, domain_points=u) @ full[:3, :3].T + full[:3, 3]
+    extra = {n: np.eye(4) for n in names}
+    for _ in range(iterations):
+        mean = np.mean([pts[n] @ extra[n][:3, :3].T + extra[n][:3, 3] for n in names], axis=0)
+        extra = {n: similarity_fit(pts[n], mean, scale=False)[0] for n in names}
+    return {n: extra[n] @ poses[n] for n in names}
 
 
 def main() -> None:
@@ -75,6 +107,8 @@ def main() -> None:
     p.add_argument("out", help="the --out folder of bench/rasm_lv.py")
     p.add_argument("--tag", required=True, help="the run's tag (folder run-TAG)")
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--from-truth", action="store_true",
+                   help="also run the consensus rounds from the true poses")
     args = p.parse_args()
     out = Path(args.out)
     meshes, manifest = load_groomed(out / f"run-{args.tag}" / "groomed")
@@ -85,16 +119,24 @@ def main() -> None:
     c_rot = consensus_rotations(meshes, rounds=args.rounds)
     consensus = {n: rotation_about(r, m.centroid) @ groomed[n]
                  for n, m, r in zip(names, meshes, c_rot)}
+    oracle = true_correspondence_poses(names, truth, groomed)
     print(f"nearest-point baseline (mm) | grooming pose | after {args.rounds} consensus rounds | "
-          "true pose")
+          "Procrustes on true correspondences | true pose")
     for mode in ("none", "isotropic", "per-axis", "pca"):
         print(f"{mode:>27} | {baseline(names, truth, groomed, mode):.2f} | "
               f"{baseline(names, truth, consensus, mode):.2f} | "
+              f"{baseline(names, truth, oracle, mode):.2f} | "
               f"{baseline(names, truth, true, mode):.2f}")
-    for what, poses in (("grooming", groomed), (f"{args.rounds} consensus rounds", consensus)):
-        res = rotation_residual(names, truth, poses)
-        print(f"rotation residual after {what}: median {np.median(res):.2f} deg, mean "
-              f"{res.mean():.2f}, max {res.max():.1f}")
+    for what, poses in (("grooming", groomed), (f"{args.rounds} consensus rounds", consensus),
+                        ("Procrustes on true correspondences", oracle)):
+        print(f"rotation residual after {what}: "
+              f"{describe_residual(rotation_residual(names, truth, poses))}")
+    if args.from_truth:
+        at_truth = [Mesh(truth[n].vertices_domain, truth[n].faces, name=n) for n in names]
+        rots = consensus_rotations(at_truth, rounds=args.rounds)
+        v = np.degrees(Rotation.from_matrix(np.array(rots)).as_rotvec())
+        print(f"{args.rounds} consensus rounds started from the true poses move them by "
+              f"{describe_residual(v)}")
 
 
 if __name__ == "__main__":

@@ -10,9 +10,12 @@
 3. Baseline, same pairs: rigid alignment (the groom transforms), then for every vertex of A the
    nearest point of B's surface; error against the truth the same way.
 4. Matching accuracy: Chamfer / Hausdorff between each input and its refined normalised shape.
+5. `--oracle-pose` (a diagnostic, not a method): groom as `fit` would, then re-pose every groomed
+   shape by generalised Procrustes on its TRUE correspondences before fitting, to measure what
+   the model reaches when the pose is right (see bench/lv_alignment_diagnostics.py).
 
     python bench/rasm_lv.py [--n 50] [--epochs 30] [--features hybrid] [--sharpness 1e4]
-                            [--no-refine-too] [--out /tmp/rasm-lv]
+                            [--no-refine-too] [--oracle-pose] [--out /tmp/rasm-lv]
 """
 
 from __future__ import annotations
@@ -28,8 +31,13 @@ from pathlib import Path
 import numpy as np
 
 from shapeatlas.data.synthetic_lv import load_truth, write_lv_cohort
-from shapeatlas.mesh.groom import load_manifest
-from shapeatlas.mesh.io import read_mesh
+from shapeatlas.mesh.groom import (
+    GroomOptions,
+    groom_cohort,
+    load_groomed,
+    load_manifest,
+)
+from shapeatlas.mesh.io import read_mesh, write_mesh
 from shapeatlas.models.atlas import AtlasModel
 from shapeatlas.pipeline import atlas_pair_errors, baseline_pair_errors, fit_run
 from shapeatlas.training.config import FitConfig
@@ -53,7 +61,33 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--normalisation", default=None, choices=["cohort", "shape", "whiten"])
     p.add_argument("--consensus-rounds", type=int, default=None,
                    help="groom_consensus_rounds of the fit (its grooming of the raw cohort)")
+    p.add_argument("--pose-iterations", type=int, default=None,
+                   help="pose refinement rounds when corresponding (FitConfig.pose_iterations)")
+    p.add_argument("--pose-relaxation", type=float, default=None,
+                   help="over-relaxation of each pose-refinement step (FitConfig.pose_relaxation)")
+    p.add_argument("--oracle-pose", action="store_true",
+                   help="diagnostic: fit on shapes re-posed by Procrustes on true correspondences")
     return p
+
+
+def groom_oracle(cohort: Path, out: Path, cfg: FitConfig, truth: dict) -> Path:
+    """Groom `cohort` into `out` as `fit` would, then re-pose every groomed mesh (and its
+    manifest transform) by generalised Procrustes on the true correspondences."""
+    from lv_alignment_diagnostics import true_correspondence_poses
+
+    groom_cohort(cohort, out, GroomOptions(target_vertices=cfg.groom_target_vertices,
+                                           watertight="auto",
+                                           consensus_rounds=cfg.groom_consensus_rounds))
+    meshes, manifest = load_groomed(out)
+    names = [s["name"] for s in manifest["shapes"]]
+    groomed = {s["name"]: np.asarray(s["transform"]) for s in manifest["shapes"]}
+    oracle = true_correspondence_poses(names, truth, groomed)
+    for mesh, entry in zip(meshes, manifest["shapes"]):
+        extra = oracle[entry["name"]] @ np.linalg.inv(groomed[entry["name"]])
+        write_mesh(mesh.transformed(extra), out / entry["output"])
+        entry["transform"] = oracle[entry["name"]].tolist()
+    (out / "groom.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    return out
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -67,9 +101,12 @@ def run(args: argparse.Namespace) -> dict:
     cfg = FitConfig(features=args.features, seed=args.fit_seed).replace(
         epochs=args.epochs, atlas_rounds=args.rounds, sharpness=args.sharpness,
         atlas_vertices=args.atlas_vertices, atlas_init=args.atlas_init,
-        normalisation=args.normalisation, groom_consensus_rounds=args.consensus_rounds)
+        normalisation=args.normalisation, groom_consensus_rounds=args.consensus_rounds,
+        pose_iterations=args.pose_iterations, pose_relaxation=args.pose_relaxation)
     t0 = time.perf_counter()
-    fit_run(cohort, run, cfg)
+    data = groom_oracle(cohort, run / "groomed", cfg, load_truth(cohort)) if args.oracle_pose \
+        else cohort
+    fit_run(data, run, cfg)
     fit_s = time.perf_counter() - t0
     model = AtlasModel.load(run)
     truth = load_truth(cohort)

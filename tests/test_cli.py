@@ -130,6 +130,13 @@ def test_fit_and_correspond(tmp_path, capsys):
         tmp_path / "lv" / "lv_000.ply").n_vertices,)
     m = read_mesh(tmp_path / "c" / "lv_000.ply")
     np.testing.assert_allclose(m.vertices, z["points"])
+    # Pose refinement at correspond time: same outputs, in the input frame, the pose it used.
+    assert main(["correspond", str(run), str(tmp_path / "lv" / "lv_000.ply"),
+                 "--pose-iterations", "2", "--out", str(tmp_path / "p"), "-q"]) == 0
+    zp = np.load(tmp_path / "p" / "lv_000.npz")
+    assert zp["points"].shape == (150, 3)
+    r = zp["transform"][:3, :3]
+    np.testing.assert_allclose(r @ r.T, np.eye(3), atol=1e-9)
 
 
 def test_cpd_pca_fit_sample_evaluate_reconstruct(tmp_path, capsys):
@@ -208,6 +215,9 @@ def test_multi_atlas_fit_correspond_sample_evaluate(tmp_path, capsys):
         assert (run / f).is_file(), f
     assert main(["correspond", str(run), str(tmp_path / "test"), "--out", str(tmp_path / "c"),
                  "-q"]) == 0
+    assert main(["correspond", str(run), str(tmp_path / "test"), "--out", str(tmp_path / "p"),
+                 "--pose-iterations", "2", "-q"]) == 1
+    assert "single-atlas" in capsys.readouterr().err
     z = np.load(tmp_path / "c" / "lv_000.npz")
     assert z["memberships"].shape == (2,) and int(z["atlas"]) in (0, 1)
     assert z["memberships"].sum() == pytest.approx(1.0)

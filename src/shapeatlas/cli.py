@@ -284,7 +284,7 @@ def cmd_correspond(args: argparse.Namespace) -> int:
     progress = _Progress(enabled=not args.quiet)
     try:
         done, errors = correspond_files(args.run, args.meshes, args.out, refine=not args.no_refine,
-                                        device=args.device,
+                                        device=args.device, pose_iterations=args.pose_iterations,
                                         progress=lambda k: progress("match", k, len(args.meshes)))
     finally:
         progress.close()
@@ -474,6 +474,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", required=True, metavar="DIR", help="output folder")
     c.add_argument("--no-refine", action="store_true",
                    help="skip the test-time pull onto the surface (attention + smoothing only)")
+    c.add_argument("--pose-iterations", type=int, default=None, metavar="N",
+                   help="refine each input's pose on its own correspondences for up to N rounds "
+                   "(default: the run's pose_iterations; 0: off)")
     c.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     c.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     c.set_defaults(func=cmd_correspond, _parser=c)

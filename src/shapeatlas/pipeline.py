@@ -163,9 +163,20 @@ def write_correspondence(c: Correspondence, faces: np.ndarray, out_dir: Path, na
 
 def correspond_files(run_dir: str | Path, items: Sequence[str | Path], out_dir: str | Path, *,
                      refine: bool = True, device: str = "auto",
+                     pose_iterations: int | None = None,
                      progress: Callable[[int], None] | None = None) -> tuple[list[dict], list[str]]:
-    """Correspond every mesh to a fitted run; returns per-file summaries and error lines."""
+    """Correspond every mesh to a fitted run; returns per-file summaries and error lines.
+
+    pose_iterations: override the run's `pose_iterations` (single-atlas R-ASM runs only)."""
     model = load_model(run_dir, device=device)
+    extra = {}
+    if pose_iterations is not None:
+        if not isinstance(model, AtlasModel):
+            raise ShapeAtlasError(f"{run_dir}: pose refinement (--pose-iterations) needs a "
+                                  "single-atlas R-ASM run")
+        if pose_iterations < 0:
+            raise ShapeAtlasError(f"--pose-iterations must be 0 or more, got {pose_iterations}")
+        extra["pose_iterations"] = pose_iterations
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     done, errors = [], []
@@ -173,7 +184,7 @@ def correspond_files(run_dir: str | Path, items: Sequence[str | Path], out_dir: 
         try:
             mesh = read_mesh(path)
             t0 = time.perf_counter()
-            c = model.correspond([mesh], refine=refine)[0]
+            c = model.correspond([mesh], refine=refine, **extra)[0]
             dt = time.perf_counter() - t0
             write_correspondence(c, model.atlas_faces_, out_dir, path.stem)
             done.append({"name": path.stem, "seconds": dt, "chamfer_mm": c.chamfer_mm,

@@ -13,7 +13,7 @@ from scipy.spatial.transform import Rotation
 from shapes import asymmetric_blob
 
 from shapeatlas.errors import ShapeAtlasError
-from shapeatlas.mesh.align import align_to_reference
+from shapeatlas.mesh.align import align_to_reference, relaxed_rigid_step, similarity_fit
 from shapeatlas.mesh.core import Mesh
 from shapeatlas.mesh.groom import GroomOptions, groom_cohort, load_groomed
 from shapeatlas.mesh.io import read_mesh, write_mesh
@@ -291,3 +291,20 @@ def test_fit_config_passes_consensus_rounds_to_its_grooming(tmp_path):
     assert info["groom_options"]["consensus_rounds"] == 1
     with pytest.raises(ShapeAtlasError, match="groom_consensus_rounds"):
         FitConfig(groom_consensus_rounds=-2)
+
+
+def test_relaxed_rigid_step_scales_the_procrustes_angle():
+    rng = np.random.default_rng(3)
+    src = rng.normal(size=(40, 3)) * [30.0, 20.0, 10.0]
+    turn = Rotation.from_rotvec([0.02, -0.05, 0.04])
+    dst = turn.apply(src - src.mean(axis=0)) + [5.0, -2.0, 1.0]
+    plain = relaxed_rigid_step(src, dst, 1.0)
+    np.testing.assert_allclose(plain, similarity_fit(src, dst, scale=False)[0], atol=1e-9)
+    np.testing.assert_allclose(src @ plain[:3, :3].T + plain[:3, 3], dst, atol=1e-9)
+    over = relaxed_rigid_step(src, dst, 3.0)
+    np.testing.assert_allclose(Rotation.from_matrix(over[:3, :3]).as_rotvec(),
+                               3 * turn.as_rotvec(), atol=1e-9)
+    moved = src @ over[:3, :3].T + over[:3, 3]
+    np.testing.assert_allclose(moved.mean(axis=0), dst.mean(axis=0), atol=1e-9)
+    with pytest.raises(ValueError, match="relaxation"):
+        relaxed_rigid_step(src, dst, 0.0)

@@ -64,6 +64,61 @@ def test_correspond_aligns_a_new_pose_by_itself(fitted):
     assert np.mean(np.linalg.norm(back - ref.points, axis=1)) < 3.0  # mm
 
 
+def _turn(degrees: float, axis) -> np.ndarray:
+    m = np.eye(4)
+    m[:3, :3] = Rotation.from_rotvec(np.radians(degrees) * np.asarray(axis) /
+                                     np.linalg.norm(axis)).as_matrix()
+    return m
+
+
+def _angle(t: np.ndarray) -> float:
+    return float(np.degrees(Rotation.from_matrix(t[:3, :3]).magnitude()))
+
+
+def test_pose_refinement_recovers_the_pose_from_exact_correspondences(fitted, monkeypatch):
+    # Known answer: the input is the atlas itself, moved, and the matching is replaced by the
+    # exact correspondence (input vertex j is atlas vertex j wherever the input lies), so the
+    # refinement must undo the error of the given transform whatever the network has learnt.
+    model, _ = fitted
+    pose = _turn(25.0, [1.0, -0.4, 0.3])
+    pose[:3, 3] = [12.0, -30.0, 5.0]
+    moved = model.atlas_mesh.transformed(pose)
+    start = _turn(10.0, [0.3, 1.0, 0.2]) @ np.linalg.inv(pose)
+    real_match = model._match
+
+    def exact(atlas, shape, *, atlas_emb, refine=True):
+        return real_match(atlas, shape, atlas_emb=atlas_emb, refine=False)[0], shape.points
+
+    monkeypatch.setattr(model, "_match", exact)
+    plain = model.correspond([moved], transforms=[start])[0]
+    np.testing.assert_array_equal(plain.transform, start)
+    c = model.correspond([moved], transforms=[start], pose_iterations=3)[0]
+    np.testing.assert_allclose(c.transform, np.linalg.inv(pose), atol=1e-4)
+    np.testing.assert_allclose(c.points, moved.vertices, atol=1e-3)  # back in the input frame
+
+
+def test_pose_refinement_that_turns_too_far_keeps_the_start(fitted, monkeypatch, caplog):
+    import shapeatlas.models.atlas as atlas_module
+
+    model, meshes = fitted
+    monkeypatch.setattr(atlas_module, "MAX_POSE_CHANGE_DEG", 1e-3)
+    start = _turn(10.0, [0.3, 1.0, 0.2])
+    c = model.correspond([meshes[2]], transforms=[start], pose_iterations=3)[0]
+    np.testing.assert_array_equal(c.transform, start)
+    assert meshes[2].name in caplog.text and "keeping its starting pose" in caplog.text
+
+
+def test_pose_settings_are_checked(fitted):
+    from shapeatlas.training.config import FitConfig
+
+    model, meshes = fitted
+    with pytest.raises(ShapeAtlasError, match="pose_iterations"):
+        model.correspond(meshes[:1], pose_iterations=-2)
+    for bad in ({"pose_iterations": -1}, {"pose_relaxation": 0.0}, {"pose_relaxation": 6.0}):
+        with pytest.raises(ShapeAtlasError, match=next(iter(bad))):
+            FitConfig(**bad)
+
+
 def test_correspond_refuses_wrong_units_and_too_coarse_meshes(fitted):
     model, meshes = fitted
     metres = meshes[0].with_vertices(meshes[0].vertices / 1000.0)

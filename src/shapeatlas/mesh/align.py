@@ -114,6 +114,25 @@ def similarity_fit(src: np.ndarray, dst: np.ndarray, *, scale: bool) -> tuple[np
     return m, k
 
 
+def relaxed_rigid_step(src: np.ndarray, dst: np.ndarray, relaxation: float) -> np.ndarray:
+    """One over-relaxed Procrustes step of paired points `src` towards `dst` (N, 3 each).
+
+    The least-squares rotation of `src` onto `dst` has its angle multiplied by `relaxation`
+    (1 = plain Procrustes) about the centroid of `src`, which then moves onto the centroid of
+    `dst`. Over-relaxation speeds up an iteration whose pairs follow the moving shape (each
+    plain step then recovers only part of the misalignment); too large a factor overshoots.
+    -> (4, 4) rigid map
+    """
+    if not relaxation > 0:
+        raise ValueError(f"relaxation must be positive, got {relaxation}")
+    fit, _ = similarity_fit(src, dst, scale=False)
+    rotvec = Rotation.from_matrix(fit[:3, :3]).as_rotvec() * relaxation
+    c_src, c_dst = src.mean(axis=0), dst.mean(axis=0)
+    m = rotation_about(Rotation.from_rotvec(rotvec).as_matrix(), c_src)
+    m[:3, 3] += c_dst - c_src
+    return m
+
+
 def _apply(m: np.ndarray, p: np.ndarray) -> np.ndarray:
     return p @ m[:3, :3].T + m[:3, 3]
 

@@ -31,6 +31,11 @@ from shapeatlas.nn.shape_vae import beta_vae_loss
 from shapeatlas.training.config import FitConfig
 from shapeatlas.training.loop import JointTerm, loss_weights, train
 
+#: Pose refinement (`_refine_pose`) stops once a step turns the shape by less than this.
+POSE_TOLERANCE_DEG = 0.05
+#: A pose refinement that turns a shape by more than this in all is not trusted.
+MAX_POSE_CHANGE_DEG = 30.0
+
 log = logging.getLogger(__name__)
 
 MODEL_FORMAT = "shapeatlas-atlas-model"
@@ -236,14 +241,59 @@ class AtlasModel(GenerativeMixin):
                                       steps=self.config.refine_steps, lr=self.config.refine_lr,
                                       weights=loss_weights(self.config))
 
+    def _refine_pose(self, mesh: Mesh, t: np.ndarray, atlas: AtlasGraph,
+                     atlas_emb: torch.Tensor, iterations: int) -> np.ndarray:
+        """Generalised-Procrustes pose refinement of one mesh on its own correspondences.
+
+        Each round matches the mesh in pose `t` (attention + smoothing) and moves it by an
+        over-relaxed Procrustes step of its correspondences onto the atlas vertices
+        (`iterations` rounds at most, `config.pose_relaxation`; it stops early once
+        a step turns by less than `POSE_TOLERANCE_DEG`). A rigid alignment without
+        correspondences settles where the surfaces overlap best; this one moves the shape until
+        its correspondences, which partly follow features rather than position, sit on the
+        atlas. It is an iteration without an objective that it provably lowers (on the
+        synthetic LVs the RMS to the atlas rises while the ground-truth error falls), so a run
+        that turns the shape by more than `MAX_POSE_CHANGE_DEG` in all is distrusted: the
+        starting pose is kept, with a warning. -> (4, 4) mesh frame -> aligned frame
+        """
+        from scipy.spatial.transform import Rotation
+
+        from shapeatlas.mesh.align import relaxed_rigid_step
+
+        start = t
+        for _ in range(iterations):
+            aligned = mesh.transformed(t)
+            norm = self._norm_for(aligned)
+            shape = inputs.graph_input(aligned, norm, features=self.config.features,
+                                       device=self.device_)
+            _, pts = self._match(atlas, shape, atlas_emb=atlas_emb, refine=False)
+            step = relaxed_rigid_step(norm.to_mm(pts.cpu().double().numpy()),
+                                      self.atlas_vertices_, self.config.pose_relaxation)
+            t = step @ t
+            if Rotation.from_matrix(step[:3, :3]).magnitude() < np.radians(POSE_TOLERANCE_DEG):
+                break
+        turned = np.degrees(Rotation.from_matrix(t[:3, :3] @ start[:3, :3].T).magnitude())
+        if turned > MAX_POSE_CHANGE_DEG:
+            log.warning("%s: pose refinement turned it by %.0f degrees (more than %g): keeping "
+                        "its starting pose", mesh.name, turned, MAX_POSE_CHANGE_DEG)
+            return start
+        return t
+
     def correspond(self, meshes: Sequence[Mesh], *, transforms: Sequence[np.ndarray] | None = None,
-                   refine: bool = True) -> list[Correspondence]:
+                   refine: bool = True, pose_iterations: int | None = None
+                   ) -> list[Correspondence]:
         """Map every atlas vertex onto each mesh, without retraining.
 
         transforms: optional (4, 4) maps from each mesh's frame to the model's aligned frame
         (e.g. from `groom.json`); by default each mesh is aligned rigidly to the atlas.
         refine: False gives the attention + smoothing result without the test-time pull.
+        pose_iterations: rounds of pose refinement on each mesh's own correspondences
+        (`_refine_pose`; None: `config.pose_iterations`, 0: off). Each result's `transform` is
+        the pose used.
         """
+        iterations = self.config.pose_iterations if pose_iterations is None else pose_iterations
+        if iterations < 0:
+            raise ShapeAtlasError(f"pose_iterations must be 0 or more, got {iterations}")
         self._check_fitted()
         from shapeatlas.metrics.surface import point_set_distances
 
@@ -258,6 +308,8 @@ class AtlasModel(GenerativeMixin):
             else:
                 t = inputs.transform_to_atlas(mesh, atlas_mesh,
                                               cohort_scale=self.normalisation_.scale)
+            if iterations:
+                t = self._refine_pose(mesh, t, atlas, atlas_emb, iterations)
             aligned = mesh.transformed(t)
             norm = self._norm_for(aligned)
             shape = inputs.graph_input(aligned, norm, features=self.config.features,
