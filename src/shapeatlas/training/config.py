@@ -71,15 +71,15 @@ class FitConfig:
     refine_lr: float = 0.005
     """Learning rate of the test-time refinement (normalised units)."""
     pose_iterations: int = 0
-    """Pose refinement when corresponding (0: off): this many rounds of matching the shape
+    """Pose refinement when corresponding (0: off): up to this many rounds of matching the shape
     (attention + smoothing) and moving it rigidly so that its correspondences fit the atlas
-    (Procrustes); the pose whose correspondences lie closest to the atlas is kept. Also applies
-    to the training shapes the generator learns from."""
+    (Procrustes); a refinement that turns a shape by more than 30 degrees is dropped. Also
+    applies to the training shapes the generator learns from (`AtlasModel._refine_pose`)."""
     pose_relaxation: float = 1.0
     """Over-relaxation of each pose-refinement step (its rotation angle times this; 1 = plain
-    Procrustes). Where the correspondences mostly follow the shape as it turns, plain steps are
-    slow and 3 about triples their speed (the 50 synthetic LVs); where they stick to features,
-    a factor above 1 overshoots (a 2-epoch test model diverged at 3)."""
+    Procrustes). Larger factors converge faster where the correspondences mostly follow the
+    shape as it turns, but overshoot where they stick to features: on the 50 synthetic LVs, 3
+    gained less than 1 and drifted after 12 rounds; a 2-epoch test model diverged at 3."""
     epochs: int = 30
     """Epochs per atlas round (an upper bound: early stopping may end a round sooner)."""
     batch_size: int = 4
