@@ -114,6 +114,10 @@ def test_pose_settings_are_checked(fitted):
     model, meshes = fitted
     with pytest.raises(ShapeAtlasError, match="pose_iterations"):
         model.correspond(meshes[:1], pose_iterations=-2)
+    with pytest.raises(ShapeAtlasError, match="single-atlas"):
+        FitConfig(pose_iterations=4, atlases=2)
+    with pytest.raises(ShapeAtlasError, match="single-atlas"):
+        FitConfig(pose_iterations=4, method="cpd-pca")
     for bad in ({"pose_iterations": -1}, {"pose_relaxation": 0.0}, {"pose_relaxation": 6.0}):
         with pytest.raises(ShapeAtlasError, match=next(iter(bad))):
             FitConfig(**bad)

@@ -213,6 +213,9 @@ class FitConfig:
                 problems.append(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.pose_iterations < 0:
             problems.append(f"pose_iterations must be 0 or more, got {self.pose_iterations}")
+        elif self.pose_iterations and (self.method != "rasm" or self.atlases != 1):
+            problems.append("pose_iterations needs a single-atlas R-ASM fit (method 'rasm', "
+                            "atlases 1)")
         if not 0 < self.pose_relaxation <= MAX_POSE_RELAXATION:
             problems.append(f"pose_relaxation must be in (0, {MAX_POSE_RELAXATION:g}], got "
                             f"{self.pose_relaxation}")
