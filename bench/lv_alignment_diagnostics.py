@@ -25,10 +25,11 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 
 from shapeatlas.data.synthetic_lv import load_truth, lv_surface
-from shapeatlas.mesh.align import consensus_rotations, rotation_about, similarity_fit
+from shapeatlas.mesh.align import consensus_rotations, rotation_about
 from shapeatlas.mesh.core import Mesh
 from shapeatlas.mesh.groom import load_groomed
 from shapeatlas.metrics.correspondence import nearest_point_baseline_error
+from shapeatlas.models.multi_atlas import rigid_consensus
 from shapeatlas.pipeline import consecutive_pairs
 
 
@@ -95,11 +96,8 @@ def true_correspondence_poses(names, truth, poses, *, n_points: int = 4000,
     for n in names:
         full = poses[n] @ truth[n].pose
         pts[n] = lv_surface(truth[n].params, domain_points=u) @ full[:3, :3].T + full[:3, 3]
-    extra = {n: np.eye(4) for n in names}
-    for _ in range(iterations):
-        mean = np.mean([pts[n] @ extra[n][:3, :3].T + extra[n][:3, 3] for n in names], axis=0)
-        extra = {n: similarity_fit(pts[n], mean, scale=False)[0] for n in names}
-    return {n: extra[n] @ poses[n] for n in names}
+    _, extra, _ = rigid_consensus(np.stack([pts[n] for n in names]), iterations=iterations)
+    return {n: e @ poses[n] for n, e in zip(names, extra)}
 
 
 def main() -> None:

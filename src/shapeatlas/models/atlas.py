@@ -241,6 +241,17 @@ class AtlasModel(GenerativeMixin):
                                       steps=self.config.refine_steps, lr=self.config.refine_lr,
                                       weights=loss_weights(self.config))
 
+    def _match_at(self, mesh: Mesh, t: np.ndarray, atlas: AtlasGraph, *,
+                  atlas_emb: torch.Tensor, refine: bool):
+        """Match `mesh` in pose `t` (mesh frame -> aligned frame).
+        -> (ShapeMatch, normalised shape in the aligned frame, mm (K, 3))"""
+        aligned = mesh.transformed(t)
+        norm = self._norm_for(aligned)
+        shape = inputs.graph_input(aligned, norm, features=self.config.features,
+                                   device=self.device_)
+        m, pts = self._match(atlas, shape, atlas_emb=atlas_emb, refine=refine)
+        return m, norm.to_mm(pts.cpu().double().numpy())
+
     def _refine_pose(self, mesh: Mesh, t: np.ndarray, atlas: AtlasGraph,
                      atlas_emb: torch.Tensor, iterations: int) -> np.ndarray:
         """Generalised-Procrustes pose refinement of one mesh on its own correspondences.
@@ -262,13 +273,8 @@ class AtlasModel(GenerativeMixin):
 
         start = t
         for _ in range(iterations):
-            aligned = mesh.transformed(t)
-            norm = self._norm_for(aligned)
-            shape = inputs.graph_input(aligned, norm, features=self.config.features,
-                                       device=self.device_)
-            _, pts = self._match(atlas, shape, atlas_emb=atlas_emb, refine=False)
-            step = relaxed_rigid_step(norm.to_mm(pts.cpu().double().numpy()),
-                                      self.atlas_vertices_, self.config.pose_relaxation)
+            _, points = self._match_at(mesh, t, atlas, atlas_emb=atlas_emb, refine=False)
+            step = relaxed_rigid_step(points, self.atlas_vertices_, self.config.pose_relaxation)
             t = step @ t
             if Rotation.from_matrix(step[:3, :3]).magnitude() < np.radians(POSE_TOLERANCE_DEG):
                 break
@@ -310,12 +316,7 @@ class AtlasModel(GenerativeMixin):
                                               cohort_scale=self.normalisation_.scale)
             if iterations:
                 t = self._refine_pose(mesh, t, atlas, atlas_emb, iterations)
-            aligned = mesh.transformed(t)
-            norm = self._norm_for(aligned)
-            shape = inputs.graph_input(aligned, norm, features=self.config.features,
-                                       device=self.device_)
-            m, pts = self._match(atlas, shape, atlas_emb=atlas_emb, refine=refine)
-            mm = norm.to_mm(pts.cpu().double().numpy())
+            m, mm = self._match_at(mesh, t, atlas, atlas_emb=atlas_emb, refine=refine)
             inv = np.linalg.inv(t)
             points = mm @ inv[:3, :3].T + inv[:3, 3]
             d = point_set_distances(np.asarray(mesh.vertices), points)
