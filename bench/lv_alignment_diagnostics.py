@@ -1,5 +1,8 @@
 """Diagnostics: where the LV ground-truth correspondence error comes from (issue 3).
 
+Works on a `--organ kidney` run of `bench/rasm_lv.py` too (the twist is then about the kidney's
+long axis, domain x).
+
 On a folder written by `bench/rasm_lv.py` (OUT/cohort + OUT/run-TAG/groomed):
 1. The rigid + nearest-point baseline with different per-shape normalisations (none, isotropic
    scale, per-axis scale in the aligned frame, PCA whitening), once with the grooming poses and
@@ -24,7 +27,9 @@ from pathlib import Path
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from shapeatlas.data.synthetic_lv import load_truth, lv_surface
+from shapeatlas.data import load_cohort_truth
+from shapeatlas.data.synthetic_kidney import KidneyParams, kidney_surface
+from shapeatlas.data.synthetic_lv import lv_surface
 from shapeatlas.mesh.align import consensus_rotations, rotation_about
 from shapeatlas.mesh.core import Mesh
 from shapeatlas.mesh.groom import load_groomed
@@ -68,7 +73,8 @@ def baseline(names, truth, poses, mode: str) -> float:
 
 def rotation_residual(names, truth, poses) -> np.ndarray:
     """Each shape's (aligned <- domain) rotation relative to the cohort's mean one, as a
-    rotation vector in the domain frame (degrees; z is the LV's long axis). -> (N, 3)"""
+    rotation vector in the domain frame (degrees; the long axis is z for the LV, x for the
+    kidney). -> (N, 3)"""
     rs = []
     for n in names:
         m = (poses[n] @ truth[n].pose)[:3, :3]
@@ -77,9 +83,11 @@ def rotation_residual(names, truth, poses) -> np.ndarray:
     return np.degrees((rot.mean().inv() * rot).as_rotvec())
 
 
-def describe_residual(v: np.ndarray) -> str:
-    """Total, twist (about the long axis) and tilt of rotation vectors (N, 3) in degrees."""
-    total, twist, tilt = np.linalg.norm(v, axis=1), np.abs(v[:, 2]), np.hypot(v[:, 0], v[:, 1])
+def describe_residual(v: np.ndarray, axis: int = 2) -> str:
+    """Total, twist (about the long axis, domain axis `axis`: 2 for the LV, 0 for the kidney)
+    and tilt of rotation vectors (N, 3) in degrees."""
+    total, twist = np.linalg.norm(v, axis=1), np.abs(v[:, axis])
+    tilt = np.linalg.norm(np.delete(v, axis, axis=1), axis=1)
     return (f"median {np.median(total):.2f} deg (mean {total.mean():.2f}, max {total.max():.1f}); "
             f"twist about the long axis median {np.median(twist):.2f}, tilt median "
             f"{np.median(tilt):.2f}")
@@ -95,7 +103,8 @@ def true_correspondence_poses(names, truth, poses, *, n_points: int = 4000,
     pts = {}
     for n in names:
         full = poses[n] @ truth[n].pose
-        pts[n] = lv_surface(truth[n].params, domain_points=u) @ full[:3, :3].T + full[:3, 3]
+        surface = kidney_surface if isinstance(truth[n].params, KidneyParams) else lv_surface
+        pts[n] = surface(truth[n].params, domain_points=u) @ full[:3, :3].T + full[:3, 3]
     _, extra, _ = rigid_consensus(np.stack([pts[n] for n in names]), iterations=iterations)
     return {n: e @ poses[n] for n, e in zip(names, extra)}
 
@@ -111,9 +120,10 @@ def main() -> None:
     out = Path(args.out)
     meshes, manifest = load_groomed(out / f"run-{args.tag}" / "groomed")
     names = [s["name"] for s in manifest["shapes"]]
-    truth = load_truth(out / "cohort")
+    truth = load_cohort_truth(out / "cohort")
     groomed = {s["name"]: np.asarray(s["transform"]) for s in manifest["shapes"]}
     true = {n: np.linalg.inv(truth[n].pose) for n in names}
+    axis = 0 if isinstance(truth[names[0]].params, KidneyParams) else 2
     c_rot = consensus_rotations(meshes, rounds=args.rounds)
     consensus = {n: rotation_about(r, m.centroid) @ groomed[n]
                  for n, m, r in zip(names, meshes, c_rot)}
@@ -128,13 +138,13 @@ def main() -> None:
     for what, poses in (("grooming", groomed), (f"{args.rounds} consensus rounds", consensus),
                         ("Procrustes on true correspondences", oracle)):
         print(f"rotation residual after {what}: "
-              f"{describe_residual(rotation_residual(names, truth, poses))}")
+              f"{describe_residual(rotation_residual(names, truth, poses), axis)}")
     if args.from_truth:
         at_truth = [Mesh(truth[n].vertices_domain, truth[n].faces, name=n) for n in names]
         rots = consensus_rotations(at_truth, rounds=args.rounds)
         v = np.degrees(Rotation.from_matrix(np.array(rots)).as_rotvec())
         print(f"{args.rounds} consensus rounds started from the true poses move them by "
-              f"{describe_residual(v)}")
+              f"{describe_residual(v, axis)}")
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from shapeatlas.data.synthetic_lv import load_truth
+from shapeatlas.data import load_cohort_truth
 from shapeatlas.mesh.groom import load_groomed, load_manifest
 from shapeatlas.mesh.io import read_mesh
 from shapeatlas.models.atlas import AtlasModel
@@ -59,7 +59,7 @@ def main() -> None:
     if args.livers:
         livers(model, out, [int(x) for x in args.iterations.split(",")])
         return
-    truth = load_truth(out / "cohort")
+    truth = load_cohort_truth(out / "cohort")
     manifest = load_manifest(run / "groomed")
     names = [s["name"] for s in manifest["shapes"]]
     transforms = [np.asarray(s["transform"]) for s in manifest["shapes"]]

@@ -1,8 +1,11 @@
 """Benchmark: R-ASM ground-truth correspondence error on a synthetic LV cohort, vs a baseline.
 
-1. Synthesise N LVs (1k-4k vertices, random poses, healthy + dilated), `shapeatlas fit` on the raw
-   folder (it grooms them itself), then correspond every original file (transforms from the
-   groom manifest, so the points come back in each file's frame).
+`--organ kidney` runs the same bench on the synthetic kidney cohort (`data.synthetic_kidney`), the
+second organ with ground truth.
+
+1. Synthesise N LVs (1k-4k vertices, random poses, healthy + dilated) or kidneys,
+   `shapeatlas fit` on the raw folder (it grooms them itself), then correspond every original
+   file (transforms from the groom manifest, so the points come back in each file's frame).
 2. Ground-truth error: for each pair (A, B) = (shape i, shape i+1), atlas vertex k gives the point
    P_A[k] on A and P_B[k] on B; the truth says which point of B corresponds to P_A[k] (its domain
    coordinate on A, located on B). Error = |P_B[k] - truth|, mean over k and pairs, in mm and in %
@@ -14,8 +17,9 @@
    shape by generalised Procrustes on its TRUE correspondences before fitting, to measure what
    the model reaches when the pose is right (see bench/lv_alignment_diagnostics.py).
 
-    python bench/rasm_lv.py [--n 50] [--epochs 30] [--features hybrid] [--sharpness 1e4]
-                            [--no-refine-too] [--oracle-pose] [--out /tmp/rasm-lv]
+    python bench/rasm_lv.py [--organ lv|kidney] [--n 50] [--epochs 30] [--features hybrid]
+                            [--sharpness 1e4] [--no-refine-too] [--oracle-pose]
+                            [--out /tmp/shapeatlas-rasm-ORGAN]
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from shapeatlas.data.synthetic_lv import load_truth, write_lv_cohort
+from shapeatlas.data import load_cohort_truth, write_kidney_cohort, write_lv_cohort
 from shapeatlas.mesh.groom import (
     GroomOptions,
     groom_cohort,
@@ -45,6 +49,8 @@ from shapeatlas.training.config import FitConfig
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--organ", default="lv", choices=["lv", "kidney"],
+                   help="synthetic cohort: LVs (healthy + dilated) or kidneys")
     p.add_argument("--n", type=int, default=50)
     p.add_argument("--seed", type=int, default=0, help="cohort seed")
     p.add_argument("--fit-seed", type=int, default=0)
@@ -54,7 +60,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--sharpness", type=float, default=None)
     p.add_argument("--atlas-vertices", type=int, default=None)
     p.add_argument("--no-refine-too", action="store_true", help="also evaluate without refinement")
-    p.add_argument("--out", default="/tmp/shapeatlas-rasm-lv")
+    p.add_argument("--out", default=None, help="default /tmp/shapeatlas-rasm-ORGAN")
     p.add_argument("--reuse-cohort", action="store_true")
     p.add_argument("--atlas-init", default=None, help="medoid (default), random, or a mesh path")
     p.add_argument("--tag", default=None, help="name of this run inside --out")
@@ -91,25 +97,27 @@ def groom_oracle(cohort: Path, out: Path, cfg: FitConfig, truth: dict) -> Path:
 
 
 def run(args: argparse.Namespace) -> dict:
-    out = Path(args.out)
+    out = Path(args.out or f"/tmp/shapeatlas-rasm-{args.organ}")
     tag = args.tag or f"{args.features}-s{args.fit_seed}"
     cohort, run = out / "cohort", out / f"run-{tag}"
     if not args.reuse_cohort or not cohort.is_dir():
         shutil.rmtree(cohort, ignore_errors=True)
-        write_lv_cohort(cohort, n=args.n, seed=args.seed, phenotypes="mixed")
+        if args.organ == "kidney":
+            write_kidney_cohort(cohort, n=args.n, seed=args.seed)
+        else:
+            write_lv_cohort(cohort, n=args.n, seed=args.seed, phenotypes="mixed")
     shutil.rmtree(run, ignore_errors=True)
     cfg = FitConfig(features=args.features, seed=args.fit_seed).replace(
         epochs=args.epochs, atlas_rounds=args.rounds, sharpness=args.sharpness,
         atlas_vertices=args.atlas_vertices, atlas_init=args.atlas_init,
         normalisation=args.normalisation, groom_consensus_rounds=args.consensus_rounds,
         pose_iterations=args.pose_iterations, pose_relaxation=args.pose_relaxation)
+    truth = load_cohort_truth(cohort)
     t0 = time.perf_counter()
-    data = groom_oracle(cohort, run / "groomed", cfg, load_truth(cohort)) if args.oracle_pose \
-        else cohort
+    data = groom_oracle(cohort, run / "groomed", cfg, truth) if args.oracle_pose else cohort
     fit_run(data, run, cfg)
     fit_s = time.perf_counter() - t0
     model = AtlasModel.load(run)
-    truth = load_truth(cohort)
     manifest = load_manifest(run / "groomed")
     names = [s["name"] for s in manifest["shapes"]]
     transforms = {s["name"]: np.asarray(s["transform"]) for s in manifest["shapes"]}
@@ -132,7 +140,7 @@ def run(args: argparse.Namespace) -> dict:
     base = np.concatenate(baseline_pair_errors(transforms, truth, names))
     metrics = json.loads((run / "fit_metrics.json").read_text())
     result = {
-        "n": len(names), "features": args.features, "config": cfg.to_dict(),
+        "organ": args.organ, "n": len(names), "features": args.features, "config": cfg.to_dict(),
         "fit_seconds": fit_s, "epochs_run": metrics["epochs_run"],
         "shapes_per_second_per_epoch": metrics["shapes_per_second_per_epoch"],
         "mean_long_axis_mm": long_axis,

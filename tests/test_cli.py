@@ -15,7 +15,7 @@ from shapeatlas.mesh.io import read_mesh, write_mesh
 
 
 def test_help_of_every_verb(capsys):
-    for verb in (["info"], ["groom"], ["synth"], ["synth", "lv"], ["fit"], ["correspond"],
+    for verb in (["info"], ["groom"], ["synth"], ["synth", "lv"], ["synth", "kidney"], ["fit"], ["correspond"],
                  ["sample"], ["reconstruct"], ["evaluate"], ["demo"]):
         with pytest.raises(SystemExit) as ex:
             main([*verb, "--help"])
@@ -33,6 +33,9 @@ def test_console_script_is_installed():
     (["groom"], "required"),
     (["groom", "/definitely/not/here", "--out", "x"], "does not exist"),
     (["synth", "lv", "--out", "x", "--n", "-3"], "positive integer"),
+    (["synth", "kidney", "--out", "x", "--min-vertices", "50"], "at least 100"),
+    (["synth", "kidney", "--out", "x", "--min-vertices", "900", "--max-vertices", "800"],
+     "must not exceed"),
     (["frobnicate"], "invalid choice"),
     (["fit", "x", "--out", "y", "--method", "svm"], "invalid choice"),
     (["fit", "x", "--out", "y", "--atlases", "0"], "'auto' or a positive integer"),
@@ -73,6 +76,14 @@ def test_synth_and_groom(tmp_path, capsys):
     assert [s["n_vertices"] for s in manifest["shapes"]] == [600, 600, 600]
     assert manifest["options"]["consensus_rounds"] == 1
     assert "groomed 3 of 3 meshes" in capsys.readouterr().out
+    assert main(["synth", "kidney", "--n", "2", "--out", str(tmp_path / "kid"), "--seed", "1",
+                 "--min-vertices", "300", "--max-vertices", "400", "-q"]) == 0
+    truth = json.loads((tmp_path / "kid" / "truth.json").read_text())
+    assert truth["generator"] == "shapeatlas.data.synthetic_kidney"
+    assert all(300 <= r["n_vertices"] <= 400 for r in truth["shapes"].values())
+    assert sorted(p.name for p in (tmp_path / "kid").glob("*.ply")) == [
+        "kidney_000.ply", "kidney_001.ply"]
+    assert "wrote 2 kidney shapes" in capsys.readouterr().out
 
 
 def test_groom_reports_bad_file_and_exits_1(tmp_path, capsys):

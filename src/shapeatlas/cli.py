@@ -149,6 +149,16 @@ def cmd_groom(args: argparse.Namespace) -> int:
     return 0 if not result.failed else 1
 
 
+def _synth_arguments(p: argparse.ArgumentParser) -> None:
+    """The options every `synth KIND` verb takes."""
+    p.add_argument("--n", type=_positive_int, default=50, help="number of shapes (default 50)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--min-vertices", type=_positive_int, default=1000, help="default 1000")
+    p.add_argument("--max-vertices", type=_positive_int, default=4000, help="default 4000")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+
+
 def cmd_synth_lv(args: argparse.Namespace) -> int:
     from shapeatlas.data.synthetic_lv import write_lv_cohort
 
@@ -164,6 +174,26 @@ def cmd_synth_lv(args: argparse.Namespace) -> int:
     finally:
         progress.close()
     print(f"wrote {len(paths)} LV shapes to {args.out} (ground truth: truth.json, truth/*.npz)")
+    return 0
+
+
+def cmd_synth_kidney(args: argparse.Namespace) -> int:
+    from shapeatlas.data.synthetic_kidney import MIN_VERTICES, write_kidney_cohort
+
+    if args.min_vertices > args.max_vertices:
+        _usage_error(args, "--min-vertices must not exceed --max-vertices")
+    if args.min_vertices < MIN_VERTICES:
+        _usage_error(args, f"--min-vertices must be at least {MIN_VERTICES}")
+    progress = _Progress(enabled=not args.quiet)
+    try:
+        paths = write_kidney_cohort(
+            args.out, n=args.n, seed=args.seed, n_vertices=(args.min_vertices, args.max_vertices),
+            progress=lambda done, total: progress("synth", 1, total),
+        )
+    finally:
+        progress.close()
+    print(f"wrote {len(paths)} kidney shapes to {args.out} "
+          "(ground truth: truth.json, truth/*.npz)")
     return 0
 
 
@@ -424,15 +454,16 @@ def build_parser() -> argparse.ArgumentParser:
                          description="Closed LV cavity surfaces in mm, each triangulated "
                          "differently and in a random pose, with ground truth (truth.json and "
                          "truth/NAME.npz: per-vertex coordinates on the shared domain).")
-    lv.add_argument("--n", type=_positive_int, default=50, help="number of shapes (default 50)")
-    lv.add_argument("--out", required=True, metavar="DIR", help="output folder")
-    lv.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    _synth_arguments(lv)
     lv.add_argument("--phenotypes", choices=["healthy", "mixed"], default="healthy",
                     help="healthy only, or a mix of healthy and dilated ventricles")
-    lv.add_argument("--min-vertices", type=_positive_int, default=1000, help="default 1000")
-    lv.add_argument("--max-vertices", type=_positive_int, default=4000, help="default 4000")
-    lv.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     lv.set_defaults(func=cmd_synth_lv, _parser=lv)
+    kid = ssub.add_parser("kidney", help="kidneys with ground-truth correspondence",
+                          description="Closed kidney surfaces in mm (a bent ellipsoid with a "
+                          "hilar dent and a fuller upper pole), each triangulated differently "
+                          "and in a random pose, with ground truth in the LV cohort's layout.")
+    _synth_arguments(kid)
+    kid.set_defaults(func=cmd_synth_kidney, _parser=kid)
 
     f = sub.add_parser("fit", help="learn an atlas, the correspondences and a shape generator",
                        description="Fit an Atlas-R-ASMG model (R-ASM correspondences + β-VAE) or "

@@ -41,6 +41,8 @@ import numpy as np
 from scipy.spatial import Delaunay, cKDTree
 
 from shapeatlas.atomic import write_npz_atomic, write_text_atomic
+from shapeatlas.data.surface_sampling import area_candidates, farthest_points
+from shapeatlas.data.truth_files import ShapeTruth, read_cohort_truth
 from shapeatlas.errors import ShapeAtlasError
 from shapeatlas.mesh import geometry as geo
 from shapeatlas.mesh.core import Mesh
@@ -416,24 +418,6 @@ def _delaunay_ccw(points2d: np.ndarray, what: str) -> np.ndarray:
     return np.where((cross < 0)[:, None], simplices[:, ::-1], simplices)
 
 
-def _farthest_points(candidates: np.ndarray, seeds: np.ndarray, n: int) -> np.ndarray:
-    """Indices of `n` candidates picked greedily farthest from the seeds and earlier picks.
-
-    candidates: (P, 3), seeds: (S, 3) -> (n,). Only candidates closer to the new pick than the
-    current largest gap can change, so each step updates a small ball found with a k-d tree.
-    """
-    dist, _ = cKDTree(seeds).query(candidates)
-    tree = cKDTree(candidates)
-    picked = np.empty(n, dtype=np.int64)
-    for i in range(n):
-        j = int(np.argmax(dist))
-        picked[i] = j
-        near = np.asarray(tree.query_ball_point(candidates[j], dist[j]), dtype=np.int64)
-        gap = np.linalg.norm(candidates[near] - candidates[j], axis=1)
-        dist[near] = np.minimum(dist[near], gap)
-    return picked
-
-
 def triangulate_lv(params: LVParams, *, n_vertices: int,
                    rng: np.random.Generator) -> LVTriangulation:
     """Triangulate the LV surface with exactly `n_vertices` evenly spaced vertices.
@@ -465,17 +449,12 @@ def triangulate_lv(params: LVParams, *, n_vertices: int,
     rim_x = lv_surface(params, domain_points=rim_u)
     apex_x = lv_surface(params, domain_points=apex_u)
 
-    n_cand = CANDIDATE_OVERSAMPLING * n_free
-    face = rng.choice(len(grid_f), size=n_cand, p=areas / areas.sum())
-    r1, r2 = np.sqrt(rng.random(n_cand)), rng.random(n_cand)
-    bary = np.stack([1.0 - r1, r1 * (1.0 - r2), r1 * r2], axis=1)
-    cand_u = np.einsum("ki,kij->kj", bary, grid_u[grid_f[face]])
-    cand_u /= np.linalg.norm(cand_u, axis=1, keepdims=True)
+    cand_u = area_candidates(grid_u, grid_f, areas, CANDIDATE_OVERSAMPLING * n_free, rng=rng)
     cand_x = lv_surface(params, domain_points=cand_u)
     rim_gap, _ = cKDTree(rim_x).query(cand_x)
     keep = rim_gap >= RIM_BAND_FACTOR * perimeter / n_rim
     cand_u, cand_x = cand_u[keep], cand_x[keep]
-    free = _farthest_points(cand_x, np.concatenate([apex_x, rim_x]), n_free)
+    free = farthest_points(cand_x, np.concatenate([apex_x, rim_x]), n_free)
     free_u = cand_u[free]
 
     free_alpha = np.arctan2(np.hypot(free_u[:, 0], free_u[:, 1]), -free_u[:, 2])
@@ -624,56 +603,17 @@ def write_lv_cohort(
 
 
 @dataclass(frozen=True, kw_only=True)
-class LVTruth:
-    """Ground truth of one cohort shape (see `write_lv_cohort`).
+class LVTruth(ShapeTruth):
+    """Ground truth of one LV of a cohort (see `write_lv_cohort`): the `ShapeTruth` fields
+    (region: wall / rim / cap codes), the phenotype and the shape's `LVParams`."""
 
-    domain: (V, 3) unit domain coordinates of the mesh's vertices.
-    vertices_domain: (V, 3) vertices in the domain frame (mm).
-    faces: (F, 3) the mesh's triangles. region: (V,) wall / rim / cap codes.
-    pose: (4, 4) domain frame -> file frame.
-    """
-
-    name: str
-    mesh_path: Path
     phenotype: str
-    volume_ml: float
-    long_axis_mm: float
-    n_vertices: int
-    pose: np.ndarray
     params: LVParams
-    domain: np.ndarray
-    vertices_domain: np.ndarray
-    faces: np.ndarray
-    region: np.ndarray
-
-    @property
-    def vertices_file(self) -> np.ndarray:
-        """(V, 3) the mesh's vertices in its file frame (pose applied)."""
-        return self.vertices_domain @ self.pose[:3, :3].T + self.pose[:3, 3]
 
 
 def load_truth(directory: str | Path) -> dict[str, LVTruth]:
     """Read a cohort's ground truth: shape name -> `LVTruth`, in name order."""
-    directory = Path(directory)
-    index = directory / "truth.json"
-    if not index.is_file():
-        raise ShapeAtlasError(f"{index}: no such file; is {directory} a cohort written by "
-                              "write_lv_cohort (it writes truth.json last)?")
-    meta = json.loads(index.read_text())
-    if meta.get("generator") != "shapeatlas.data.synthetic_lv":
-        raise ShapeAtlasError(f"{index}: not a synthetic LV truth file")
-    out = {}
-    for name in sorted(meta["shapes"]):
-        rec = meta["shapes"][name]
-        npz_path = directory / rec["truth"]
-        if not npz_path.is_file():
-            raise ShapeAtlasError(f"{npz_path}: missing ground truth for {name}")
-        with np.load(npz_path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in ("domain", "vertices_domain", "faces", "region")}
-        out[name] = LVTruth(
-            name=name, mesh_path=directory / rec["mesh"], phenotype=rec["phenotype"],
-            volume_ml=float(rec["volume_ml"]), long_axis_mm=float(rec["long_axis_mm"]),
-            n_vertices=int(rec["n_vertices"]), pose=np.asarray(rec["pose"], dtype=np.float64),
-            params=LVParams.from_dict(rec["params"]), **arrays,
-        )
-    return out
+    return read_cohort_truth(
+        directory, generator="shapeatlas.data.synthetic_lv", writer="write_lv_cohort",
+        organ="LV", build=lambda fields, rec: LVTruth(
+            **fields, phenotype=rec["phenotype"], params=LVParams.from_dict(rec["params"])))
