@@ -12,8 +12,9 @@ The map, for a domain point `u` (unit vector):
 
 1. a triaxial ellipsoid `(a u_x, b s u_y, c s u_z)`, `a` half the length along x, with the
    cross-section scaled by `s = 1 + pole_asymmetry * u_x` (the upper pole, +x, is fuller);
-2. displaced along the ellipsoid's normal by the hilum, a Gaussian dent of depth
-   `hilum_depth_mm` centred at the domain point (0, 1, 0) (the medial side), and by random bumps;
+2. displaced along the normal of the plain ellipsoid `(a, b, c)` by the hilum, a Gaussian dent
+   of depth `hilum_depth_mm` centred at the domain point (0, 1, 0) (the medial side), and by
+   random bumps;
 3. bent in the xy plane: `y += bend_mm * (x / a)**2`, so the poles turn medially (+y) and the
    medial side is concave.
 
