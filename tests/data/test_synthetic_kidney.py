@@ -142,5 +142,25 @@ def test_same_seed_same_bytes_and_loaders_refuse_each_others_files(tmp_path):
         load_cohort_truth(tmp_path / "other")
     with pytest.raises(ShapeAtlasError, match="cannot read"):
         load_cohort_truth(tmp_path / "nothing")
+
+
+def test_a_damaged_truth_file_is_named_in_the_error(cohort, tmp_path):
+    out, _, _ = cohort
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "truth.json").write_text("{not json")
+    with pytest.raises(ShapeAtlasError, match="truth.json: not valid JSON"):
+        load_kidney_truth(bad)
+    meta = json.loads((out / "truth.json").read_text())
+    del meta["shapes"]["kidney_001"]["pose"]
+    (bad / "truth.json").write_text(json.dumps(meta))
+    (bad / "truth").mkdir()
+    for name in ("kidney_000", "kidney_001"):
+        (bad / "truth" / f"{name}.npz").write_bytes((out / "truth" / f"{name}.npz").read_bytes())
+    with pytest.raises(ShapeAtlasError, match="record of kidney_001 is incomplete.*pose"):
+        load_kidney_truth(bad)
+    (bad / "truth" / "kidney_000.npz").unlink()
+    with pytest.raises(ShapeAtlasError, match="kidney_000.npz: missing ground truth"):
+        load_kidney_truth(bad)
     with pytest.raises(ValueError, match="n_vertices"):
         write_kidney_cohort(tmp_path / "c", n_vertices=(50, 60))

@@ -63,21 +63,30 @@ def read_cohort_truth(directory: str | Path, *, generator: str, writer: str, org
     if not index.is_file():
         raise ShapeAtlasError(f"{index}: no such file; is {directory} a cohort written by "
                               f"{writer} (it writes truth.json last)?")
-    meta = json.loads(index.read_text())
-    if meta.get("generator") != generator:
+    try:
+        meta = json.loads(index.read_text())
+    except ValueError as exc:
+        raise ShapeAtlasError(f"{index}: not valid JSON ({exc})") from exc
+    if not isinstance(meta, dict) or meta.get("generator") != generator:
+        found = meta.get("generator") if isinstance(meta, dict) else None
         raise ShapeAtlasError(f"{index}: not a synthetic {organ} truth file "
-                              f"(generator {meta.get('generator')!r})")
+                              f"(generator {found!r})")
     out = {}
-    for name in sorted(meta["shapes"]):
+    for name in sorted(meta.get("shapes", {})):
         rec = meta["shapes"][name]
-        npz_path = directory / rec["truth"]
-        if not npz_path.is_file():
-            raise ShapeAtlasError(f"{npz_path}: missing ground truth for {name}")
-        with np.load(npz_path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in TRUTH_ARRAYS}
-        fields = dict(name=name, mesh_path=directory / rec["mesh"],
-                      volume_ml=float(rec["volume_ml"]), long_axis_mm=float(rec["long_axis_mm"]),
-                      n_vertices=int(rec["n_vertices"]),
-                      pose=np.asarray(rec["pose"], dtype=np.float64), **arrays)
-        out[name] = build(fields, rec)
+        try:
+            npz_path = directory / rec["truth"]
+            if not npz_path.is_file():
+                raise ShapeAtlasError(f"{npz_path}: missing ground truth for {name}")
+            with np.load(npz_path, allow_pickle=False) as z:
+                arrays = {k: z[k] for k in TRUTH_ARRAYS}
+            fields = dict(name=name, mesh_path=directory / rec["mesh"],
+                          volume_ml=float(rec["volume_ml"]),
+                          long_axis_mm=float(rec["long_axis_mm"]),
+                          n_vertices=int(rec["n_vertices"]),
+                          pose=np.asarray(rec["pose"], dtype=np.float64), **arrays)
+            out[name] = build(fields, rec)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ShapeAtlasError(f"{index}: the record of {name} is incomplete or malformed "
+                                  f"({type(exc).__name__}: {exc})") from exc
     return out
