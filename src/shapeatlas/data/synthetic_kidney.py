@@ -27,7 +27,6 @@ pose (`pose`: domain frame -> file frame), as in the LV cohort.
 from __future__ import annotations
 
 import functools
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,14 +35,16 @@ from typing import Any, Callable, Mapping
 import numpy as np
 from scipy.spatial import ConvexHull
 
-from shapeatlas.atomic import write_npz_atomic, write_text_atomic
 from shapeatlas.data.surface_sampling import area_candidates, farthest_points
 from shapeatlas.data.synthetic_lv import random_pose
-from shapeatlas.data.truth_files import ShapeTruth, read_cohort_truth
+from shapeatlas.data.truth_files import (
+    ShapeTruth,
+    read_cohort_truth,
+    write_cohort_index,
+    write_shape_truth,
+)
 from shapeatlas.errors import ShapeAtlasError
 from shapeatlas.mesh import geometry as geo
-from shapeatlas.mesh.core import Mesh
-from shapeatlas.mesh.ply import write_ply
 
 log = logging.getLogger(__name__)
 
@@ -312,28 +313,20 @@ def write_kidney_cohort(
         params = sample_kidney_params(rng)
         tri = triangulate_kidney(params, n_vertices=int(count), rng=rng)
         pose = random_pose(rng)
-        mesh = Mesh(tri.vertices, tri.faces, name=name).transformed(pose)
-        paths.append(write_ply(out_dir / f"{name}.ply", mesh.vertices, mesh.faces))
-        write_npz_atomic(out_dir / "truth" / f"{name}.npz", {
-            "domain": tri.domain, "vertices_domain": tri.vertices, "faces": tri.faces,
-            "region": np.zeros(len(tri.domain), dtype=np.int8)})
-        records[name] = {
-            "volume_ml": kidney_volume(params) * ML_PER_MM3,
-            "long_axis_mm": kidney_long_axis(params), "pose": pose.tolist(),
-            "params": params.to_dict(), "n_vertices": int(count),
-            "mesh": f"{name}.ply", "truth": f"truth/{name}.npz",
-        }
+        path, records[name] = write_shape_truth(
+            out_dir, name, domain=tri.domain, vertices_domain=tri.vertices, faces=tri.faces,
+            region=np.zeros(len(tri.domain), dtype=np.int8), pose=pose,
+            head={"volume_ml": kidney_volume(params) * ML_PER_MM3,
+                  "long_axis_mm": kidney_long_axis(params)},
+            params=params.to_dict())
+        paths.append(path)
         if progress is not None:
             progress(i + 1, n)
-    meta = {
+    write_cohort_index(out_dir, head={
         "generator": GENERATOR, "generator_version": GENERATOR_VERSION, "seed": seed, "n": n,
-        "n_vertices_range": [lo, hi], "units": {"length": "mm", "volume": "mL"},
-        "pose_convention": "4x4 homogeneous; file vertices = pose @ [vertices_domain, 1]",
+        "n_vertices_range": [lo, hi]}, tail={
         "domain": "unit sphere; evaluate with shapeatlas.data.synthetic_kidney.kidney_surface"
-                  "(params, domain_points=domain)",
-        "shapes": records,
-    }
-    write_text_atomic(out_dir / "truth.json", json.dumps(meta, indent=1) + "\n")
+                  "(params, domain_points=domain)"}, shapes=records)
     log.info("wrote %d synthetic kidneys to %s", n, out_dir)
     return paths
 

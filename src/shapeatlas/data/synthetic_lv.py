@@ -31,7 +31,6 @@ Units: millimetres for lengths, millilitres for volumes. The "domain frame" is t
 from __future__ import annotations
 
 import functools
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,13 +39,15 @@ from typing import Any, Callable, Literal, Mapping
 import numpy as np
 from scipy.spatial import Delaunay, cKDTree
 
-from shapeatlas.atomic import write_npz_atomic, write_text_atomic
 from shapeatlas.data.surface_sampling import area_candidates, farthest_points
-from shapeatlas.data.truth_files import ShapeTruth, read_cohort_truth
+from shapeatlas.data.truth_files import (
+    ShapeTruth,
+    read_cohort_truth,
+    write_cohort_index,
+    write_shape_truth,
+)
 from shapeatlas.errors import ShapeAtlasError
 from shapeatlas.mesh import geometry as geo
-from shapeatlas.mesh.core import Mesh
-from shapeatlas.mesh.ply import write_ply
 
 log = logging.getLogger(__name__)
 
@@ -565,39 +566,20 @@ def write_lv_cohort(
         params = sample_lv_params(rng, phenotype=label)
         tri = triangulate_lv(params, n_vertices=int(count), rng=rng)
         pose = random_pose(rng)
-        mesh = Mesh(tri.vertices, tri.faces, name=name).transformed(pose)
-        paths.append(write_ply(out_dir / f"{name}.ply", mesh.vertices, mesh.faces))
-        write_npz_atomic(out_dir / "truth" / f"{name}.npz", {
-            "domain": tri.domain, "vertices_domain": tri.vertices,
-            "faces": tri.faces, "region": tri.region,
-        })
-        records[name] = {
-            "volume_ml": lv_volume(params) * ML_PER_MM3,
-            "phenotype": label,
-            "long_axis_mm": lv_long_axis(params),
-            "pose": pose.tolist(),
-            "params": params.to_dict(),
-            "n_vertices": int(count),
-            "mesh": f"{name}.ply",
-            "truth": f"truth/{name}.npz",
-        }
+        path, records[name] = write_shape_truth(
+            out_dir, name, domain=tri.domain, vertices_domain=tri.vertices, faces=tri.faces,
+            region=tri.region, pose=pose,
+            head={"volume_ml": lv_volume(params) * ML_PER_MM3, "phenotype": label,
+                  "long_axis_mm": lv_long_axis(params)},
+            params=params.to_dict())
+        paths.append(path)
         log.debug("%s: %s, %d vertices, %.1f mL", name, label, count, records[name]["volume_ml"])
         if progress is not None:
             progress(i + 1, n)
-    meta = {
-        "generator": "shapeatlas.data.synthetic_lv",
-        "generator_version": GENERATOR_VERSION,
-        "seed": seed,
-        "n": n,
-        "phenotypes": phenotypes,
-        "n_vertices_range": [lo, hi],
-        "units": {"length": "mm", "volume": "mL"},
-        "pose_convention": "4x4 homogeneous; file vertices = pose @ [vertices_domain, 1]",
-        "domain": DOMAIN_DESCRIPTION,
-        "alpha_base": ALPHA_BASE,
-        "shapes": records,
-    }
-    write_text_atomic(out_dir / "truth.json", json.dumps(meta, indent=1) + "\n")
+    write_cohort_index(out_dir, head={
+        "generator": "shapeatlas.data.synthetic_lv", "generator_version": GENERATOR_VERSION,
+        "seed": seed, "n": n, "phenotypes": phenotypes, "n_vertices_range": [lo, hi]},
+        tail={"domain": DOMAIN_DESCRIPTION, "alpha_base": ALPHA_BASE}, shapes=records)
     log.info("wrote %d synthetic LV shapes to %s", n, out_dir)
     return paths
 

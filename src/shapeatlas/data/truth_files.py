@@ -3,7 +3,9 @@
 A cohort folder holds the meshes (`NAME.ply`, file frame), `truth/NAME.npz` (`domain` (V, 3),
 `vertices_domain` (V, 3), `faces` (F, 3), `region` (V,)) and, written last, `truth.json`, whose
 `generator` names the module that wrote it and whose `shapes` holds one record per mesh
-(`volume_ml`, `long_axis_mm`, `pose`, `params`, `n_vertices`, `mesh`, `truth`, ...).
+(`volume_ml`, `long_axis_mm`, `pose`, `params`, `n_vertices`, `mesh`, `truth`, ...). Both
+generators write them with `write_shape_truth` and `write_cohort_index`, and read them with
+`read_cohort_truth`.
 """
 
 from __future__ import annotations
@@ -15,7 +17,10 @@ from typing import Any, Callable, TypeVar
 
 import numpy as np
 
+from shapeatlas.atomic import write_npz_atomic, write_text_atomic
 from shapeatlas.errors import ShapeAtlasError
+from shapeatlas.mesh.core import Mesh
+from shapeatlas.mesh.ply import write_ply
 
 #: Arrays stored per shape in truth/NAME.npz.
 TRUTH_ARRAYS = ("domain", "vertices_domain", "faces", "region")
@@ -49,6 +54,37 @@ class ShapeTruth:
 
 
 T = TypeVar("T", bound=ShapeTruth)
+
+#: How `pose` maps the domain frame to the file frame, written into every truth.json.
+POSE_CONVENTION = "4x4 homogeneous; file vertices = pose @ [vertices_domain, 1]"
+
+
+def write_shape_truth(out_dir: Path, name: str, *, domain: np.ndarray,
+                      vertices_domain: np.ndarray, faces: np.ndarray, region: np.ndarray,
+                      pose: np.ndarray, head: dict[str, Any],
+                      params: dict[str, Any]) -> tuple[Path, dict[str, Any]]:
+    """Write one shape: `NAME.ply` (file frame, no point data) and `truth/NAME.npz`.
+
+    domain, vertices_domain: (V, 3); faces: (F, 3); region: (V,); pose: (4, 4).
+    -> (mesh path, its truth.json record: the organ's `head` fields, then pose, params,
+    n_vertices, mesh and truth).
+    """
+    mesh = Mesh(vertices_domain, faces, name=name).transformed(pose)
+    path = write_ply(out_dir / f"{name}.ply", mesh.vertices, mesh.faces)
+    write_npz_atomic(out_dir / "truth" / f"{name}.npz", {
+        "domain": domain, "vertices_domain": vertices_domain, "faces": faces, "region": region})
+    return path, {**head, "pose": pose.tolist(), "params": params,
+                  "n_vertices": int(len(domain)), "mesh": f"{name}.ply",
+                  "truth": f"truth/{name}.npz"}
+
+
+def write_cohort_index(out_dir: Path, *, head: dict[str, Any], tail: dict[str, Any],
+                       shapes: dict[str, Any]) -> None:
+    """Write `truth.json` last (atomically): the organ's `head` fields (generator, version,
+    seed, ...), the units and pose convention, its `tail` fields (domain, ...), the records."""
+    meta = {**head, "units": {"length": "mm", "volume": "mL"},
+            "pose_convention": POSE_CONVENTION, **tail, "shapes": shapes}
+    write_text_atomic(out_dir / "truth.json", json.dumps(meta, indent=1) + "\n")
 
 
 def read_cohort_truth(directory: str | Path, *, generator: str, writer: str, organ: str,
