@@ -28,8 +28,6 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 
 from shapeatlas.data import load_cohort_truth
-from shapeatlas.data.synthetic_kidney import KidneyParams, kidney_surface
-from shapeatlas.data.synthetic_lv import lv_surface
 from shapeatlas.mesh.align import consensus_rotations, rotation_about
 from shapeatlas.mesh.core import Mesh
 from shapeatlas.mesh.groom import load_groomed
@@ -103,8 +101,7 @@ def true_correspondence_poses(names, truth, poses, *, n_points: int = 4000,
     pts = {}
     for n in names:
         full = poses[n] @ truth[n].pose
-        surface = kidney_surface if isinstance(truth[n].params, KidneyParams) else lv_surface
-        pts[n] = surface(truth[n].params, domain_points=u) @ full[:3, :3].T + full[:3, 3]
+        pts[n] = truth[n].surface(u) @ full[:3, :3].T + full[:3, 3]
     _, extra, _ = rigid_consensus(np.stack([pts[n] for n in names]), iterations=iterations)
     return {n: e @ poses[n] for n, e in zip(names, extra)}
 
@@ -123,7 +120,7 @@ def main() -> None:
     truth = load_cohort_truth(out / "cohort")
     groomed = {s["name"]: np.asarray(s["transform"]) for s in manifest["shapes"]}
     true = {n: np.linalg.inv(truth[n].pose) for n in names}
-    axis = 0 if isinstance(truth[names[0]].params, KidneyParams) else 2
+    axis = type(truth[names[0]]).LONG_AXIS
     c_rot = consensus_rotations(meshes, rounds=args.rounds)
     consensus = {n: rotation_about(r, m.centroid) @ groomed[n]
                  for n, m, r in zip(names, meshes, c_rot)}

@@ -99,6 +99,7 @@ def test_cohort_files_pose_and_sizes(cohort):
         mesh = read_mesh(t.mesh_path)
         assert np.array_equal(mesh.faces, t.faces) and len(t.vertices_domain) == t.n_vertices
         assert np.allclose(mesh.vertices, t.vertices_file, atol=1e-9)
+        assert np.allclose(t.surface(t.domain), t.vertices_domain, atol=1e-9)
         assert 95.0 <= t.long_axis_mm <= 135.0 and 50.0 <= t.volume_ml <= 250.0
         assert abs(mesh.signed_volume / 1000.0 / t.volume_ml - 1.0) < 0.02
 

@@ -154,6 +154,7 @@ def test_pose_maps_domain_frame_to_file(cohort):
         assert np.allclose(mesh.vertices, t.vertices_domain @ rot.T + t.pose[:3, 3], atol=1e-9)
         x = lv_surface(t.params, domain_points=t.domain)
         assert np.allclose(x, t.vertices_domain, atol=1e-9)
+        assert np.array_equal(t.surface(t.domain), x)
     translations = np.array([t.pose[:3, 3] for t in truth.values()])
     assert np.abs(translations).max() > 10.0  # placed tens of mm away, not at the origin
 

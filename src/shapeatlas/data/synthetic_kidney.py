@@ -30,7 +30,7 @@ import functools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, ClassVar, Mapping
 
 import numpy as np
 from scipy.spatial import ConvexHull
@@ -337,6 +337,10 @@ class KidneyTruth(ShapeTruth):
     shape's `KidneyParams`."""
 
     params: KidneyParams
+    LONG_AXIS: ClassVar[int] = 0  # the poles are the domain points (+-1, 0, 0)
+
+    def surface(self, domain_points: np.ndarray) -> np.ndarray:
+        return kidney_surface(self.params, domain_points=domain_points)
 
 
 def load_kidney_truth(directory: str | Path) -> dict[str, KidneyTruth]:

@@ -34,7 +34,7 @@ import functools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Literal, Mapping
+from typing import Any, Callable, ClassVar, Literal, Mapping
 
 import numpy as np
 from scipy.spatial import Delaunay, cKDTree
@@ -591,6 +591,10 @@ class LVTruth(ShapeTruth):
 
     phenotype: str
     params: LVParams
+    LONG_AXIS: ClassVar[int] = 2  # apex (0, 0, -1) to cap centre (0, 0, 1)
+
+    def surface(self, domain_points: np.ndarray) -> np.ndarray:
+        return lv_surface(self.params, domain_points=domain_points)
 
 
 def load_truth(directory: str | Path) -> dict[str, LVTruth]:

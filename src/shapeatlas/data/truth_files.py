@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, ClassVar, TypeVar
 
 import numpy as np
 
@@ -46,6 +46,14 @@ class ShapeTruth:
     vertices_domain: np.ndarray
     faces: np.ndarray
     region: np.ndarray
+
+    #: Domain axis (0: x, 1: y, 2: z) along the organ's long axis.
+    LONG_AXIS: ClassVar[int]
+
+    def surface(self, domain_points: np.ndarray) -> np.ndarray:
+        """The organ's shape map at domain points: (K, 3) unit vectors -> (K, 3) mm, domain
+        frame (each subclass evaluates its own generator's map with its `params`)."""
+        raise NotImplementedError
 
     @property
     def vertices_file(self) -> np.ndarray:
