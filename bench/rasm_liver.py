@@ -33,6 +33,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--features", default="hybrid", choices=["hybrid", "spatial"])
     p.add_argument("--epochs", type=int, default=15)
     p.add_argument("--sharpness", type=float, default=None)
+    p.add_argument("--transport-iterations", type=int, default=None,
+                   help="Sinkhorn iterations when matching (0: the paper's softmax)")
+    p.add_argument("--transport-sharpness", type=float, default=None)
     p.add_argument("--normalisation", default=None, choices=["cohort", "shape", "whiten"])
     p.add_argument("--tag", default=None, help="name of this run inside --out")
     p.add_argument("--out", default="/tmp/shapeatlas-rasm-liver")
@@ -48,7 +51,9 @@ def run(args: argparse.Namespace) -> dict:
     train = [m for i, m in enumerate(meshes) if i % 5]
     test = [m for i, m in enumerate(meshes) if not i % 5]
     cfg = FitConfig(features=args.features, epochs=args.epochs).replace(
-        sharpness=args.sharpness, normalisation=args.normalisation)
+        sharpness=args.sharpness,
+        transport_iterations=args.transport_iterations,
+        transport_sharpness=args.transport_sharpness, normalisation=args.normalisation)
     tag = args.tag or args.features
     run_dir = out / f"run-{tag}"
     shutil.rmtree(run_dir, ignore_errors=True)

@@ -58,6 +58,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--rounds", type=int, default=None)
     p.add_argument("--features", default="hybrid", choices=["hybrid", "spatial"])
     p.add_argument("--sharpness", type=float, default=None)
+    p.add_argument("--transport-iterations", type=int, default=None,
+                   help="Sinkhorn iterations when matching (0: the paper's softmax)")
+    p.add_argument("--transport-sharpness", type=float, default=None)
     p.add_argument("--atlas-vertices", type=int, default=None)
     p.add_argument("--no-refine-too", action="store_true", help="also evaluate without refinement")
     p.add_argument("--out", default=None, help="default /tmp/shapeatlas-rasm-ORGAN")
@@ -109,6 +112,8 @@ def run(args: argparse.Namespace) -> dict:
     shutil.rmtree(run, ignore_errors=True)
     cfg = FitConfig(features=args.features, seed=args.fit_seed).replace(
         epochs=args.epochs, atlas_rounds=args.rounds, sharpness=args.sharpness,
+        transport_iterations=args.transport_iterations,
+        transport_sharpness=args.transport_sharpness,
         atlas_vertices=args.atlas_vertices, atlas_init=args.atlas_init,
         normalisation=args.normalisation, groom_consensus_rounds=args.consensus_rounds,
         pose_iterations=args.pose_iterations, pose_relaxation=args.pose_relaxation)

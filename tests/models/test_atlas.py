@@ -123,6 +123,33 @@ def test_pose_settings_are_checked(fitted):
             FitConfig(**bad)
 
 
+def test_transport_settings_old_configs_and_what_they_change(fitted):
+    from shapeatlas.training.config import FitConfig
+
+    for bad in ({"transport_iterations": -1}, {"transport_sharpness": 0.0},
+                {"transport_sharpness": float("inf")}):
+        with pytest.raises(ShapeAtlasError, match=next(iter(bad))):
+            FitConfig(**bad)
+    d = FitConfig().to_dict()
+    assert d["version"] == 4 and d["transport_iterations"] == 0  # the paper's softmax
+    # A version-3 config (written before transport existed) still loads, with the same matching.
+    old = {k: v for k, v in d.items() if not k.startswith("transport_")}
+    assert FitConfig.from_dict({**old, "version": 3}).transport_iterations == 0
+    # Transport moves the correspondences but keeps them on the surface; 0 is the plain softmax.
+    model, meshes = fitted
+    net = model.net_
+    saved = net.transport_iterations
+    try:
+        net.transport_iterations = 0
+        plain = model.correspond(meshes[:1], refine=False)[0]
+        net.transport_iterations = 30
+        ot = model.correspond(meshes[:1], refine=False)[0]
+    finally:
+        net.transport_iterations = saved
+    assert np.abs(ot.points - plain.points).max() > 1e-3
+    assert ot.chamfer_mm < 2 * plain.chamfer_mm + 0.5
+
+
 def test_correspond_refuses_wrong_units_and_too_coarse_meshes(fitted):
     model, meshes = fitted
     metres = meshes[0].with_vertices(meshes[0].vertices / 1000.0)

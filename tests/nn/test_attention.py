@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from shapeatlas.nn import attention_correspondence
-from shapeatlas.nn.attention import rows_per_chunk
+from shapeatlas.nn.attention import rows_per_chunk, transport_potential
 
 
 def _embeddings(n: int, d: int = 128, seed: int = 0) -> torch.Tensor:
@@ -163,3 +163,83 @@ def test_20k_shape_against_3k_atlas_is_fast_and_memory_bounded():
     # (two quarter-budget buffers plus the normalised embeddings).
     assert result["delta_mb"] < budget, result
     assert result["seconds"] < 10.0, result
+
+
+# ------------------------------------------------------------------------ balanced transport
+def _plan(atlas, shape, g, lam, log_a):
+    """The transport plan exp(L + f + g) of unit embeddings at sharpness lam. -> (K, V)"""
+    a = torch.nn.functional.normalize(atlas, dim=1)
+    s = torch.nn.functional.normalize(shape, dim=1)
+    return torch.softmax(lam * a @ s.T + g, dim=1) * log_a.exp()[:, None]
+
+
+def test_transport_potential_gives_a_plan_with_both_marginals():
+    atlas, shape = _embeddings(40, 6, seed=20), _embeddings(70, 6, seed=21)
+    gen = torch.Generator().manual_seed(22)
+    a = torch.rand(40, generator=gen) + 0.5
+    b = torch.rand(70, generator=gen) + 0.5
+    log_a, log_b = torch.log(a / a.sum()), torch.log(b / b.sum())
+    unit = torch.nn.functional.normalize
+    g = transport_potential(20.0 * unit(atlas, dim=1), unit(shape, dim=1), log_a, log_b,
+                            iterations=300)
+    plan = _plan(atlas, shape, g, 20.0, log_a)
+    torch.testing.assert_close(plan.sum(1), a / a.sum(), rtol=1e-5, atol=0)
+    torch.testing.assert_close(plan.sum(0), b / b.sum(), rtol=1e-3, atol=0)
+    # The plain softmax's plan (g = 0) is far from the shape's marginal.
+    assert (_plan(atlas, shape, 0.0, 20.0, log_a).sum(0) - b / b.sum()).abs().max() > 1e-2
+    # Chunked (a budget far below the 40 x 70 logits) gives the same potential.
+    chunked = transport_potential(20.0 * unit(atlas, dim=1), unit(shape, dim=1), log_a, log_b,
+                                  iterations=300, memory_budget_mb=1e-3)
+    torch.testing.assert_close(chunked, g, rtol=0, atol=1e-4)
+
+
+def test_transport_spreads_atlas_vertices_over_the_whole_shape():
+    # A 1-D toy: the atlas's embeddings cover angles [0, 0.5], the shape's [0, 1] (the shape's
+    # features are stretched). The softmax sends each atlas vertex to the shape vertex of the
+    # same angle, so the shape's second half gets nothing; balanced transport with uniform
+    # masses is the monotone quantile map: atlas vertex k of K lands near (k + 0.5) / K.
+    k, v = 20, 200
+    t_atlas = (torch.arange(k) + 0.5) / k * 0.5
+    t_shape = (torch.arange(v) + 0.5) / v
+    emb = lambda t: torch.stack([torch.cos(t), torch.sin(t)], dim=1)  # noqa: E731
+    pts = torch.stack([t_shape, torch.zeros(v), torch.zeros(v)], dim=1)
+    soft = attention_correspondence(emb(t_atlas), emb(t_shape), pts, sharpness=1e4)
+    assert soft.points[:, 0].max() < 0.55
+    ot = attention_correspondence(emb(t_atlas), emb(t_shape), pts, sharpness=3e3,
+                                  transport_iterations=5000)
+    torch.testing.assert_close(ot.points[:, 0], (torch.arange(k) + 0.5) / k, rtol=0, atol=0.02)
+    # Area weights move the quantiles: doubling the masses of the shape's first half puts two
+    # thirds of the atlas there.
+    w = torch.where(t_shape < 0.5, 2.0, 1.0)
+    ot_w = attention_correspondence(emb(t_atlas), emb(t_shape), pts, sharpness=3e3,
+                                    transport_iterations=5000, shape_weights=w)
+    assert abs(int((ot_w.points[:, 0] < 0.5).sum()) - round(k * 2 / 3)) <= 1
+
+
+def test_zero_transport_iterations_is_the_plain_softmax_and_weights_are_checked():
+    atlas, shape, pts = _embeddings(30, 8, seed=23), _embeddings(50, 8, seed=24), \
+        _embeddings(50, 3, seed=25)
+    plain = attention_correspondence(atlas, shape, pts, sharpness=50.0)
+    zero = attention_correspondence(atlas, shape, pts, sharpness=50.0, transport_iterations=0,
+                                    shape_weights=torch.full((50,), float("nan")))
+    assert torch.equal(plain.points, zero.points)
+    ot = attention_correspondence(atlas, shape, pts, sharpness=50.0, transport_iterations=5)
+    assert not torch.allclose(ot.points, plain.points)
+    for bad in (torch.ones(49), torch.full((50,), float("nan")), -torch.ones(50),
+                torch.zeros(50)):
+        with pytest.raises(ValueError, match="shape_weights must be 50 finite non-negative"):
+            attention_correspondence(atlas, shape, pts, sharpness=50.0, transport_iterations=3,
+                                     shape_weights=bad)
+    with pytest.raises(ValueError, match="iterations must be >= 0"):
+        transport_potential(atlas, shape, torch.zeros(30), torch.zeros(50), iterations=-1)
+
+
+def test_transport_gradients_flow_through_the_cosines():
+    atlas = _embeddings(12, 4, seed=26).requires_grad_()
+    shape = _embeddings(30, 4, seed=27).requires_grad_()
+    pts = _embeddings(30, 3, seed=28)
+    c = attention_correspondence(atlas, shape, pts, sharpness=20.0, transport_iterations=10,
+                                 checkpoint=True, chunk_size=5)
+    c.points.sum().backward()
+    assert atlas.grad is not None and shape.grad is not None
+    assert torch.isfinite(atlas.grad).all() and atlas.grad.abs().sum() > 0

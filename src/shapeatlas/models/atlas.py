@@ -110,7 +110,9 @@ class AtlasModel(GenerativeMixin):
     def _new_net(self) -> RASM:
         c = self.config
         return RASM(c.encoder, sharpness=c.sharpness, smooth_gamma=c.smooth_gamma,
-                    smooth_iterations=c.smooth_iterations, attention_memory_mb=c.attention_memory_mb)
+                    smooth_iterations=c.smooth_iterations, attention_memory_mb=c.attention_memory_mb,
+                    transport_iterations=c.transport_iterations,
+                    transport_sharpness=c.transport_sharpness)
 
     def _atlas_graph(self, points_norm: torch.Tensor) -> AtlasGraph:
         mm = self.normalisation_.to_mm(points_norm.detach().cpu().double().numpy())
@@ -159,7 +161,8 @@ class AtlasModel(GenerativeMixin):
 
         def reestimate(atlas: AtlasGraph) -> torch.Tensor:
             emb = self._embed(atlas.graph)
-            refined = [self._match(atlas, s, atlas_emb=emb)[1] for s in shapes]
+            # The paper's plain attention, as in training (transport is for the results).
+            refined = [self._match(atlas, s, atlas_emb=emb, transport=False)[1] for s in shapes]
             return torch.stack(refined).mean(dim=0)
 
         joint = (self._joint_generator(meshes, atlas0)
@@ -229,10 +232,12 @@ class AtlasModel(GenerativeMixin):
         with torch.no_grad():
             return self.net_.vae.encode(graph.x, graph.edge_index).mu
 
-    def _match(self, atlas: AtlasGraph, shape, *, atlas_emb: torch.Tensor, refine: bool = True):
-        """Match one GraphInput to `atlas`. -> (ShapeMatch, refined normalised shape (K, 3))"""
+    def _match(self, atlas: AtlasGraph, shape, *, atlas_emb: torch.Tensor, refine: bool = True,
+               transport: bool = True):
+        """Match one GraphInput to `atlas` (with the configured transport unless `transport` is
+        False). -> (ShapeMatch, refined normalised shape (K, 3))"""
         with torch.no_grad():
-            m = self.net_.match(atlas_emb, shape, self._embed(shape), atlas)
+            m = self.net_.match(atlas_emb, shape, self._embed(shape), atlas, transport=transport)
         if not refine:
             return m, m.smoothed
         with torch.enable_grad():

@@ -15,6 +15,23 @@ backward pass (K x V again), so `checkpoint=True` recomputes each chunk during b
 (`torch.utils.checkpoint`, non-reentrant), which bounds the backward's memory too. The hard
 assignment `best_atlas_vertex` is found in chunks of shape vertices, also within the budget.
 
+Balanced transport (`transport_iterations` > 0, an addition to the paper's method): the row
+softmax lets many atlas vertices pick the same few shape vertices where the embeddings are least
+distinctive, and leaves other parts of the shape unused; the correspondence then slides along
+the surface. With transport, the weights become
+
+    a_kv = softmax_v(lambda * cos(e_k, f_v) + g_v),
+
+where the per-shape-vertex potential g is found by Sinkhorn iterations (log domain) so that the
+plan m_k a_kv carries the atlas's vertex masses m (area weights) onto the shape's vertex masses
+(area weights): entropic optimal transport between the two surfaces with cost -cos. Each shape
+region then receives as many atlas vertices as its area calls for. g is computed without
+autograd; gradients, if any, flow through the cosines as before. With lambda = 300 and 30
+iterations, a trained model's attention + smoothing error fell from 1.70 to 1.50 mm on 50
+synthetic kidneys and from 3.86 to 3.62 mm on 50 synthetic LVs (README, Results). When the
+(K, V) block fits half the memory budget it is kept and the iterations cost two matrix-vector
+products each; otherwise it is recomputed in chunks every iteration.
+
 Numerics: the logits reach +-lambda (1e4); `torch.softmax` subtracts the row maximum, so nothing
 overflows, and the float32 rounding of a cosine (~6e-8) moves a logit by < 1e-3, which changes the
 weights by < 0.1 %. Half-precision inputs are computed in float32. On GPUs with TF32 matrix
@@ -35,7 +52,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint as _checkpoint
 
-__all__ = ["Correspondence", "attention_correspondence", "rows_per_chunk"]
+__all__ = ["Correspondence", "attention_correspondence", "rows_per_chunk", "transport_potential"]
 
 #: Embedding norms below this are treated as this when normalising for the cosine similarity.
 COSINE_EPS = 1e-8
@@ -43,6 +60,10 @@ COSINE_EPS = 1e-8
 #: the backward pass, their two gradients (without autograd a single one, reused in place).
 #: The chunk size is budget / (this * columns * bytes per element).
 BUFFERS_PER_ROW = 4
+#: Smallest denominator, and 1 / largest scaling, of the kernel-form Sinkhorn iterations.
+TRANSPORT_TINY = 1e-30
+#: Kernel-form Sinkhorn iterations between two absorptions of the scaling into the potential.
+TRANSPORT_ABSORB_EVERY = 10
 
 
 @dataclass(frozen=True, eq=False)
@@ -68,18 +89,26 @@ def rows_per_chunk(n_columns: int, *, memory_budget_mb: float, itemsize: int = 4
     return max(1, math.floor(memory_budget_mb * 2**20 / per_row))
 
 
-def _attend(atlas_rows: Tensor, shape_unit: Tensor, points: Tensor) -> tuple[Tensor, Tensor]:
+def _attend(atlas_rows: Tensor, shape_unit: Tensor, points: Tensor,
+            bias: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """One chunk. atlas_rows: (k, D) unit rows pre-scaled by lambda; shape_unit: (V, D);
-    points: (V, 3) -> points (k, 3), confidence (k,)."""
-    weights = torch.softmax(atlas_rows @ shape_unit.T, dim=1)  # (k, V); softmax subtracts the max
+    points: (V, 3); bias: optional (V,) added to every row's logits
+    -> points (k, 3), confidence (k,)."""
+    logits = atlas_rows @ shape_unit.T
+    if bias is not None:
+        logits = logits + bias
+    weights = torch.softmax(logits, dim=1)  # (k, V); softmax subtracts the max
     return weights @ points, weights.amax(dim=1)
 
 
 def _attend_in_place(
-    atlas_rows: Tensor, shape_unit: Tensor, points: Tensor, buffer: Tensor
+    atlas_rows: Tensor, shape_unit: Tensor, points: Tensor, buffer: Tensor,
+    bias: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """`_attend` without autograd, in one reused (k, V) buffer: no allocator churn, one buffer."""
     w = torch.mm(atlas_rows, shape_unit.T, out=buffer[: atlas_rows.shape[0]])
+    if bias is not None:
+        w.add_(bias)
     w.sub_(w.amax(dim=1, keepdim=True)).exp_()  # the max-subtracted softmax, written out
     w.div_(w.sum(dim=1, keepdim=True))
     return w @ points, w.amax(dim=1)
@@ -94,6 +123,9 @@ def attention_correspondence(
     chunk_size: int | None = None,
     memory_budget_mb: float = 256.0,
     checkpoint: bool = False,
+    transport_iterations: int = 0,
+    atlas_weights: Tensor | None = None,
+    shape_weights: Tensor | None = None,
 ) -> Correspondence:
     """Soft correspondence of atlas vertices onto a shape's points by cosine attention.
 
@@ -107,6 +139,10 @@ def attention_correspondence(
     memory_budget_mb: bound on the similarity buffers held at once (ignored if chunk_size is given).
     checkpoint: recompute each chunk in the backward pass so that training, too, never holds more
         than one chunk of weights; without it, autograd keeps every chunk's (chunk, V) weights.
+    transport_iterations: Sinkhorn iterations of the balanced-transport potential (0: the plain
+        row softmax of the paper); see the module docstring.
+    atlas_weights, shape_weights: (K,) and (V,) non-negative vertex masses (e.g. area weights)
+        for the transport; uniform when not given. Ignored without transport.
 
     Returns
     -------
@@ -149,6 +185,13 @@ def attention_correspondence(
             stacklevel=2,
         )
     use_checkpoint = checkpoint and needs_grad
+    bias = None
+    if transport_iterations:
+        bias = transport_potential(
+            atlas_scaled.detach(), shape_unit.detach(),
+            _log_masses(atlas_weights, k, "atlas_weights", atlas_emb.device, dtype),
+            _log_masses(shape_weights, v, "shape_weights", atlas_emb.device, dtype),
+            iterations=transport_iterations, memory_budget_mb=memory_budget_mb)
     # Without autograd one (rows, V) buffer is reused by every chunk. Allocating a fresh one per
     # chunk lets glibc's heap grow by a chunk every few chunks (freed blocks above its mmap
     # threshold are recycled on the heap, not returned), which measured up to 10x the budget.
@@ -157,11 +200,11 @@ def attention_correspondence(
     for start in range(0, k, rows):
         block = atlas_scaled[start : start + rows]
         if buffer is not None:
-            p, c = _attend_in_place(block, shape_unit, pts, buffer)
+            p, c = _attend_in_place(block, shape_unit, pts, buffer, bias)
         elif use_checkpoint:
-            p, c = _checkpoint(_attend, block, shape_unit, pts, use_reentrant=False)
+            p, c = _checkpoint(_attend, block, shape_unit, pts, bias, use_reentrant=False)
         else:
-            p, c = _attend(block, shape_unit, pts)
+            p, c = _attend(block, shape_unit, pts, bias)
         out_points.append(p)
         out_conf.append(c)
 
@@ -175,6 +218,78 @@ def attention_correspondence(
         confidence=torch.cat(out_conf).to(shape_points.dtype),
         best_atlas_vertex=best,
     )
+
+
+def _log_masses(w: Tensor | None, n: int, what: str, device, dtype) -> Tensor:
+    """Log of masses (n,) normalised to sum 1 (uniform when `w` is None)."""
+    if w is None:
+        return torch.full((n,), -math.log(n), device=device, dtype=dtype)
+    w = w.detach().to(device=device, dtype=dtype)
+    if w.shape != (n,) or not bool(torch.isfinite(w).all()) or bool((w < 0).any()) \
+            or float(w.sum()) <= 0:
+        raise ValueError(f"{what} must be {n} finite non-negative masses with a positive sum, "
+                         f"got shape {tuple(w.shape)}")
+    return torch.log(w / w.sum())
+
+
+def transport_potential(
+    atlas_scaled: Tensor,
+    shape_unit: Tensor,
+    log_atlas_mass: Tensor,
+    log_shape_mass: Tensor,
+    *,
+    iterations: int,
+    memory_budget_mb: float = 256.0,
+) -> Tensor:
+    """Shape-side potential g of entropic transport with logits L = atlas_scaled @ shape_unit.T.
+
+    Sinkhorn in the log domain: f_k = log m_k - logsumexp_v(L_kv + g_v), then
+    g_v = log n_v - logsumexp_k(L_kv + f_k), `iterations` times, so that the plan
+    exp(L + f + g) has row sums m and column sums n (the row marginals hold exactly after each
+    f-step, the column ones in the limit). The rows of the plan, normalised, are
+    softmax_v(L_kv + g_v): attention with a column bias. Computed without autograd. When the
+    (K, V) block fits in half of `memory_budget_mb` it is kept, as the kernel exp(L - row max),
+    and the same iterations run in kernel form (scalings instead of potentials, g = log of the
+    shape-side scaling); otherwise the logits are recomputed in chunks of atlas rows every
+    iteration, in the log domain.
+
+    atlas_scaled: (K, D) unit embeddings times lambda; shape_unit: (V, D) unit embeddings;
+    log_atlas_mass: (K,), log_shape_mass: (V,) log masses summing to 1 -> g (V,)
+    """
+    if iterations < 0:
+        raise ValueError(f"iterations must be >= 0, got {iterations}")
+    k, v = atlas_scaled.shape[0], shape_unit.shape[0]
+    itemsize = atlas_scaled.element_size()
+    with torch.no_grad():
+        g = torch.zeros(v, device=shape_unit.device, dtype=atlas_scaled.dtype)
+        if k * v * itemsize <= memory_budget_mb * 2**20 / 2:
+            # Kernel form with absorption: E = exp(L + g - row max), then u = m / (E s),
+            # s = n / (E^T u): two matrix-vector products per iteration (the log-domain loop
+            # below costs about 10x more). Every TRANSPORT_ABSORB_EVERY iterations the scaling s
+            # is absorbed into g and E recomputed, so pairs whose kernel underflowed (e^-87) come
+            # back into reach as g grows; s is bounded so that an unreached vertex stays finite.
+            logits = torch.mm(atlas_scaled, shape_unit.T)
+            m, n = log_atlas_mass.exp(), log_shape_mass.exp()
+            done = 0
+            while done < iterations:
+                kernel = logits + g
+                kernel.sub_(kernel.amax(dim=1, keepdim=True)).exp_()
+                s = torch.ones_like(g)
+                for _ in range(min(TRANSPORT_ABSORB_EVERY, iterations - done)):
+                    u = m / (kernel @ s).clamp_min(TRANSPORT_TINY)
+                    s = (n / (kernel.T @ u).clamp_min(TRANSPORT_TINY)).clamp_max(1 / TRANSPORT_TINY)
+                    done += 1
+                g = g + torch.log(s.clamp_min(TRANSPORT_TINY))
+            return g
+        rows = rows_per_chunk(v, memory_budget_mb=memory_budget_mb, itemsize=itemsize)
+        for _ in range(iterations):
+            column = torch.full_like(g, -math.inf)
+            for start in range(0, k, rows):
+                logits = atlas_scaled[start : start + rows] @ shape_unit.T
+                f = log_atlas_mass[start : start + rows] - torch.logsumexp(logits + g, dim=1)
+                column = torch.logaddexp(column, torch.logsumexp(logits.add_(f[:, None]), dim=0))
+            g = log_shape_mass - column
+        return g
 
 
 def _best_atlas_vertex(atlas_unit: Tensor, shape_unit: Tensor, *, rows: int) -> Tensor:

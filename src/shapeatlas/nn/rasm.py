@@ -118,10 +118,13 @@ class RASM(nn.Module):
     """
 
     def __init__(self, encoder: EncoderConfig, *, sharpness: float, smooth_gamma: float,
-                 smooth_iterations: int, attention_memory_mb: float):
+                 smooth_iterations: int, attention_memory_mb: float,
+                 transport_iterations: int = 0, transport_sharpness: float = 300.0):
         super().__init__()
         self.vae = GraphVAE(encoder)
         self.sharpness = float(sharpness)
+        self.transport_iterations = int(transport_iterations)
+        self.transport_sharpness = float(transport_sharpness)
         self.smooth_gamma = float(smooth_gamma)
         self.smooth_iterations = int(smooth_iterations)
         self.attention_memory_mb = float(attention_memory_mb)
@@ -133,11 +136,17 @@ class RASM(nn.Module):
         return out, packed
 
     def match(self, atlas_emb: Tensor, shape: GraphInput, shape_emb: Tensor,
-              atlas: AtlasGraph) -> ShapeMatch:
-        """Attention correspondence + graph smoothing of one shape."""
+              atlas: AtlasGraph, *, transport: bool = False) -> ShapeMatch:
+        """Attention correspondence + graph smoothing of one shape. `transport`: balance the
+        attention (`transport_iterations`, `transport_sharpness`; see nn.attention) when
+        `transport_iterations` > 0; training steps call it without."""
+        iterations = self.transport_iterations if transport else 0
         att = attention_correspondence(
-            atlas_emb, shape_emb, shape.points, sharpness=self.sharpness,
+            atlas_emb, shape_emb, shape.points,
+            sharpness=self.transport_sharpness if iterations else self.sharpness,
             memory_budget_mb=self.attention_memory_mb, checkpoint=self.training,
+            transport_iterations=iterations, atlas_weights=atlas.graph.weights,
+            shape_weights=shape.weights,
         )
         smoothed = smooth_on_graph(att.points, atlas.graph.edge_index, gamma=self.smooth_gamma,
                                    iterations=self.smooth_iterations)
