@@ -39,6 +39,7 @@ from shapeatlas.data.surface_sampling import area_candidates, farthest_points
 from shapeatlas.data.synthetic_lv import random_pose
 from shapeatlas.data.truth_files import (
     ShapeTruth,
+    cohort_vertex_range,
     read_cohort_truth,
     write_cohort_index,
     write_shape_truth,
@@ -296,12 +297,7 @@ def write_kidney_cohort(
     >>> paths = write_kidney_cohort("kidneys", n=3, seed=1)          # doctest: +SKIP
     >>> load_kidney_truth("kidneys")["kidney_000"].long_axis_mm      # doctest: +SKIP
     """
-    if n < 1:
-        raise ValueError(f"n must be at least 1, got {n}")
-    lo, hi = (int(v) for v in n_vertices)
-    if not MIN_VERTICES <= lo <= hi:
-        raise ValueError(f"n_vertices must be a range (lo, hi) with {MIN_VERTICES} <= lo <= hi, "
-                         f"got {n_vertices}")
+    lo, hi = cohort_vertex_range(n, n_vertices, MIN_VERTICES)
     out_dir = Path(out_dir)
     seq = np.random.SeedSequence(seed)
     counts = np.random.default_rng(seq.spawn(1)[0]).choice(

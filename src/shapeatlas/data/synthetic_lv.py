@@ -42,6 +42,7 @@ from scipy.spatial import Delaunay, cKDTree
 from shapeatlas.data.surface_sampling import area_candidates, farthest_points
 from shapeatlas.data.truth_files import (
     ShapeTruth,
+    cohort_vertex_range,
     read_cohort_truth,
     write_cohort_index,
     write_shape_truth,
@@ -541,14 +542,9 @@ def write_lv_cohort(
     >>> paths = write_lv_cohort("cohort", n=3, seed=1)          # doctest: +SKIP
     >>> truth = load_truth("cohort"); truth["lv_000"].volume_ml  # doctest: +SKIP
     """
-    if n < 1:
-        raise ValueError(f"n must be at least 1, got {n}")
+    lo, hi = cohort_vertex_range(n, n_vertices, MIN_VERTICES)
     if phenotypes not in ("healthy", "mixed"):
         raise ValueError(f"phenotypes must be 'healthy' or 'mixed', got {phenotypes!r}")
-    lo, hi = (int(v) for v in n_vertices)
-    if not MIN_VERTICES <= lo <= hi:
-        raise ValueError(f"n_vertices must be a range (lo, hi) with {MIN_VERTICES} <= lo <= hi, "
-                         f"got {n_vertices}")
     out_dir = Path(out_dir)
     seq = np.random.SeedSequence(seed)
     cohort_rng = np.random.default_rng(seq.spawn(1)[0])

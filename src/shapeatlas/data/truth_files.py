@@ -67,6 +67,17 @@ T = TypeVar("T", bound=ShapeTruth)
 POSE_CONVENTION = "4x4 homogeneous; file vertices = pose @ [vertices_domain, 1]"
 
 
+def cohort_vertex_range(n: int, n_vertices: tuple[int, int], min_vertices: int) -> tuple[int, int]:
+    """Check a cohort writer's shape count `n` and vertex-count range; -> (lo, hi) as ints."""
+    if n < 1:
+        raise ValueError(f"n must be at least 1, got {n}")
+    lo, hi = (int(v) for v in n_vertices)
+    if not min_vertices <= lo <= hi:
+        raise ValueError(f"n_vertices must be a range (lo, hi) with {min_vertices} <= lo <= hi, "
+                         f"got {n_vertices}")
+    return lo, hi
+
+
 def write_shape_truth(out_dir: Path, name: str, *, domain: np.ndarray,
                       vertices_domain: np.ndarray, faces: np.ndarray, region: np.ndarray,
                       pose: np.ndarray, head: dict[str, Any],
