@@ -16,9 +16,13 @@ second organ with ground truth.
 5. `--oracle-pose` (a diagnostic, not a method): groom as `fit` would, then re-pose every groomed
    shape by generalised Procrustes on its TRUE correspondences before fitting, to measure what
    the model reaches when the pose is right (see bench/lv_alignment_diagnostics.py).
+6. `--rematch`: no new cohort and no fit; load OUT/run-TAG and measure steps 2-4 again with the
+   matching settings given (`--transport-iterations`, `--transport-sharpness`,
+   `--pose-iterations`), which change no training. Written to OUT/result-TAG-rematch-*.json.
 
     python bench/rasm_lv.py [--organ lv|kidney] [--n 50] [--epochs 30] [--features hybrid]
                             [--sharpness 1e4] [--no-refine-too] [--oracle-pose]
+                            [--rematch --tag TAG --transport-iterations 30]
                             [--out /tmp/shapeatlas-rasm-ORGAN]
 """
 
@@ -76,6 +80,8 @@ def parser() -> argparse.ArgumentParser:
                    help="over-relaxation of each pose-refinement step (FitConfig.pose_relaxation)")
     p.add_argument("--oracle-pose", action="store_true",
                    help="diagnostic: fit on shapes re-posed by Procrustes on true correspondences")
+    p.add_argument("--rematch", action="store_true",
+                   help="no fit: re-measure OUT/run-TAG with the matching flags given")
     return p
 
 
@@ -103,6 +109,8 @@ def run(args: argparse.Namespace) -> dict:
     out = Path(args.out or f"/tmp/shapeatlas-rasm-{args.organ}")
     tag = args.tag or f"{args.features}-s{args.fit_seed}"
     cohort, run = out / "cohort", out / f"run-{tag}"
+    if args.rematch:
+        return rematch(args, out, tag)
     if not args.reuse_cohort or not cohort.is_dir():
         shutil.rmtree(cohort, ignore_errors=True)
         if args.organ == "kidney":
@@ -123,6 +131,42 @@ def run(args: argparse.Namespace) -> dict:
     fit_run(data, run, cfg)
     fit_s = time.perf_counter() - t0
     model = AtlasModel.load(run)
+    rows, extra = measure(args, model, run, cohort, truth)
+    metrics = json.loads((run / "fit_metrics.json").read_text())
+    result = {
+        "organ": args.organ, "n": extra.pop("n"), "features": args.features,
+        "config": cfg.to_dict(), "fit_seconds": fit_s, "epochs_run": metrics["epochs_run"],
+        "shapes_per_second_per_epoch": metrics["shapes_per_second_per_epoch"],
+        **extra, "rows": rows,
+        "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+    }
+    (out / f"result-{tag}.json").write_text(json.dumps(result, indent=1))
+    return result
+
+
+def rematch(args: argparse.Namespace, out: Path, tag: str) -> dict:
+    """Re-measure a finished run with other matching settings (no new cohort, no fit)."""
+    run = out / f"run-{tag}"
+    if not (run / "model.json").is_file() or not (out / "cohort").is_dir():
+        raise SystemExit(f"--rematch needs a finished run {run} and its cohort {out / 'cohort'}")
+    model = AtlasModel.load(run).set_transport(args.transport_iterations,
+                                               args.transport_sharpness)
+    if args.pose_iterations is not None:
+        model.config = model.config.replace(pose_iterations=args.pose_iterations)
+    rows, extra = measure(args, model, run, out / "cohort", load_cohort_truth(out / "cohort"))
+    c = model.config
+    result = {"organ": args.organ, "n": extra.pop("n"), "rematch_of": str(run),
+              "config": c.to_dict(), **extra, "rows": rows,
+              "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
+    name = (f"result-{tag}-rematch-t{c.transport_iterations}-l{c.transport_sharpness:g}"
+            f"-p{c.pose_iterations}.json")
+    (out / name).write_text(json.dumps(result, indent=1))
+    return result
+
+
+def measure(args: argparse.Namespace, model: AtlasModel, run: Path, cohort: Path,
+            truth: dict) -> tuple[dict, dict]:
+    """Steps 2-4 on every original file of the cohort. -> (rows, cohort-level figures)"""
     manifest = load_manifest(run / "groomed")
     names = [s["name"] for s in manifest["shapes"]]
     transforms = {s["name"]: np.asarray(s["transform"]) for s in manifest["shapes"]}
@@ -143,19 +187,9 @@ def run(args: argparse.Namespace) -> dict:
             "correspond_s_per_shape": per_shape_s,
         }
     base = np.concatenate(baseline_pair_errors(transforms, truth, names))
-    metrics = json.loads((run / "fit_metrics.json").read_text())
-    result = {
-        "organ": args.organ, "n": len(names), "features": args.features, "config": cfg.to_dict(),
-        "fit_seconds": fit_s, "epochs_run": metrics["epochs_run"],
-        "shapes_per_second_per_epoch": metrics["shapes_per_second_per_epoch"],
-        "mean_long_axis_mm": long_axis,
-        "baseline_gt_error_mm": float(base.mean()),
-        "baseline_gt_error_pct_long_axis": float(100 * base.mean() / long_axis),
-        "rows": rows,
-        "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
-    }
-    (out / f"result-{tag}.json").write_text(json.dumps(result, indent=1))
-    return result
+    return rows, {"n": len(names), "mean_long_axis_mm": long_axis,
+                  "baseline_gt_error_mm": float(base.mean()),
+                  "baseline_gt_error_pct_long_axis": float(100 * base.mean() / long_axis)}
 
 
 def main() -> None:

@@ -148,6 +148,17 @@ def test_fit_and_correspond(tmp_path, capsys):
     assert zp["points"].shape == (150, 3)
     r = zp["transform"][:3, :3]
     np.testing.assert_allclose(r @ r.T, np.eye(3), atol=1e-9)
+    # Balanced transport chosen at correspond time: other points, same outputs; bad values are
+    # named before any file is read.
+    assert main(["correspond", str(run), str(tmp_path / "lv" / "lv_000.ply"),
+                 "--transport-iterations", "20", "--out", str(tmp_path / "t"), "-q"]) == 0
+    zt = np.load(tmp_path / "t" / "lv_000.npz")
+    assert zt["points"].shape == (150, 3)
+    assert np.abs(zt["points"] - z["points"]).max() > 1e-3
+    capsys.readouterr()
+    assert main(["correspond", str(run), str(tmp_path / "lv" / "lv_000.ply"),
+                 "--transport-iterations", "-3", "--out", str(tmp_path / "t2"), "-q"]) == 1
+    assert "transport_iterations must be >= 0" in capsys.readouterr().err
 
 
 def test_cpd_pca_fit_sample_evaluate_reconstruct(tmp_path, capsys):
@@ -185,6 +196,9 @@ def test_cpd_pca_fit_sample_evaluate_reconstruct(tmp_path, capsys):
               "samples.png"):
         assert (tmp_path / "e" / f).read_bytes()[:4] == b"\x89PNG"
     assert "specificity (50 samples)" in capsys.readouterr().out
+    assert main(["correspond", str(run), str(tmp_path / "lv" / "lv_000.ply"), "--out",
+                 str(tmp_path / "c"), "--transport-iterations", "10", "-q"]) == 1
+    assert "needs an R-ASM run" in capsys.readouterr().err
     assert main(["reconstruct", str(run), str(tmp_path / "lv" / "lv_000.ply"),
                  "--out", str(tmp_path / "r")]) == 0
     assert read_mesh(tmp_path / "r" / "lv_000.ply").n_vertices == 150
@@ -229,7 +243,10 @@ def test_multi_atlas_fit_correspond_sample_evaluate(tmp_path, capsys):
     assert main(["correspond", str(run), str(tmp_path / "test"), "--out", str(tmp_path / "p"),
                  "--pose-iterations", "2", "-q"]) == 1
     assert "single-atlas" in capsys.readouterr().err
+    assert main(["correspond", str(run), str(tmp_path / "test"), "--out", str(tmp_path / "t"),
+                 "--transport-iterations", "10", "-q"]) == 0
     z = np.load(tmp_path / "c" / "lv_000.npz")
+    assert np.abs(np.load(tmp_path / "t" / "lv_000.npz")["points"] - z["points"]).max() > 1e-3
     assert z["memberships"].shape == (2,) and int(z["atlas"]) in (0, 1)
     assert z["memberships"].sum() == pytest.approx(1.0)
     assert main(["sample", str(run), "-n", "12", "--out", str(tmp_path / "v"), "-q"]) == 0

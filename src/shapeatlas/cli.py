@@ -315,6 +315,8 @@ def cmd_correspond(args: argparse.Namespace) -> int:
     try:
         done, errors = correspond_files(args.run, args.meshes, args.out, refine=not args.no_refine,
                                         device=args.device, pose_iterations=args.pose_iterations,
+                                        transport_iterations=args.transport_iterations,
+                                        transport_sharpness=args.transport_sharpness,
                                         progress=lambda k: progress("match", k, len(args.meshes)))
     finally:
         progress.close()
@@ -508,6 +510,13 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--pose-iterations", type=int, default=None, metavar="N",
                    help="refine each input's pose on its own correspondences for up to N rounds "
                    "(default: the run's pose_iterations; 0: off)")
+    c.add_argument("--transport-iterations", type=int, default=None, metavar="N",
+                   help="balance each match into a transport plan with N Sinkhorn iterations "
+                   "(default: the run's transport_iterations; 0: the paper's softmax; 30 lowered "
+                   "the synthetic ground-truth error, see the README)")
+    c.add_argument("--transport-sharpness", type=float, default=None, metavar="LAMBDA",
+                   help="attention sharpness when transport is on (default: the run's "
+                   "transport_sharpness)")
     c.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     c.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     c.set_defaults(func=cmd_correspond, _parser=c)

@@ -164,11 +164,20 @@ def write_correspondence(c: Correspondence, faces: np.ndarray, out_dir: Path, na
 def correspond_files(run_dir: str | Path, items: Sequence[str | Path], out_dir: str | Path, *,
                      refine: bool = True, device: str = "auto",
                      pose_iterations: int | None = None,
+                     transport_iterations: int | None = None,
+                     transport_sharpness: float | None = None,
                      progress: Callable[[int], None] | None = None) -> tuple[list[dict], list[str]]:
     """Correspond every mesh to a fitted run; returns per-file summaries and error lines.
 
-    pose_iterations: override the run's `pose_iterations` (single-atlas R-ASM runs only)."""
+    pose_iterations: override the run's `pose_iterations` (single-atlas R-ASM runs only).
+    transport_iterations, transport_sharpness: override the run's balanced transport (R-ASM
+    runs, single or multi-atlas; `AtlasModel.set_transport`)."""
     model = load_model(run_dir, device=device)
+    if transport_iterations is not None or transport_sharpness is not None:
+        if isinstance(model, CPDPCAModel):
+            raise ShapeAtlasError(f"{run_dir}: balanced transport (--transport-iterations, "
+                                  "--transport-sharpness) needs an R-ASM run, not CPD-PCA")
+        model.set_transport(transport_iterations, transport_sharpness)
     extra = {}
     if pose_iterations is not None:
         if not isinstance(model, AtlasModel):

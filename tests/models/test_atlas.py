@@ -137,15 +137,18 @@ def test_transport_settings_old_configs_and_what_they_change(fitted):
     assert FitConfig.from_dict({**old, "version": 3}).transport_iterations == 0
     # Transport moves the correspondences but keeps them on the surface; 0 is the plain softmax.
     model, meshes = fitted
-    net = model.net_
-    saved = net.transport_iterations
+    saved = (model.config.transport_iterations, model.config.transport_sharpness)
     try:
-        net.transport_iterations = 0
-        plain = model.correspond(meshes[:1], refine=False)[0]
-        net.transport_iterations = 30
-        ot = model.correspond(meshes[:1], refine=False)[0]
+        plain = model.set_transport(0).correspond(meshes[:1], refine=False)[0]
+        ot = model.set_transport(30, 200.0).correspond(meshes[:1], refine=False)[0]
+        assert (model.net_.transport_iterations, model.net_.transport_sharpness) == (30, 200.0)
+        assert model.config.transport_iterations == 30  # what save() would record
+        # A bad value is refused with the field's name and changes nothing.
+        with pytest.raises(ShapeAtlasError, match="transport_sharpness"):
+            model.set_transport(sharpness=-1.0)
+        assert model.net_.transport_sharpness == 200.0
     finally:
-        net.transport_iterations = saved
+        model.set_transport(*saved)
     assert np.abs(ot.points - plain.points).max() > 1e-3
     assert ot.chamfer_mm < 2 * plain.chamfer_mm + 0.5
 

@@ -219,6 +219,18 @@ class AtlasModel(GenerativeMixin):
 
         return JointTerm(module=net, loss=loss)
 
+    def set_transport(self, iterations: int | None = None, sharpness: float | None = None
+                      ) -> "AtlasModel":
+        """Change the balanced transport used when matching results (`FitConfig`'s
+        `transport_iterations` and `transport_sharpness`; None keeps a value) on a fitted model,
+        without retraining: transport changes no network and no atlas. -> self"""
+        self._check_fitted()
+        self.config = self.config.replace(  # validates (ShapeAtlasError)
+            transport_iterations=iterations, transport_sharpness=sharpness)
+        self.net_.transport_iterations = self.config.transport_iterations
+        self.net_.transport_sharpness = self.config.transport_sharpness
+        return self
+
     # ---------------------------------------------------------------- matching
     def _atlas_embedding(self) -> tuple[AtlasGraph, torch.Tensor]:
         if getattr(self, "_atlas_cache", None) is None:

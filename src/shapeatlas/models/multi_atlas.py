@@ -561,6 +561,16 @@ class MultiAtlasModel(GenerativeMixin):
                         temperature=self.config.cluster_temperature, spread=self.spread_)
         return matched, per_cluster, r
 
+    def set_transport(self, iterations: int | None = None, sharpness: float | None = None
+                      ) -> "MultiAtlasModel":
+        """`AtlasModel.set_transport` for the shared network (every atlas's matching). -> self"""
+        self._check_fitted()
+        self.base_.set_transport(iterations, sharpness)
+        self.config = self.config.replace(transport_iterations=iterations,
+                                          transport_sharpness=sharpness)
+        self.__dict__.pop("_matchers", None)
+        return self
+
     def predict_proba(self, meshes: Sequence[Mesh], *,
                       transforms: Sequence[np.ndarray] | None = None) -> np.ndarray:
         """Memberships (B, M) of meshes in any frame (or with maps into the groomed frame)."""
