@@ -159,40 +159,28 @@ def _synth_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
 
-def cmd_synth_lv(args: argparse.Namespace) -> int:
-    from shapeatlas.data.synthetic_lv import write_lv_cohort
-
-    if args.min_vertices > args.max_vertices:
-        _usage_error(args, "--min-vertices must not exceed --max-vertices")
-    progress = _Progress(enabled=not args.quiet)
-    try:
-        paths = write_lv_cohort(
-            args.out, n=args.n, seed=args.seed, phenotypes=args.phenotypes,
-            n_vertices=(args.min_vertices, args.max_vertices),
-            progress=lambda done, total: progress("synth", 1, total),
-        )
-    finally:
-        progress.close()
-    print(f"wrote {len(paths)} LV shapes to {args.out} (ground truth: truth.json, truth/*.npz)")
-    return 0
-
-
-def cmd_synth_kidney(args: argparse.Namespace) -> int:
-    from shapeatlas.data.synthetic_kidney import MIN_VERTICES, write_kidney_cohort
-
+def cmd_synth(args: argparse.Namespace) -> int:
+    """`synth lv` and `synth kidney` (args.organ): the same checks, progress and summary."""
+    if args.organ == "lv":
+        from shapeatlas.data.synthetic_lv import MIN_VERTICES
+        from shapeatlas.data.synthetic_lv import write_lv_cohort as write
+        extra, label = {"phenotypes": args.phenotypes}, "LV"
+    else:
+        from shapeatlas.data.synthetic_kidney import MIN_VERTICES
+        from shapeatlas.data.synthetic_kidney import write_kidney_cohort as write
+        extra, label = {}, "kidney"
     if args.min_vertices > args.max_vertices:
         _usage_error(args, "--min-vertices must not exceed --max-vertices")
     if args.min_vertices < MIN_VERTICES:
         _usage_error(args, f"--min-vertices must be at least {MIN_VERTICES}")
     progress = _Progress(enabled=not args.quiet)
     try:
-        paths = write_kidney_cohort(
-            args.out, n=args.n, seed=args.seed, n_vertices=(args.min_vertices, args.max_vertices),
-            progress=lambda done, total: progress("synth", 1, total),
-        )
+        paths = write(args.out, n=args.n, seed=args.seed,
+                      n_vertices=(args.min_vertices, args.max_vertices),
+                      progress=lambda done, total: progress("synth", 1, total), **extra)
     finally:
         progress.close()
-    print(f"wrote {len(paths)} kidney shapes to {args.out} "
+    print(f"wrote {len(paths)} {label} shapes to {args.out} "
           "(ground truth: truth.json, truth/*.npz)")
     return 0
 
@@ -459,13 +447,13 @@ def build_parser() -> argparse.ArgumentParser:
     _synth_arguments(lv)
     lv.add_argument("--phenotypes", choices=["healthy", "mixed"], default="healthy",
                     help="healthy only, or a mix of healthy and dilated ventricles")
-    lv.set_defaults(func=cmd_synth_lv, _parser=lv)
+    lv.set_defaults(func=cmd_synth, organ="lv", _parser=lv)
     kid = ssub.add_parser("kidney", help="kidneys with ground-truth correspondence",
                           description="Closed kidney surfaces in mm (a bent ellipsoid with a "
                           "hilar dent and a fuller upper pole), each triangulated differently "
                           "and in a random pose, with ground truth in the LV cohort's layout.")
     _synth_arguments(kid)
-    kid.set_defaults(func=cmd_synth_kidney, _parser=kid)
+    kid.set_defaults(func=cmd_synth, organ="kidney", _parser=kid)
 
     f = sub.add_parser("fit", help="learn an atlas, the correspondences and a shape generator",
                        description="Fit an Atlas-R-ASMG model (R-ASM correspondences + β-VAE) or "
