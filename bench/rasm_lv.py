@@ -110,7 +110,7 @@ def run(args: argparse.Namespace) -> dict:
     tag = args.tag or f"{args.features}-s{args.fit_seed}"
     cohort, run = out / "cohort", out / f"run-{tag}"
     if args.rematch:
-        return rematch(args, out, tag)
+        return rematch(args, out, run, tag)
     if not args.reuse_cohort or not cohort.is_dir():
         shutil.rmtree(cohort, ignore_errors=True)
         if args.organ == "kidney":
@@ -144,9 +144,8 @@ def run(args: argparse.Namespace) -> dict:
     return result
 
 
-def rematch(args: argparse.Namespace, out: Path, tag: str) -> dict:
+def rematch(args: argparse.Namespace, out: Path, run: Path, tag: str) -> dict:
     """Re-measure a finished run with other matching settings (no new cohort, no fit)."""
-    run = out / f"run-{tag}"
     if not (run / "model.json").is_file() or not (out / "cohort").is_dir():
         raise SystemExit(f"--rematch needs a finished run {run} and its cohort {out / 'cohort'}")
     model = AtlasModel.load(run).set_transport(args.transport_iterations,
