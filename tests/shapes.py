@@ -21,6 +21,39 @@ def asymmetric_blob(n_sub: int = 3, *, seed: int = 0) -> Mesh:
     return Mesh(v, t.faces, name=f"blob{seed}")
 
 
+#: Two bumps every `bumpy_torus` shares, (relative height, theta, phi, width in radians): the
+#: landmarks that fix its turn about its axis.
+TORUS_LANDMARKS = ((0.35, 0.0, 0.0, 0.6), (0.3, 2.0, np.pi / 2, 0.6))
+
+
+def bumpy_torus(major: float, minor: float, *, stretch: float, warp: float, bumps: tuple,
+                sections: tuple[int, int]) -> Mesh:
+    """A torus about z (radii in mm) whose tube is stretched along z by `stretch`, whose rim
+    rises by `6 * warp * cos(theta)` mm, and whose tube radius carries `bumps` (relative height,
+    theta, phi, width) plus `TORUS_LANDMARKS`. Its two in-plane principal moments are nearly
+    equal, so principal axes say nothing about its turn about z. sections: (around z, around
+    the tube), the grid of its triangulation."""
+    nu, nv = sections
+    th, ph = np.meshgrid(np.arange(nu) * 2 * np.pi / nu, np.arange(nv) * 2 * np.pi / nv,
+                         indexing="ij")
+    th, ph = th.ravel(), ph.ravel()
+
+    def wrap(a):
+        return np.angle(np.exp(1j * a))
+
+    rr = minor * (1 + sum(a * np.exp(-(wrap(th - t0) ** 2 + wrap(ph - p0) ** 2) / w**2)
+                          for a, t0, p0, w in (*bumps, *TORUS_LANDMARKS)))
+    ring = major + rr * np.cos(ph)
+    v = np.stack([ring * np.cos(th), ring * np.sin(th),
+                  stretch * rr * np.sin(ph) + 6 * warp * np.cos(th)], axis=1)
+    i = np.arange(nu * nv).reshape(nu, nv)
+    j, k = np.roll(i, -1, axis=0), np.roll(i, -1, axis=1)
+    jk = np.roll(j, -1, axis=1)
+    f = np.concatenate([np.stack([i, j, jk], -1).reshape(-1, 3),
+                        np.stack([i, jk, k], -1).reshape(-1, 3)])
+    return Mesh(v, f, name="torus")
+
+
 def groomed_lv_cohort(root: Path, *, n: int, seed: int):
     """A small two-phenotype synthetic LV cohort (1,000-1,200 vertices) in root/raw, groomed to
     500 vertices in root/groomed. -> (meshes, manifest) of the groomed folder."""

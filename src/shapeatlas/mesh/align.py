@@ -5,6 +5,11 @@ arbitrary, the classic cause of 180-degree flips. So every one of the 24 rotatio
 shape's principal frame onto the reference's (all signed axis permutations with determinant +1) is
 tried with a short, coarse ICP, and the best is refined at full resolution.
 
+When two principal moments are nearly equal (a round cross-section: left ventricles, tori, long
+bones), the axes in their plane are set by noise, so the 24 starts, 90 degrees apart about the
+third axis, can all miss the basin of the right turn. Each start is then also tried turned by
+30 and 60 degrees about that axis, and about all three axes when all moments are close.
+
 The ICP here is symmetric (closest points are taken from the shape to the reference *and* back),
 which resists the pull of partial overlap better than trimesh's one-directional
 `registration.icp`; it is small enough to keep in-house. Nearest neighbours use scipy's cKDTree.
@@ -25,11 +30,12 @@ from shapeatlas.mesh.core import Mesh
 
 #: Points used per shape in the coarse multi-start search.
 COARSE_POINTS = 1000
-#: ICP iterations from each of the 24 starts, how many starts survive, and their further steps.
+#: ICP iterations from each start, how many starts survive (per turn, see `_start_turns`), and
+#: their further steps.
 SCREEN_ITERATIONS = 8
 SCREEN_KEEP = 8
 COARSE_ITERATIONS = 15
-#: Candidates refined at full resolution before the best is chosen.
+#: Candidates (per turn) refined at full resolution before the best is chosen.
 FINALISTS = 3
 FINE_ITERATIONS = 60
 #: Relative change of the RMS distance below which ICP stops.
@@ -37,6 +43,11 @@ ICP_TOLERANCE = 1e-6
 #: A surface whose smallest principal moment is below this share of its largest (a standard
 #: deviation 100 times smaller) is too flat to whiten.
 FLAT_MOMENT_RATIO = 1e-4
+#: Two principal moments whose standard deviations differ by less than this factor are "nearly
+#: equal": the turn about the remaining axis is then searched in 30-degree steps.
+ROUND_SD_RATIO = 1.05
+#: Extra turns (degrees) tried about such an axis; the 24 starts already give 0 and 90.
+ROUND_TURNS_DEG = (30.0, 60.0)
 #: Grid cells along the longest side of the box in which the consensus shape is built.
 CONSENSUS_CELLS = 80
 
@@ -91,6 +102,28 @@ def _proper_signed_permutations() -> list[np.ndarray]:
             if np.linalg.det(m) > 0:
                 mats.append(m)
     return mats
+
+
+def _start_turns(moments_a: np.ndarray, moments_b: np.ndarray) -> list[np.ndarray]:
+    """Turns (3, 3), in principal-frame coordinates, composed with each of the 24 starts.
+
+    The identity, plus 30 and 60 degrees about every principal axis that is set only by nearly
+    equal moments of the two others, in either shape. -> list of rotation matrices
+    """
+    turns = [np.eye(3)]
+    for axis in range(3):
+        others = [i for i in range(3) if i != axis]
+        if any(_nearly_equal(m[others[0]], m[others[1]]) for m in (moments_a, moments_b)):
+            turns += [Rotation.from_rotvec(np.radians(deg) * np.eye(3)[axis]).as_matrix()
+                      for deg in ROUND_TURNS_DEG]
+    return turns
+
+
+def _nearly_equal(m1: float, m2: float) -> bool:
+    """Whether two principal moments (variances) are within `ROUND_SD_RATIO` in standard
+    deviation."""
+    lo, hi = sorted((float(m1), float(m2)))
+    return hi <= ROUND_SD_RATIO**2 * max(lo, 1e-300)
 
 
 def similarity_fit(src: np.ndarray, dst: np.ndarray, *, scale: bool) -> tuple[np.ndarray, float]:
@@ -196,12 +229,14 @@ def _subsample(p: np.ndarray, n: int) -> np.ndarray:
 def align_to_reference(mesh: Mesh, reference: Mesh, *, scale: bool = False) -> Alignment:
     """Align `mesh` onto `reference` (rigid, or similarity with `scale=True`).
 
-    Tries the 24 principal-frame rotations with a short coarse similarity ICP, continues the
-    best few and refines the winner at full resolution (rigid unless `scale`); the result does not depend on the shape's initial
-    orientation (so 180-degree flips are undone).
+    Tries the 24 principal-frame rotations (each also turned in 30-degree steps about an axis
+    that nearly equal moments leave undetermined) with a short coarse similarity ICP, continues
+    the best few and refines the winner at full resolution (rigid unless `scale`); the result
+    does not depend on the shape's initial orientation (so 180-degree flips are undone).
     """
-    c_s, ax_s, _ = principal_frame(mesh)
-    c_r, ax_r, _ = principal_frame(reference)
+    c_s, ax_s, mo_s = principal_frame(mesh)
+    c_r, ax_r, mo_r = principal_frame(reference)
+    turns = _start_turns(mo_s, mo_r)
     # The search always allows a scale: a larger or smaller shape then still finds the rotation
     # that matches its form (rigid ICP between shapes of different size flipped nearly symmetric
     # left ventricles by 180 degrees). The final refinement uses the requested mode.
@@ -212,13 +247,16 @@ def align_to_reference(mesh: Mesh, reference: Mesh, *, scale: bool = False) -> A
     src_tree, dst_tree = cKDTree(src), cKDTree(dst)
     starts = []
     for p in _proper_signed_permutations():
-        rot = ax_r @ p @ ax_s.T
-        init = np.eye(4)
-        init[:3, :3] = k0 * rot
-        init[:3, 3] = c_r - k0 * rot @ c_s
-        starts.append(init)
-    # Successive halving: a few ICP steps from every start, then only the best go on.
-    for keep, iters in ((len(starts), SCREEN_ITERATIONS), (SCREEN_KEEP, COARSE_ITERATIONS)):
+        for turn in turns:
+            rot = ax_r @ p @ turn @ ax_s.T
+            init = np.eye(4)
+            init[:3, :3] = k0 * rot
+            init[:3, 3] = c_r - k0 * rot @ c_s
+            starts.append(init)
+    # Successive halving: a few ICP steps from every start, then only the best go on (as many
+    # more as there are turns, so the extra starts add candidates instead of crowding them out).
+    keeps = ((len(starts), SCREEN_ITERATIONS), (SCREEN_KEEP * len(turns), COARSE_ITERATIONS))
+    for keep, iters in keeps:
         runs = [symmetric_icp(src, dst, m0, scale=True, iterations=iters,
                               src_tree=src_tree, dst_tree=dst_tree) for m0 in starts[:keep]]
         order = sorted(range(len(runs)), key=lambda i: (runs[i][2], i))
@@ -226,7 +264,7 @@ def align_to_reference(mesh: Mesh, reference: Mesh, *, scale: bool = False) -> A
     # The finalists are refined at full resolution before the choice: near-symmetric shapes
     # (left ventricles) have basins whose coarse RMS differs by well under 1%.
     finals = []
-    for m0 in starts[:FINALISTS]:
+    for m0 in starts[:FINALISTS * len(turns)]:
         m0 = m0.copy()
         if not scale:
             m0[:3, :3] /= np.cbrt(np.linalg.det(m0[:3, :3]))
