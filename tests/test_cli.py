@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -11,6 +12,7 @@ import pytest
 from shapes import asymmetric_blob
 
 from shapeatlas.cli import main
+from shapeatlas.mesh.core import Mesh
 from shapeatlas.mesh.io import read_mesh, write_mesh
 
 
@@ -144,6 +146,34 @@ def test_fit_and_correspond(tmp_path, capsys):
         tmp_path / "lv" / "lv_000.ply").n_vertices,)
     m = read_mesh(tmp_path / "c" / "lv_000.ply")
     np.testing.assert_allclose(m.vertices, z["points"])
+    # A training file starts from its pose in the fit (found by content, so a renamed copy too)
+    # and moves only locally onto the atlas; an edited file, or any file with --realign, is
+    # aligned to the atlas from scratch.
+    assert "lv_000: " in out and "pose of the fit" in out.split("lv_000: ")[1].splitlines()[0]
+    groomed = json.loads((run / "groomed" / "groom.json").read_text())
+    start = np.asarray(next(s["transform"] for s in groomed["shapes"] if s["name"] == "lv_000"))
+    turn = z["transform"][:3, :3] @ start[:3, :3].T
+    np.testing.assert_allclose(turn @ turn.T, np.eye(3), atol=1e-9)
+    assert np.degrees(np.arccos(np.clip((np.trace(turn) - 1) / 2, -1, 1))) < 10
+    src = read_mesh(tmp_path / "lv" / "lv_001.ply")
+    (tmp_path / "other").mkdir()
+    shutil.copy(tmp_path / "lv" / "lv_001.ply", tmp_path / "other" / "renamed.ply")
+    write_mesh(Mesh(src.vertices + [0.0, 0.0, 1e-3], src.faces), tmp_path / "other" / "edited.ply")
+    assert main(["correspond", str(run), str(tmp_path / "other"), "--out",
+                 str(tmp_path / "c2"), "-q"]) == 0
+    lines = dict(line.split(": ", 1) for line in capsys.readouterr().out.splitlines()
+                 if line.startswith(("renamed", "edited")))
+    assert "pose of the fit" in lines["renamed"] and "pose of the fit" not in lines["edited"]
+    assert main(["correspond", str(run), str(tmp_path / "lv" / "lv_000.ply"), "--realign",
+                 "--out", str(tmp_path / "c3"), "-q"]) == 0
+    assert "pose of the fit" not in capsys.readouterr().out
+    # A damaged poses file is named, not a traceback.
+    poses = (run / "training_poses.json").read_text()
+    (run / "training_poses.json").write_text('{"format": "shapeatlas-training-poses", "poses": 3}')
+    assert main(["correspond", str(run), str(tmp_path / "lv" / "lv_000.ply"), "--out",
+                 str(tmp_path / "c4"), "-q"]) == 1
+    assert "training_poses.json: not a training-poses file" in capsys.readouterr().err
+    (run / "training_poses.json").write_text(poses)
     # Pose refinement at correspond time: same outputs, in the input frame, the pose it used.
     assert main(["correspond", str(run), str(tmp_path / "lv" / "lv_000.ply"),
                  "--pose-iterations", "2", "--out", str(tmp_path / "p"), "-q"]) == 0

@@ -305,12 +305,14 @@ def cmd_correspond(args: argparse.Namespace) -> int:
                                         device=args.device, pose_iterations=args.pose_iterations,
                                         transport_iterations=args.transport_iterations,
                                         transport_sharpness=args.transport_sharpness,
+                                        realign=args.realign,
                                         progress=lambda k: progress("match", k, len(args.meshes)))
     finally:
         progress.close()
     for d in done:
         print(f"{d['name']}: Chamfer {d['chamfer_mm']:.2f} mm, Hausdorff {d['hausdorff_mm']:.2f} "
               f"mm, confidence {d['mean_confidence']:.2f}, {d['seconds']:.2f} s"
+              + ("" if d["pose"] == "aligned" else f", pose of the {d['pose']}")
               + (f", atlas {d['atlas']} (membership {max(d['memberships']):.2f})"
                  if "atlas" in d else ""))
     for e in errors:
@@ -489,7 +491,9 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("correspond", help="map the atlas onto new meshes with a fitted run",
                        description="For each input NAME write OUT/NAME.ply (atlas topology: vertex "
                        "j corresponds to atlas vertex j, in the input's own frame) and OUT/NAME.npz "
-                       "(points, confidence, atlas_vertex, transform). No retraining.")
+                       "(points, confidence, atlas_vertex, transform). No retraining. A file the "
+                       "run was fitted on starts from its pose in the fit (refined locally on the "
+                       "atlas); others are aligned rigidly to the atlas from scratch.")
     c.add_argument("run", metavar="RUN_DIR", help="a run folder written by 'shapeatlas fit'")
     c.add_argument("meshes", nargs="+", metavar="MESH_OR_DIR", help="mesh files or folders")
     c.add_argument("--out", required=True, metavar="DIR", help="output folder")
@@ -505,6 +509,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--transport-sharpness", type=float, default=None, metavar="LAMBDA",
                    help="attention sharpness when transport is on (default: the run's "
                    "transport_sharpness)")
+    c.add_argument("--realign", action="store_true",
+                   help="align every input to the atlas from scratch, even a file the run was "
+                   "fitted on (which otherwise starts from its pose in the fit)")
     c.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     c.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     c.set_defaults(func=cmd_correspond, _parser=c)

@@ -3,13 +3,16 @@
 A run folder holds `config.json` (full, reloadable with `--config`), `model.safetensors` +
 `model.json` (the model of either method, with its shape generator and the training shapes'
 normalised shapes; no pickle), `atlas.ply`, `train_log.csv` and `checkpoint.pt` (R-ASM, for
-`--resume`), `fit_metrics.json`, and `groomed/` when `fit` had to groom raw meshes itself.
+`--resume`), `fit_metrics.json`, `training_poses.json` (the SHA-256 of every training file, raw
+and groomed, with the pose `fit` used for it) and `groomed/` when `fit` had to groom raw meshes
+itself.
 `load_model` reads either method's folder; `sample` and `evaluate` live in `shapeatlas.virtual`
 and `shapeatlas.evaluate`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -34,12 +37,17 @@ from shapeatlas.models.atlas import AtlasModel, Correspondence
 from shapeatlas.models.cpd_pca import MODEL_FORMAT as CPD_FORMAT
 from shapeatlas.models.cpd_pca import CPDPCAModel
 from shapeatlas.models.generative import latent_sizes
+from shapeatlas.models.inputs import refine_pose_on_atlas
 from shapeatlas.models.multi_atlas import MODEL_FORMAT as MULTI_FORMAT
 from shapeatlas.models.multi_atlas import MultiAtlasModel
 from shapeatlas.models.persistence import read_model_meta
 from shapeatlas.training.config import FitConfig
 
 log = logging.getLogger(__name__)
+
+#: In a run folder: the fit's pose of each training file, keyed by the file's SHA-256.
+TRAINING_POSES_NAME = "training_poses.json"
+TRAINING_POSES_FORMAT = "shapeatlas-training-poses"
 
 
 def load_cohort(data_dir: str | Path, run_dir: Path, cfg: FitConfig,
@@ -48,6 +56,7 @@ def load_cohort(data_dir: str | Path, run_dir: Path, cfg: FitConfig,
     data_dir = Path(data_dir)
     if (data_dir / MANIFEST_NAME).is_file():
         meshes, manifest = load_groomed(data_dir)
+        write_training_poses(run_dir, data_dir, manifest)
         return meshes, {"groomed_by_fit": False, "data": str(data_dir.resolve())}
     if not data_dir.is_dir():
         raise ShapeAtlasError(f"{data_dir}: not a folder")
@@ -56,9 +65,56 @@ def load_cohort(data_dir: str | Path, run_dir: Path, cfg: FitConfig,
                         consensus_rounds=cfg.groom_consensus_rounds)
     log.info("%s has no %s: grooming it into %s", data_dir, MANIFEST_NAME, out)
     result = groom_cohort(data_dir, out, opts, progress=progress)
-    meshes, _ = load_groomed(out)
+    meshes, manifest = load_groomed(out)
+    write_training_poses(run_dir, out, manifest)
     return meshes, {"groomed_by_fit": True, "data": str(data_dir.resolve()),
                     "groom_options": result.manifest["options"], "failed": result.failed}
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_training_poses(run_dir: Path, groomed_dir: Path, manifest: dict) -> None:
+    """RUN_DIR/training_poses.json: for each training shape, the SHA-256 of its source file with
+    the groomed pose (source frame -> aligned frame), and of its groomed file with the identity
+    (groomed files are in the aligned frame). `correspond` then gives a training file the pose
+    it was fitted in instead of aligning it afresh. A source that is gone is left out."""
+    poses = {}
+    for s in manifest["shapes"]:
+        for path, pose in ((Path(s["source"]), s["transform"]),
+                           (groomed_dir / s["output"], np.eye(4).tolist())):
+            try:
+                poses.setdefault(file_sha256(path), {"name": s["name"], "file": str(path),
+                                                     "transform": pose})
+            except OSError:
+                log.info("%s: not readable, so correspond will align it afresh", path)
+    write_text_atomic(run_dir / TRAINING_POSES_NAME, json.dumps(
+        {"format": TRAINING_POSES_FORMAT, "version": 1, "poses": poses}, indent=1) + "\n")
+
+
+def read_training_poses(run_dir: str | Path) -> dict[str, np.ndarray]:
+    """SHA-256 -> (4, 4) pose of the fit's own files (empty for a run written before them)."""
+    path = Path(run_dir) / TRAINING_POSES_NAME
+    if not path.is_file():
+        return {}
+    try:
+        d = json.loads(path.read_text())
+        if d.get("format") != TRAINING_POSES_FORMAT:
+            raise ValueError(f"format is {d.get('format')!r}")
+        out = {k: np.asarray(v["transform"], dtype=np.float64) for k, v in d["poses"].items()}
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ShapeAtlasError(f"{path}: not a training-poses file written by 'shapeatlas fit' "
+                              f"({exc})") from exc
+    bad = [k for k, t in out.items() if t.shape != (4, 4) or not np.isfinite(t).all()]
+    if bad:
+        raise ShapeAtlasError(f"{path}: the pose of {bad[0]} is not a finite 4x4 matrix")
+    return out
 
 
 def fit_run(data_dir: str | Path, run_dir: str | Path, cfg: FitConfig, *, resume: bool = False,
@@ -165,9 +221,15 @@ def correspond_files(run_dir: str | Path, items: Sequence[str | Path], out_dir: 
                      refine: bool = True, device: str = "auto",
                      pose_iterations: int | None = None,
                      transport_iterations: int | None = None,
-                     transport_sharpness: float | None = None,
+                     transport_sharpness: float | None = None, realign: bool = False,
                      progress: Callable[[int], None] | None = None) -> tuple[list[dict], list[str]]:
     """Correspond every mesh to a fitted run; returns per-file summaries and error lines.
+
+    A file the run was fitted on (same bytes as a raw or groomed training file, see
+    `write_training_poses`) starts from its pose in the fit and takes only a local rigid ICP onto
+    the atlas (`refine_pose_on_atlas`; a multi-atlas run keeps the fit's pose); other files are
+    aligned to the atlas from scratch, by the multi-start search. realign: treat every file as
+    new.
 
     pose_iterations: override the run's `pose_iterations` (single-atlas R-ASM runs only).
     transport_iterations, transport_sharpness: override the run's balanced transport (R-ASM
@@ -186,17 +248,26 @@ def correspond_files(run_dir: str | Path, items: Sequence[str | Path], out_dir: 
         if pose_iterations < 0:
             raise ShapeAtlasError(f"--pose-iterations must be 0 or more, got {pose_iterations}")
         extra["pose_iterations"] = pose_iterations
+    poses = {} if realign else read_training_poses(run_dir)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     done, errors = [], []
     for path in collect_mesh_paths(items):
         try:
             mesh = read_mesh(path)
+            pose = poses.get(file_sha256(path)) if poses else None
             t0 = time.perf_counter()
-            c = model.correspond([mesh], refine=refine, **extra)[0]
+            how = "aligned" if pose is None else "fit"
+            if pose is not None and not isinstance(model, MultiAtlasModel):
+                # (a multi-atlas run keeps it: its shapes belong to different atlases)
+                pose = refine_pose_on_atlas(mesh, model.atlas_mesh, pose)
+                how = "fit, refined on the atlas"
+            c = model.correspond([mesh], refine=refine, transforms=None if pose is None else [pose],
+                                 **extra)[0]
             dt = time.perf_counter() - t0
             write_correspondence(c, model.atlas_faces_, out_dir, path.stem)
-            done.append({"name": path.stem, "seconds": dt, "chamfer_mm": c.chamfer_mm,
+            done.append({"name": path.stem, "seconds": dt, "pose": how,
+                         "chamfer_mm": c.chamfer_mm,
                          "hausdorff_mm": c.hausdorff_mm,
                          "mean_confidence": float(c.confidence.mean()),
                          **({} if c.atlas is None else {

@@ -315,3 +315,24 @@ def test_whiten_model_saves_and_loads(tiny_cohort, tiny_config, tmp_path):
     b = again.correspond(meshes[:1], transforms=[np.eye(4)])[0]
     np.testing.assert_allclose(a.points, b.points, atol=1e-9)
     assert a.chamfer_mm < 5.0
+
+
+@pytest.mark.parametrize("scale", [1.0, 1.3])
+def test_refine_pose_on_atlas_moves_a_near_pose_home_and_keeps_its_kind(scale):
+    from shapes import asymmetric_blob
+
+    from shapeatlas.models.inputs import refine_pose_on_atlas
+
+    atlas = asymmetric_blob()
+    # The mesh is the atlas made `scale` times smaller and posed; the true map back is the
+    # similarity `truth`. The start is that map turned by 6 degrees and shifted by 2 mm.
+    pose = np.eye(4)
+    pose[:3, :3] = Rotation.from_rotvec([0.3, -0.5, 0.8]).as_matrix() / scale
+    pose[:3, 3] = [10.0, -4.0, 7.0]
+    truth = np.linalg.inv(pose)
+    off = np.eye(4)
+    off[:3, :3] = Rotation.from_rotvec(np.radians(6.0) * np.array([0.0, 0.6, 0.8])).as_matrix()
+    off[:3, 3] = [2.0, 0.0, 0.0]
+    got = refine_pose_on_atlas(atlas.transformed(pose), atlas, off @ truth)
+    np.testing.assert_allclose(got, truth, atol=1e-4)
+    assert np.cbrt(np.linalg.det(got[:3, :3])) == pytest.approx(scale, rel=1e-6)

@@ -221,6 +221,20 @@ MAX_SCALE_RATIO = 2.0
 MAX_ALIGN_RMS = 0.5
 
 
+def refine_pose_on_atlas(mesh: Mesh, atlas: Mesh, start: np.ndarray) -> np.ndarray:
+    """Local symmetric ICP of `mesh` onto `atlas` from the pose `start` (4, 4), without the
+    multi-start search of `transform_to_atlas`: for a training file, whose pose from grooming
+    (onto one reference shape) is close, the atlas, a population mean, is the better reference.
+    Keeps a similarity pose a similarity. -> (4, 4)"""
+    from shapeatlas.mesh.align import symmetric_icp
+
+    start = np.asarray(start, dtype=np.float64)
+    scaled = not np.isclose(np.cbrt(np.linalg.det(start[:3, :3])), 1.0, atol=1e-6)
+    m, _, _ = symmetric_icp(np.asarray(mesh.vertices, dtype=np.float64),
+                            np.asarray(atlas.vertices, dtype=np.float64), start, scale=scaled)
+    return m
+
+
 def transform_to_atlas(mesh: Mesh, atlas: Mesh, *, cohort_scale: float) -> np.ndarray:
     """Rigid (4, 4) map of a new mesh onto the atlas, refusing meshes that cannot be the organ:
     a size far from the cohort's (`cohort_scale`: mean RMS radius, mm) or a poor fit."""
