@@ -179,9 +179,10 @@ def measure(args: argparse.Namespace, model: AtlasModel, run: Path, cohort: Path
     meshes = [read_mesh(cohort / f"{n}.ply") for n in names]
     long_axis = float(np.mean([truth[n].long_axis_mm for n in names]))
     # The poses `shapeatlas correspond` gives these training files: the fit's, refined locally
-    # on the atlas (`--groom-poses`: the groomed poses as they are).
+    # on the atlas (`--groom-poses`: the groomed poses as they are; `--oracle-pose` keeps its
+    # true poses exact).
     t0 = time.perf_counter()
-    poses = [transforms[n] if args.groom_poses
+    poses = [transforms[n] if args.groom_poses or args.oracle_pose
              else refine_pose_on_atlas(m, model.atlas_mesh, transforms[n])
              for m, n in zip(meshes, names)]
     pose_s = (time.perf_counter() - t0) / len(meshes)
