@@ -267,9 +267,10 @@ def transport_potential(
         if k * v * itemsize <= memory_budget_mb * 2**20 / 2:
             # Kernel form with absorption: E = exp(L + g - row max), then u = m / (E s),
             # s = n / (E^T u): two matrix-vector products per iteration (the chunked
-            # log-domain loop below took 6x longer). Every TRANSPORT_ABSORB_EVERY iterations the scaling s
-            # is absorbed into g and E recomputed, so pairs whose kernel underflowed (e^-87) come
-            # back into reach as g grows; s is bounded so that an unreached vertex stays finite.
+            # log-domain loop below took 6x longer). Every TRANSPORT_ABSORB_EVERY iterations
+            # the scaling s is absorbed into g and E recomputed, so pairs whose kernel
+            # underflowed (e^-87) come back into reach as g grows; s is bounded so that an
+            # unreached vertex stays finite.
             logits = torch.mm(atlas_scaled, shape_unit.T)
             m, n = log_atlas_mass.exp(), log_shape_mass.exp()
             done = 0
