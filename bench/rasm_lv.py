@@ -51,7 +51,12 @@ from shapeatlas.mesh.groom import (
 from shapeatlas.mesh.io import read_mesh, write_mesh
 from shapeatlas.models.atlas import AtlasModel
 from shapeatlas.models.inputs import refine_pose_on_atlas
-from shapeatlas.pipeline import atlas_pair_errors, baseline_pair_errors, fit_run
+from shapeatlas.pipeline import (
+    atlas_pair_errors,
+    baseline_pair_errors,
+    fit_run,
+    training_sources,
+)
 from shapeatlas.training.config import FitConfig
 
 
@@ -85,6 +90,9 @@ def parser() -> argparse.ArgumentParser:
                    help="pose refinement rounds when corresponding (FitConfig.pose_iterations)")
     p.add_argument("--pose-relaxation", type=float, default=None,
                    help="over-relaxation of each pose-refinement step (FitConfig.pose_relaxation)")
+    p.add_argument("--ssm-modes", type=int, default=None,
+                   help="point-distribution model refinement (FitConfig.ssm_modes; with "
+                   "--rematch it is fitted on the run's groomed shapes, nothing else refitted)")
     p.add_argument("--oracle-pose", action="store_true",
                    help="diagnostic: fit on shapes re-posed by Procrustes on true correspondences")
     p.add_argument("--rematch", action="store_true",
@@ -131,7 +139,8 @@ def run(args: argparse.Namespace) -> dict:
         transport_sharpness=args.transport_sharpness,
         atlas_vertices=args.atlas_vertices, atlas_init=args.atlas_init,
         normalisation=args.normalisation, groom_consensus_rounds=args.consensus_rounds,
-        pose_iterations=args.pose_iterations, pose_relaxation=args.pose_relaxation)
+        pose_iterations=args.pose_iterations, pose_relaxation=args.pose_relaxation,
+        ssm_modes=args.ssm_modes)
     truth = load_cohort_truth(cohort)
     t0 = time.perf_counter()
     data = groom_oracle(cohort, run / "groomed", cfg, truth) if args.oracle_pose else cohort
@@ -159,13 +168,22 @@ def rematch(args: argparse.Namespace, out: Path, run: Path, tag: str) -> dict:
                                                args.transport_sharpness)
     if args.pose_iterations is not None:
         model.config = model.config.replace(pose_iterations=args.pose_iterations)
+    point_model_s = None
+    if args.ssm_modes is not None:
+        t0 = time.perf_counter()
+        if args.ssm_modes:  # as `fit` does: the original files, in their fit poses
+            model.fit_point_model(*training_sources(run / "groomed", run), modes=args.ssm_modes)
+        else:
+            model.point_model_ = None
+        point_model_s = time.perf_counter() - t0
     rows, extra = measure(args, model, run, out / "cohort", load_cohort_truth(out / "cohort"))
     c = model.config
     result = {"organ": args.organ, "n": extra.pop("n"), "rematch_of": str(run),
-              "config": c.to_dict(), **extra, "rows": rows,
+              "config": c.to_dict(), "point_model_seconds": point_model_s, **extra, "rows": rows,
               "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
     name = (f"result-{tag}-rematch-t{c.transport_iterations}-l{c.transport_sharpness:g}"
-            f"-p{c.pose_iterations}{'-groom' if args.groom_poses else ''}.json")
+            f"-p{c.pose_iterations}{'-groom' if args.groom_poses else ''}"
+            f"{f'-ssm{args.ssm_modes}' if args.ssm_modes is not None else ''}.json")
     (out / name).write_text(json.dumps(result, indent=1))
     return result
 

@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -123,13 +124,35 @@ def test_fit_and_correspond(tmp_path, capsys):
                     groom_target_vertices=400, vae_epochs=200)
     (tmp_path / "cfg.json").write_text(cfg.to_json())
     run = tmp_path / "run"
-    # A raw folder: fit grooms it itself and records that.
+    # Too many point-model modes for 4 shapes: named before any training.
+    assert main(["fit", str(tmp_path / "lv"), "--out", str(tmp_path / "bad"), "--config",
+                 str(tmp_path / "cfg.json"), "--ssm-modes", "3", "-q"]) == 1
+    assert "ssm_modes 3 needs more than 4 training shapes" in capsys.readouterr().err
+    # A raw folder: fit grooms it itself and records that; with a 2-mode point model.
     assert main(["fit", str(tmp_path / "lv"), "--out", str(run), "--config",
-                 str(tmp_path / "cfg.json"), "--device", "cpu", "-q"]) == 0
+                 str(tmp_path / "cfg.json"), "--device", "cpu", "--ssm-modes", "2", "-q"]) == 0
     for f in ("config.json", "model.safetensors", "model.json", "atlas.ply", "train_log.csv",
               "fit_metrics.json", "groomed/groom.json"):
         assert (run / f).is_file(), f
-    assert "fitted an atlas of 150 vertices on 4 shapes" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "fitted an atlas of 150 vertices on 4 shapes" in out
+    assert "point model: 2 modes" in out
+    assert json.loads((run / "fit_metrics.json").read_text())["point_model"]["modes"] == 2
+    # The point model was fitted on the original files, which fit finds through groom.json.
+    from shapeatlas.pipeline import training_sources
+
+    src_meshes, src_poses = training_sources(tmp_path / "lv", run)
+    assert [Path(m.name).name for m in src_meshes] == [f"lv_00{i}.ply" for i in range(4)]
+    assert all(t.shape == (4, 4) for t in src_poses)
+    (tmp_path / "lv" / "lv_003.ply").rename(tmp_path / "lv_003.ply")
+    assert training_sources(tmp_path / "lv", run) is None  # a source gone: the groomed meshes
+    (tmp_path / "lv_003.ply").rename(tmp_path / "lv" / "lv_003.ply")
+    kept = (tmp_path / "lv" / "lv_002.ply").read_bytes()  # a source changed since grooming
+    edited = read_mesh(tmp_path / "lv" / "lv_002.ply")
+    write_mesh(edited.with_vertices(edited.vertices * 1.3), tmp_path / "lv" / "lv_002.ply")
+    assert training_sources(tmp_path / "lv", run) is None
+    (tmp_path / "lv" / "lv_002.ply").write_bytes(kept)
+    assert training_sources(tmp_path / "lv", run) is not None
     # Fitting into a used run folder without --resume is refused; --resume finishes at once.
     assert main(["fit", str(tmp_path / "lv"), "--out", str(run), "-q"]) == 1
     assert "--resume" in capsys.readouterr().err
@@ -181,6 +204,10 @@ def test_fit_and_correspond(tmp_path, capsys):
     assert zp["points"].shape == (150, 3)
     r = zp["transform"][:3, :3]
     np.testing.assert_allclose(r @ r.T, np.eye(3), atol=1e-9)
+    # The run's point model can be left out at correspond time: other points.
+    assert main(["correspond", str(run), str(tmp_path / "lv" / "lv_000.ply"),
+                 "--no-point-model", "--out", str(tmp_path / "np"), "-q"]) == 0
+    assert np.abs(np.load(tmp_path / "np" / "lv_000.npz")["points"] - z["points"]).max() > 1e-3
     # Balanced transport chosen at correspond time: other points, same outputs; bad values are
     # named before any file is read.
     assert main(["correspond", str(run), str(tmp_path / "lv" / "lv_000.ply"),

@@ -234,7 +234,8 @@ def _fit_config(args: argparse.Namespace):
     return cfg.replace(method=args.method, features=args.features, epochs=args.epochs,
                        atlas_vertices=args.atlas_vertices, seed=args.seed, device=args.device,
                        latent_dim=args.latent_dim, beta=args.beta,
-                       generator_training=args.generator_training, atlases=args.atlases)
+                       generator_training=args.generator_training, atlases=args.atlases,
+                       ssm_modes=args.ssm_modes)
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
@@ -279,6 +280,9 @@ def cmd_fit(args: argparse.Namespace) -> int:
           f"({metrics['generator_seconds']:.1f} s)")
     print(f"matching: Chamfer {metrics['chamfer_mm_mean']:.2f} mm, Hausdorff "
           f"{metrics['hausdorff_mm_mean']:.2f} mm (mean over training shapes)")
+    if metrics.get("point_model"):
+        print(f"point model: {metrics['point_model']['modes']} modes, correspondences refined "
+              f"together ({metrics['point_model']['seconds']:.1f} s)")
     if "atlases" in metrics:
         a = metrics["atlases"]
         counts = [list(a["labels"].values()).count(m) for m in range(a["n_atlases"])]
@@ -306,6 +310,7 @@ def cmd_correspond(args: argparse.Namespace) -> int:
                                         transport_iterations=args.transport_iterations,
                                         transport_sharpness=args.transport_sharpness,
                                         realign=args.realign,
+                                        point_model=not args.no_point_model,
                                         progress=lambda k: progress("match", k, len(args.meshes)))
     finally:
         progress.close()
@@ -476,6 +481,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train the β-VAE after R-ASM (default) or jointly with it, end to end")
     f.add_argument("--features", choices=["hybrid", "spatial"], default=None,
                    help="node features: coordinates+normals (hGCN, default) or coordinates (sGCN)")
+    f.add_argument("--ssm-modes", type=int, default=None, metavar="D",
+                   help="refine the correspondences together with a point-distribution model "
+                   "of D modes (default 0: off; 4 was measured, see the README)")
     f.add_argument("--epochs", type=_positive_int, default=None, help="epochs per atlas round")
     f.add_argument("--atlas-vertices", type=_positive_int, default=None, metavar="K",
                    help="atlas vertex count (default 1500)")
@@ -509,6 +517,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--transport-sharpness", type=float, default=None, metavar="LAMBDA",
                    help="attention sharpness when transport is on (default: the run's "
                    "transport_sharpness)")
+    c.add_argument("--no-point-model", action="store_true",
+                   help="match without the run's point-distribution model (fit --ssm-modes)")
     c.add_argument("--realign", action="store_true",
                    help="align every input to the atlas from scratch, even a file the run was "
                    "fitted on (which otherwise starts from its pose in the fit)")

@@ -71,6 +71,42 @@ def load_cohort(data_dir: str | Path, run_dir: Path, cfg: FitConfig,
                     "groom_options": result.manifest["options"], "failed": result.failed}
 
 
+#: A source file whose transformed surface lies further than this fraction of the groomed
+#: shape's RMS radius from it (mean vertex-to-surface distance, both ways) is taken to have
+#: changed since grooming.
+SOURCE_MISMATCH = 0.05
+
+
+def training_sources(data_dir: Path, run_dir: Path
+                     ) -> tuple[list[Mesh], list[np.ndarray]] | None:
+    """The original files of a fit's training shapes with their grooming transforms (file
+    frame -> aligned frame), in the order of the groomed meshes; None (logged) when the fit's
+    groomed folder has no manifest, or a source cannot be read or no longer matches its groomed
+    shape (`SOURCE_MISMATCH`)."""
+    from shapeatlas.metrics.surface import point_to_surface_distance
+
+    groomed = (Path(data_dir) if (Path(data_dir) / MANIFEST_NAME).is_file()
+               else Path(run_dir) / "groomed")
+    try:
+        meshes, manifest = load_groomed(groomed)
+        sources = [read_mesh(s["source"]) for s in manifest["shapes"]]
+        poses = [np.asarray(s["transform"], dtype=np.float64) for s in manifest["shapes"]]
+        for src, pose, g in zip(sources, poses, meshes):
+            moved = src.transformed(pose)
+            gap = 0.5 * (point_to_surface_distance(moved.vertices, g).mean()
+                         + point_to_surface_distance(g.vertices, moved).mean())
+            b = np.asarray(g.vertices)
+            radius = np.sqrt(((b - b.mean(axis=0)) ** 2).sum(axis=1).mean())
+            if not gap <= SOURCE_MISMATCH * radius:
+                raise ShapeAtlasError(f"{src.name} lies {gap:.3g} mm from its groomed shape: "
+                                      "changed since grooming?")
+        return sources, poses
+    except (ShapeAtlasError, OSError, KeyError) as exc:
+        log.info("point model on the groomed meshes: the original files are not at hand (%s)",
+                 exc)
+        return None
+
+
 def file_sha256(path: str | Path) -> str:
     """Hex SHA-256 of a file's bytes."""
     h = hashlib.sha256()
@@ -139,7 +175,10 @@ def fit_run(data_dir: str | Path, run_dir: str | Path, cfg: FitConfig, *, resume
     meshes, data_info = load_cohort(data_dir, run_dir, cfg, groom_progress)
     model_cls = (CPDPCAModel if cfg.method == "cpd-pca"
                  else AtlasModel if cfg.atlases == 1 else MultiAtlasModel)
-    model = model_cls(cfg).fit(meshes, run_dir=run_dir, resume=resume, progress=progress)
+    extra = ({"sources": training_sources(data_dir, run_dir)}
+             if cfg.method == "rasm" and cfg.atlases == 1 and cfg.ssm_modes else {})
+    model = model_cls(cfg).fit(meshes, run_dir=run_dir, resume=resume, progress=progress,
+                               **extra)
     model.save(run_dir)
     rows = model.history_
     epoch_rate = [r["shapes_per_second"] for r in rows] if rows else []
@@ -151,6 +190,9 @@ def fit_run(data_dir: str | Path, run_dir: str | Path, cfg: FitConfig, *, resume
         "atlas_init": model.atlas_init_name_,
         "fit_seconds": model.fit_seconds_,
         "correspondence_seconds": model.rasm_seconds_,
+        "point_model": ({"modes": model.config.ssm_modes,
+                         "seconds": model.point_model_seconds_}
+                        if getattr(model, "point_model_", None) is not None else None),
         "generator_seconds": model.generator_seconds_,
         "generator": {"kind": gen.kind, **latent_sizes(gen)},
         "epochs_run": len(rows),
@@ -222,6 +264,7 @@ def correspond_files(run_dir: str | Path, items: Sequence[str | Path], out_dir: 
                      pose_iterations: int | None = None,
                      transport_iterations: int | None = None,
                      transport_sharpness: float | None = None, realign: bool = False,
+                     point_model: bool = True,
                      progress: Callable[[int], None] | None = None) -> tuple[list[dict], list[str]]:
     """Correspond every mesh to a fitted run; returns per-file summaries and error lines.
 
@@ -233,8 +276,11 @@ def correspond_files(run_dir: str | Path, items: Sequence[str | Path], out_dir: 
 
     pose_iterations: override the run's `pose_iterations` (single-atlas R-ASM runs only).
     transport_iterations, transport_sharpness: override the run's balanced transport (R-ASM
-    runs, single or multi-atlas; `AtlasModel.set_transport`)."""
+    runs, single or multi-atlas; `AtlasModel.set_transport`).
+    point_model: False matches without the run's point-distribution model (`ssm_modes`)."""
     model = load_model(run_dir, device=device)
+    if not point_model and getattr(model, "point_model_", None) is not None:
+        model.point_model_ = None
     if transport_iterations is not None or transport_sharpness is not None:
         if isinstance(model, CPDPCAModel):
             raise ShapeAtlasError(f"{run_dir}: balanced transport (--transport-iterations, "

@@ -90,6 +90,7 @@ def test_pose_refinement_recovers_the_pose_from_exact_correspondences(fitted, mo
         return real_match(atlas, shape, atlas_emb=atlas_emb, refine=False)[0], shape.points
 
     monkeypatch.setattr(model, "_match", exact)
+    monkeypatch.setattr(model, "_pull", lambda start, shape, atlas: start)
     plain = model.correspond([moved], transforms=[start])[0]
     np.testing.assert_array_equal(plain.transform, start)
     c = model.correspond([moved], transforms=[start], pose_iterations=3)[0]
@@ -131,7 +132,7 @@ def test_transport_settings_old_configs_and_what_they_change(fitted):
         with pytest.raises(ShapeAtlasError, match=next(iter(bad))):
             FitConfig(**bad)
     d = FitConfig().to_dict()
-    assert d["version"] == 4 and d["transport_iterations"] == 0  # the paper's softmax
+    assert d["version"] == 5 and d["transport_iterations"] == 0  # the paper's softmax
     # A version-3 config (written before transport existed) still loads, with the same matching.
     old = {k: v for k, v in d.items() if not k.startswith("transport_")}
     assert FitConfig.from_dict({**old, "version": 3}).transport_iterations == 0
@@ -336,3 +337,43 @@ def test_refine_pose_on_atlas_moves_a_near_pose_home_and_keeps_its_kind(scale):
     got = refine_pose_on_atlas(atlas.transformed(pose), atlas, off @ truth)
     np.testing.assert_allclose(got, truth, atol=1e-4)
     assert np.cbrt(np.linalg.det(got[:3, :3])) == pytest.approx(scale, rel=1e-6)
+
+
+def test_point_model_refines_correspondences_and_saves(fitted, tmp_path, tiny_cohort, tiny_config):
+    from shapeatlas.metrics.surface import point_to_surface_distance
+    from shapeatlas.training.config import FitConfig
+
+    for bad in ({"ssm_modes": -1}, {"ssm_rounds": 0}, {"ssm_iterations": 0},
+                {"ssm_modes": 2, "atlases": 2}, {"ssm_modes": 2, "method": "cpd-pca"}):
+        with pytest.raises(ShapeAtlasError, match="ssm_"):
+            FitConfig(**bad)
+    # Too many modes for the cohort is refused before any training.
+    _, cohort, _ = tiny_cohort
+    with pytest.raises(ShapeAtlasError, match="ssm_modes 4 needs more than 5"):
+        AtlasModel(tiny_config.replace(ssm_modes=4)).fit(cohort)
+    model, meshes = fitted
+    plain = model.correspond(meshes[:2], transforms=[np.eye(4)] * 2, refine=False)
+    saved = model.config
+    try:
+        model.fit_point_model(meshes, transforms=[np.eye(4)] * len(meshes), modes=2)
+        assert model.config.ssm_modes == 2 and model.point_model_.modes.shape == (2, 600)
+        ssm = model.correspond(meshes[:2], transforms=[np.eye(4)] * 2, refine=False)
+        for a, b, m in zip(plain, ssm, meshes):
+            assert np.abs(a.points - b.points).max() > 1e-3  # it moved them ...
+            assert point_to_surface_distance(b.points, m).max() < 1e-4  # ... along the surface (float32)
+        model.save(tmp_path / "m")
+        again = AtlasModel.load(tmp_path / "m", device="cpu")
+        np.testing.assert_allclose(again.point_model_.modes, model.point_model_.modes)
+        c = again.correspond(meshes[:1], transforms=[np.eye(4)], refine=False)[0]
+        np.testing.assert_allclose(c.points, ssm[0].points, atol=1e-9)
+    finally:
+        model.point_model_, model.config = None, saved
+    # A damaged point model in a model file is refused with the file's name.
+    from safetensors.torch import load_file, save_file
+
+    weights = tmp_path / "m" / "model.safetensors"
+    tensors = load_file(weights)
+    tensors["point_model.sd"] = tensors["point_model.sd"][:1]
+    save_file(tensors, weights)
+    with pytest.raises(ShapeAtlasError, match="model.safetensors: point model"):
+        AtlasModel.load(tmp_path / "m", device="cpu")
