@@ -18,15 +18,15 @@ each shape adds variance outside the few main modes.
   `CLAMP_SD` standard deviations, so one new shape is refined without the population.
 
 Measured in the README (Results): on the 50 synthetic LVs and kidneys it lowered the
-ground-truth error of the matching by 0.16-0.24 mm (0.08-0.18 mm on top of balanced transport). No maintained library offers this step on given
-correspondences (ShapeWorks optimises its own particles), hence the few lines here; the
-Procrustes fit is `mesh.align.similarity_fit` and the closest points
-`metrics.surface.closest_points_on_surface`.
+ground-truth error of the matching by 0.16-0.24 mm (0.08-0.18 mm on top of balanced
+transport); on held-out real livers it made the matching worse, so it is off by default. No
+maintained library offers this step on given correspondences (ShapeWorks optimises its own
+particles), hence the few lines here; the Procrustes fit is `mesh.align.similarity_fit` and the
+closest points `metrics.surface.closest_points_on_surface`.
 """
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -43,8 +43,6 @@ CLAMP_SD = 3.0
 GPA_ROUNDS = 3
 #: A round whose mean point move (mm) is below this ends the iteration early.
 MOVE_TOLERANCE_MM = 1e-3
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -70,7 +68,8 @@ class PointModel:
                 f"{self.sd.shape} do not fit an atlas of {k} vertices (or hold NaN)")
 
     def project(self, points: np.ndarray) -> np.ndarray:
-        """The model's nearest shape to `points` (K, 3), in their frame, weights clamped. -> (K, 3)"""
+        """The model's nearest shape to `points` (K, 3), in their frame, with the mode weights
+        clamped. -> (K, 3)"""
         fit, _ = similarity_fit(points, self.mean, scale=True)
         y = (points @ fit[:3, :3].T + fit[:3, 3]).ravel() - self.mean.ravel()
         b = np.clip(self.modes @ y, -CLAMP_SD * self.sd, CLAMP_SD * self.sd)
