@@ -92,7 +92,8 @@ def parser() -> argparse.ArgumentParser:
                    help="over-relaxation of each pose-refinement step (FitConfig.pose_relaxation)")
     p.add_argument("--ssm-modes", type=int, default=None,
                    help="point-distribution model refinement (FitConfig.ssm_modes; with "
-                   "--rematch it is fitted on the run's groomed shapes, nothing else refitted)")
+                   "--rematch it is fitted as fit does, on the original files in their fit "
+                   "poses, and nothing else is refitted)")
     p.add_argument("--oracle-pose", action="store_true",
                    help="diagnostic: fit on shapes re-posed by Procrustes on true correspondences")
     p.add_argument("--rematch", action="store_true",
@@ -172,7 +173,11 @@ def rematch(args: argparse.Namespace, out: Path, run: Path, tag: str) -> dict:
     if args.ssm_modes is not None:
         t0 = time.perf_counter()
         if args.ssm_modes:  # as `fit` does: the original files, in their fit poses
-            model.fit_point_model(*training_sources(run / "groomed", run), modes=args.ssm_modes)
+            sources = training_sources(run / "groomed", run)
+            if sources is None:
+                groomed, _ = load_groomed(run / "groomed")
+                sources = (groomed, [np.eye(4)] * len(groomed))
+            model.fit_point_model(*sources, modes=args.ssm_modes)
         else:
             model.point_model_ = None
         point_model_s = time.perf_counter() - t0

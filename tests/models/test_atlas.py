@@ -359,8 +359,8 @@ def test_point_model_refines_correspondences_and_saves(fitted, tmp_path, tiny_co
         assert model.config.ssm_modes == 2 and model.point_model_.modes.shape == (2, 600)
         ssm = model.correspond(meshes[:2], transforms=[np.eye(4)] * 2, refine=False)
         for a, b, m in zip(plain, ssm, meshes):
-            assert np.abs(a.points - b.points).max() > 1e-3  # it moved them ...
-            assert point_to_surface_distance(b.points, m).max() < 1e-4  # ... along the surface (float32)
+            assert np.abs(a.points - b.points).max() > 1e-3  # it moved them, along the surface
+            assert point_to_surface_distance(b.points, m).max() < 1e-4  # (float32 round trip)
         model.save(tmp_path / "m")
         again = AtlasModel.load(tmp_path / "m", device="cpu")
         np.testing.assert_allclose(again.point_model_.modes, model.point_model_.modes)

@@ -13,8 +13,8 @@ from shapeatlas.models.point_model import PointModel, fit_point_model, refine_wi
 
 
 def _ellipsoids(n: int, seed: int):
-    """Ellipsoids of random axes (three modes), each a differently turned copy of one sphere
-    mesh, with the true correspondence (vertex i of the sphere) and points slid off it."""
+    """Ellipsoids of random axes (three modes), each triangulated differently, with the true
+    correspondence (vertex i of a template sphere) and points slid off it."""
     rng = np.random.default_rng(seed)
     sphere = trimesh.creation.icosphere(subdivisions=3, radius=1.0)
     u = np.asarray(sphere.vertices)
