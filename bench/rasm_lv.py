@@ -173,7 +173,7 @@ def rematch(args: argparse.Namespace, out: Path, run: Path, tag: str) -> dict:
     if args.ssm_modes is not None:
         t0 = time.perf_counter()
         if args.ssm_modes:  # as `fit` does: the original files, in their fit poses
-            sources = training_sources(run / "groomed", run)
+            sources = training_sources(run / "groomed")
             if sources is None:
                 groomed, _ = load_groomed(run / "groomed")
                 sources = (groomed, [np.eye(4)] * len(groomed))

@@ -141,18 +141,18 @@ def test_fit_and_correspond(tmp_path, capsys):
     # The point model was fitted on the original files, which fit finds through groom.json.
     from shapeatlas.pipeline import training_sources
 
-    src_meshes, src_poses = training_sources(tmp_path / "lv", run)
+    src_meshes, src_poses = training_sources(run / "groomed")
     assert [Path(m.name).name for m in src_meshes] == [f"lv_00{i}.ply" for i in range(4)]
     assert all(t.shape == (4, 4) for t in src_poses)
     (tmp_path / "lv" / "lv_003.ply").rename(tmp_path / "lv_003.ply")
-    assert training_sources(tmp_path / "lv", run) is None  # a source gone: the groomed meshes
+    assert training_sources(run / "groomed") is None  # a source gone: the groomed meshes
     (tmp_path / "lv_003.ply").rename(tmp_path / "lv" / "lv_003.ply")
     kept = (tmp_path / "lv" / "lv_002.ply").read_bytes()  # a source changed since grooming
     edited = read_mesh(tmp_path / "lv" / "lv_002.ply")
     write_mesh(edited.with_vertices(edited.vertices * 1.3), tmp_path / "lv" / "lv_002.ply")
-    assert training_sources(tmp_path / "lv", run) is None
+    assert training_sources(run / "groomed") is None
     (tmp_path / "lv" / "lv_002.ply").write_bytes(kept)
-    assert training_sources(tmp_path / "lv", run) is not None
+    assert training_sources(run / "groomed") is not None
     # Fitting into a used run folder without --resume is refused; --resume finishes at once.
     assert main(["fit", str(tmp_path / "lv"), "--out", str(run), "-q"]) == 1
     assert "--resume" in capsys.readouterr().err

@@ -30,6 +30,7 @@ from shapeatlas.mesh.groom import (
     find_mesh_files,
     groom_cohort,
     load_groomed,
+    load_manifest,
 )
 from shapeatlas.mesh.io import is_mesh_file, read_mesh, write_mesh
 from shapeatlas.models.atlas import MODEL_FORMAT as RASM_FORMAT
@@ -77,18 +78,19 @@ def load_cohort(data_dir: str | Path, run_dir: Path, cfg: FitConfig,
 SOURCE_MISMATCH = 0.05
 
 
-def training_sources(data_dir: Path, run_dir: Path
+def training_sources(groomed_dir: str | Path, meshes: Sequence[Mesh] | None = None
                      ) -> tuple[list[Mesh], list[np.ndarray]] | None:
     """The original files of a fit's training shapes with their grooming transforms (file
-    frame -> aligned frame), in the order of the groomed meshes; None (logged) when the fit's
-    groomed folder has no manifest, or a source cannot be read or no longer matches its groomed
-    shape (`SOURCE_MISMATCH`)."""
+    frame -> aligned frame), in the order of the groomed meshes; None (logged) when the groomed
+    folder has no manifest, or a source cannot be read or no longer matches its groomed shape
+    (`SOURCE_MISMATCH`). meshes: the folder's groomed meshes if already loaded."""
     from shapeatlas.metrics.surface import point_to_surface_distance
 
-    groomed = (Path(data_dir) if (Path(data_dir) / MANIFEST_NAME).is_file()
-               else Path(run_dir) / "groomed")
     try:
-        meshes, manifest = load_groomed(groomed)
+        if meshes is None:
+            meshes, manifest = load_groomed(groomed_dir)
+        else:
+            manifest = load_manifest(groomed_dir)
         sources = [read_mesh(s["source"]) for s in manifest["shapes"]]
         poses = [np.asarray(s["transform"], dtype=np.float64) for s in manifest["shapes"]]
         for src, pose, g in zip(sources, poses, meshes):
@@ -175,7 +177,8 @@ def fit_run(data_dir: str | Path, run_dir: str | Path, cfg: FitConfig, *, resume
     meshes, data_info = load_cohort(data_dir, run_dir, cfg, groom_progress)
     model_cls = (CPDPCAModel if cfg.method == "cpd-pca"
                  else AtlasModel if cfg.atlases == 1 else MultiAtlasModel)
-    extra = ({"sources": training_sources(data_dir, run_dir)}
+    groomed_dir = run_dir / "groomed" if data_info["groomed_by_fit"] else Path(data_dir)
+    extra = ({"sources": training_sources(groomed_dir, meshes)}
              if cfg.method == "rasm" and cfg.atlases == 1 and cfg.ssm_modes else {})
     model = model_cls(cfg).fit(meshes, run_dir=run_dir, resume=resume, progress=progress,
                                **extra)

@@ -67,12 +67,17 @@ class PointModel:
                 f"{source}: point model mean {self.mean.shape}, modes {self.modes.shape} and sd "
                 f"{self.sd.shape} do not fit an atlas of {k} vertices (or hold NaN)")
 
-    def project(self, points: np.ndarray) -> np.ndarray:
-        """The model's nearest shape to `points` (K, 3), in their frame, with the mode weights
-        clamped. -> (K, 3)"""
-        fit, _ = similarity_fit(points, self.mean, scale=True)
+    def project(self, points: np.ndarray, fit: np.ndarray | None = None, *,
+                clamp: bool = True) -> np.ndarray:
+        """The model's nearest shape to `points` (K, 3), in their frame. fit: the (4, 4) map of
+        `points` into the model's frame (default: their similarity fit onto the mean); clamp:
+        limit the mode weights to `CLAMP_SD` standard deviations. -> (K, 3)"""
+        if fit is None:
+            fit, _ = similarity_fit(points, self.mean, scale=True)
         y = (points @ fit[:3, :3].T + fit[:3, 3]).ravel() - self.mean.ravel()
-        b = np.clip(self.modes @ y, -CLAMP_SD * self.sd, CLAMP_SD * self.sd)
+        b = self.modes @ y
+        if clamp:
+            b = np.clip(b, -CLAMP_SD * self.sd, CLAMP_SD * self.sd)
         back = np.linalg.inv(fit)
         x = (self.mean.ravel() + self.modes.T @ b).reshape(-1, 3)
         return x @ back[:3, :3].T + back[:3, 3]
@@ -124,10 +129,7 @@ def fit_point_model(points: Sequence[np.ndarray], meshes: Sequence[Mesh], *, mod
         model, fits = _model_of(x, modes)
         moves = []
         for i, (f, mesh) in enumerate(zip(fits, meshes)):
-            y = (x[i] @ f[:3, :3].T + f[:3, 3]).ravel() - model.mean.ravel()
-            fitted = (model.mean.ravel() + model.modes.T @ (model.modes @ y)).reshape(-1, 3)
-            back = np.linalg.inv(f)
-            new = _on_surface(fitted @ back[:3, :3].T + back[:3, 3], mesh)
+            new = _on_surface(model.project(x[i], f, clamp=False), mesh)
             moves.append(np.linalg.norm(new - x[i], axis=1).mean())
             x[i] = new
         move = float(np.mean(moves))
