@@ -12,9 +12,11 @@ For every (cohort, method) row: `fit` on the training folder, then `evaluate` on
 
 `hgcn-joint` trains the β-VAE end to end with the correspondence network; `hgcn-transport` matches
 with balanced transport (30 Sinkhorn iterations), so the generator learns from those shapes.
+`hgcn-ssm` refines them with the point-distribution model (`ssm_modes=4`) before the generator
+learns from them.
 
     python bench/compare.py [--cohorts lv liver] [--methods hgcn sgcn cpd-pca hgcn-joint
-                                                            hgcn-transport]
+                                                            hgcn-transport hgcn-ssm]
                             [--lv-epochs 30] [--liver-epochs 15] [--out /tmp/shapeatlas-compare]
 """
 
@@ -41,7 +43,9 @@ METHODS = {"hgcn": dict(method="rasm", features="hybrid"),
            # the β-VAE trained end to end with the correspondence network (issue 4's option)
            "hgcn-joint": dict(method="rasm", features="hybrid", generator_training="joint"),
            # hGCN with balanced transport when matching (the generator learns from those shapes)
-           "hgcn-transport": dict(method="rasm", features="hybrid", transport_iterations=30)}
+           "hgcn-transport": dict(method="rasm", features="hybrid", transport_iterations=30),
+           # hGCN with the point-distribution model (4 modes) refining the correspondences
+           "hgcn-ssm": dict(method="rasm", features="hybrid", ssm_modes=4)}
 
 
 def split_groomed(groomed: Path, out: Path, every: int) -> tuple[Path, Path]:

@@ -94,6 +94,9 @@ def parser() -> argparse.ArgumentParser:
                    help="point-distribution model refinement (FitConfig.ssm_modes; with "
                    "--rematch it is fitted as fit does, on the original files in their fit "
                    "poses, and nothing else is refitted)")
+    p.add_argument("--ssm-always", action="store_true",
+                   help="with --rematch --ssm-modes: keep the point model even where it raises "
+                   "the training Chamfer by more than 5%% (AtlasModel.fit_point_model)")
     p.add_argument("--oracle-pose", action="store_true",
                    help="diagnostic: fit on shapes re-posed by Procrustes on true correspondences")
     p.add_argument("--rematch", action="store_true",
@@ -177,18 +180,21 @@ def rematch(args: argparse.Namespace, out: Path, run: Path, tag: str) -> dict:
             if sources is None:
                 groomed, _ = load_groomed(run / "groomed")
                 sources = (groomed, [np.eye(4)] * len(groomed))
-            model.fit_point_model(*sources, modes=args.ssm_modes)
+            model.fit_point_model(*sources, modes=args.ssm_modes,
+                                  **({"max_chamfer_rise": None} if args.ssm_always else {}))
         else:
             model.point_model_ = None
         point_model_s = time.perf_counter() - t0
     rows, extra = measure(args, model, run, out / "cohort", load_cohort_truth(out / "cohort"))
     c = model.config
     result = {"organ": args.organ, "n": extra.pop("n"), "rematch_of": str(run),
-              "config": c.to_dict(), "point_model_seconds": point_model_s, **extra, "rows": rows,
+              "config": c.to_dict(), "point_model_seconds": point_model_s,
+              "point_model": getattr(model, "point_model_report_", None), **extra, "rows": rows,
               "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
     name = (f"result-{tag}-rematch-t{c.transport_iterations}-l{c.transport_sharpness:g}"
             f"-p{c.pose_iterations}{'-groom' if args.groom_poses else ''}"
-            f"{f'-ssm{args.ssm_modes}' if args.ssm_modes is not None else ''}.json")
+            f"{f'-ssm{args.ssm_modes}' if args.ssm_modes is not None else ''}"
+            f"{'-always' if args.ssm_always else ''}.json")
     (out / name).write_text(json.dumps(result, indent=1))
     return result
 

@@ -280,9 +280,13 @@ def cmd_fit(args: argparse.Namespace) -> int:
           f"({metrics['generator_seconds']:.1f} s)")
     print(f"matching: Chamfer {metrics['chamfer_mm_mean']:.2f} mm, Hausdorff "
           f"{metrics['hausdorff_mm_mean']:.2f} mm (mean over training shapes)")
-    if metrics.get("point_model"):
-        print(f"point model: {metrics['point_model']['modes']} modes, correspondences refined "
-              f"together ({metrics['point_model']['seconds']:.1f} s)")
+    pm = metrics.get("point_model")
+    if pm:
+        chamfer = f"training Chamfer {pm['chamfer_before_mm']:.2f} -> {pm['chamfer_after_mm']:.2f} mm"
+        print(f"point model: {pm['modes']} modes, correspondences refined together "
+              f"({pm['seconds']:.1f} s, {chamfer})" if pm["kept"] else
+              f"point model: NOT KEPT, its {pm['modes']} modes raised the {chamfer}; "
+              "matching runs without it")
     if "atlases" in metrics:
         a = metrics["atlases"]
         counts = [list(a["labels"].values()).count(m) for m in range(a["n_atlases"])]

@@ -193,9 +193,7 @@ def fit_run(data_dir: str | Path, run_dir: str | Path, cfg: FitConfig, *, resume
         "atlas_init": model.atlas_init_name_,
         "fit_seconds": model.fit_seconds_,
         "correspondence_seconds": model.rasm_seconds_,
-        "point_model": ({"modes": model.config.ssm_modes,
-                         "seconds": model.point_model_seconds_}
-                        if getattr(model, "point_model_", None) is not None else None),
+        "point_model": getattr(model, "point_model_report_", None),
         "generator_seconds": model.generator_seconds_,
         "generator": {"kind": gen.kind, **latent_sizes(gen)},
         "epochs_run": len(rows),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import numpy as np
 import pytest
@@ -339,7 +340,8 @@ def test_refine_pose_on_atlas_moves_a_near_pose_home_and_keeps_its_kind(scale):
     assert np.cbrt(np.linalg.det(got[:3, :3])) == pytest.approx(scale, rel=1e-6)
 
 
-def test_point_model_refines_correspondences_and_saves(fitted, tmp_path, tiny_cohort, tiny_config):
+def test_point_model_refines_correspondences_and_saves(fitted, tmp_path, tiny_cohort, tiny_config,
+                                                       caplog):
     from shapeatlas.metrics.surface import point_to_surface_distance
     from shapeatlas.training.config import FitConfig
 
@@ -366,6 +368,17 @@ def test_point_model_refines_correspondences_and_saves(fitted, tmp_path, tiny_co
         np.testing.assert_allclose(again.point_model_.modes, model.point_model_.modes)
         c = again.correspond(meshes[:1], transforms=[np.eye(4)], refine=False)[0]
         np.testing.assert_allclose(c.points, ssm[0].points, atol=1e-9)
+        report = model.point_model_report_
+        assert report["kept"] and report["modes"] == 2 and report["chamfer_after_mm"] > 0
+        # A model that raises the training Chamfer by more than allowed is not kept (here any
+        # model: at most half the Chamfer it started from is allowed), and says so.
+        with caplog.at_level(logging.WARNING, logger="shapeatlas"):
+            model.fit_point_model(meshes, transforms=[np.eye(4)] * len(meshes), modes=2,
+                                  max_chamfer_rise=-0.5)
+        assert model.point_model_ is None and not model.point_model_report_["kept"]
+        assert "point model not kept" in caplog.text
+        c = model.correspond(meshes[:1], transforms=[np.eye(4)], refine=False)[0]
+        np.testing.assert_allclose(c.points, plain[0].points, atol=1e-9)
     finally:
         model.point_model_, model.config = None, saved
     # A damaged point model in a model file is refused with the file's name.
@@ -377,3 +390,32 @@ def test_point_model_refines_correspondences_and_saves(fitted, tmp_path, tiny_co
     save_file(tensors, weights)
     with pytest.raises(ShapeAtlasError, match="model.safetensors: point model"):
         AtlasModel.load(tmp_path / "m", device="cpu")
+
+
+def test_point_model_fit_matches_the_generator_on_the_original_files(tiny_cohort, tiny_config,
+                                                                     monkeypatch):
+    # `fit` with sources (here the groomed shapes moved by 10 mm, under other names): the point
+    # model is fitted on them, and the generator learns from them too, matched in their poses.
+    _, meshes, _ = tiny_cohort
+    move = np.eye(4)
+    move[:3, 3] = [10.0, 0.0, -5.0]
+    sources = ([Mesh(m.vertices + move[:3, 3], m.faces, name=f"src_{i}")
+                for i, m in enumerate(meshes)], [np.linalg.inv(move)] * len(meshes))
+    model = AtlasModel(tiny_config.replace(ssm_modes=2, epochs=1, atlas_rounds=1))
+    seen = {}
+    fit_generator = AtlasModel._fit_generator
+
+    def spy(self, generator, shapes, *args, **kwargs):
+        seen["shapes"] = shapes
+        return fit_generator(self, generator, shapes, *args, **kwargs)
+
+    monkeypatch.setattr(AtlasModel, "_fit_generator", spy)
+    model.fit(meshes, sources=sources)
+    assert model.point_model_report_["kept"], model.point_model_report_
+    assert [n for n, _, _ in model.fit_matching_] == [f"src_{i}" for i in range(len(meshes))]
+    assert max(c for _, c, _ in model.fit_matching_) < 3.0
+    # The generator's shapes are in the aligned frame, on the groomed surfaces, not 10 mm off.
+    from shapeatlas.metrics.surface import point_to_surface_distance
+
+    for shape, mesh in zip(seen["shapes"], meshes):
+        assert point_to_surface_distance(shape, mesh).mean() < 1.0

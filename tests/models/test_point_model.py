@@ -9,7 +9,13 @@ import trimesh
 from shapeatlas.errors import ShapeAtlasError
 from shapeatlas.mesh.core import Mesh
 from shapeatlas.metrics.surface import closest_points_on_surface
-from shapeatlas.models.point_model import PointModel, fit_point_model, refine_with_model
+from shapeatlas.models.point_model import (
+    MAX_CHAMFER_RISE,
+    PointModel,
+    fit_point_model,
+    mean_chamfers,
+    refine_with_model,
+)
 
 
 def _ellipsoids(n: int, seed: int):
@@ -74,3 +80,32 @@ def test_point_model_refuses_too_many_modes_and_mismatched_arrays():
         good.check(10, source="m/model.safetensors")
     with pytest.raises(ShapeAtlasError, match="NaN"):
         PointModel(mean=np.full((k, 3), np.nan), modes=good.modes, sd=good.sd).check(k)
+
+
+def _bumpy(n: int, seed: int):
+    """Spheres (30 mm) with three bumps each at random places: no few modes describe them. The
+    points are the vertices of the coarser sphere inside each mesh's finer one."""
+    rng = np.random.default_rng(seed)
+    sphere = trimesh.creation.icosphere(subdivisions=4, radius=1.0)
+    u = np.asarray(sphere.vertices)
+    meshes = []
+    for i in range(n):
+        r = np.ones(len(u))
+        for _ in range(3):
+            c = rng.standard_normal(3)
+            r += 0.5 * np.exp(-np.sum((u - c / np.linalg.norm(c)) ** 2, axis=1) / 0.08)
+        meshes.append(Mesh(u * r[:, None] * 30.0, sphere.faces, name=f"b{i}"))
+    return meshes, [m.vertices[:642].copy() for m in meshes]  # subdivision 3 of the same sphere
+
+
+def test_chamfer_check_separates_a_model_that_describes_the_shapes_from_one_that_does_not():
+    # Ellipsoids: three modes describe them, and the refinement keeps the surface covered.
+    meshes, _, slid = _ellipsoids(10, seed=0)
+    refined, _ = fit_point_model(slid, meshes, modes=3, rounds=10)
+    before, after = mean_chamfers(slid, refined, meshes)
+    assert after <= (1 + MAX_CHAMFER_RISE) * before, (before, after)  # measured 1.57 -> 1.54 mm
+    # Randomly placed bumps: the points crowd off the bumps, and the mean Chamfer rises.
+    meshes, points = _bumpy(10, seed=0)
+    refined, _ = fit_point_model(points, meshes, modes=3, rounds=10)
+    before, after = mean_chamfers(points, refined, meshes)
+    assert after > 1.3 * before, (before, after)  # measured 0.89 -> 1.41 mm

@@ -35,7 +35,7 @@ import numpy as np
 from shapeatlas.errors import ShapeAtlasError
 from shapeatlas.mesh.align import similarity_fit
 from shapeatlas.mesh.core import Mesh
-from shapeatlas.metrics.surface import closest_points_on_surface
+from shapeatlas.metrics.surface import closest_points_on_surface, point_set_distances
 
 #: Mode weights of a new shape are clamped to this many standard deviations of the training set.
 CLAMP_SD = 3.0
@@ -43,6 +43,9 @@ CLAMP_SD = 3.0
 GPA_ROUNDS = 3
 #: A round whose mean point move (mm) is below this ends the iteration early.
 MOVE_TOLERANCE_MM = 1e-3
+#: A groupwise refinement that raises the training shapes' mean Chamfer distance (input
+#: vertices to points) by more than this fraction is not kept (`mean_chamfers`).
+MAX_CHAMFER_RISE = 0.05
 
 
 @dataclass(frozen=True)
@@ -138,6 +141,25 @@ def fit_point_model(points: Sequence[np.ndarray], meshes: Sequence[Mesh], *, mod
         if move < MOVE_TOLERANCE_MM:
             break
     return x, _model_of(x, modes)[0]
+
+
+def mean_chamfers(before: Sequence[np.ndarray], after: Sequence[np.ndarray],
+                  meshes: Sequence[Mesh]) -> tuple[float, float]:
+    """Mean Chamfer distance (mm) between each mesh's vertices and its points, before and after
+    the refinement. -> (before, after)
+
+    The groupwise steps keep every point on its surface, so what they can lose is coverage:
+    points that slide towards a model whose modes do not describe the shapes crowd together and
+    leave parts of the surface without points. On the 50 synthetic LVs 4 modes lowered this
+    mean by 2%; on 61 real livers they raised it by 16% (3.58 to 4.17 mm), and the held-out
+    livers were matched worse (README, Results). `AtlasModel.fit_point_model` drops a model
+    whose rise exceeds `MAX_CHAMFER_RISE`.
+    """
+    def mean(points):
+        return float(np.mean([point_set_distances(m.vertices, p).chamfer
+                              for p, m in zip(points, meshes)]))
+
+    return mean(before), mean(after)
 
 
 def refine_with_model(points: np.ndarray, mesh: Mesh, model: PointModel, *,
