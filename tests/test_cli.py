@@ -220,6 +220,17 @@ def test_fit_and_correspond(tmp_path, capsys):
     assert main(["correspond", str(run), str(tmp_path / "lv" / "lv_000.ply"),
                  "--transport-iterations", "-3", "--out", str(tmp_path / "t2"), "-q"]) == 1
     assert "transport_iterations must be >= 0" in capsys.readouterr().err
+    # evaluate matches a run with a point model on the original files its groom.json names
+    # (as the model was fitted), other runs on the groomed meshes.
+    from shapeatlas.evaluate import _test_meshes
+    from shapeatlas.pipeline import load_model
+
+    model = load_model(run, device="cpu")
+    shapes = _test_meshes(run / "groomed", tmp_path / "ev", model, None)
+    assert [Path(m.name).parent for m in shapes] == [tmp_path / "lv"] * 4
+    model.point_model_ = None
+    shapes = _test_meshes(run / "groomed", tmp_path / "ev", model, None)
+    assert [Path(m.name).parent for m in shapes] == [run / "groomed"] * 4
 
 
 def test_cpd_pca_fit_sample_evaluate_reconstruct(tmp_path, capsys):

@@ -42,19 +42,32 @@ def curve_components(latent_dim: int) -> list[int]:
 
 
 def _test_meshes(test_dir: Path, out_dir: Path, model, progress) -> list:
-    if (test_dir / MANIFEST_NAME).is_file():
-        return load_groomed(test_dir)[0]
-    if not test_dir.is_dir():
-        raise ShapeAtlasError(f"{test_dir}: not a folder")
-    target = model.config.groom_target_vertices
-    log.info("%s has no %s: grooming it into %s", test_dir, MANIFEST_NAME, out_dir / "groomed-test")
-    groom_cohort(
-        test_dir,
-        out_dir / "groomed-test",
-        GroomOptions(target_vertices=target, watertight="auto"),
-        progress=progress,
-    )
-    return load_groomed(out_dir / "groomed-test")[0]
+    """The test shapes: the groomed ones, or, for a run whose point model was kept, the
+    original files that their `groom.json` names when they are at hand and unchanged."""
+    groomed = test_dir
+    if not (test_dir / MANIFEST_NAME).is_file():
+        if not test_dir.is_dir():
+            raise ShapeAtlasError(f"{test_dir}: not a folder")
+        groomed = out_dir / "groomed-test"
+        target = model.config.groom_target_vertices
+        log.info("%s has no %s: grooming it into %s", test_dir, MANIFEST_NAME, groomed)
+        groom_cohort(
+            test_dir,
+            groomed,
+            GroomOptions(target_vertices=target, watertight="auto"),
+            progress=progress,
+        )
+    meshes = load_groomed(groomed)[0]
+    if getattr(model, "point_model_", None) is not None:
+        # The point model was fitted on the training shapes' original files and the generator
+        # learnt from them; QSlim-decimated copies are matched differently (README, Results).
+        from shapeatlas.pipeline import training_sources
+
+        sources = training_sources(groomed, meshes)
+        if sources is not None:
+            log.info("point model: evaluating the original files named in %s", groomed)
+            return sources[0]
+    return meshes
 
 
 def evaluate_run(

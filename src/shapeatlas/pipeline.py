@@ -104,8 +104,7 @@ def training_sources(groomed_dir: str | Path, meshes: Sequence[Mesh] | None = No
                                       "changed since grooming?")
         return sources, poses
     except (ShapeAtlasError, OSError, KeyError) as exc:
-        log.info("point model on the groomed meshes: the original files are not at hand (%s)",
-                 exc)
+        log.info("the groomed meshes, not the original files, which are not at hand (%s)", exc)
         return None
 
 

@@ -341,7 +341,7 @@ def test_refine_pose_on_atlas_moves_a_near_pose_home_and_keeps_its_kind(scale):
 
 
 def test_point_model_refines_correspondences_and_saves(fitted, tmp_path, tiny_cohort, tiny_config,
-                                                       caplog):
+                                                       caplog, monkeypatch):
     from shapeatlas.metrics.surface import point_to_surface_distance
     from shapeatlas.training.config import FitConfig
 
@@ -370,6 +370,13 @@ def test_point_model_refines_correspondences_and_saves(fitted, tmp_path, tiny_co
         np.testing.assert_allclose(c.points, ssm[0].points, atol=1e-9)
         report = model.point_model_report_
         assert report["kept"] and report["modes"] == 2 and report["chamfer_after_mm"] > 0
+        # Per shape, a step that would raise the Chamfer by more than allowed is not taken
+        # (here every step: at most half the Chamfer it started from is allowed).
+        with monkeypatch.context() as mp, caplog.at_level(logging.INFO, logger="shapeatlas"):
+            mp.setattr("shapeatlas.models.atlas.MAX_CHAMFER_RISE", -0.5)
+            c = model.correspond(meshes[:1], transforms=[np.eye(4)], refine=False)[0]
+        np.testing.assert_allclose(c.points, plain[0].points, atol=1e-9)
+        assert "point-model step not taken" in caplog.text
         # A model that raises the training Chamfer by more than allowed is not kept (here any
         # model: at most half the Chamfer it started from is allowed), and says so.
         with caplog.at_level(logging.WARNING, logger="shapeatlas"):

@@ -305,9 +305,17 @@ class AtlasModel(GenerativeMixin):
                                    device=self.device_)
         m, pts = self._match(atlas, shape, atlas_emb=atlas_emb, refine=False)
         if point_model and getattr(self, "point_model_", None) is not None:
-            mm = refine_with_model(norm.to_mm(pts.cpu().double().numpy()), aligned,
-                                   self.point_model_, iterations=self.config.ssm_iterations)
-            pts = torch.as_tensor(norm.to_model(mm), dtype=pts.dtype, device=pts.device)
+            start = norm.to_mm(pts.cpu().double().numpy())
+            mm = refine_with_model(start, aligned, self.point_model_,
+                                   iterations=self.config.ssm_iterations)
+            # The fit's check, per shape: a step that costs coverage is not taken (a mesh the
+            # model does not describe, e.g. a QSlim-decimated copy; README, Results).
+            chamfer = mean_chamfers([start], [mm], [aligned])
+            if chamfer[1] <= (1.0 + MAX_CHAMFER_RISE) * chamfer[0]:
+                pts = torch.as_tensor(norm.to_model(mm), dtype=pts.dtype, device=pts.device)
+            else:
+                log.info("%s: point-model step not taken (it raised the Chamfer distance from "
+                         "%.2f to %.2f mm)", mesh.name, *chamfer)
         if refine:
             pts = self._pull(pts, shape, atlas)
         return m, norm.to_mm(pts.detach().cpu().double().numpy())
