@@ -282,7 +282,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
           f"{metrics['hausdorff_mm_mean']:.2f} mm (mean over training shapes)")
     pm = metrics.get("point_model")
     if pm:
-        chamfer = f"training Chamfer {pm['chamfer_before_mm']:.2f} -> {pm['chamfer_after_mm']:.2f} mm"
+        chamfer = (f"training Chamfer {pm['chamfer_before_mm']:.2f} -> "
+                   f"{pm['chamfer_after_mm']:.2f} mm")
         print(f"point model: {pm['modes']} modes, correspondences refined together "
               f"({pm['seconds']:.1f} s, {chamfer})" if pm["kept"] else
               f"point model: NOT KEPT, its {pm['modes']} modes raised the {chamfer}; "
