@@ -29,6 +29,7 @@ from shapeatlas.models.generator import VAEGenerator, VAESettings, new_shape_vae
 from shapeatlas.models.point_model import (
     MAX_CHAMFER_RISE,
     PointModel,
+    coverage_kept,
     fit_point_model,
     mean_chamfers,
     refine_with_model,
@@ -311,7 +312,7 @@ class AtlasModel(GenerativeMixin):
             # The fit's check, per shape: a step that costs coverage is not taken (a mesh the
             # model does not describe, e.g. a QSlim-decimated copy; README, Results).
             chamfer = mean_chamfers([start], [mm], [aligned])
-            if chamfer[1] <= (1.0 + MAX_CHAMFER_RISE) * chamfer[0]:
+            if coverage_kept(chamfer, MAX_CHAMFER_RISE):
                 pts = torch.as_tensor(norm.to_model(mm), dtype=pts.dtype, device=pts.device)
             else:
                 log.info("%s: point-model step not taken (it raised the Chamfer distance from "
@@ -360,7 +361,7 @@ class AtlasModel(GenerativeMixin):
             progress=lambda r, move: log.info("point model: round %d/%d, mean move %.3f mm",
                                               r, cfg.ssm_rounds, move))
         chamfer = mean_chamfers(before, after, aligned)
-        kept = max_chamfer_rise is None or chamfer[1] <= (1.0 + max_chamfer_rise) * chamfer[0]
+        kept = coverage_kept(chamfer, max_chamfer_rise)
         self.config = cfg
         self.point_model_ = pm if kept else None
         self.point_model_seconds_ = time.perf_counter() - t0

@@ -162,6 +162,13 @@ def mean_chamfers(before: Sequence[np.ndarray], after: Sequence[np.ndarray],
     return mean(before), mean(after)
 
 
+def coverage_kept(chamfer: tuple[float, float],
+                  max_rise: float | None = MAX_CHAMFER_RISE) -> bool:
+    """Whether a (before, after) pair of `mean_chamfers` stays within `max_rise` (a fraction;
+    None: always)."""
+    return max_rise is None or chamfer[1] <= (1.0 + max_rise) * chamfer[0]
+
+
 def refine_with_model(points: np.ndarray, mesh: Mesh, model: PointModel, *,
                       iterations: int) -> np.ndarray:
     """Slide one shape's correspondences towards the model (module docstring).
