@@ -81,7 +81,17 @@ def test_synth_and_groom(tmp_path, capsys):
     manifest = json.loads((tmp_path / "g" / "groom.json").read_text())
     assert [s["n_vertices"] for s in manifest["shapes"]] == [600, 600, 600]
     assert manifest["options"]["consensus_rounds"] == 1
-    assert "groomed 3 of 3 meshes" in capsys.readouterr().out
+    # LVs have a flat basal cap: the cap twist turns the two that are not the reference.
+    assert manifest["cap_twist"] == "applied: 2 of 3 shapes turned"
+    assert sum(s["cap_turn"] is not None for s in manifest["shapes"]) == 2
+    out = capsys.readouterr().out
+    assert "groomed 3 of 3 meshes" in out and "cap twist: applied" in out
+    assert main(["groom", str(tmp_path / "lv"), "--out", str(tmp_path / "g0"),
+                 "--target-vertices", "600", "--jobs", "1", "--no-cap-twist", "-q"]) == 0
+    manifest = json.loads((tmp_path / "g0" / "groom.json").read_text())
+    assert manifest["cap_twist"] == "off" and not manifest["options"]["cap_twist"]
+    assert all("cap_turn" not in s for s in manifest["shapes"])
+    assert "cap twist: off" in capsys.readouterr().out
     assert main(["synth", "kidney", "--n", "2", "--out", str(tmp_path / "kid"), "--seed", "1",
                  "--min-vertices", "300", "--max-vertices", "400", "-q"]) == 0
     truth = json.loads((tmp_path / "kid" / "truth.json").read_text())
@@ -90,6 +100,11 @@ def test_synth_and_groom(tmp_path, capsys):
     assert sorted(p.name for p in (tmp_path / "kid").glob("*.ply")) == [
         "kidney_000.ply", "kidney_001.ply"]
     assert "wrote 2 kidney shapes" in capsys.readouterr().out
+    # Kidneys have no flat cap: nothing is turned.
+    assert main(["groom", str(tmp_path / "kid"), "--out", str(tmp_path / "gk"), "--jobs", "1",
+                 "-q"]) == 0
+    manifest = json.loads((tmp_path / "gk" / "groom.json").read_text())
+    assert manifest["cap_twist"].startswith("skipped: the reference")
 
 
 def test_groom_reports_bad_file_and_exits_1(tmp_path, capsys):

@@ -123,6 +123,7 @@ def _groom_options(args: argparse.Namespace):
         align=args.align,
         reference=args.reference,
         consensus_rounds=args.consensus_rounds,
+        cap_twist=not args.no_cap_twist,
         input_units=args.input_units,
         n_jobs=args.jobs,
     )
@@ -144,6 +145,7 @@ def cmd_groom(args: argparse.Namespace) -> int:
     print(f"groomed {len(result.shapes)} of {result.manifest['n_inputs']} meshes in {dt:.1f} s "
           f"-> {result.out_dir} (manifest: {result.out_dir / 'groom.json'})")
     print(f"reference shape: {result.manifest['reference']}")
+    print(f"cap twist: {result.manifest['cap_twist']}")
     for f in result.failed:
         print(f"skipped: {f['error']}")
     return 0 if not result.failed else 1
@@ -439,6 +441,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--consensus-rounds", type=int, default=0, metavar="N",
                    help="then re-align every shape N times onto the cohort's consensus shape "
                         "(rotation only, sizes and proportions factored out; default 0: off)")
+    g.add_argument("--no-cap-twist", action="store_true",
+                   help="do not turn shapes about their flat cap (an LV's basal plane, a bone's "
+                        "cut) to line the cap outlines up with the reference's")
     g.add_argument("--no-center", action="store_true", help="do not move the reference's centroid to the origin")
     g.add_argument("--reference", default=None, metavar="NAME",
                    help="file stem of the reference shape (default: the shape of median size)")

@@ -63,7 +63,8 @@ def load_cohort(data_dir: str | Path, run_dir: Path, cfg: FitConfig,
         raise ShapeAtlasError(f"{data_dir}: not a folder")
     out = run_dir / "groomed"
     opts = GroomOptions(target_vertices=cfg.groom_target_vertices, watertight="auto",
-                        consensus_rounds=cfg.groom_consensus_rounds)
+                        consensus_rounds=cfg.groom_consensus_rounds,
+                        cap_twist=cfg.groom_cap_twist)
     log.info("%s has no %s: grooming it into %s", data_dir, MANIFEST_NAME, out)
     result = groom_cohort(data_dir, out, opts, progress=progress)
     meshes, manifest = load_groomed(out)
@@ -270,7 +271,8 @@ def correspond_files(run_dir: str | Path, items: Sequence[str | Path], out_dir: 
 
     A file the run was fitted on (same bytes as a raw or groomed training file, see
     `write_training_poses`) starts from its pose in the fit and takes only a local rigid ICP onto
-    the atlas (`refine_pose_on_atlas`; a multi-atlas run keeps the fit's pose); other files are
+    the atlas, then its turn about its flat cap where the model keeps one
+    (`refine_pose_on_atlas`; a multi-atlas run keeps the fit's pose); other files are
     aligned to the atlas from scratch, by the multi-start search. realign: treat every file as
     new.
 
@@ -306,7 +308,8 @@ def correspond_files(run_dir: str | Path, items: Sequence[str | Path], out_dir: 
             how = "aligned" if pose is None else "fit"
             if pose is not None and not isinstance(model, MultiAtlasModel):
                 # (a multi-atlas run keeps it: its shapes belong to different atlases)
-                pose = refine_pose_on_atlas(mesh, model.atlas_mesh, pose)
+                pose = refine_pose_on_atlas(mesh, model.atlas_mesh, pose,
+                                            cap=getattr(model, "cap_reference_", None))
                 how = "fit, refined on the atlas"
             c = model.correspond([mesh], refine=refine, transforms=None if pose is None else [pose],
                                  **extra)[0]

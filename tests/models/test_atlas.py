@@ -16,6 +16,18 @@ from shapeatlas.models.atlas import AtlasModel
 from shapeatlas.training.loop import CHECKPOINT_NAME, TrainingError
 
 
+def assert_damage_refused(folder, key: str, match: str) -> None:
+    """Cut tensor `key` of the model file in `folder` short: loading must refuse it (`match`)."""
+    from safetensors.torch import load_file, save_file
+
+    weights = folder / "model.safetensors"
+    tensors = load_file(weights)
+    tensors[key] = tensors[key][:1]
+    save_file(tensors, weights)
+    with pytest.raises(ShapeAtlasError, match=match):
+        AtlasModel.load(folder, device="cpu")
+
+
 @pytest.fixture(scope="module")
 def fitted(tiny_cohort, tmp_path_factory):
     from shapeatlas.nn.encoder import EncoderConfig
@@ -133,7 +145,7 @@ def test_transport_settings_old_configs_and_what_they_change(fitted):
         with pytest.raises(ShapeAtlasError, match=next(iter(bad))):
             FitConfig(**bad)
     d = FitConfig().to_dict()
-    assert d["version"] == 5 and d["transport_iterations"] == 0  # the paper's softmax
+    assert d["version"] == 6 and d["transport_iterations"] == 0  # the paper's softmax
     # A version-3 config (written before transport existed) still loads, with the same matching.
     old = {k: v for k, v in d.items() if not k.startswith("transport_")}
     assert FitConfig.from_dict({**old, "version": 3}).transport_iterations == 0
@@ -389,14 +401,7 @@ def test_point_model_refines_correspondences_and_saves(fitted, tmp_path, tiny_co
     finally:
         model.point_model_, model.config = None, saved
     # A damaged point model in a model file is refused with the file's name.
-    from safetensors.torch import load_file, save_file
-
-    weights = tmp_path / "m" / "model.safetensors"
-    tensors = load_file(weights)
-    tensors["point_model.sd"] = tensors["point_model.sd"][:1]
-    save_file(tensors, weights)
-    with pytest.raises(ShapeAtlasError, match="model.safetensors: point model"):
-        AtlasModel.load(tmp_path / "m", device="cpu")
+    assert_damage_refused(tmp_path / "m", "point_model.sd", "model.safetensors: point model")
 
 
 def test_point_model_fit_matches_the_generator_on_the_original_files(tiny_cohort, tiny_config,
@@ -426,3 +431,57 @@ def test_point_model_fit_matches_the_generator_on_the_original_files(tiny_cohort
 
     for shape, mesh in zip(seen["shapes"], meshes):
         assert point_to_surface_distance(shape, mesh).mean() < 1.0
+
+
+def test_new_shapes_are_turned_about_their_cap_like_the_training_shapes(fitted, tmp_path):
+    # The tiny LV cohort was groomed with the cap twist, so the model keeps the cap outline of
+    # its initial atlas and turns a new shape about its flat cap after the rigid alignment.
+    from scipy.spatial.transform import Rotation
+
+    from shapeatlas.mesh.twist import cap_twist, planar_cap
+
+    model, meshes = fitted
+    ref = model.cap_reference_
+    assert ref is not None
+    # A training shape (aligned frame), turned 9 degrees about its cap's normal and then put in
+    # another pose: `correspond` finds a pose within 2.5 degrees of the training one.
+    m = meshes[1]
+    n = planar_cap(m).normal
+    turn = Rotation.from_rotvec(np.radians(9.0) * n).as_matrix()
+    pose = np.eye(4)
+    pose[:3, :3] = Rotation.from_rotvec([0.4, -1.1, 0.7]).as_matrix() @ turn
+    pose[:3, 3] = [20.0, -5.0, 12.0]
+    moved = m.transformed(pose)
+    found = model.correspond([moved], refine=False)[0].transform
+    assert np.degrees(Rotation.from_matrix((found @ pose)[:3, :3]).magnitude()) < 2.5
+    # Its cap now lines up with the model's, within the turn search's precision; the rigid
+    # alignment alone gives another pose.
+    left = cap_twist(moved.transformed(found), ref)
+    assert left is None or np.degrees(Rotation.from_matrix(left[:3, :3]).magnitude()) < 1.0
+    model.cap_reference_ = None
+    try:
+        plain = model.correspond([moved], refine=False)[0].transform
+    finally:
+        model.cap_reference_ = ref
+    assert not np.allclose(plain, found)
+    # The cap outline is saved with the model and refused, naming the file, when damaged.
+    model.save(tmp_path / "m")
+    again = AtlasModel.load(tmp_path / "m", device="cpu")
+    np.testing.assert_allclose(again.cap_reference_.outline, ref.outline)
+    np.testing.assert_allclose(again.cap_reference_.normal, ref.normal)
+    assert_damage_refused(tmp_path / "m", "cap.basis", "model.safetensors: cap outline")
+
+
+def test_no_cap_is_kept_for_a_cohort_groomed_without_the_cap_twist(tmp_path):
+    from shapes import groomed_lv_cohort
+
+    from shapeatlas.mesh.groom import GroomOptions, groom_cohort, load_groomed
+    from shapeatlas.models.inputs import cohort_cap
+
+    meshes, manifest = groomed_lv_cohort(tmp_path / "on", n=5, seed=7)
+    ref = [s["name"] for s in manifest["shapes"]].index(manifest["reference"])
+    assert cohort_cap(meshes, meshes[ref]) is not None
+    groom_cohort(tmp_path / "on" / "raw", tmp_path / "off",
+                 GroomOptions(target_vertices=500, n_jobs=1, cap_twist=False))
+    meshes, manifest = load_groomed(tmp_path / "off")
+    assert cohort_cap(meshes, meshes[ref]) is None

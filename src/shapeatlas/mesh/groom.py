@@ -45,11 +45,15 @@ from shapeatlas.mesh.remesh import (
     decimate,
     make_watertight,
 )
+from shapeatlas.mesh.twist import CapReference, cap_twist
 
 log = logging.getLogger(__name__)
 
 MANIFEST_NAME = "groom.json"
 MANIFEST_VERSION = 1
+#: The cap twist runs only where at least this share of the shapes (the reference included)
+#: have a flat cap like the reference's.
+CAP_COHORT_SHARE = 0.5
 #: Millimetres per input unit.
 UNIT_SCALE = {"mm": 1.0, "cm": 10.0, "m": 1000.0}
 
@@ -80,6 +84,13 @@ class GroomOptions:
     consensus shape (rotation only, sizes and proportions factored out; see
     `align.consensus_rotations`), so no single reference's quirks set everyone's pose. Each
     manifest entry then says whether that shape took part (`consensus`)."""
+    cap_twist: bool = True
+    """After the alignment, turn every shape about its flat cap's normal so that the cap's
+    outline lines up with the reference's (`mesh.twist`: the basal plane of an LV cavity, a
+    bone's cut), which rigid alignment by surface distance leaves poorly set. Only where the
+    reference and at least half the shapes have such a cap; each manifest entry then records
+    its turn (`cap_twist_deg`, and `cap_turn`, the (4, 4) turn in the groomed frame that
+    `transform` includes; null where it was not turned)."""
     input_units: Literal["mm", "cm", "m"] = "mm"
     """Units of the input coordinates; outputs are always in millimetres."""
     n_jobs: int = 0
@@ -183,6 +194,44 @@ def _align_to_consensus(meshes: Sequence[Mesh], aligned: list[dict], ref_pos: in
     for m, a in zip(meshes, aligned):
         a["rms"] = symmetric_rms(m.transformed(a["matrix"]).vertices, ref,
                                  reference_tree=ref_tree)
+
+
+def _turn_caps(meshes: Sequence[Mesh], aligned: list[dict], ref_pos: int) -> str:
+    """Compose each alignment (in place) with the turn that lines its cap outline up with the
+    reference's (`twist.cap_twist`), recording it (`cap_turn`, (4, 4) in the groomed frame, and
+    `cap_twist_deg`; None where it was not turned) and the new RMS distance to the reference.
+    Nothing happens unless the reference and at least `CAP_COHORT_SHARE` of the shapes have a
+    usable cap. -> what happened, for the manifest"""
+    from scipy.spatial import cKDTree
+    from scipy.spatial.transform import Rotation
+
+    moved = [m.transformed(a["matrix"]) for m, a in zip(meshes, aligned)]
+    reference = CapReference.of(moved[ref_pos])
+    if reference is None:
+        why = f"skipped: the reference {meshes[ref_pos].name} has no flat cap that sets a turn"
+        log.info("cap twist %s", why)
+        return why
+    turns = [None if i == ref_pos else cap_twist(m, reference) for i, m in enumerate(moved)]
+    capped = sum(t is not None for t in turns) + 1
+    if capped < CAP_COHORT_SHARE * len(meshes):
+        why = f"skipped: only {capped} of {len(meshes)} shapes have a flat cap like the reference's"
+        log.info("cap twist %s", why)
+        return why
+    ref_tree = cKDTree(moved[ref_pos].vertices)
+    for m, a, t in zip(moved, aligned, turns):
+        a["cap_twist_deg"] = a["cap_turn"] = None
+        if t is None:
+            continue
+        a["matrix"] = t @ a["matrix"]
+        a["cap_turn"] = t
+        a["cap_twist_deg"] = float(np.degrees(Rotation.from_matrix(t[:3, :3]).magnitude()))
+        if a.get("rms") is not None:
+            a["rms"] = symmetric_rms(m.transformed(t).vertices, moved[ref_pos].vertices,
+                                     reference_tree=ref_tree)
+    log.info("cap twist: %d of %d shapes turned (median %.1f degrees)", capped - 1,
+             len(meshes), float(np.median([a["cap_twist_deg"] for a in aligned
+                                           if a["cap_twist_deg"] is not None] or [0.0])))
+    return f"applied: {capped - 1} of {len(meshes)} shapes turned"
 
 
 def _map(fn, items: Sequence, n_jobs: int, progress: Callable[[int], None] | None):
@@ -293,6 +342,7 @@ def groom_cohort(
     ref = meshes[ok[ref_pos]]
     to_origin = translation(-ref.centroid) if opts.center else np.eye(4)
 
+    cap_status = "off" if not opts.cap_twist or opts.align == "none" else "skipped: one shape"
     if opts.align == "none":
         aligned = [
             {"matrix": translation(-meshes[i].centroid) if opts.center else np.eye(4),
@@ -308,6 +358,8 @@ def groom_cohort(
         if opts.consensus_rounds and len(ok) >= 3:
             _align_to_consensus([meshes[i] for i in ok], aligned, ref_pos, opts.consensus_rounds,
                                 tick("consensus", opts.consensus_rounds * len(ok)))
+        if opts.cap_twist and len(ok) >= 2:
+            cap_status = _turn_caps([meshes[i] for i in ok], aligned, ref_pos)
 
     shapes = []
     write_tick = tick("write", len(ok))
@@ -333,6 +385,11 @@ def groom_cohort(
         }
         if opts.consensus_rounds:
             entry["consensus"] = bool(a.get("consensus", False))
+        if "cap_twist_deg" in a:
+            turned = a["cap_turn"] is not None
+            entry["cap_twist_deg"] = round(a["cap_twist_deg"], 4) if turned else None
+            # The turn in the groomed frame: transform = cap_turn @ (the rigid alignment).
+            entry["cap_turn"] = np.round(a["cap_turn"], 12).tolist() if turned else None
         if prepared[i]["voxel_volume_mm3"] is not None:
             # The voxelised input lives in the input frame; a similarity scales volumes by k^3.
             entry["voxel_volume_ml"] = round(
@@ -347,6 +404,7 @@ def groom_cohort(
         "version": MANIFEST_VERSION,
         "options": asdict(opts),
         "reference": ref.name,
+        "cap_twist": cap_status,
         "units": "mm",
         "n_inputs": len(paths),
         "shapes": shapes,

@@ -102,7 +102,8 @@ class AtlasModel(GenerativeMixin):
     config: the fit configuration (`FitConfig`); keyword overrides replace its fields.
 
     Fitted attributes: `atlas_vertices_` (K, 3) mm and `atlas_faces_` (F, 3) in the aligned
-    frame, `normalisation_`, `net_` (the network), `history_` (per-epoch log rows),
+    frame, `cap_reference_` (the flat-cap outline new shapes are turned to, or None),
+    `normalisation_`, `net_` (the network), `history_` (per-epoch log rows),
     `training_shapes_` (B, K, 3) the refined normalised shapes, `generator_` (the β-VAE trained
     on them; see `GenerativeMixin` for `sample`, `traverse`, `reconstruct`), `fit_seconds_`.
     """
@@ -170,6 +171,8 @@ class AtlasModel(GenerativeMixin):
         start, atlas0 = inputs.initial_atlas(meshes, init=cfg.atlas_init, seed=cfg.seed,
                                              atlas_vertices=cfg.atlas_vertices)
         log.info("initial atlas: %s (%s)", start.name, cfg.atlas_init)
+        # The cap outline new shapes are turned to, where the training frame follows it.
+        self.cap_reference_ = inputs.cohort_cap(meshes, start)
         self.atlas_faces_ = np.asarray(atlas0.faces)
         self.atlas_init_name_ = start.name
         shapes = [inputs.graph_input(m, self._norm_for(m), features=cfg.features,
@@ -350,7 +353,8 @@ class AtlasModel(GenerativeMixin):
         self.point_model_ = None
         t0 = time.perf_counter()
         if transforms is not None:
-            transforms = [inputs.refine_pose_on_atlas(m, self.atlas_mesh, t)
+            transforms = [inputs.refine_pose_on_atlas(m, self.atlas_mesh, t,
+                                                      cap=getattr(self, "cap_reference_", None))
                           for m, t in zip(meshes, transforms)]
         corr = self.correspond(meshes, transforms=transforms, refine=False)
         self._point_model_poses = [c.transform for c in corr]
@@ -418,7 +422,8 @@ class AtlasModel(GenerativeMixin):
         """Map every atlas vertex onto each mesh, without retraining.
 
         transforms: optional (4, 4) maps from each mesh's frame to the model's aligned frame
-        (e.g. from `groom.json`); by default each mesh is aligned rigidly to the atlas.
+        (e.g. from `groom.json`); by default each mesh is aligned rigidly to the atlas, then
+        turned about its flat cap where the model keeps one (`inputs.turn_cap`).
         refine: False gives the attention + smoothing result without the test-time pull.
         pose_iterations: rounds of pose refinement on each mesh's own correspondences
         (`_refine_pose`; None: `config.pose_iterations`, 0: off). Each result's `transform` is
@@ -441,6 +446,7 @@ class AtlasModel(GenerativeMixin):
             else:
                 t = inputs.transform_to_atlas(mesh, atlas_mesh,
                                               cohort_scale=self.normalisation_.scale)
+                t = inputs.turn_cap(mesh, t, getattr(self, "cap_reference_", None))
             if iterations:
                 t = self._refine_pose(mesh, t, atlas, atlas_emb, iterations)
             m, mm = self._match_at(mesh, t, atlas, atlas_emb=atlas_emb, refine=refine)
@@ -466,6 +472,7 @@ class AtlasModel(GenerativeMixin):
                                              dtype=torch.int64)
         gen_tensors, gen_meta = self._generator_tensors()
         tensors.update(gen_tensors)
+        tensors.update(inputs.cap_tensors(getattr(self, "cap_reference_", None)))
         pm = getattr(self, "point_model_", None)
         if pm is not None:
             tensors.update({f"point_model.{k}": torch.tensor(np.ascontiguousarray(getattr(pm, k)),
@@ -505,6 +512,8 @@ class AtlasModel(GenerativeMixin):
                                                               source=source)
         model.atlas_init_name_ = meta.get("atlas_init")
         model._atlas_cache = None
+        model.cap_reference_ = inputs.cap_from_tensors(
+            tensors, source=str(Path(path) / persistence.WEIGHTS_NAME))
         model.point_model_ = None
         if "point_model.mean" in tensors:
             try:

@@ -78,6 +78,7 @@ class CPDPCAModel(GenerativeMixin):
         start, atlas0 = inputs.initial_atlas(meshes, init=cfg.atlas_init, seed=cfg.seed,
                                              atlas_vertices=cfg.atlas_vertices)
         self.atlas_init_name_ = start.name
+        self.cap_reference_ = inputs.cohort_cap(meshes, start)  # as `AtlasModel.fit`
         self.atlas_faces_ = np.asarray(atlas0.faces)
         atlas = np.asarray(atlas0.vertices, dtype=np.float64)
         steps = cfg.atlas_rounds * len(meshes)
@@ -110,8 +111,9 @@ class CPDPCAModel(GenerativeMixin):
 
     def correspond(self, meshes: Sequence[Mesh], *, transforms: Sequence[np.ndarray] | None = None,
                    refine: bool = True) -> list[Correspondence]:
-        """CPD of the atlas onto each mesh (aligned to the atlas first unless `transforms` are
-        given); points in each input's own frame. `refine` is ignored (CPD has no such step)."""
+        """CPD of the atlas onto each mesh (aligned to the atlas first, and turned about its flat
+        cap where the model keeps one, unless `transforms` are given); points in each input's
+        own frame. `refine` is ignored (CPD has no such step)."""
         self._check_fitted()
         if getattr(self, "_kernel_cache", None) is None:  # one eigendecomposition per model
             self._kernel_cache = self._kernel(self.atlas_vertices_)
@@ -119,8 +121,12 @@ class CPDPCAModel(GenerativeMixin):
         out = []
         for i, mesh in enumerate(meshes):
             inputs.check_mesh_for_atlas(mesh, atlas_vertices=len(self.atlas_vertices_))
-            t = (np.asarray(transforms[i], dtype=np.float64) if transforms is not None else
-                 inputs.transform_to_atlas(mesh, self.atlas_mesh, cohort_scale=self.cohort_scale_))
+            if transforms is not None:
+                t = np.asarray(transforms[i], dtype=np.float64)
+            else:
+                t = inputs.turn_cap(mesh, inputs.transform_to_atlas(
+                    mesh, self.atlas_mesh, cohort_scale=self.cohort_scale_),
+                    getattr(self, "cap_reference_", None))
             aligned = mesh.transformed(t)
             pts, res = self._register(self.atlas_vertices_, kernel, c, r, aligned)
             inv = np.linalg.inv(t)
@@ -140,6 +146,7 @@ class CPDPCAModel(GenerativeMixin):
         tensors, gen_meta = self._generator_tensors()
         tensors["atlas.vertices"] = torch.as_tensor(np.ascontiguousarray(self.atlas_vertices_))
         tensors["atlas.faces"] = torch.as_tensor(np.ascontiguousarray(self.atlas_faces_))
+        tensors.update(inputs.cap_tensors(getattr(self, "cap_reference_", None)))
         meta = {"format": MODEL_FORMAT, "version": MODEL_VERSION,
                 "config": self.config.to_dict(), "cohort_scale": self.cohort_scale_,
                 "atlas_init": self.atlas_init_name_, "generator": gen_meta}
@@ -156,6 +163,8 @@ class CPDPCAModel(GenerativeMixin):
         model.atlas_faces_ = tensors["atlas.faces"].long().numpy()
         model.cohort_scale_ = float(meta["cohort_scale"])
         model.atlas_init_name_ = meta.get("atlas_init")
+        model.cap_reference_ = inputs.cap_from_tensors(
+            tensors, source=str(Path(path) / persistence.WEIGHTS_NAME))
         model.device_ = torch.device("cpu")
         model._load_generator(tensors, meta.get("generator"))
         return model

@@ -16,7 +16,7 @@ from shapeatlas.errors import ShapeAtlasError
 from shapeatlas.nn.encoder import EncoderConfig
 
 #: Bumped when a saved config can no longer be read by older code.
-CONFIG_VERSION = 5
+CONFIG_VERSION = 6
 #: Largest accepted `pose_relaxation` (larger steps overshoot).
 MAX_POSE_RELAXATION = 5.0
 
@@ -180,6 +180,9 @@ class FitConfig:
     groom_consensus_rounds: int = 0
     """Rounds of re-alignment onto the cohort's consensus when `fit` grooms a raw folder
     (`GroomOptions.consensus_rounds`)."""
+    groom_cap_twist: bool = True
+    """Turn capped shapes about their flat cap's normal to line the cap outlines up when `fit`
+    grooms a raw folder (`GroomOptions.cap_twist`; configs before version 6: off)."""
     seed: int = 0
     """One seed for everything (initialisation, shuffling, VAE sampling)."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -299,6 +302,8 @@ class FitConfig:
             raise ShapeAtlasError(
                 f"{source}: written by a newer shapeatlas (config version {version}); upgrade"
             )
+        if version < 6:  # grooming had no cap twist then; keep such a config's meaning
+            d.setdefault("groom_cap_twist", False)
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:

@@ -1,0 +1,325 @@
+"""The turn of a capped, elongated shape about its long axis, from the outline of its flat cap.
+
+Rigid alignment by surface distance leaves the turn about the long axis of a nearly round,
+elongated shape (a left-ventricle cavity, a long bone's shaft) poorly set: turning the shape
+about that axis barely changes any closest-point distance, and whatever breaks the symmetry
+(the apex displaced sideways, the basal plane's tilt, local bumps) decides the turn, not the
+anatomy. Measured on the 50 synthetic LVs (README, Results): the minimum of the symmetric
+closest-point distance to the cohort's true mean shape lies a median 3.5 degrees (up to 20)
+from the true turn, and those turns alone cost 2.2 mm of ground-truth correspondence error,
+above the 2%-of-long-axis target, however good the matching otherwise is.
+
+Many anatomical surfaces carry a flat cap where the segmentation or the anatomy cuts them: the
+basal (mitral) plane of a left-ventricle cavity, the cut of a truncated bone or vessel. Its
+outline is a planar curve that the shape's bumps and bends do not touch, and its form (the
+D-shaped annulus of an LV, flattened at the septum) fixes the turn. This module finds that cap
+(`planar_cap`: the largest connected set of coplanar faces), reads its outline as a radial
+profile r(phi) about the long axis (`cap_profile`), and turns a shape so that its profile
+matches a reference's (`cap_twist`, circular cross-correlation refined to a fraction of a bin).
+
+It does nothing where it cannot be trusted: a shape without a flat cap of at least
+`CAP_MIN_AREA_FRACTION` of its area, a cap not roughly across the long axis, an outline too
+round to set a turn (`PROFILE_MIN_SD`), or a turn larger than `MAX_TWIST_DEG` (the alignment
+already chose the basin; this only refines within it). No maintained mesh library offers this
+step (trimesh's `registration` and ICP variants see surfaces, not cap outlines), hence the few
+lines here; face normals, areas and edges come from `mesh.geometry`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import sparse
+from scipy.spatial import cKDTree
+from scipy.spatial.transform import Rotation
+
+from shapeatlas.errors import ShapeAtlasError
+from shapeatlas.mesh import geometry as geo
+from shapeatlas.mesh.core import Mesh
+
+log = logging.getLogger(__name__)
+
+#: Faces whose normals are within this angle of the cap's plane normal count as coplanar.
+CAP_ANGLE_DEG = 3.0
+#: ... and whose centroids lie within this share of the bounding-box diagonal of the plane.
+CAP_PLANE_TOLERANCE = 0.005
+#: A cap must hold at least this share of the surface's area.
+CAP_MIN_AREA_FRACTION = 0.04
+#: Candidate plane normals tried (the largest faces first, then evenly spread).
+CAP_CANDIDATES = 256
+#: A cap whose normal is further than this from the long axis is not across it.
+CAP_MAX_AXIS_ANGLE_DEG = 35.0
+#: Fewest vertices on a cap's outline.
+MIN_CAP_POINTS = 12
+#: Points a cap's outline is resampled to (evenly along it), for a shape and for the reference.
+OUTLINE_POINTS = 90
+REFERENCE_OUTLINE_POINTS = 360
+#: A reference outline whose radius varies by less than this share of its mean (standard
+#: deviation) is too round to set a turn.
+OUTLINE_MIN_SD = 0.01
+#: Turns (degrees) searched either way, and the search step; a best turn at the edge of the
+#: window is not applied (the rigid alignment chose the basin; this refines within it).
+MAX_TWIST_DEG = 20.0
+TWIST_STEP_DEG = 0.5
+#: Step (degrees) of the coarse check that no turn outside the window fits better.
+OUTSIDE_STEP_DEG = 5.0
+#: Closest-point rounds that re-centre the outline at each tried turn.
+CENTRE_ITERATIONS = 8
+
+
+@dataclass(frozen=True)
+class Cap:
+    """The flat cap of a surface.
+
+    normal: (3,) unit normal of the cap's plane (the faces' outward side).
+    outline: (P, 3) the vertices of the cap's outer boundary, in order along it (the mesh's
+        frame).
+    area_fraction: the cap's share of the surface's area.
+    """
+
+    normal: np.ndarray
+    outline: np.ndarray
+    area_fraction: float
+
+
+def planar_cap(mesh: Mesh, *, min_area_fraction: float = CAP_MIN_AREA_FRACTION) -> Cap | None:
+    """The largest connected set of coplanar faces, if it holds at least `min_area_fraction` of
+    the area. -> Cap, or None"""
+    v, f = np.asarray(mesh.vertices, dtype=np.float64), np.asarray(mesh.faces)
+    if len(f) == 0:
+        return None
+    areas = geo.face_areas(v, f)
+    total = float(areas.sum())
+    if not total > 0:
+        return None
+    normals = geo.face_normals(v, f)
+    centroids = v[f].mean(axis=1)
+    tol = CAP_PLANE_TOLERANCE * float(np.linalg.norm(v.max(axis=0) - v.min(axis=0)))
+    cos_tol = np.cos(np.radians(CAP_ANGLE_DEG))
+    order = np.argsort(-areas)
+    picks = np.unique(np.concatenate([order[:CAP_CANDIDATES // 2],
+                                      np.linspace(0, len(f) - 1, CAP_CANDIDATES // 2).astype(int)]))
+    best, best_area = None, 0.0
+    for i in picks:
+        mask = ((normals @ normals[i] > cos_tol)
+                & (np.abs((centroids - centroids[i]) @ normals[i]) < tol))
+        a = float(areas[mask].sum())
+        if a > best_area:
+            best, best_area = mask, a
+    if best is None or best_area < min_area_fraction * total:
+        return None
+    cap = _largest_face_component(f, np.flatnonzero(best), areas)
+    cap_area = float(areas[cap].sum())
+    if cap_area < min_area_fraction * total:
+        return None
+    n = (normals[cap] * areas[cap, None]).sum(axis=0)
+    n /= np.linalg.norm(n)
+    outline = _outer_boundary(f[cap], v)
+    if outline is None or len(outline) < MIN_CAP_POINTS:
+        return None
+    return Cap(normal=n, outline=outline, area_fraction=cap_area / total)
+
+
+def _outer_boundary(faces: np.ndarray, verts: np.ndarray) -> np.ndarray | None:
+    """Vertices of the longest boundary loop of a set of faces (a decimated cap may have holes,
+    whose loops are shorter), in their order along the loop. -> (P, 3), or None"""
+    edges = np.sort(np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]),
+                    axis=1)
+    uniq, counts = np.unique(edges, axis=0, return_counts=True)
+    rim = uniq[counts == 1]
+    if len(rim) == 0:
+        return None
+    ids, local = np.unique(rim, return_inverse=True)
+    local = local.reshape(-1, 2)
+    graph = sparse.coo_matrix((np.ones(len(local)), (local[:, 0], local[:, 1])),
+                              shape=(len(ids), len(ids))).tocsr()
+    _, labels = sparse.csgraph.connected_components(graph, directed=False)
+    lengths = np.bincount(labels[local[:, 0]],
+                          weights=np.linalg.norm(verts[ids[local[:, 0]]] - verts[ids[local[:, 1]]],
+                                                 axis=1))
+    keep = labels == int(np.argmax(lengths))
+    order = sparse.csgraph.depth_first_order(graph + graph.T, int(np.flatnonzero(keep)[0]),
+                                             directed=False, return_predecessors=False)
+    return verts[ids[order]]
+
+
+def _largest_face_component(faces: np.ndarray, chosen: np.ndarray,
+                            areas: np.ndarray) -> np.ndarray:
+    """Of the `chosen` faces, those of the edge-connected component with the largest area."""
+    sub = faces[chosen]
+    edges = np.sort(np.concatenate([sub[:, [0, 1]], sub[:, [1, 2]], sub[:, [2, 0]]]), axis=1)
+    owner = np.tile(np.arange(len(sub)), 3)
+    codes, _ = geo.pair_codes(edges)
+    order = np.argsort(codes, kind="stable")
+    same = codes[order][1:] == codes[order][:-1]
+    a, b = owner[order][:-1][same], owner[order][1:][same]
+    graph = sparse.coo_matrix((np.ones(len(a)), (a, b)), shape=(len(sub), len(sub)))
+    _, labels = sparse.csgraph.connected_components(graph, directed=False)
+    comp_area = np.bincount(labels, weights=areas[chosen])
+    return chosen[labels == int(np.argmax(comp_area))]
+
+
+def _plane_basis(normal: np.ndarray, like: tuple[np.ndarray, np.ndarray] | None = None
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Two unit vectors (e1, e2) spanning the plane across `normal`, with e1 x e2 = normal.
+    like: another plane's basis, carried over by the smallest rotation between the normals,
+    so that angles in the two planes compare. -> (e1, e2)"""
+    n = np.asarray(normal, dtype=np.float64)
+    n = n / np.linalg.norm(n)
+    if like is not None:
+        other = np.cross(like[0], like[1])
+        rot, _ = Rotation.align_vectors(n[None], other[None])
+        e1 = rot.apply(like[0])
+        e1 -= (e1 @ n) * n
+        e1 /= np.linalg.norm(e1)
+    else:
+        seed = np.eye(3)[int(np.argmin(np.abs(n)))]
+        e1 = seed - (seed @ n) * n
+        e1 /= np.linalg.norm(e1)
+    return e1, np.cross(n, e1)
+
+
+def cap_outline(outline: np.ndarray, basis: tuple[np.ndarray, np.ndarray], *,
+                points: int = OUTLINE_POINTS) -> np.ndarray:
+    """A cap's outline in its plane, resampled to `points` points evenly spaced along it,
+    centred on their mean and scaled to a mean radius of 1 (so caps of different size
+    compare). outline: (P, 3) in order along the loop; basis: the plane's (e1, e2).
+    -> (points, 2)"""
+    q = np.stack([outline @ basis[0], outline @ basis[1]], axis=1)
+    closed = np.concatenate([q, q[:1]])
+    arc = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(closed, axis=0), axis=1))])
+    at = np.linspace(0.0, arc[-1], points, endpoint=False)
+    even = np.stack([np.interp(at, arc, closed[:, 0]), np.interp(at, arc, closed[:, 1])], axis=1)
+    even -= even.mean(axis=0)
+    return even / np.linalg.norm(even, axis=1).mean()
+
+
+def _turn_costs(outline: np.ndarray, tree: cKDTree, reference: np.ndarray,
+                turns: np.ndarray) -> np.ndarray:
+    """Mean squared closest-point distance from `outline` turned by each of `turns` (radians),
+    with its best shift, to the reference outline. -> (len(turns),)"""
+    cost = np.empty(len(turns))
+    for i, a in enumerate(turns):
+        c, s = np.cos(a), np.sin(a)
+        p = outline @ np.array([[c, s], [-s, c]])
+        shift = np.zeros(2)
+        for _ in range(CENTRE_ITERATIONS):
+            _, j = tree.query(p + shift)
+            shift = (reference[j] - p).mean(axis=0)
+        cost[i] = np.mean(tree.query(p + shift)[0] ** 2)
+    return cost
+
+
+def outline_turn(outline: np.ndarray, reference: np.ndarray, *,
+                 max_turn_deg: float = MAX_TWIST_DEG,
+                 step_deg: float = TWIST_STEP_DEG) -> float | None:
+    """The turn (degrees, counter-clockwise in the plane) that best superimposes `outline` on
+    `reference` (both (P, 2), centred, unit mean radius): the least mean squared
+    closest-point distance over turns within `max_turn_deg` either way, each with its best
+    shift, refined by a parabola. None where the best turn is at the window's edge, or where
+    a turn outside the window fits better (the outlines then disagree with the alignment's
+    basin, which this step does not overrule)."""
+    tree = cKDTree(reference)
+    turns = np.radians(np.arange(-max_turn_deg, max_turn_deg + step_deg / 2, step_deg))
+    cost = _turn_costs(outline, tree, reference, turns)
+    k = int(np.argmin(cost))
+    if k in (0, len(turns) - 1):
+        return None
+    outside = np.radians(np.arange(max_turn_deg + OUTSIDE_STEP_DEG, 360.0 - max_turn_deg,
+                                   OUTSIDE_STEP_DEG))
+    if _turn_costs(outline, tree, reference, outside).min() < cost[k]:
+        return None
+    y0, y1, y2 = cost[k - 1:k + 2]
+    den = y0 - 2.0 * y1 + y2
+    frac = 0.5 * (y0 - y2) / den if den > 0 else 0.0
+    return float(np.degrees(turns[k]) + frac * step_deg)
+
+
+@dataclass(frozen=True)
+class CapReference:
+    """What `cap_twist` compares a shape with: the reference's cap normal (3,), its plane's
+    basis (e1, e2) and its outline (`REFERENCE_OUTLINE_POINTS`, 2) in that basis, all in the
+    aligned frame."""
+
+    normal: np.ndarray
+    basis: tuple[np.ndarray, np.ndarray]
+    outline: np.ndarray
+
+    @classmethod
+    def of(cls, reference: Mesh) -> "CapReference | None":
+        """The reference's cap, or None where it has none that can set a turn: no flat cap of
+        `CAP_MIN_AREA_FRACTION` of its area, one not across its long axis, or an outline too
+        round (`OUTLINE_MIN_SD`)."""
+        cap = planar_cap(reference)
+        if cap is None or not _across(cap.normal, long_axis(reference)):
+            return None
+        basis = _plane_basis(cap.normal)
+        outline = cap_outline(cap.outline, basis, points=REFERENCE_OUTLINE_POINTS)
+        if np.linalg.norm(outline, axis=1).std() < OUTLINE_MIN_SD:
+            return None
+        return cls(normal=cap.normal, basis=basis, outline=outline)
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """-> {"normal": (3,), "basis": (2, 3), "outline": (P, 2)}, as `from_arrays` reads."""
+        return {"normal": np.asarray(self.normal, dtype=np.float64),
+                "basis": np.array(self.basis, dtype=np.float64),
+                "outline": np.ascontiguousarray(self.outline, dtype=np.float64)}
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray], *, source: str) -> "CapReference":
+        """The inverse of `to_arrays`, refusing (naming `source`) arrays that are missing, do
+        not fit together or hold NaN."""
+        try:
+            normal, basis, outline = (np.asarray(arrays[k], dtype=np.float64)
+                                      for k in ("normal", "basis", "outline"))
+        except KeyError as exc:
+            raise ShapeAtlasError(f"{source}: the cap outline lacks {exc.args[0]}") from None
+        if (normal.shape != (3,) or basis.shape != (2, 3) or outline.ndim != 2
+                or outline.shape[1] != 2 or len(outline) < MIN_CAP_POINTS
+                or not all(np.isfinite(a).all() for a in (normal, basis, outline))):
+            raise ShapeAtlasError(f"{source}: cap outline normal {normal.shape}, basis "
+                                  f"{basis.shape} and outline {outline.shape} do not fit "
+                                  "together (or hold NaN)")
+        return cls(normal=normal, basis=(basis[0], basis[1]), outline=outline)
+
+
+def long_axis(mesh: Mesh) -> np.ndarray:
+    """Unit direction of the surface's largest principal moment (area-weighted). -> (3,)"""
+    v, f = np.asarray(mesh.vertices, dtype=np.float64), np.asarray(mesh.faces)
+    a = geo.face_areas(v, f)
+    c = v[f].mean(axis=1)
+    w = a / a.sum()
+    d = c - (c * w[:, None]).sum(axis=0)
+    _, axes = np.linalg.eigh((d * w[:, None]).T @ d)
+    return axes[:, -1]
+
+
+def _across(normal: np.ndarray, axis: np.ndarray) -> bool:
+    return abs(float(normal @ axis)) >= np.cos(np.radians(CAP_MAX_AXIS_ANGLE_DEG))
+
+
+def cap_twist(mesh: Mesh, reference: CapReference) -> np.ndarray | None:
+    """The turn about the reference cap's normal that lines `mesh`'s cap outline up with the
+    reference's, for a mesh already aligned to it (same frame). -> (4, 4) rotation about the
+    axis through the mesh's centroid, or None where the step does not apply: no flat cap, a
+    cap more than `CAP_MAX_AXIS_ANGLE_DEG` from the reference's, or no best turn within
+    `MAX_TWIST_DEG`."""
+    cap = planar_cap(mesh)
+    if cap is None or not _across(cap.normal, reference.normal):
+        return None
+    # Each outline is read in its own cap's plane, so a cap tilted against the reference's
+    # is not foreshortened; the bases agree through the smallest rotation between the normals.
+    normal = cap.normal if cap.normal @ reference.normal >= 0 else -cap.normal
+    basis = _plane_basis(normal, like=reference.basis)
+    deg = outline_turn(cap_outline(cap.outline, basis), reference.outline)
+    if deg is None:
+        log.info("%s: no best cap-outline turn within %g degrees of its alignment: the "
+                 "alignment's turn is kept", mesh.name, MAX_TWIST_DEG)
+        return None
+    rot = Rotation.from_rotvec(np.radians(deg) * reference.normal).as_matrix()
+    center = mesh.centroid
+    m = np.eye(4)
+    m[:3, :3], m[:3, 3] = rot, center - rot @ center
+    return m
