@@ -49,6 +49,7 @@ from shapeatlas.mesh.groom import (
     groom_cohort,
     load_groomed,
     load_manifest,
+    rigid_transforms,
 )
 from shapeatlas.mesh.io import read_mesh, write_mesh
 from shapeatlas.models.atlas import AtlasModel
@@ -233,12 +234,9 @@ def measure(args: argparse.Namespace, model: AtlasModel, run: Path, cohort: Path
             "correspond_s_per_shape": per_shape_s + pose_s,
         }
     base = np.concatenate(baseline_pair_errors(transforms, truth, names))
-    # The "rigid alignment" baseline: the groomed poses without grooming's cap turn
-    # (`cap_turn` in groom.json), which is not part of a plain rigid alignment.
-    rigid = {s["name"]: (np.linalg.inv(np.asarray(s["cap_turn"])) @ transforms[s["name"]]
-                         if s.get("cap_turn") is not None else transforms[s["name"]])
-             for s in manifest["shapes"]}
-    base_rigid = np.concatenate(baseline_pair_errors(rigid, truth, names))
+    # The "rigid alignment" baseline: the groomed poses without grooming's cap turn,
+    # which is not part of a plain rigid alignment.
+    base_rigid = np.concatenate(baseline_pair_errors(rigid_transforms(manifest), truth, names))
     # The baseline again in the poses R-ASM matched in, so neither side has the better alignment.
     base_same = np.concatenate(baseline_pair_errors(dict(zip(names, poses)), truth, names))
     return rows, {"n": len(names), "mean_long_axis_mm": long_axis,

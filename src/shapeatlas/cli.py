@@ -511,7 +511,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "j corresponds to atlas vertex j, in the input's own frame) and OUT/NAME.npz "
                        "(points, confidence, atlas_vertex, transform). No retraining. A file the "
                        "run was fitted on starts from its pose in the fit (refined locally on the "
-                       "atlas); others are aligned rigidly to the atlas from scratch.")
+                       "atlas); others are aligned rigidly to the atlas from scratch. Both are then "
+                       "turned about their flat cap (an LV's basal plane) as grooming turned the "
+                       "training shapes, where the run keeps a cap outline.")
     c.add_argument("run", metavar="RUN_DIR", help="a run folder written by 'shapeatlas fit'")
     c.add_argument("meshes", nargs="+", metavar="MESH_OR_DIR", help="mesh files or folders")
     c.add_argument("--out", required=True, metavar="DIR", help="output folder")

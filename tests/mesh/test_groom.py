@@ -307,6 +307,25 @@ def test_fit_config_passes_consensus_rounds_to_its_grooming(tmp_path):
         FitConfig(groom_consensus_rounds=-2)
 
 
+def test_fit_config_passes_the_cap_twist_to_its_grooming_and_old_configs_keep_it_off(tmp_path):
+    from shapeatlas.pipeline import load_cohort
+    from shapeatlas.training.config import FitConfig
+
+    meshes, _ = _scaled_and_turned(3, seed=4)
+    for m in meshes:
+        write_mesh(m, tmp_path / "raw" / f"{m.name}.ply")
+    _, info = load_cohort(tmp_path / "raw", tmp_path / "run",
+                          FitConfig(groom_cap_twist=False, groom_target_vertices=400))
+    assert info["groom_options"]["cap_twist"] is False
+    manifest = json.loads((tmp_path / "run" / "groomed" / "groom.json").read_text())
+    assert manifest["cap_twist"] == "off"
+    d = FitConfig().to_dict()
+    assert d["groom_cap_twist"] is True
+    # A version-5 configuration was groomed without the step: it keeps that meaning.
+    old = {k: v for k, v in d.items() if k != "groom_cap_twist"}
+    assert FitConfig.from_dict({**old, "version": 5}).groom_cap_twist is False
+
+
 def test_relaxed_rigid_step_scales_the_procrustes_angle():
     rng = np.random.default_rng(3)
     src = rng.normal(size=(40, 3)) * [30.0, 20.0, 10.0]

@@ -416,6 +416,17 @@ def groom_cohort(
     return GroomResult(out_dir=out_dir, manifest=manifest)
 
 
+def rigid_transforms(manifest: dict) -> dict[str, np.ndarray]:
+    """Each groomed shape's map from its input file into the groomed frame without the cap
+    twist's turn (`cap_turn`): the plain rigid (or similarity) alignment. -> NAME -> (4, 4)"""
+    out = {}
+    for s in manifest["shapes"]:
+        t = np.asarray(s["transform"], dtype=np.float64)
+        turn = s.get("cap_turn")
+        out[s["name"]] = t if turn is None else np.linalg.inv(np.asarray(turn)) @ t
+    return out
+
+
 def load_manifest(folder: str | Path) -> dict:
     """Read and check a `groom.json`."""
     path = Path(folder) / MANIFEST_NAME
