@@ -214,7 +214,8 @@ def _turn_caps(meshes: Sequence[Mesh], aligned: list[dict], ref_pos: int) -> str
     turns = [None if i == ref_pos else cap_twist(m, reference) for i, m in enumerate(moved)]
     capped = sum(t is not None for t in turns) + 1
     if capped < CAP_COHORT_SHARE * len(meshes):
-        why = f"skipped: only {capped} of {len(meshes)} shapes have a flat cap like the reference's"
+        why = (f"skipped: only {capped} of {len(meshes)} shapes have a flat cap that lines up "
+               "with the reference's")
         log.info("cap twist %s", why)
         return why
     ref_tree = cKDTree(moved[ref_pos].vertices)

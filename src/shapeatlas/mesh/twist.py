@@ -13,16 +13,20 @@ Many anatomical surfaces carry a flat cap where the segmentation or the anatomy 
 basal (mitral) plane of a left-ventricle cavity, the cut of a truncated bone or vessel. Its
 outline is a planar curve that the shape's bumps and bends do not touch, and its form (the
 D-shaped annulus of an LV, flattened at the septum) fixes the turn. This module finds that cap
-(`planar_cap`: the largest connected set of coplanar faces), reads its outline as a radial
-profile r(phi) about the long axis (`cap_profile`), and turns a shape so that its profile
-matches a reference's (`cap_twist`, circular cross-correlation refined to a fraction of a bin).
+(`planar_cap`: the largest connected set of coplanar faces, and its outer boundary loop), reads
+the loop in its own plane, evenly resampled and scaled to a mean radius of 1 (`cap_outline`),
+and turns a shape so that its outline best superimposes on a reference's (`outline_turn`: a
+search over turns, each with its best shift; `cap_twist`).
 
 It does nothing where it cannot be trusted: a shape without a flat cap of at least
-`CAP_MIN_AREA_FRACTION` of its area, a cap not roughly across the long axis, an outline too
-round to set a turn (`PROFILE_MIN_SD`), or a turn larger than `MAX_TWIST_DEG` (the alignment
-already chose the basin; this only refines within it). No maintained mesh library offers this
-step (trimesh's `registration` and ICP variants see surfaces, not cap outlines), hence the few
-lines here; face normals, areas and edges come from `mesh.geometry`.
+`CAP_MIN_AREA_FRACTION` of its area, a cap not roughly across the long axis, a reference outline
+too round to set a turn (`OUTLINE_MIN_SD`), or no best turn inside `MAX_TWIST_DEG` (the
+alignment already chose the basin; this only refines within it). Its known limit: an outline is
+read in its own cap's plane, where a cap tilted against the reference's appears stretched along
+its tilt, which biases the turn by up to a few degrees (tests/mesh/test_twist.py). No maintained
+mesh library offers this step (trimesh's `registration` and ICP variants see surfaces, not cap
+outlines), hence the few lines here; face normals and areas come from `mesh.geometry`, nearest
+neighbours from scipy's cKDTree, connected components from scipy's csgraph.
 """
 
 from __future__ import annotations
@@ -32,11 +36,13 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import sparse
+from scipy.sparse import csgraph
 from scipy.spatial import cKDTree
 from scipy.spatial.transform import Rotation
 
 from shapeatlas.errors import ShapeAtlasError
 from shapeatlas.mesh import geometry as geo
+from shapeatlas.mesh.align import principal_frame
 from shapeatlas.mesh.core import Mesh
 
 log = logging.getLogger(__name__)
@@ -135,13 +141,14 @@ def _outer_boundary(faces: np.ndarray, verts: np.ndarray) -> np.ndarray | None:
     local = local.reshape(-1, 2)
     graph = sparse.coo_matrix((np.ones(len(local)), (local[:, 0], local[:, 1])),
                               shape=(len(ids), len(ids))).tocsr()
-    _, labels = sparse.csgraph.connected_components(graph, directed=False)
+    _, labels = csgraph.connected_components(graph, directed=False)
     lengths = np.bincount(labels[local[:, 0]],
                           weights=np.linalg.norm(verts[ids[local[:, 0]]] - verts[ids[local[:, 1]]],
                                                  axis=1))
     keep = labels == int(np.argmax(lengths))
-    order = sparse.csgraph.depth_first_order(graph + graph.T, int(np.flatnonzero(keep)[0]),
-                                             directed=False, return_predecessors=False)
+    # A boundary loop is a cycle: a depth-first walk from any of its vertices follows it.
+    order = csgraph.depth_first_order(graph + graph.T, int(np.flatnonzero(keep)[0]),
+                                      directed=False, return_predecessors=False)
     return verts[ids[order]]
 
 
@@ -156,7 +163,7 @@ def _largest_face_component(faces: np.ndarray, chosen: np.ndarray,
     same = codes[order][1:] == codes[order][:-1]
     a, b = owner[order][:-1][same], owner[order][1:][same]
     graph = sparse.coo_matrix((np.ones(len(a)), (a, b)), shape=(len(sub), len(sub)))
-    _, labels = sparse.csgraph.connected_components(graph, directed=False)
+    _, labels = csgraph.connected_components(graph, directed=False)
     comp_area = np.bincount(labels, weights=areas[chosen])
     return chosen[labels == int(np.argmax(comp_area))]
 
@@ -253,7 +260,7 @@ class CapReference:
         `CAP_MIN_AREA_FRACTION` of its area, one not across its long axis, or an outline too
         round (`OUTLINE_MIN_SD`)."""
         cap = planar_cap(reference)
-        if cap is None or not _across(cap.normal, long_axis(reference)):
+        if cap is None or not _across(cap.normal, principal_frame(reference)[1][:, 0]):
             return None
         basis = _plane_basis(cap.normal)
         outline = cap_outline(cap.outline, basis, points=REFERENCE_OUTLINE_POINTS)
@@ -283,17 +290,6 @@ class CapReference:
                                   f"{basis.shape} and outline {outline.shape} do not fit "
                                   "together (or hold NaN)")
         return cls(normal=normal, basis=(basis[0], basis[1]), outline=outline)
-
-
-def long_axis(mesh: Mesh) -> np.ndarray:
-    """Unit direction of the surface's largest principal moment (area-weighted). -> (3,)"""
-    v, f = np.asarray(mesh.vertices, dtype=np.float64), np.asarray(mesh.faces)
-    a = geo.face_areas(v, f)
-    c = v[f].mean(axis=1)
-    w = a / a.sum()
-    d = c - (c * w[:, None]).sum(axis=0)
-    _, axes = np.linalg.eigh((d * w[:, None]).T @ d)
-    return axes[:, -1]
 
 
 def _across(normal: np.ndarray, axis: np.ndarray) -> bool:

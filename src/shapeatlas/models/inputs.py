@@ -20,9 +20,9 @@ from shapeatlas.mesh.core import Mesh
 from shapeatlas.nn.graph import mesh_graph, node_features
 from shapeatlas.nn.rasm import AtlasGraph, GraphInput
 
-#: Vertices per shape used to rank shapes for the medoid (a subsample keeps it fast).
 log = logging.getLogger(__name__)
 
+#: Vertices per shape used to rank shapes for the medoid (a subsample keeps it fast).
 MEDOID_POINTS = 600
 #: A shape with fewer vertices than atlas_vertices / this is too coarse to match the atlas.
 MAX_COARSENESS = 10
