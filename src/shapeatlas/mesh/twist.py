@@ -131,10 +131,8 @@ def planar_cap(mesh: Mesh, *, min_area_fraction: float = CAP_MIN_AREA_FRACTION) 
 def _outer_boundary(faces: np.ndarray, verts: np.ndarray) -> np.ndarray | None:
     """Vertices of the longest boundary loop of a set of faces (a decimated cap may have holes,
     whose loops are shorter), in their order along the loop. -> (P, 3), or None"""
-    edges = np.sort(np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]),
-                    axis=1)
-    uniq, counts = np.unique(edges, axis=0, return_counts=True)
-    rim = uniq[counts == 1]
+    edges, counts = geo.edge_face_counts(faces)
+    rim = edges[counts == 1]
     if len(rim) == 0:
         return None
     ids, local = np.unique(rim, return_inverse=True)
@@ -156,7 +154,7 @@ def _largest_face_component(faces: np.ndarray, chosen: np.ndarray,
                             areas: np.ndarray) -> np.ndarray:
     """Of the `chosen` faces, those of the edge-connected component with the largest area."""
     sub = faces[chosen]
-    edges = np.sort(np.concatenate([sub[:, [0, 1]], sub[:, [1, 2]], sub[:, [2, 0]]]), axis=1)
+    edges = np.sort(geo.directed_edges(sub), axis=1)
     owner = np.tile(np.arange(len(sub)), 3)
     codes, _ = geo.pair_codes(edges)
     order = np.argsort(codes, kind="stable")
