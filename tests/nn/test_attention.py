@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 import textwrap
@@ -12,7 +13,7 @@ import pytest
 import torch
 
 from shapeatlas.nn import attention_correspondence
-from shapeatlas.nn.attention import rows_per_chunk, transport_potential
+from shapeatlas.nn.attention import _drop_subnormal_, rows_per_chunk, transport_potential
 
 
 def _embeddings(n: int, d: int = 128, seed: int = 0) -> torch.Tensor:
@@ -50,6 +51,38 @@ def test_float32_at_sharpness_1e4_matches_float64():
     assert torch.isfinite(c32.points).all() and c32.points.dtype == torch.float32
     torch.testing.assert_close(c32.points.double(), c64.points, rtol=0, atol=1e-4)
     assert torch.equal(c32.best_atlas_vertex, c64.best_atlas_vertex)
+
+
+def test_weights_that_would_be_subnormal_are_zero_and_nothing_else_changes():
+    # Unit 3-vectors: the cosines span [-1, 1], so at sharpness 300 the logits span 600 and most
+    # weights fall below float32's smallest normal (e^-87), where float64 still holds them.
+    atlas = torch.nn.functional.normalize(_embeddings(60, 3, seed=20), dim=1)
+    shape = torch.nn.functional.normalize(_embeddings(500, 3, seed=21), dim=1)
+    pts = _embeddings(500, 3, seed=22)
+    shifted = 300.0 * atlas @ shape.T
+    shifted -= shifted.amax(dim=1, keepdim=True)
+    weights = torch.exp(_drop_subnormal_(shifted.clone()))
+    tiny = torch.finfo(torch.float32).tiny
+    assert (shifted < -87.4).float().mean() > 0.5  # the case the function is for
+    assert not ((weights > 0) & (weights < tiny)).any()
+    assert torch.equal(weights > 0, shifted > math.log(tiny))
+
+    def run(dtype, **kw):
+        a, s, p = (t.to(dtype).clone().requires_grad_() for t in (atlas, shape, pts))
+        c = attention_correspondence(a, s, p, sharpness=300.0, **kw)
+        (c.points.square().sum() + c.confidence.sum()).backward()
+        return c, a.grad, s.grad, p.grad
+
+    ref = run(torch.float64)
+    for kw in ({}, {"checkpoint": True, "chunk_size": 7}):
+        c, *grads = run(torch.float32, **kw)
+        torch.testing.assert_close(c.points.double(), ref[0].points, rtol=0, atol=1e-4)
+        torch.testing.assert_close(c.confidence.double(), ref[0].confidence, rtol=0, atol=1e-4)
+        for g, g_ref in zip(grads, ref[1:]):
+            torch.testing.assert_close(g.double(), g_ref, rtol=1e-3, atol=1e-3)
+    with torch.no_grad():  # the in-place path
+        c = attention_correspondence(atlas, shape, pts, sharpness=300.0)
+    torch.testing.assert_close(c.points.double(), ref[0].points, rtol=0, atol=1e-4)
 
 
 @pytest.mark.parametrize("checkpoint", [False, True])
