@@ -116,8 +116,8 @@ def _drop_subnormal_(shifted: Tensor) -> Tensor:
     against 1.83 s at lambda 1e4, where few weights are subnormal), and matching 50 LVs with
     transport (lambda 300) 10 s instead of 21 s, with the same results to 3 digits.
     `torch.set_flush_denormal` does not reach PyTorch's worker threads. The weights dropped
-    are below 1e-38 of the row's largest (on a GPU or a CPU that flushes subnormals to zero,
-    nothing changes at all)."""
+    are below 1e-38 of the row's largest (where subnormals are flushed to zero anyway, nothing
+    changes at all)."""
     return F.threshold_(shifted, math.log(torch.finfo(shifted.dtype).tiny), -math.inf)
 
 
