@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from shapeatlas.nn import attention_correspondence
-from shapeatlas.nn.attention import _drop_subnormal_, rows_per_chunk, transport_potential
+from shapeatlas.nn.attention import _shift_drop_subnormal_, rows_per_chunk, transport_potential
 
 
 def _embeddings(n: int, d: int = 128, seed: int = 0) -> torch.Tensor:
@@ -61,7 +61,7 @@ def test_weights_that_would_be_subnormal_are_zero_and_nothing_else_changes():
     pts = _embeddings(500, 3, seed=22)
     shifted = 300.0 * atlas @ shape.T
     shifted -= shifted.amax(dim=1, keepdim=True)
-    weights = torch.exp(_drop_subnormal_(shifted.clone()))
+    weights = torch.exp(_shift_drop_subnormal_(shifted.clone()))
     tiny = torch.finfo(torch.float32).tiny
     assert (shifted < -87.4).float().mean() > 0.5  # the case the function is for
     assert not ((weights > 0) & (weights < tiny)).any()

@@ -35,7 +35,8 @@ products each; otherwise it is recomputed in chunks every iteration.
 Numerics: the logits reach +-lambda (1e4); `torch.softmax` subtracts the row maximum, so nothing
 overflows, and the float32 rounding of a cosine (~6e-8) moves a logit by < 1e-3, which changes the
 weights by < 0.1 %. Weights below float32's smallest normal number (e^-87 of the row's
-largest) are set to exactly 0 rather than computed as slow subnormals (`_drop_subnormal_`).
+largest) are set to exactly 0 rather than computed as slow subnormals
+(`_shift_drop_subnormal_`).
 Half-precision inputs are computed in float32. On GPUs with TF32 matrix
 products enabled (`torch.set_float32_matmul_precision("high")`), the cosines carry only ~3 digits
 and the logits move by up to ~10 at lambda = 1e4: keep "highest" precision around this call.
@@ -99,16 +100,16 @@ def _attend(atlas_rows: Tensor, shape_unit: Tensor, points: Tensor,
     logits = atlas_rows @ shape_unit.T
     if bias is not None:
         logits = logits + bias
-    # In place (the products' backward needs only their inputs): the row max subtracted, so
-    # that `_drop_subnormal_` can act; softmax is unchanged by the shift, and its gradient too.
-    logits.sub_(logits.detach().amax(dim=1, keepdim=True))
-    weights = torch.softmax(_drop_subnormal_(logits), dim=1)  # (k, V)
+    # In place (the products' backward needs only their inputs); softmax is unchanged by the
+    # shift, and its gradient too.
+    weights = torch.softmax(_shift_drop_subnormal_(logits), dim=1)  # (k, V)
     return weights @ points, weights.amax(dim=1)
 
 
-def _drop_subnormal_(shifted: Tensor) -> Tensor:
-    """In place: logits minus their row maximum whose exp would be subnormal (below
-    `finfo.tiny`, e^-87 in float32) become -inf, so their weight is exactly 0.
+def _shift_drop_subnormal_(logits: Tensor) -> Tensor:
+    """In place: (k, V) logits minus their row maximum (so the largest exp is 1), and those
+    whose exp would then be subnormal (below `finfo.tiny`, e^-87 in float32) -inf, so their
+    weight is exactly 0. -> the same tensor
 
     Subnormal floats are slow on x86 CPUs, and at a lambda of a few hundred or less a large
     share of the (k, V) weights falls there. On the 2-core CPU, with trained 50-LV models:
@@ -118,7 +119,8 @@ def _drop_subnormal_(shifted: Tensor) -> Tensor:
     `torch.set_flush_denormal` does not reach PyTorch's worker threads. The weights dropped
     are below 1e-38 of the row's largest (where subnormals are flushed to zero anyway, nothing
     changes at all)."""
-    return F.threshold_(shifted, math.log(torch.finfo(shifted.dtype).tiny), -math.inf)
+    logits.sub_(logits.detach().amax(dim=1, keepdim=True))
+    return F.threshold_(logits, math.log(torch.finfo(logits.dtype).tiny), -math.inf)
 
 
 def _attend_in_place(
@@ -129,7 +131,7 @@ def _attend_in_place(
     w = torch.mm(atlas_rows, shape_unit.T, out=buffer[: atlas_rows.shape[0]])
     if bias is not None:
         w.add_(bias)
-    _drop_subnormal_(w.sub_(w.amax(dim=1, keepdim=True))).exp_()  # the softmax, written out
+    _shift_drop_subnormal_(w).exp_()  # the softmax, written out
     w.div_(w.sum(dim=1, keepdim=True))
     return w @ points, w.amax(dim=1)
 
@@ -296,7 +298,7 @@ def transport_potential(
             done = 0
             while done < iterations:
                 kernel = logits + g
-                _drop_subnormal_(kernel.sub_(kernel.amax(dim=1, keepdim=True))).exp_()
+                _shift_drop_subnormal_(kernel).exp_()
                 s = torch.ones_like(g)
                 for _ in range(min(TRANSPORT_ABSORB_EVERY, iterations - done)):
                     u = m / (kernel @ s).clamp_min(TRANSPORT_TINY)
