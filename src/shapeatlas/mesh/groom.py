@@ -45,15 +45,18 @@ from shapeatlas.mesh.remesh import (
     decimate,
     make_watertight,
 )
-from shapeatlas.mesh.twist import CapReference, cap_twist
+from shapeatlas.mesh.twist import (
+    CapReference,
+    capped_count,
+    cohort_turns,
+    covers_cohort,
+    turn_degrees,
+)
 
 log = logging.getLogger(__name__)
 
 MANIFEST_NAME = "groom.json"
 MANIFEST_VERSION = 1
-#: The cap twist runs only where at least this share of the shapes (the reference included)
-#: have a flat cap like the reference's.
-CAP_COHORT_SHARE = 0.5
 #: Millimetres per input unit.
 UNIT_SCALE = {"mm": 1.0, "cm": 10.0, "m": 1000.0}
 
@@ -200,10 +203,9 @@ def _turn_caps(meshes: Sequence[Mesh], aligned: list[dict], ref_pos: int) -> str
     """Compose each alignment (in place) with the turn that lines its cap outline up with the
     reference's (`twist.cap_twist`), recording it (`cap_turn`, (4, 4) in the groomed frame, and
     `cap_twist_deg`; None where it was not turned) and the new RMS distance to the reference.
-    Nothing happens unless the reference and at least `CAP_COHORT_SHARE` of the shapes have a
-    usable cap. -> what happened, for the manifest"""
+    Nothing happens unless the reference and at least `twist.CAP_COHORT_SHARE` of the shapes
+    have a usable cap. -> what happened, for the manifest"""
     from scipy.spatial import cKDTree
-    from scipy.spatial.transform import Rotation
 
     moved = [m.transformed(a["matrix"]) for m, a in zip(meshes, aligned)]
     reference = CapReference.of(moved[ref_pos])
@@ -211,9 +213,9 @@ def _turn_caps(meshes: Sequence[Mesh], aligned: list[dict], ref_pos: int) -> str
         why = f"skipped: the reference {meshes[ref_pos].name} has no flat cap that sets a turn"
         log.info("cap twist %s", why)
         return why
-    turns = [None if i == ref_pos else cap_twist(m, reference) for i, m in enumerate(moved)]
-    capped = sum(t is not None for t in turns) + 1
-    if capped < CAP_COHORT_SHARE * len(meshes):
+    turns = cohort_turns(moved, reference, skip=ref_pos)
+    capped = capped_count(turns)
+    if not covers_cohort(turns):
         why = (f"skipped: only {capped} of {len(meshes)} shapes have a flat cap that lines up "
                "with the reference's")
         log.info("cap twist %s", why)
@@ -225,7 +227,7 @@ def _turn_caps(meshes: Sequence[Mesh], aligned: list[dict], ref_pos: int) -> str
             continue
         a["matrix"] = t @ a["matrix"]
         a["cap_turn"] = t
-        a["cap_twist_deg"] = float(np.degrees(Rotation.from_matrix(t[:3, :3]).magnitude()))
+        a["cap_twist_deg"] = turn_degrees(t)
         if a.get("rms") is not None:
             a["rms"] = symmetric_rms(m.transformed(t).vertices, moved[ref_pos].vertices,
                                      reference_tree=ref_tree)

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 from scipy import sparse
@@ -73,6 +74,10 @@ TWIST_STEP_DEG = 0.5
 OUTSIDE_STEP_DEG = 5.0
 #: Closest-point rounds that re-centre the outline at each tried turn.
 CENTRE_ITERATIONS = 8
+#: A cohort's shapes are turned (grooming) or followed (a model's cap outline) only where at
+#: least this share of them, the reference included, have a flat cap that lines up with the
+#: reference's.
+CAP_COHORT_SHARE = 0.5
 
 
 @dataclass(frozen=True)
@@ -317,3 +322,27 @@ def cap_twist(mesh: Mesh, reference: CapReference) -> np.ndarray | None:
     m = np.eye(4)
     m[:3, :3], m[:3, 3] = rot, center - rot @ center
     return m
+
+
+def cohort_turns(meshes: Sequence[Mesh], reference: CapReference, *, skip: int | None
+                 ) -> list[np.ndarray | None]:
+    """`cap_twist` of every mesh against `reference`: None at position `skip` (the reference's
+    own shape, if it is one of them) and for shapes whose cap does not line up. -> one entry
+    per mesh"""
+    return [None if i == skip else cap_twist(m, reference) for i, m in enumerate(meshes)]
+
+
+def capped_count(turns: Sequence[np.ndarray | None]) -> int:
+    """How many shapes of `cohort_turns`'s cohort have a cap that lines up, the reference
+    counted."""
+    return sum(t is not None for t in turns) + 1
+
+
+def covers_cohort(turns: Sequence[np.ndarray | None]) -> bool:
+    """Whether at least `CAP_COHORT_SHARE` of `cohort_turns`'s cohort have such a cap."""
+    return capped_count(turns) >= CAP_COHORT_SHARE * len(turns)
+
+
+def turn_degrees(turn: np.ndarray) -> float:
+    """The angle (degrees) of a (4, 4) turn such as `cap_twist` gives."""
+    return float(np.degrees(Rotation.from_matrix(turn[:3, :3]).magnitude()))

@@ -249,24 +249,21 @@ def cohort_cap(meshes: Sequence[Mesh], reference: Mesh):
     """The cap outline that new shapes are turned to at `correspond` (`mesh.twist`), or None.
 
     Kept only where the training shapes (aligned frame) already follow their caps: at least
-    `CAP_COHORT_SHARE` of them have a flat cap like `reference`'s (one of them) and their
+    `twist.CAP_COHORT_SHARE` of them have a flat cap like `reference`'s (one of them) and their
     median turn against it is under `CAP_CONSISTENT_DEG`, as after grooming with
     `cap_twist`. A cohort groomed without it keeps other turns, which a new shape turned to
     the cap would not share. -> `twist.CapReference` or None
     """
-    from scipy.spatial.transform import Rotation
-
-    from shapeatlas.mesh.groom import CAP_COHORT_SHARE
-    from shapeatlas.mesh.twist import CapReference, cap_twist
+    from shapeatlas.mesh.twist import CapReference, cohort_turns, covers_cohort, turn_degrees
 
     ref = CapReference.of(reference)
     if ref is None:
         return None
-    turns = [cap_twist(m, ref) for m in meshes if m is not reference]
-    degs = [np.degrees(Rotation.from_matrix(t[:3, :3]).magnitude()) for t in turns
-            if t is not None]
-    if len(degs) + 1 < CAP_COHORT_SHARE * len(meshes):
+    at = next((i for i, m in enumerate(meshes) if m is reference), None)
+    turns = cohort_turns(meshes, ref, skip=at)
+    if not covers_cohort(turns):
         return None
+    degs = [turn_degrees(t) for t in turns if t is not None]
     median = float(np.median(degs)) if degs else 0.0
     if median >= CAP_CONSISTENT_DEG:
         log.info("the training shapes' caps are turned a median %.1f degrees from %s's (groomed "
