@@ -46,10 +46,12 @@ from shapeatlas.mesh.remesh import (
     make_watertight,
 )
 from shapeatlas.mesh.twist import (
+    Cap,
     CapReference,
     capped_count,
     cohort_turns,
     covers_cohort,
+    planar_cap,
     turn_degrees,
 )
 
@@ -93,7 +95,8 @@ class GroomOptions:
     bone's cut), which rigid alignment by surface distance leaves poorly set. Only where the
     reference and at least half the shapes have such a cap; each manifest entry then records
     its turn (`cap_twist_deg`, and `cap_turn`, the (4, 4) turn in the groomed frame that
-    `transform` includes; null where it was not turned)."""
+    `transform` includes; null where it was not turned). The caps are read before decimation:
+    QSlim moves a cap's rim vertices enough to turn a nearly round outline by degrees."""
     input_units: Literal["mm", "cm", "m"] = "mm"
     """Units of the input coordinates; outputs are always in millimetres."""
     n_jobs: int = 0
@@ -144,10 +147,13 @@ def _prepare_one(path: str, opts: GroomOptions) -> dict:
         voxel_volume = None
         if opts.watertight is True or (opts.watertight == "auto" and not mesh.is_watertight):
             mesh, voxel_volume = make_watertight(mesh, resolution=opts.grid_resolution)
+        # The cap outline before decimation moves its rim (`GroomOptions.cap_twist`).
+        cap = planar_cap(mesh) if opts.cap_twist and opts.align != "none" else None
         if opts.target_vertices:
             mesh = decimate(mesh, target_vertices=opts.target_vertices, method=opts.decimation)
         return {
             "ok": True,
+            "cap": cap,
             "vertices": np.asarray(mesh.vertices),
             "faces": np.asarray(mesh.faces),
             "unit_scale": k,
@@ -199,21 +205,24 @@ def _align_to_consensus(meshes: Sequence[Mesh], aligned: list[dict], ref_pos: in
                                  reference_tree=ref_tree)
 
 
-def _turn_caps(meshes: Sequence[Mesh], aligned: list[dict], ref_pos: int) -> str:
+def _turn_caps(meshes: Sequence[Mesh], aligned: list[dict], ref_pos: int,
+               caps: Sequence[Cap | None]) -> str:
     """Compose each alignment (in place) with the turn that lines its cap outline up with the
     reference's (`twist.cap_twist`), recording it (`cap_turn`, (4, 4) in the groomed frame, and
     `cap_twist_deg`; None where it was not turned) and the new RMS distance to the reference.
+    caps: each shape's cap, read before decimation (None: looked for on the groomed shape).
     Nothing happens unless the reference and at least `twist.CAP_COHORT_SHARE` of the shapes
     have a usable cap. -> what happened, for the manifest"""
     from scipy.spatial import cKDTree
 
     moved = [m.transformed(a["matrix"]) for m, a in zip(meshes, aligned)]
-    reference = CapReference.of(moved[ref_pos])
+    caps = [None if c is None else c.transformed(a["matrix"]) for c, a in zip(caps, aligned)]
+    reference = CapReference.of(moved[ref_pos], cap=caps[ref_pos])
     if reference is None:
         why = f"skipped: the reference {meshes[ref_pos].name} has no flat cap that sets a turn"
         log.info("cap twist %s", why)
         return why
-    turns = cohort_turns(moved, reference, skip=ref_pos)
+    turns = cohort_turns(moved, reference, skip=ref_pos, caps=caps)
     capped = capped_count(turns)
     if not covers_cohort(turns):
         why = (f"skipped: only {capped} of {len(meshes)} shapes have a flat cap that lines up "
@@ -362,7 +371,8 @@ def groom_cohort(
             _align_to_consensus([meshes[i] for i in ok], aligned, ref_pos, opts.consensus_rounds,
                                 tick("consensus", opts.consensus_rounds * len(ok)))
         if opts.cap_twist and len(ok) >= 2:
-            cap_status = _turn_caps([meshes[i] for i in ok], aligned, ref_pos)
+            cap_status = _turn_caps([meshes[i] for i in ok], aligned, ref_pos,
+                                    [prepared[i]["cap"] for i in ok])
 
     shapes = []
     write_tick = tick("write", len(ok))

@@ -16,15 +16,17 @@ D-shaped annulus of an LV, flattened at the septum) fixes the turn. This module 
 (`planar_cap`: the largest connected set of coplanar faces, and its outer boundary loop), reads
 the loop in its own plane, evenly resampled and scaled to a mean radius of 1 (`cap_outline`),
 and turns a shape so that its outline best superimposes on a reference's (`outline_turn`: a
-search over turns, each with its best shift; `cap_twist`).
+search over turns, each with its best shift, then `linear_turn`, which takes out whatever linear
+map lies between the two outlines; `cap_twist`).
 
 It does nothing where it cannot be trusted: a shape without a flat cap of at least
 `CAP_MIN_AREA_FRACTION` of its area, a cap not roughly across the long axis, a reference outline
-too round to set a turn (`OUTLINE_MIN_SD`), or no best turn inside `MAX_TWIST_DEG` (the
-alignment already chose the basin; this only refines within it). Its known limit: an outline is
-read in its own cap's plane, where a cap tilted against the reference's appears stretched along
-its tilt, which biases the turn by up to a few degrees (tests/mesh/test_twist.py). No maintained
-mesh library offers this step (trimesh's `registration` and ICP variants see surfaces, not cap
+too round to set a turn (`OUTLINE_MIN_SD`), or no best turn inside `MAX_TWIST_DEG` (the alignment
+already chose the basin; this only refines within it). An outline read in its own cap's plane is a
+linear image of the anatomy's: a basal plane sheared up by its tilt (the synthetic LVs') looks
+stretched along the tilt, and a stretch of 2% moves the best rigid turn of a nearly round outline
+by up to 5 degrees; `linear_turn` removes that bias (tests/mesh/test_twist.py). No maintained mesh
+library offers this step (trimesh's `registration` and ICP variants see surfaces, not cap
 outlines), hence the few lines here; face normals and areas come from `mesh.geometry`, nearest
 neighbours from scipy's cKDTree, connected components from scipy's csgraph.
 """
@@ -74,6 +76,13 @@ TWIST_STEP_DEG = 0.5
 OUTSIDE_STEP_DEG = 5.0
 #: Closest-point rounds that re-centre the outline at each tried turn.
 CENTRE_ITERATIONS = 8
+#: Rounds of `linear_turn` (pair, fit the affine map, apply, resample), the turns (degrees)
+#: either way of the current one that its pairings may take, and the most its accumulated map
+#: may stretch one direction against the other (larger ratios of its singular values: not
+#: the same outline, the rigid turn is kept).
+LINEAR_ROUNDS = 5
+LINEAR_WINDOW_DEG = 10.0
+LINEAR_MAX_STRETCH = 1.3
 #: A cohort's shapes are turned (grooming) or followed (a model's cap outline) only where at
 #: least this share of them, the reference included, have a flat cap that lines up with the
 #: reference's.
@@ -93,6 +102,14 @@ class Cap:
     normal: np.ndarray
     outline: np.ndarray
     area_fraction: float
+
+    def transformed(self, matrix: np.ndarray) -> "Cap":
+        """The cap moved by a (4, 4) rigid transform (its outline and normal)."""
+        m = np.asarray(matrix, dtype=np.float64)
+        normal = m[:3, :3] @ self.normal
+        return Cap(normal=normal / np.linalg.norm(normal),
+                   outline=self.outline @ m[:3, :3].T + m[:3, 3],
+                   area_fraction=self.area_fraction)
 
 
 def planar_cap(mesh: Mesh, *, min_area_fraction: float = CAP_MIN_AREA_FRACTION) -> Cap | None:
@@ -191,17 +208,22 @@ def _plane_basis(normal: np.ndarray, like: tuple[np.ndarray, np.ndarray] | None 
     return e1, np.cross(n, e1)
 
 
+def _even(loop: np.ndarray, points: int, phase: float = 0.0) -> np.ndarray:
+    """A closed 2D loop (P, 2) resampled to `points` points evenly spaced along it, the first
+    `phase` spacings past its first point."""
+    closed = np.concatenate([loop, loop[:1]])
+    arc = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(closed, axis=0), axis=1))])
+    at = np.mod((np.arange(points) + phase) * (arc[-1] / points), arc[-1])
+    return np.stack([np.interp(at, arc, closed[:, 0]), np.interp(at, arc, closed[:, 1])], axis=1)
+
+
 def cap_outline(outline: np.ndarray, basis: tuple[np.ndarray, np.ndarray], *,
                 points: int = OUTLINE_POINTS) -> np.ndarray:
     """A cap's outline in its plane, resampled to `points` points evenly spaced along it,
     centred on their mean and scaled to a mean radius of 1 (so caps of different size
     compare). outline: (P, 3) in order along the loop; basis: the plane's (e1, e2).
     -> (points, 2)"""
-    q = np.stack([outline @ basis[0], outline @ basis[1]], axis=1)
-    closed = np.concatenate([q, q[:1]])
-    arc = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(closed, axis=0), axis=1))])
-    at = np.linspace(0.0, arc[-1], points, endpoint=False)
-    even = np.stack([np.interp(at, arc, closed[:, 0]), np.interp(at, arc, closed[:, 1])], axis=1)
+    even = _even(np.stack([outline @ basis[0], outline @ basis[1]], axis=1), points)
     even -= even.mean(axis=0)
     return even / np.linalg.norm(even, axis=1).mean()
 
@@ -222,15 +244,98 @@ def _turn_costs(outline: np.ndarray, tree: cKDTree, reference: np.ndarray,
     return cost
 
 
+def _counter_clockwise(loop: np.ndarray) -> np.ndarray:
+    """The loop traversed counter-clockwise (positive signed area)."""
+    x, y = loop[:, 0], loop[:, 1]
+    area = 0.5 * float(np.sum(x * np.roll(y, -1) - np.roll(x, -1) * y))
+    return loop if area >= 0 else loop[::-1]
+
+
+def _polar_angles(a: np.ndarray) -> np.ndarray:
+    """Angle (radians) of the rotation in the polar decomposition of 2x2 maps (..., 2, 2)
+    with a positive determinant."""
+    return np.arctan2(a[..., 1, 0] - a[..., 0, 1], a[..., 0, 0] + a[..., 1, 1])
+
+
+def _best_pairing(q: np.ndarray, fy: np.ndarray, window_deg: float):
+    """The cyclic pairing of the evenly resampled loop `q` (P, 2) with the reference (its FFT
+    `fy`) whose least-squares affine map explains the most, among maps with a positive
+    determinant that turn by at most `window_deg`. -> (shift, explained (P,), map (2, 2)),
+    or None"""
+    points = len(q)
+    x = np.concatenate([q - q.mean(axis=0), np.ones((points, 1))], axis=1)
+    gram_inv = np.linalg.inv(x.T @ x)
+    # xty[k] = sum_i x[i]^T ref[i + k]: the normal equations of every cyclic pairing at once.
+    xty = np.real(np.fft.ifft(np.conj(np.fft.fft(x, axis=0))[:, :, None] * fy[:, None, :],
+                              axis=0))
+    sol = np.einsum("ab,kbc->kac", gram_inv, xty)
+    maps = np.swapaxes(sol[:, :2, :], 1, 2)  # ref[i + k] ~ maps[k] @ q[i] + shift
+    explained = np.einsum("kab,kab->k", xty, sol)
+    inside = (np.abs(_polar_angles(maps)) <= np.radians(window_deg)) & (np.linalg.det(maps) > 0)
+    if not inside.any():
+        return None
+    k = int(np.flatnonzero(inside)[np.argmax(explained[inside])])
+    return k, explained, maps[k]
+
+
+def linear_turn(outline: np.ndarray, reference: np.ndarray, start_deg: float, *,
+                window_deg: float = LINEAR_WINDOW_DEG) -> float | None:
+    """The turn (degrees) that lines `outline` up with `reference` (both (P, 2) closed loops,
+    centred, unit mean radius) whatever linear map also lies between them, starting from
+    `start_deg` (the rigid search's).
+
+    A cap read in its own plane is a linear image of the anatomy's outline: a basal plane
+    sheared up by its tilt (the synthetic LVs') appears stretched along the tilt, one
+    projected along a slightly wrong axis appears sheared. For a nearly round outline a
+    stretch of 2% moves the best rigid turn by up to 5 degrees (on the 50 synthetic LVs the
+    turns about the long axis then followed the tilts, correlation 0.95). Here each round
+    pairs the two loops point by point (both evenly resampled, every cyclic shift tried at
+    once by FFT cross-correlation, keeping shifts whose turn is within `window_deg` of the
+    current one), fits the least-squares affine map, applies it and resamples; the turn is the
+    rotation of the accumulated map's polar decomposition (exact for any linear map with a
+    positive determinant). None where the map stretches by more than `LINEAR_MAX_STRETCH` or
+    no shift stays inside the window.
+    """
+    ref = _counter_clockwise(_even(reference, len(reference)))
+    ref = ref - ref.mean(axis=0)
+    points = len(ref)
+    t = np.radians(start_deg)
+    total = np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])
+    fy = np.fft.fft(ref, axis=0)
+    phase = 0.0
+    for _ in range(LINEAR_ROUNDS):
+        loop = _counter_clockwise(outline @ total.T)
+        best = _best_pairing(_even(loop, points, phase), fy, window_deg)
+        if best is None:
+            return None
+        # The pairing's phase between whole shifts (a parabola through the neighbours' fits),
+        # so that sampling does not set the turn: on a round loop a shift of part of a
+        # spacing is a turn the affine fit would take.
+        k, explained, _ = best
+        y0, y1, y2 = explained[[k - 1, k, (k + 1) % points]]
+        den = y0 - 2.0 * y1 + y2
+        phase -= 0.5 * (y0 - y2) / den if den < 0 else 0.0
+        best = _best_pairing(_even(loop, points, phase), fy, window_deg)
+        if best is None:
+            return None
+        total = best[2] @ total
+    sv = np.linalg.svd(total, compute_uv=False)
+    if sv[0] > LINEAR_MAX_STRETCH * sv[1]:
+        return None
+    return float(np.degrees(_polar_angles(total)))
+
+
 def outline_turn(outline: np.ndarray, reference: np.ndarray, *,
                  max_turn_deg: float = MAX_TWIST_DEG,
-                 step_deg: float = TWIST_STEP_DEG) -> float | None:
+                 step_deg: float = TWIST_STEP_DEG, linear: bool = True) -> float | None:
     """The turn (degrees, counter-clockwise in the plane) that best superimposes `outline` on
     `reference` (both (P, 2), centred, unit mean radius): the least mean squared
     closest-point distance over turns within `max_turn_deg` either way, each with its best
-    shift, refined by a parabola. None where the best turn is at the window's edge, or where
-    a turn outside the window fits better (the outlines then disagree with the alignment's
-    basin, which this step does not overrule)."""
+    shift, refined by a parabola, then (`linear`) by `linear_turn`, which removes the bias
+    that a stretch between the outlines gives the rigid turn (kept where that step fails).
+    None where the best rigid turn is at the window's edge, or where a turn outside the
+    window fits better (the outlines then disagree with the alignment's basin, which this
+    step does not overrule)."""
     tree = cKDTree(reference)
     turns = np.radians(np.arange(-max_turn_deg, max_turn_deg + step_deg / 2, step_deg))
     cost = _turn_costs(outline, tree, reference, turns)
@@ -244,7 +349,15 @@ def outline_turn(outline: np.ndarray, reference: np.ndarray, *,
     y0, y1, y2 = cost[k - 1:k + 2]
     den = y0 - 2.0 * y1 + y2
     frac = 0.5 * (y0 - y2) / den if den > 0 else 0.0
-    return float(np.degrees(turns[k]) + frac * step_deg)
+    rigid = float(np.degrees(turns[k]) + frac * step_deg)
+    if not linear:
+        return rigid
+    refined = linear_turn(outline, reference, rigid)
+    if refined is None:
+        log.info("cap outline: the linear-map refinement failed; the rigid turn %.2f degrees "
+                 "is kept", rigid)
+        return rigid
+    return refined
 
 
 @dataclass(frozen=True)
@@ -258,11 +371,12 @@ class CapReference:
     outline: np.ndarray
 
     @classmethod
-    def of(cls, reference: Mesh) -> "CapReference | None":
-        """The reference's cap, or None where it has none that can set a turn: no flat cap of
-        `CAP_MIN_AREA_FRACTION` of its area, one not across its long axis, or an outline too
-        round (`OUTLINE_MIN_SD`)."""
-        cap = planar_cap(reference)
+    def of(cls, reference: Mesh, *, cap: Cap | None = None) -> "CapReference | None":
+        """The reference's cap (`cap`: the one given, e.g. of the same surface before it was
+        decimated; default `planar_cap(reference)`), or None where it has none that can set a
+        turn: no flat cap of `CAP_MIN_AREA_FRACTION` of its area, one not across its long axis,
+        or an outline too round (`OUTLINE_MIN_SD`)."""
+        cap = planar_cap(reference) if cap is None else cap
         if cap is None or not _across(cap.normal, principal_frame(reference)[1][:, 0]):
             return None
         basis = _plane_basis(cap.normal)
@@ -299,17 +413,20 @@ def _across(normal: np.ndarray, axis: np.ndarray) -> bool:
     return abs(float(normal @ axis)) >= np.cos(np.radians(CAP_MAX_AXIS_ANGLE_DEG))
 
 
-def cap_twist(mesh: Mesh, reference: CapReference) -> np.ndarray | None:
+def cap_twist(mesh: Mesh, reference: CapReference, *, cap: Cap | None = None
+              ) -> np.ndarray | None:
     """The turn about the reference cap's normal that lines `mesh`'s cap outline up with the
-    reference's, for a mesh already aligned to it (same frame). -> (4, 4) rotation about the
-    axis through the mesh's centroid, or None where the step does not apply: no flat cap, a
-    cap more than `CAP_MAX_AXIS_ANGLE_DEG` from the reference's, or no best turn within
-    `MAX_TWIST_DEG`."""
-    cap = planar_cap(mesh)
+    reference's, for a mesh already aligned to it (same frame). cap: the mesh's cap in that
+    frame where it is known better than `planar_cap(mesh)` (e.g. read before decimation).
+    -> (4, 4) rotation about the axis through the mesh's centroid, or None where the step
+    does not apply: no flat cap, a cap more than `CAP_MAX_AXIS_ANGLE_DEG` from the
+    reference's, or no best turn within `MAX_TWIST_DEG`."""
+    cap = planar_cap(mesh) if cap is None else cap
     if cap is None or not _across(cap.normal, reference.normal):
         return None
-    # Each outline is read in its own cap's plane, so a cap tilted against the reference's
-    # is not foreshortened; the bases agree through the smallest rotation between the normals.
+    # Each outline is read in its own cap's plane (the bases agree through the smallest
+    # rotation between the normals); `outline_turn` allows for the stretch that a different
+    # tilt gives it.
     normal = cap.normal if cap.normal @ reference.normal >= 0 else -cap.normal
     basis = _plane_basis(normal, like=reference.basis)
     deg = outline_turn(cap_outline(cap.outline, basis), reference.outline)
@@ -324,12 +441,15 @@ def cap_twist(mesh: Mesh, reference: CapReference) -> np.ndarray | None:
     return m
 
 
-def cohort_turns(meshes: Sequence[Mesh], reference: CapReference, *, skip: int | None
-                 ) -> list[np.ndarray | None]:
+def cohort_turns(meshes: Sequence[Mesh], reference: CapReference, *, skip: int | None,
+                 caps: Sequence[Cap | None] | None = None) -> list[np.ndarray | None]:
     """`cap_twist` of every mesh against `reference`: None at position `skip` (the reference's
-    own shape, if it is one of them) and for shapes whose cap does not line up. -> one entry
-    per mesh"""
-    return [None if i == skip else cap_twist(m, reference) for i, m in enumerate(meshes)]
+    own shape, if it is one of them) and for shapes whose cap does not line up. caps: each
+    mesh's cap where known (`cap_twist`'s `cap`; None entries: found on the mesh).
+    -> one entry per mesh"""
+    caps = [None] * len(meshes) if caps is None else caps
+    return [None if i == skip else cap_twist(m, reference, cap=c)
+            for i, (m, c) in enumerate(zip(meshes, caps, strict=True))]
 
 
 def capped_count(turns: Sequence[np.ndarray | None]) -> int:
