@@ -310,7 +310,7 @@ def test_multi_atlas_fit_correspond_sample_evaluate(tmp_path, capsys):
     from shapeatlas.training.config import FitConfig
 
     torch.set_num_threads(1)
-    for name, n, seed in (("lv", 6, 3), ("test", 3, 9)):
+    for name, n, seed in (("lv", 8, 3), ("test", 3, 9)):
         assert main(["synth", "lv", "--n", str(n), "--seed", str(seed), "--phenotypes", "mixed",
                      "--out", str(tmp_path / name), "-q", "--min-vertices", "1000",
                      "--max-vertices", "1100"]) == 0

@@ -324,6 +324,11 @@ def test_fit_config_passes_the_cap_twist_to_its_grooming_and_old_configs_keep_it
     # A version-5 configuration was groomed without the step: it keeps that meaning.
     old = {k: v for k, v in d.items() if k != "groom_cap_twist"}
     assert FitConfig.from_dict({**old, "version": 5}).groom_cap_twist is False
+    # Before version 7 the training meshes and the atlas were not evened out.
+    assert d["even_edges"] is True
+    old = {k: v for k, v in d.items() if k != "even_edges"}
+    assert FitConfig.from_dict({**old, "version": 6}).even_edges is False
+    assert FitConfig.from_dict({**old, "version": 7}).even_edges is True
 
 
 def test_relaxed_rigid_step_scales_the_procrustes_angle():

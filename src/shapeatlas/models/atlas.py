@@ -23,6 +23,7 @@ import torch
 
 from shapeatlas.errors import ShapeAtlasError
 from shapeatlas.mesh.core import Mesh
+from shapeatlas.mesh.remesh import even_out
 from shapeatlas.models import inputs, persistence
 from shapeatlas.models.generative import GenerativeMixin
 from shapeatlas.models.generator import VAEGenerator, VAESettings, new_shape_vae
@@ -161,6 +162,10 @@ class AtlasModel(GenerativeMixin):
         if cfg.ssm_modes >= len(meshes) - 1:
             raise ShapeAtlasError(f"ssm_modes {cfg.ssm_modes} needs more than {cfg.ssm_modes + 1} "
                                   f"training shapes, got {len(meshes)} (lower it, or 0: off)")
+        if cfg.even_edges:
+            # Flat parts that decimation left as a few large triangles get vertices, so that
+            # the Chamfer terms see them (`FitConfig.even_edges`).
+            meshes = [even_out(m) for m in meshes]
         torch.manual_seed(cfg.seed)
         self.device_ = resolve_device(cfg.device)
         run = Path(run_dir) if run_dir is not None else None
@@ -169,7 +174,8 @@ class AtlasModel(GenerativeMixin):
         self.normalisation_ = inputs.Normalisation.fit(meshes,
                                                        whiten=cfg.normalisation == "whiten")
         start, atlas0 = inputs.initial_atlas(meshes, init=cfg.atlas_init, seed=cfg.seed,
-                                             atlas_vertices=cfg.atlas_vertices)
+                                             atlas_vertices=cfg.atlas_vertices,
+                                             even_edges=cfg.even_edges)
         log.info("initial atlas: %s (%s)", start.name, cfg.atlas_init)
         # The cap outline new shapes are turned to, where the training frame follows it.
         self.cap_reference_ = inputs.cohort_cap(meshes, start)

@@ -200,14 +200,17 @@ def check_cohort(meshes: Sequence[Mesh], *, atlas_vertices: int, min_shapes: int
 
 
 def initial_atlas(meshes: Sequence[Mesh], *, init: str, seed: int,
-                  atlas_vertices: int) -> tuple[Mesh, Mesh]:
+                  atlas_vertices: int, even_edges: bool = False) -> tuple[Mesh, Mesh]:
     """The canonical shape an atlas starts from, and its remeshing to K vertices.
 
     init: "medoid", "random" (a training shape drawn with `seed`) or a mesh path.
+    even_edges: QSlim to about K with flat parts keeping vertices (`remesh.decimate_even`),
+    instead of a shortest-edge collapse to K (which leaves a QSlim-groomed shape's flat cap a
+    few large triangles).
     -> (the chosen shape, the K-vertex atlas mesh)
     """
     from shapeatlas.mesh.io import read_mesh
-    from shapeatlas.mesh.remesh import decimate
+    from shapeatlas.mesh.remesh import decimate, decimate_even
 
     if init == "medoid":
         start = meshes[medoid_index(meshes)]
@@ -215,6 +218,8 @@ def initial_atlas(meshes: Sequence[Mesh], *, init: str, seed: int,
         start = meshes[int(np.random.default_rng(seed).integers(len(meshes)))]
     else:
         start = read_mesh(init)
+    if even_edges:
+        return start, decimate_even(start, target_vertices=atlas_vertices)
     return start, decimate(start, target_vertices=atlas_vertices, method="uniform")
 
 

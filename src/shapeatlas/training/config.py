@@ -16,7 +16,7 @@ from shapeatlas.errors import ShapeAtlasError
 from shapeatlas.nn.encoder import EncoderConfig
 
 #: Bumped when a saved config can no longer be read by older code.
-CONFIG_VERSION = 6
+CONFIG_VERSION = 7
 #: Largest accepted `pose_relaxation` (larger steps overshoot).
 MAX_POSE_RELAXATION = 5.0
 
@@ -43,6 +43,13 @@ class FitConfig:
     atlas_init: str = "medoid"
     """"medoid" (the training shape with the least summed Chamfer distance to the others),
     "random" (a training shape drawn with `seed`) or a path to a mesh file in the groomed frame."""
+    even_edges: bool = True
+    """R-ASM: give flat parts vertices. The training meshes' edges longer than
+    `mesh.remesh.EVEN_EDGE_RATIO` times their median are split (the surface does not move; a
+    QSlim-groomed LV's basal cap otherwise has no vertex inside its rim), and the atlas is
+    `mesh.remesh.decimate_even` of the canonical shape (QSlim, split, K vertices) instead of a
+    shortest-edge collapse to K. Configs before version 7: off; `--method cpd-pca` keeps its
+    atlas as before."""
     atlas_rounds: int = 2
     """Training rounds; after each but the last the atlas is re-estimated as the vertex-wise mean
     of the refined normalised shapes."""
@@ -304,6 +311,8 @@ class FitConfig:
             )
         if version < 6:  # grooming had no cap twist then; keep such a config's meaning
             d.setdefault("groom_cap_twist", False)
+        if version < 7:  # the training meshes and the atlas were not evened out then
+            d.setdefault("even_edges", False)
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
