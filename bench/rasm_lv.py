@@ -18,6 +18,8 @@ second organ with ground truth.
    (`baseline_gt_error_mm`) and in the poses R-ASM matched in
    (`baseline_in_matching_poses_gt_error_mm`).
 4. Matching accuracy: Chamfer / Hausdorff between each input and its refined normalised shape.
+   Also the turn of each pose about the long axis against the truth (`twist_about_long_axis`:
+   median |turn| and SD about the cohort's mean turn, groomed poses and matching poses).
 5. `--oracle-pose` (a diagnostic, not a method): groom as `fit` would, then re-pose every groomed
    shape by generalised Procrustes on its TRUE correspondences before fitting, to measure what
    the model reaches when the pose is right (see bench/lv_alignment_diagnostics.py).
@@ -239,7 +241,17 @@ def measure(args: argparse.Namespace, model: AtlasModel, run: Path, cohort: Path
     base_rigid = np.concatenate(baseline_pair_errors(rigid_transforms(manifest), truth, names))
     # The baseline again in the poses R-ASM matched in, so neither side has the better alignment.
     base_same = np.concatenate(baseline_pair_errors(dict(zip(names, poses)), truth, names))
+    # How far each pose is turned about the organ's long axis from the cohort's mean turn,
+    # against the truth (the cap twist's job; see bench/lv_alignment_diagnostics.py).
+    from lv_alignment_diagnostics import rotation_residual
+
+    axis = type(truth[names[0]]).LONG_AXIS
+    twist = {}
+    for what, pose in (("groomed", transforms), ("matching", dict(zip(names, poses)))):
+        t = rotation_residual(names, truth, pose)[:, axis]
+        twist[what] = {"median_abs_deg": float(np.median(np.abs(t))), "sd_deg": float(t.std())}
     return rows, {"n": len(names), "mean_long_axis_mm": long_axis,
+                  "twist_about_long_axis": twist,
                   "baseline_gt_error_mm": float(base.mean()),
                   "baseline_gt_error_pct_long_axis": float(100 * base.mean() / long_axis),
                   "baseline_rigid_gt_error_mm": float(base_rigid.mean()),
