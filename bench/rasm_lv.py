@@ -25,11 +25,13 @@ second organ with ground truth.
    the model reaches when the pose is right (see bench/lv_alignment_diagnostics.py).
 6. `--rematch`: no new cohort and no fit; load OUT/run-TAG and measure steps 2-4 again with the
    matching settings given (`--transport-iterations`, `--transport-sharpness`,
-   `--pose-iterations`), which change no training. Written to OUT/result-TAG-rematch-*.json.
+   `--pose-iterations`, `--refine-motion`), which change no training. Written to
+   OUT/result-TAG-rematch-*.json.
 
     python bench/rasm_lv.py [--organ lv|kidney] [--n 50] [--epochs 30] [--features hybrid]
                             [--sharpness 1e4] [--no-refine-too] [--oracle-pose] [--groom-poses]
                             [--rematch --tag TAG --transport-iterations 30]
+                            [--refine-motion free|normal]
                             [--out /tmp/shapeatlas-rasm-ORGAN]
 """
 
@@ -79,6 +81,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--transport-iterations", type=int, default=None,
                    help="Sinkhorn iterations when matching (0: the paper's softmax)")
     p.add_argument("--transport-sharpness", type=float, default=None)
+    p.add_argument("--refine-motion", default=None, choices=["free", "normal"],
+                   help="how the test-time pull moves the points (FitConfig.refine_motion)")
     p.add_argument("--atlas-vertices", type=int, default=None)
     p.add_argument("--no-refine-too", action="store_true", help="also evaluate without refinement")
     p.add_argument("--groom-poses", action="store_true",
@@ -149,7 +153,7 @@ def run(args: argparse.Namespace) -> dict:
         atlas_vertices=args.atlas_vertices, atlas_init=args.atlas_init,
         normalisation=args.normalisation, groom_consensus_rounds=args.consensus_rounds,
         pose_iterations=args.pose_iterations, pose_relaxation=args.pose_relaxation,
-        ssm_modes=args.ssm_modes)
+        ssm_modes=args.ssm_modes, refine_motion=args.refine_motion)
     truth = load_cohort_truth(cohort)
     t0 = time.perf_counter()
     data = groom_oracle(cohort, run / "groomed", cfg, truth) if args.oracle_pose else cohort
@@ -177,6 +181,8 @@ def rematch(args: argparse.Namespace, out: Path, run: Path, tag: str) -> dict:
                                                args.transport_sharpness)
     if args.pose_iterations is not None:
         model.config = model.config.replace(pose_iterations=args.pose_iterations)
+    if args.refine_motion is not None:
+        model.set_refine_motion(args.refine_motion)
     point_model_s = None
     if args.ssm_modes is not None:
         t0 = time.perf_counter()
@@ -198,6 +204,7 @@ def rematch(args: argparse.Namespace, out: Path, run: Path, tag: str) -> dict:
               "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
     name = (f"result-{tag}-rematch-t{c.transport_iterations}-l{c.transport_sharpness:g}"
             f"-p{c.pose_iterations}{'-groom' if args.groom_poses else ''}"
+            f"{'-normal' if c.refine_motion == 'normal' else ''}"
             f"{f'-ssm{args.ssm_modes}' if args.ssm_modes is not None else ''}"
             f"{'-always' if args.ssm_always else ''}.json")
     (out / name).write_text(json.dumps(result, indent=1))

@@ -235,6 +235,10 @@ def test_fit_and_correspond(tmp_path, capsys):
     assert main(["correspond", str(run), str(tmp_path / "lv" / "lv_000.ply"),
                  "--transport-iterations", "-3", "--out", str(tmp_path / "t2"), "-q"]) == 1
     assert "transport_iterations must be >= 0" in capsys.readouterr().err
+    # The pull along the normals only, chosen at correspond time: other points.
+    assert main(["correspond", str(run), str(tmp_path / "lv" / "lv_000.ply"),
+                 "--refine-motion", "normal", "--out", str(tmp_path / "nm"), "-q"]) == 0
+    assert np.abs(np.load(tmp_path / "nm" / "lv_000.npz")["points"] - z["points"]).max() > 1e-3
     # evaluate matches a run with a point model on the original files its groom.json names
     # (as the model was fitted), other runs on the groomed meshes.
     from shapeatlas.evaluate import _test_meshes
@@ -285,6 +289,9 @@ def test_cpd_pca_fit_sample_evaluate_reconstruct(tmp_path, capsys):
     assert "specificity (50 samples)" in capsys.readouterr().out
     assert main(["correspond", str(run), str(tmp_path / "lv" / "lv_000.ply"), "--out",
                  str(tmp_path / "c"), "--transport-iterations", "10", "-q"]) == 1
+    assert "needs an R-ASM run" in capsys.readouterr().err
+    assert main(["correspond", str(run), str(tmp_path / "lv" / "lv_000.ply"), "--out",
+                 str(tmp_path / "c"), "--refine-motion", "normal", "-q"]) == 1
     assert "needs an R-ASM run" in capsys.readouterr().err
     assert main(["reconstruct", str(run), str(tmp_path / "lv" / "lv_000.ply"),
                  "--out", str(tmp_path / "r")]) == 0

@@ -318,6 +318,7 @@ def cmd_correspond(args: argparse.Namespace) -> int:
                                         transport_sharpness=args.transport_sharpness,
                                         realign=args.realign,
                                         point_model=not args.no_point_model,
+                                        refine_motion=args.refine_motion,
                                         progress=lambda k: progress("match", k, len(args.meshes)))
     finally:
         progress.close()
@@ -529,6 +530,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--transport-sharpness", type=float, default=None, metavar="LAMBDA",
                    help="attention sharpness when transport is on (default: the run's "
                    "transport_sharpness)")
+    c.add_argument("--refine-motion", choices=["free", "normal"], default=None,
+                   help="how the test-time pull moves the points: free (the paper's) or normal "
+                   "(only along each point's normal: no sliding along the surface; less "
+                   "ground-truth error, larger Chamfer; default: the run's refine_motion)")
     c.add_argument("--no-point-model", action="store_true",
                    help="match without the run's point-distribution model (fit --ssm-modes)")
     c.add_argument("--realign", action="store_true",

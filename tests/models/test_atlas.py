@@ -167,6 +167,31 @@ def test_transport_settings_old_configs_and_what_they_change(fitted):
     assert ot.chamfer_mm < 2 * plain.chamfer_mm + 0.5
 
 
+def test_refine_motion_is_set_on_a_fitted_model_and_changes_only_the_pull(fitted):
+    from shapeatlas.training.config import FitConfig
+
+    with pytest.raises(ShapeAtlasError, match="refine_motion"):
+        FitConfig(refine_motion="sideways")
+    assert FitConfig().refine_motion == "free"  # the paper's pull
+    model, meshes = fitted
+    try:
+        free = model.correspond(meshes[:1])[0]
+        plain = model.correspond(meshes[:1], refine=False)[0]
+        normal = model.set_refine_motion("normal").correspond(meshes[:1])[0]
+        assert model.config.refine_motion == "normal"  # what save() would record
+        with pytest.raises(ShapeAtlasError, match="refine_motion"):
+            model.set_refine_motion("sideways")
+        assert model.config.refine_motion == "normal"
+        unpulled = model.correspond(meshes[:1], refine=False)[0]
+    finally:
+        model.set_refine_motion("free")
+    # Without the pull nothing changes; with it the points differ from the free pull's and
+    # lie nearer the input than without a pull.
+    np.testing.assert_allclose(unpulled.points, plain.points)
+    assert np.abs(normal.points - free.points).max() > 1e-3
+    assert normal.chamfer_mm < plain.chamfer_mm
+
+
 def test_correspond_refuses_wrong_units_and_too_coarse_meshes(fitted):
     model, meshes = fitted
     metres = meshes[0].with_vertices(meshes[0].vertices / 1000.0)

@@ -276,6 +276,13 @@ class AtlasModel(GenerativeMixin):
         self.net_.transport_sharpness = self.config.transport_sharpness
         return self
 
+    def set_refine_motion(self, motion: str) -> "AtlasModel":
+        """Change how the test-time refinement moves the points (`FitConfig.refine_motion`:
+        "free" or "normal") on a fitted model; training never uses it. -> self"""
+        self._check_fitted()
+        self.config = self.config.replace(refine_motion=motion)  # validates (ShapeAtlasError)
+        return self
+
     # ---------------------------------------------------------------- matching
     def _atlas_embedding(self) -> tuple[AtlasGraph, torch.Tensor]:
         if getattr(self, "_atlas_cache", None) is None:
@@ -302,7 +309,8 @@ class AtlasModel(GenerativeMixin):
         with torch.enable_grad():
             return pull_to_surface(start, shape.points, atlas, target_weights=shape.weights,
                                    steps=self.config.refine_steps, lr=self.config.refine_lr,
-                                   weights=loss_weights(self.config))
+                                   weights=loss_weights(self.config),
+                                   motion=self.config.refine_motion)
 
     def _match_at(self, mesh: Mesh, t: np.ndarray, atlas: AtlasGraph, *,
                   atlas_emb: torch.Tensor, refine: bool, point_model: bool = True):

@@ -571,6 +571,14 @@ class MultiAtlasModel(GenerativeMixin):
         self.__dict__.pop("_matchers", None)
         return self
 
+    def set_refine_motion(self, motion: str) -> "MultiAtlasModel":
+        """`AtlasModel.set_refine_motion` for the shared network. -> self"""
+        self._check_fitted()
+        self.base_.set_refine_motion(motion)
+        self.config = self.config.replace(refine_motion=motion)
+        self.__dict__.pop("_matchers", None)
+        return self
+
     def predict_proba(self, meshes: Sequence[Mesh], *,
                       transforms: Sequence[np.ndarray] | None = None) -> np.ndarray:
         """Memberships (B, M) of meshes in any frame (or with maps into the groomed frame)."""

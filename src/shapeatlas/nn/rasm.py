@@ -8,7 +8,9 @@ atlas (Laplacian of the displacement, edge lengths, normal consistency), next to
 reconstruction and KL terms.
 
 `pull_to_surface` is the test-time end of the refinement: a few Adam steps on the smoothed shape
-with the same Chamfer + regulariser objective, so each correspondence lies on its input surface.
+with the same Chamfer + regulariser objective, so each correspondence lies on its input surface;
+with `motion="normal"` each point moves only along its normal on the smoothed shape, which keeps
+where along the surface the attention put it.
 """
 
 from __future__ import annotations
@@ -206,23 +208,49 @@ def rasm_losses(model: RASM, atlas: AtlasGraph, shapes: Sequence[GraphInput],
                       smoothed=[m.smoothed for m in matches])
 
 
+PULL_MOTIONS = ("free", "normal")
+
+
+def start_normals(h: Tensor, faces: Tensor) -> Tensor:
+    """Unit area-weighted vertex normals (K, 3) of the points `h` on the atlas faces (detached;
+    a vertex of no face, or of faces of no area, gets 0)."""
+    h = h.detach()
+    f = faces.long()
+    fn = torch.linalg.cross(h[f[:, 1]] - h[f[:, 0]], h[f[:, 2]] - h[f[:, 0]], dim=1)
+    n = torch.zeros_like(h).index_add_(0, f.reshape(-1), fn.repeat_interleave(3, dim=0))
+    length = n.norm(dim=1, keepdim=True)
+    return torch.where(length > 0, n / length.clamp_min(torch.finfo(h.dtype).tiny), 0.0)
+
+
 def pull_to_surface(h: Tensor, target: Tensor, atlas: AtlasGraph, *, target_weights: Tensor,
-                    steps: int, lr: float, weights: LossWeights) -> Tensor:
+                    steps: int, lr: float, weights: LossWeights, motion: str = "free") -> Tensor:
     """Test-time refinement: Adam on the K points, Chamfer to `target` plus the L_Ref terms.
 
     h: (K, 3) start (the smoothed attention result); target: (V, 3) the input's vertices
-    (normalised units); -> (K, 3) refined points (detached).
+    (normalised units); motion: "free" (every coordinate moves; the paper's refinement) or
+    "normal" (each point moves only along its normal on `h`, one offset per point, so it
+    cannot slide along the surface); -> (K, 3) refined points (detached).
     """
+    if motion not in PULL_MOTIONS:
+        raise ValueError(f"motion must be one of {PULL_MOTIONS}, got {motion!r}")
     if steps <= 0:
         return h.detach()
-    x = h.detach().clone().requires_grad_(True)
-    opt = torch.optim.Adam([x], lr=lr)
+    start = h.detach().clone()
+    if motion == "normal":
+        normals = start_normals(start, atlas.faces)
+        offset = torch.zeros(len(start), 1, dtype=start.dtype, device=start.device,
+                             requires_grad=True)
+        variable = offset
+    else:
+        variable = start.requires_grad_(True)
+    opt = torch.optim.Adam([variable], lr=lr)
     scale = size_ratio(target, target_weights, atlas.graph.points)
     for _ in range(steps):
         opt.zero_grad(set_to_none=True)
+        x = start + offset * normals if motion == "normal" else variable
         loss = weights.chamfer * chamfer_loss(target, x, weights_a=target_weights)
         for k, v in regulariser_terms(x, atlas, scale=scale).items():
             loss = loss + getattr(weights, k) * v
         loss.backward()
         opt.step()
-    return x.detach()
+    return (start + offset * normals).detach() if motion == "normal" else variable.detach()

@@ -90,6 +90,12 @@ class FitConfig:
     """Test-time refinement: Adam steps pulling the smoothed shape onto the input surface."""
     refine_lr: float = 0.005
     """Learning rate of the test-time refinement (normalised units)."""
+    refine_motion: str = "free"
+    """How the test-time refinement moves the points: "free" (every coordinate; the paper's) or
+    "normal" (each point only along its normal on the smoothed shape, so it reaches the surface
+    without sliding along it: less ground-truth error, a larger Chamfer distance; measured in
+    the README, Results). Training never uses it, so it can be set on a trained model
+    (`shapeatlas correspond --refine-motion`)."""
     pose_iterations: int = 0
     """Pose refinement when corresponding (0: off): up to this many rounds of matching the shape
     (attention + smoothing) and moving it rigidly so that its correspondences fit the atlas
@@ -277,6 +283,8 @@ class FitConfig:
             problems.append(f"transport_iterations must be >= 0, got {self.transport_iterations}")
         if self.sample_relax is not None and self.sample_relax < 0:
             problems.append(f"sample_relax must be >= 0, got {self.sample_relax}")
+        if self.refine_motion not in ("free", "normal"):
+            problems.append(f"refine_motion must be 'free' or 'normal', got {self.refine_motion!r}")
         for name in ("smooth_iterations", "refine_steps", "patience"):
             if getattr(self, name) < 0:
                 problems.append(f"{name} must be >= 0, got {getattr(self, name)}")
