@@ -7,13 +7,8 @@ import pytest
 import torch
 import trimesh
 
-from shapeatlas.nn.rasm import (
-    AtlasGraph,
-    GraphInput,
-    LossWeights,
-    pull_to_surface,
-    start_normals,
-)
+from shapeatlas.nn.rasm import AtlasGraph, GraphInput, LossWeights, pull_to_surface
+from shapeatlas.nn.refine import vertex_normals
 
 
 def _graph(vertices: np.ndarray, faces: np.ndarray) -> AtlasGraph:
@@ -39,7 +34,7 @@ def test_normal_motion_moves_points_only_along_their_normals():
     normal = pull_to_surface(start, target, atlas, motion="normal", **kw)
     free = pull_to_surface(start, target, atlas, **kw)
     # The vertex normals of a unit sphere point outwards, along the points themselves.
-    n = start_normals(start, atlas.faces)
+    n = vertex_normals(start, atlas.faces)
     assert torch.allclose(n.norm(dim=1), torch.ones(len(n), dtype=n.dtype))
     assert (n * start).sum(1).min() > 0.999
     # A normal move has no component across its normal.

@@ -31,6 +31,7 @@ from shapeatlas.nn.refine import (
     laplacian_loss,
     normal_consistency_loss,
     smooth_on_graph,
+    vertex_normals,
 )
 
 
@@ -211,17 +212,6 @@ def rasm_losses(model: RASM, atlas: AtlasGraph, shapes: Sequence[GraphInput],
 PULL_MOTIONS = ("free", "normal")
 
 
-def start_normals(h: Tensor, faces: Tensor) -> Tensor:
-    """Unit area-weighted vertex normals (K, 3) of the points `h` on the atlas faces (detached;
-    a vertex of no face, or of faces of no area, gets 0)."""
-    h = h.detach()
-    f = faces.long()
-    fn = torch.linalg.cross(h[f[:, 1]] - h[f[:, 0]], h[f[:, 2]] - h[f[:, 0]], dim=1)
-    n = torch.zeros_like(h).index_add_(0, f.reshape(-1), fn.repeat_interleave(3, dim=0))
-    length = n.norm(dim=1, keepdim=True)
-    return torch.where(length > 0, n / length.clamp_min(torch.finfo(h.dtype).tiny), 0.0)
-
-
 def pull_to_surface(h: Tensor, target: Tensor, atlas: AtlasGraph, *, target_weights: Tensor,
                     steps: int, lr: float, weights: LossWeights, motion: str = "free") -> Tensor:
     """Test-time refinement: Adam on the K points, Chamfer to `target` plus the L_Ref terms.
@@ -237,7 +227,7 @@ def pull_to_surface(h: Tensor, target: Tensor, atlas: AtlasGraph, *, target_weig
         return h.detach()
     start = h.detach().clone()
     if motion == "normal":
-        normals = start_normals(start, atlas.faces)
+        normals = vertex_normals(start, atlas.faces)
         offset = torch.zeros(len(start), 1, dtype=start.dtype, device=start.device,
                              requires_grad=True)
         variable = offset

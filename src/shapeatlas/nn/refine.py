@@ -163,12 +163,29 @@ def face_adjacency(faces: Tensor) -> Tensor:
     return pairs[pairs[:, 0] != pairs[:, 1]]
 
 
-def _unit_face_normals(verts: Tensor, faces: Tensor) -> Tensor:
-    """verts: (..., K, 3), faces: (F, 3) -> (..., F, 3) unit normals (right-hand rule)."""
+def _face_normals(verts: Tensor, faces: Tensor) -> Tensor:
+    """verts: (..., K, 3), faces: (F, 3) -> (..., F, 3) normals of length twice the face's
+    area (right-hand rule)."""
     f = faces.long()
     v0, v1, v2 = (verts.index_select(-2, f[:, i]) for i in range(3))
-    n = torch.linalg.cross(v1 - v0, v2 - v0, dim=-1)
+    return torch.linalg.cross(v1 - v0, v2 - v0, dim=-1)
+
+
+def _unit_face_normals(verts: Tensor, faces: Tensor) -> Tensor:
+    """verts: (..., K, 3), faces: (F, 3) -> (..., F, 3) unit normals (right-hand rule)."""
+    n = _face_normals(verts, faces)
     return n / n.norm(dim=-1, keepdim=True).clamp_min(NORMAL_EPS)
+
+
+def vertex_normals(verts: Tensor, faces: Tensor) -> Tensor:
+    """Unit area-weighted vertex normals (K, 3) of `verts` (K, 3) on `faces` (detached; a
+    vertex of no face, or of faces of no area, gets 0)."""
+    verts = verts.detach()
+    f = faces.long()
+    n = torch.zeros_like(verts).index_add_(
+        0, f.reshape(-1), _face_normals(verts, f).repeat_interleave(3, dim=0))
+    length = n.norm(dim=1, keepdim=True)
+    return torch.where(length > 0, n / length.clamp_min(torch.finfo(verts.dtype).tiny), 0.0)
 
 
 def normal_consistency_loss(

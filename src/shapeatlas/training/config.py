@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from shapeatlas.errors import ShapeAtlasError
 from shapeatlas.nn.encoder import EncoderConfig
+from shapeatlas.nn.rasm import PULL_MOTIONS
 
 #: Bumped when a saved config can no longer be read by older code.
 CONFIG_VERSION = 7
@@ -283,8 +284,9 @@ class FitConfig:
             problems.append(f"transport_iterations must be >= 0, got {self.transport_iterations}")
         if self.sample_relax is not None and self.sample_relax < 0:
             problems.append(f"sample_relax must be >= 0, got {self.sample_relax}")
-        if self.refine_motion not in ("free", "normal"):
-            problems.append(f"refine_motion must be 'free' or 'normal', got {self.refine_motion!r}")
+        if self.refine_motion not in PULL_MOTIONS:
+            problems.append(f"refine_motion must be one of {PULL_MOTIONS}, got "
+                            f"{self.refine_motion!r}")
         for name in ("smooth_iterations", "refine_steps", "patience"):
             if getattr(self, name) < 0:
                 problems.append(f"{name} must be >= 0, got {getattr(self, name)}")
