@@ -8,11 +8,11 @@ with and without the test-time refinement.
     python bench/rasm_liver.py [--features hybrid] [--epochs 15] [--sharpness L]
                                [--normalisation shape] [--tag T] [--out /tmp/shapeatlas-rasm-liver]
                                [--rematch --transport-iterations 30 --ssm-modes 4
-                                [--ssm-always]]
+                                [--ssm-always] [--refine-motion free|normal]]
 
 `--rematch` fits nothing: it loads OUT/run-TAG and measures the test split again with the matching
-settings given (`--transport-iterations`, `--transport-sharpness`), which change no training;
-written to OUT/result-TAG-rematch-tN-lL[-ssmD][-always].json. `--ssm-modes D` first fits a
+settings given (`--transport-iterations`, `--transport-sharpness`, `--refine-motion`), which
+change no training; written to OUT/result-TAG-rematch-tN-lL[-normal][-ssmD][-always].json. `--ssm-modes D` first fits a
 point-distribution model on the training split; as in `fit`, one that raises the training
 shapes' mean Chamfer by more than 5% is not kept (`--ssm-always` keeps it, to measure it).
 """
@@ -44,6 +44,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--transport-iterations", type=int, default=None,
                    help="Sinkhorn iterations when matching (0: the paper's softmax)")
     p.add_argument("--transport-sharpness", type=float, default=None)
+    p.add_argument("--refine-motion", default=None, choices=["free", "normal"],
+                   help="how the test-time pull moves the points (FitConfig.refine_motion)")
     p.add_argument("--normalisation", default=None, choices=["cohort", "shape", "whiten"])
     p.add_argument("--tag", default=None, help="name of this run inside --out")
     p.add_argument("--out", default="/tmp/shapeatlas-rasm-liver")
@@ -69,7 +71,8 @@ def run(args: argparse.Namespace) -> dict:
     cfg = FitConfig(features=args.features, epochs=args.epochs).replace(
         sharpness=args.sharpness,
         transport_iterations=args.transport_iterations,
-        transport_sharpness=args.transport_sharpness, normalisation=args.normalisation)
+        transport_sharpness=args.transport_sharpness, normalisation=args.normalisation,
+        refine_motion=args.refine_motion)
     tag = args.tag or args.features
     run_dir = out / f"run-{tag}"
     if args.rematch:
@@ -77,6 +80,8 @@ def run(args: argparse.Namespace) -> dict:
             raise SystemExit(f"--rematch needs a finished run {run_dir}")
         model = AtlasModel.load(run_dir).set_transport(args.transport_iterations,
                                                        args.transport_sharpness)
+        if args.refine_motion is not None:
+            model.set_refine_motion(args.refine_motion)
         t0 = time.perf_counter()
         if args.ssm_modes:  # as fit does, on the training shapes (groomed: the test ones are too)
             model.fit_point_model(train, [np.eye(4)] * len(train), modes=args.ssm_modes,
@@ -88,6 +93,7 @@ def run(args: argparse.Namespace) -> dict:
                   "point_model": getattr(model, "point_model_report_", None),
                   "rows": measure(model, test), "config": c.to_dict()}
         name = (f"result-{tag}-rematch-t{c.transport_iterations}-l{c.transport_sharpness:g}"
+                f"{'-normal' if c.refine_motion == 'normal' else ''}"
                 f"{f'-ssm{args.ssm_modes}' if args.ssm_modes else ''}"
                 f"{'-always' if args.ssm_always else ''}.json")
         (out / name).write_text(json.dumps(result, indent=1))

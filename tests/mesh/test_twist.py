@@ -183,3 +183,45 @@ def test_groom_reads_the_caps_before_decimating(tmp_path, monkeypatch):
             np.degrees((rot.mean().inv() * rot).as_rotvec())[:, 2])))
     # (measured: 0.15 degrees against 0.73)
     assert spread[True] < 0.5 * spread[False], spread
+
+
+def test_cap_basin_moves_a_half_turned_shape_where_the_surface_cannot_tell():
+    # A shape aligned half a turn off, onto a surface that fits both basins equally (the
+    # shape and its half-turned copy together): its outline lines up only beyond the twist's
+    # window, so the shape is moved to the basin the outline points to, and the cap twist
+    # then sets its turn there, as if it had been aligned right.
+    from shapeatlas.models.inputs import turn_cap
+
+    ref = twist.CapReference.of(lv(septal=0.22, seed=0))
+    other = lv(septal=0.2, seed=1)
+    flipped = turned(other, 180.0)
+    both = np.concatenate([other.vertices, flipped.vertices])
+    assert twist.cap_twist(flipped, ref) is None
+    move = twist.cap_basin(flipped, ref, both)
+    assert move is not None and twist.turn_degrees(move) > 150.0
+    t = turn_cap(flipped, np.eye(4), ref, surface=both)
+    # flipped = R(180) other, so t should be about R(180)^-1 times other's own (small) turn.
+    residual = t[:3, :3] @ Rotation.from_rotvec([0.0, 0.0, np.pi]).as_matrix()
+    assert np.degrees(Rotation.from_matrix(residual).magnitude()) < 3.0
+    # Without a surface, or where the surface fits the current pose best (it is the shape
+    # itself), or for a shape already in the outline's basin: nothing moves.
+    np.testing.assert_array_equal(turn_cap(flipped, np.eye(4), ref), np.eye(4))
+    assert twist.cap_basin(flipped, ref, flipped.vertices) is None
+    assert twist.cap_basin(other, ref, both) is None
+
+
+def test_groom_moves_a_shape_to_the_basin_its_cap_points_to():
+    # `_turn_caps` on three LVs in one frame, the third half a turn off: it is moved to the
+    # basin its outline points to (the surface there fits the reference better, too), the move
+    # is part of its cap_turn, and the other shape only gets the small in-window turn.
+    from shapeatlas.mesh import groom
+
+    meshes = [lv(septal=0.22, seed=0), lv(septal=0.2, seed=1), turned(lv(septal=0.18, seed=2),
+                                                                         180.0)]
+    aligned = [{"matrix": np.eye(4), "rms": None} for _ in meshes]
+    status = groom._turn_caps(meshes, aligned, 0, [None] * 3)
+    assert status == "applied: 2 of 3 shapes turned"
+    assert "cap_basin_deg" not in aligned[1] and aligned[1]["cap_twist_deg"] < 5.0
+    assert aligned[2]["cap_basin_deg"] > 150.0
+    residual = aligned[2]["matrix"][:3, :3] @ Rotation.from_rotvec([0.0, 0.0, np.pi]).as_matrix()
+    assert np.degrees(Rotation.from_matrix(residual).magnitude()) < 3.0

@@ -48,6 +48,8 @@ from shapeatlas.mesh.remesh import (
 from shapeatlas.mesh.twist import (
     Cap,
     CapReference,
+    cap_basin,
+    cap_twist,
     capped_count,
     cohort_turns,
     covers_cohort,
@@ -95,7 +97,10 @@ class GroomOptions:
     bone's cut), which rigid alignment by surface distance leaves poorly set. Only where the
     reference and at least half the shapes have such a cap; each manifest entry then records
     its turn (`cap_twist_deg`, and `cap_turn`, the (4, 4) turn in the groomed frame that
-    `transform` includes; null where it was not turned). The caps are read before decimation:
+    `transform` includes; null where it was not turned). A shape whose outline lines up only
+    beyond 20 degrees, where the surface fits as well (a nearly symmetric shape aligned half a
+    turn off), is first moved to that basin (`twist.cap_basin`; `cap_basin_deg`, part of
+    `cap_turn`). The caps are read before decimation:
     QSlim moves a cap's rim vertices enough to turn a nearly round outline by degrees."""
     input_units: Literal["mm", "cm", "m"] = "mm"
     """Units of the input coordinates; outputs are always in millimetres."""
@@ -210,7 +215,9 @@ def _turn_caps(meshes: Sequence[Mesh], aligned: list[dict], ref_pos: int,
     """Compose each alignment (in place) with the turn that lines its cap outline up with the
     reference's (`twist.cap_twist`), recording it (`cap_turn`, (4, 4) in the groomed frame, and
     `cap_twist_deg`; None where it was not turned) and the new RMS distance to the reference.
-    caps: each shape's cap, read before decimation (None: looked for on the groomed shape).
+    A shape whose outline lines up only beyond the twist's window is first moved to the basin
+    of the alignment that the outline points to, where the surface fits as well
+    (`twist.cap_basin`; `cap_basin_deg`, included in `cap_turn`). caps: each shape's cap, read before decimation (None: looked for on the groomed shape).
     Nothing happens unless the reference and at least `twist.CAP_COHORT_SHARE` of the shapes
     have a usable cap. -> what happened, for the manifest"""
     from scipy.spatial import cKDTree
@@ -229,7 +236,19 @@ def _turn_caps(meshes: Sequence[Mesh], aligned: list[dict], ref_pos: int,
                "with the reference's")
         log.info("cap twist %s", why)
         return why
-    ref_tree = cKDTree(moved[ref_pos].vertices)
+    ref_vertices = np.asarray(moved[ref_pos].vertices)
+    for i, t in enumerate(turns):
+        # A shape whose outline lines up only beyond the window: another basin of the
+        # alignment, if the surface fits there as well (`twist.cap_basin`), then the turn there.
+        if t is None and i != ref_pos:
+            move = cap_basin(moved[i], reference, ref_vertices, cap=caps[i])
+            if move is not None:
+                cap = None if caps[i] is None else caps[i].transformed(move)
+                t = cap_twist(moved[i].transformed(move), reference, cap=cap)
+                turns[i] = move if t is None else t @ move
+                aligned[i]["cap_basin_deg"] = turn_degrees(move)
+    capped = capped_count(turns)
+    ref_tree = cKDTree(ref_vertices)
     for m, a, t in zip(moved, aligned, turns):
         a["cap_twist_deg"] = a["cap_turn"] = None
         if t is None:
@@ -403,6 +422,9 @@ def groom_cohort(
             entry["cap_twist_deg"] = round(a["cap_twist_deg"], 4) if turned else None
             # The turn in the groomed frame: transform = cap_turn @ (the rigid alignment).
             entry["cap_turn"] = np.round(a["cap_turn"], 12).tolist() if turned else None
+            if "cap_basin_deg" in a:
+                # Part of cap_turn: the move to the basin the outline chose (`twist.cap_basin`).
+                entry["cap_basin_deg"] = round(a["cap_basin_deg"], 4)
         if prepared[i]["voxel_volume_mm3"] is not None:
             # The voxelised input lives in the input frame; a similarity scales volumes by k^3.
             entry["voxel_volume_ml"] = round(

@@ -22,7 +22,12 @@ map lies between the two outlines; `cap_twist`).
 It does nothing where it cannot be trusted: a shape without a flat cap of at least
 `CAP_MIN_AREA_FRACTION` of its area, a cap not roughly across the long axis, a reference outline
 too round to set a turn (`OUTLINE_MIN_SD`), or no best turn inside `MAX_TWIST_DEG` (the alignment
-already chose the basin; this only refines within it). An outline read in its own cap's plane is a
+already chose the basin; this only refines within it). The one exception is `cap_basin`: where
+the outline fits far better half a turn (or any turn beyond the window) away and the surface
+fits there as well as where the alignment left it, the surface could not choose, and the
+outline does. On the 50 synthetic LVs of cohort seed 0 one shape was aligned 171 degrees off:
+the two basins' surface RMS distances were 4.629 and 4.622 mm, the outline costs 0.0026 and
+0.0011. An outline read in its own cap's plane is a
 linear image of the anatomy's: a basal plane sheared up by its tilt (the synthetic LVs') looks
 stretched along the tilt, and a stretch of 2% moves the best rigid turn of a nearly round outline
 by up to 5 degrees; `linear_turn` removes that bias (tests/mesh/test_twist.py). No maintained mesh
@@ -45,7 +50,7 @@ from scipy.spatial.transform import Rotation
 
 from shapeatlas.errors import ShapeAtlasError
 from shapeatlas.mesh import geometry as geo
-from shapeatlas.mesh.align import principal_frame
+from shapeatlas.mesh.align import principal_frame, symmetric_icp, symmetric_rms
 from shapeatlas.mesh.core import Mesh
 
 log = logging.getLogger(__name__)
@@ -74,6 +79,12 @@ MAX_TWIST_DEG = 20.0
 TWIST_STEP_DEG = 0.5
 #: Step (degrees) of the coarse check that no turn outside the window fits better.
 OUTSIDE_STEP_DEG = 5.0
+#: `cap_basin` moves a shape to another basin of the alignment only where the outline fits
+#: there at most this share of its best cost inside the window, and the surface, after a local
+#: ICP, within this share of the RMS distance it had (a nearly symmetric shape, whose two
+#: basins the surface cannot tell apart).
+BASIN_COST_RATIO = 0.7
+BASIN_RMS_TOLERANCE = 0.02
 #: Closest-point rounds that re-centre the outline at each tried turn.
 CENTRE_ITERATIONS = 8
 #: Rounds of `linear_turn` (pair, fit the affine map, apply, resample), the turns (degrees)
@@ -439,6 +450,50 @@ def cap_twist(mesh: Mesh, reference: CapReference, *, cap: Cap | None = None
     m = np.eye(4)
     m[:3, :3], m[:3, 3] = rot, center - rot @ center
     return m
+
+
+def cap_basin(mesh: Mesh, reference: CapReference, surface: np.ndarray, *,
+              cap: Cap | None = None) -> np.ndarray | None:
+    """The move of `mesh` (aligned to `surface`, (T, 3) points in the same frame) to the basin
+    of the alignment that its cap outline points to, where the surface cannot tell the two
+    apart: the outline's best turn over the whole circle (`OUTSIDE_STEP_DEG` steps) lies beyond
+    `MAX_TWIST_DEG`, costs at most `BASIN_COST_RATIO` of the best inside, and from that turn a
+    local symmetric ICP on `surface` settles outside the window at a surface RMS distance
+    within `BASIN_RMS_TOLERANCE` of the mesh's own. `cap_twist` then refines within the new
+    basin. cap: as in `cap_twist`. -> (4, 4) rigid map (that turn, then the ICP) or None"""
+    from shapeatlas.mesh.align import symmetric_icp, symmetric_rms
+
+    cap = planar_cap(mesh) if cap is None else cap
+    if cap is None or not _across(cap.normal, reference.normal):
+        return None
+    normal = cap.normal if cap.normal @ reference.normal >= 0 else -cap.normal
+    outline = cap_outline(cap.outline, _plane_basis(normal, like=reference.basis))
+    degs = np.arange(0.0, 360.0, OUTSIDE_STEP_DEG)
+    cost = _turn_costs(outline, cKDTree(reference.outline), reference.outline, np.radians(degs))
+    inside = np.minimum(degs, 360.0 - degs) <= MAX_TWIST_DEG
+    k = int(np.argmin(cost))
+    if inside[k] or cost[k] > BASIN_COST_RATIO * cost[inside].min():
+        return None
+    rot = Rotation.from_rotvec(np.radians(degs[k]) * reference.normal).as_matrix()
+    center = mesh.centroid
+    start = np.eye(4)
+    start[:3, :3], start[:3, 3] = rot, center - rot @ center
+    points = np.asarray(mesh.vertices, dtype=np.float64)
+    surface = np.asarray(surface, dtype=np.float64)
+    move, _, rms = symmetric_icp(points, surface, start)
+    before = symmetric_rms(points, surface)
+    about = float(np.degrees(Rotation.from_matrix(move[:3, :3]).as_rotvec() @ reference.normal))
+    if abs(about) <= MAX_TWIST_DEG:
+        return None  # the ICP went back to the alignment's basin
+    if rms > (1.0 + BASIN_RMS_TOLERANCE) * before:
+        log.info("%s: its cap outline fits best %.0f degrees from its alignment, but the "
+                 "surface fits worse there (RMS %.2f against %.2f): the alignment is kept",
+                 mesh.name, degs[k], rms, before)
+        return None
+    log.info("%s: turned %.0f degrees about its cap to the basin its cap outline fits (outline "
+             "cost %.4f against %.4f; surface RMS %.3f against %.3f)", mesh.name, about,
+             cost[k], cost[inside].min(), rms, before)
+    return move
 
 
 def cohort_turns(meshes: Sequence[Mesh], reference: CapReference, *, skip: int | None,

@@ -460,7 +460,8 @@ class AtlasModel(GenerativeMixin):
             else:
                 t = inputs.transform_to_atlas(mesh, atlas_mesh,
                                               cohort_scale=self.normalisation_.scale)
-                t = inputs.turn_cap(mesh, t, getattr(self, "cap_reference_", None))
+                t = inputs.turn_cap(mesh, t, getattr(self, "cap_reference_", None),
+                                    surface=self.atlas_vertices_)
             if iterations:
                 t = self._refine_pose(mesh, t, atlas, atlas_emb, iterations)
             m, mm = self._match_at(mesh, t, atlas, atlas_emb=atlas_emb, refine=refine)

@@ -126,7 +126,7 @@ class CPDPCAModel(GenerativeMixin):
             else:
                 t = inputs.turn_cap(mesh, inputs.transform_to_atlas(
                     mesh, self.atlas_mesh, cohort_scale=self.cohort_scale_),
-                    getattr(self, "cap_reference_", None))
+                    getattr(self, "cap_reference_", None), surface=self.atlas_vertices_)
             aligned = mesh.transformed(t)
             pts, res = self._register(self.atlas_vertices_, kernel, c, r, aligned)
             inv = np.linalg.inv(t)

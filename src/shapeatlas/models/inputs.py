@@ -245,9 +245,10 @@ def refine_pose_on_atlas(mesh: Mesh, atlas: Mesh, start: np.ndarray, *, cap=None
 
     start = np.asarray(start, dtype=np.float64)
     scaled = not np.isclose(np.cbrt(np.linalg.det(start[:3, :3])), 1.0, atol=1e-6)
-    m, _, _ = symmetric_icp(np.asarray(mesh.vertices, dtype=np.float64),
-                            np.asarray(atlas.vertices, dtype=np.float64), start, scale=scaled)
-    return turn_cap(mesh, m, cap)
+    surface = np.asarray(atlas.vertices, dtype=np.float64)
+    m, _, _ = symmetric_icp(np.asarray(mesh.vertices, dtype=np.float64), surface, start,
+                            scale=scaled)
+    return turn_cap(mesh, m, cap, surface=surface)
 
 
 def cohort_cap(meshes: Sequence[Mesh], reference: Mesh):
@@ -278,15 +279,25 @@ def cohort_cap(meshes: Sequence[Mesh], reference: Mesh):
     return ref
 
 
-def turn_cap(mesh: Mesh, t: np.ndarray, cap) -> np.ndarray:
+def turn_cap(mesh: Mesh, t: np.ndarray, cap, *, surface: np.ndarray | None = None
+             ) -> np.ndarray:
     """A new shape's rigid pose `t` (4, 4) composed with the turn about its flat cap that lines
     the cap up with `cap` (a `twist.CapReference`, the model's; None: no turn), as grooming
-    turned the training shapes. A shape without such a cap keeps `t`. -> (4, 4)"""
-    from shapeatlas.mesh.twist import cap_twist
+    turned the training shapes. surface: (T, 3) the points `t` aligned the mesh to (the
+    atlas's vertices); with it, a shape whose outline lines up only beyond the turn's window
+    is first moved to the basin the outline points to where the surface fits as well
+    (`twist.cap_basin`), as grooming does. A shape without such a cap keeps `t`. -> (4, 4)"""
+    from shapeatlas.mesh.twist import cap_basin, cap_twist
 
     if cap is None:
         return t
-    turn = cap_twist(mesh.transformed(t), cap)
+    moved = mesh.transformed(t)
+    turn = cap_twist(moved, cap)
+    if turn is None and surface is not None:
+        move = cap_basin(moved, cap, surface)
+        if move is not None:
+            t = move @ t
+            turn = cap_twist(mesh.transformed(t), cap)
     return t if turn is None else turn @ t
 
 
