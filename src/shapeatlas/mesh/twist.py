@@ -445,8 +445,12 @@ def cap_twist(mesh: Mesh, reference: CapReference, *, cap: Cap | None = None
         log.info("%s: no best cap-outline turn within %g degrees of its alignment: the "
                  "alignment's turn is kept", mesh.name, MAX_TWIST_DEG)
         return None
-    rot = Rotation.from_rotvec(np.radians(deg) * reference.normal).as_matrix()
-    center = mesh.centroid
+    return _turn_about(deg, reference.normal, mesh.centroid)
+
+
+def _turn_about(deg: float, axis: np.ndarray, center: np.ndarray) -> np.ndarray:
+    """The (4, 4) turn by `deg` degrees about unit `axis` (3,) through `center` (3,)."""
+    rot = Rotation.from_rotvec(np.radians(deg) * axis).as_matrix()
     m = np.eye(4)
     m[:3, :3], m[:3, 3] = rot, center - rot @ center
     return m
@@ -461,8 +465,6 @@ def cap_basin(mesh: Mesh, reference: CapReference, surface: np.ndarray, *,
     local symmetric ICP on `surface` settles outside the window at a surface RMS distance
     within `BASIN_RMS_TOLERANCE` of the mesh's own. `cap_twist` then refines within the new
     basin. cap: as in `cap_twist`. -> (4, 4) rigid map (that turn, then the ICP) or None"""
-    from shapeatlas.mesh.align import symmetric_icp, symmetric_rms
-
     cap = planar_cap(mesh) if cap is None else cap
     if cap is None or not _across(cap.normal, reference.normal):
         return None
@@ -474,10 +476,7 @@ def cap_basin(mesh: Mesh, reference: CapReference, surface: np.ndarray, *,
     k = int(np.argmin(cost))
     if inside[k] or cost[k] > BASIN_COST_RATIO * cost[inside].min():
         return None
-    rot = Rotation.from_rotvec(np.radians(degs[k]) * reference.normal).as_matrix()
-    center = mesh.centroid
-    start = np.eye(4)
-    start[:3, :3], start[:3, 3] = rot, center - rot @ center
+    start = _turn_about(degs[k], reference.normal, mesh.centroid)
     points = np.asarray(mesh.vertices, dtype=np.float64)
     surface = np.asarray(surface, dtype=np.float64)
     move, _, rms = symmetric_icp(points, surface, start)
