@@ -243,16 +243,15 @@ def _turn_costs(outline: np.ndarray, tree: cKDTree, reference: np.ndarray,
                 turns: np.ndarray) -> np.ndarray:
     """Mean squared closest-point distance from `outline` turned by each of `turns` (radians),
     with its best shift, to the reference outline. -> (len(turns),)"""
-    cost = np.empty(len(turns))
-    for i, a in enumerate(turns):
-        c, s = np.cos(a), np.sin(a)
-        p = outline @ np.array([[c, s], [-s, c]])
-        shift = np.zeros(2)
-        for _ in range(CENTRE_ITERATIONS):
-            _, j = tree.query(p + shift)
-            shift = (reference[j] - p).mean(axis=0)
-        cost[i] = np.mean(tree.query(p + shift)[0] ** 2)
-    return cost
+    c, s = np.cos(turns)[:, None, None], np.sin(turns)[:, None, None]
+    # (T, P, 2): every turn at once, so each centring step is one tree query.
+    p = (outline[None, :, 0:1] * np.concatenate([c, s], axis=2)
+         + outline[None, :, 1:2] * np.concatenate([-s, c], axis=2))
+    shift = np.zeros((len(turns), 1, 2))
+    for _ in range(CENTRE_ITERATIONS):
+        _, j = tree.query(p + shift)
+        shift = (reference[j] - p).mean(axis=1, keepdims=True)
+    return np.mean(tree.query(p + shift)[0] ** 2, axis=1)
 
 
 def _counter_clockwise(loop: np.ndarray) -> np.ndarray:
