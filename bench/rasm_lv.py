@@ -28,7 +28,7 @@ second organ with ground truth.
    `--pose-iterations`, `--refine-motion`), which change no training. Written to
    OUT/result-TAG-rematch-*.json.
 
-    python bench/rasm_lv.py [--organ lv|kidney] [--n 50] [--epochs 30] [--features hybrid]
+    python bench/rasm_lv.py [--organ lv|kidney] [--n 50] [--epochs 25] [--features hybrid]
                             [--sharpness 1e4] [--no-refine-too] [--oracle-pose] [--groom-poses]
                             [--rematch --tag TAG --transport-iterations 30]
                             [--refine-motion free|normal]

@@ -53,6 +53,15 @@ def test_alignment_searches_the_turn_of_a_round_shape(seed):
     assert np.degrees(off) < 8.0
 
 
+def test_alignment_on_threads_gives_the_same_pose():
+    ref = asymmetric_blob()
+    moved = ref.transformed(_pose(7))
+    one = align_to_reference(moved, ref)
+    two = align_to_reference(moved, ref, workers=2)
+    np.testing.assert_array_equal(two.matrix, one.matrix)
+    assert two.rms == one.rms and np.abs(one.matrix @ _pose(7) - np.eye(4)).max() < 1e-6
+
+
 def test_similarity_alignment_recovers_scale():
     ref = asymmetric_blob()
     pose = _pose(5)

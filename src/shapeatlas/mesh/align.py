@@ -18,6 +18,7 @@ which resists the pull of partial overlap better than trimesh's one-directional
 from __future__ import annotations
 
 import itertools
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -226,13 +227,25 @@ def _subsample(p: np.ndarray, n: int) -> np.ndarray:
     return p[idx]
 
 
-def align_to_reference(mesh: Mesh, reference: Mesh, *, scale: bool = False) -> Alignment:
+def _map(fn, items: list, workers: int) -> list:
+    """[fn(x) for x in items], on `workers` threads when more than 1 (in order; the ICP runs
+    spend most of their time in cKDTree queries, which release the GIL)."""
+    if workers <= 1 or len(items) < 2:
+        return [fn(x) for x in items]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(fn, items))
+
+
+def align_to_reference(mesh: Mesh, reference: Mesh, *, scale: bool = False,
+                       workers: int = 1) -> Alignment:
     """Align `mesh` onto `reference` (rigid, or similarity with `scale=True`).
 
     Tries the 24 principal-frame rotations (each also turned in 30-degree steps about an axis
     that nearly equal moments leave undetermined) with a short coarse similarity ICP, continues
     the best few and refines the winner at full resolution (rigid unless `scale`); the result
     does not depend on the shape's initial orientation (so 180-degree flips are undone).
+    workers: threads for the independent ICP runs of each stage (the same result for any
+    number; 1 where the caller already runs shapes in parallel, as grooming does).
     """
     c_s, ax_s, mo_s = principal_frame(mesh)
     c_r, ax_r, mo_r = principal_frame(reference)
@@ -257,18 +270,23 @@ def align_to_reference(mesh: Mesh, reference: Mesh, *, scale: bool = False) -> A
     # more as there are turns, so the extra starts add candidates instead of crowding them out).
     keeps = ((len(starts), SCREEN_ITERATIONS), (SCREEN_KEEP * len(turns), COARSE_ITERATIONS))
     for keep, iters in keeps:
-        runs = [symmetric_icp(src, dst, m0, scale=True, iterations=iters,
-                              src_tree=src_tree, dst_tree=dst_tree) for m0 in starts[:keep]]
+        runs = _map(lambda m0, iters=iters: symmetric_icp(
+            src, dst, m0, scale=True, iterations=iters, src_tree=src_tree, dst_tree=dst_tree),
+            starts[:keep], workers)
         order = sorted(range(len(runs)), key=lambda i: (runs[i][2], i))
         starts = [runs[i][0] for i in order]
     # The finalists are refined at full resolution before the choice: near-symmetric shapes
     # (left ventricles) have basins whose coarse RMS differs by well under 1%.
-    finals = []
+    finalists = []
     for m0 in starts[:FINALISTS * len(turns)]:
         m0 = m0.copy()
         if not scale:
             m0[:3, :3] /= np.cbrt(np.linalg.det(m0[:3, :3]))
-        finals.append(symmetric_icp(src_all, dst_all, m0, scale=scale, iterations=FINE_ITERATIONS))
+        finalists.append(m0)
+    tree_all, reference_tree_all = cKDTree(src_all), cKDTree(dst_all)
+    finals = _map(lambda m0: symmetric_icp(src_all, dst_all, m0, scale=scale,
+                                           iterations=FINE_ITERATIONS, src_tree=tree_all,
+                                           dst_tree=reference_tree_all), finalists, workers)
     m, k, rms = min(finals, key=lambda r: r[2])
     return Alignment(matrix=m, scale=k, rms=rms)
 

@@ -6,6 +6,7 @@ All per-mesh work (normals, graph, area weights) is done once here, outside the 
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from typing import Literal, Sequence
 
@@ -227,6 +228,10 @@ def initial_atlas(meshes: Sequence[Mesh], *, init: str, seed: int,
 MAX_SCALE_RATIO = 2.0
 #: ...and one whose alignment residual exceeds this many cohort radii is refused.
 MAX_ALIGN_RMS = 0.5
+#: Threads for the rigid search of one new mesh in `correspond` (its ICP runs are independent
+#: and give the same pose on any number; on the 2-core CPU 2 threads took a new 3k-vertex LV's
+#: `correspond` from 2.3-3.0 to 1.7-1.9 s, bench/correspond_speed.py).
+ALIGN_WORKERS = min(4, os.cpu_count() or 1)
 #: Training shapes whose caps are turned a median of this many degrees or more from the
 #: reference's do not follow their caps (`cohort_cap`).
 CAP_CONSISTENT_DEG = 1.0
@@ -329,7 +334,7 @@ def transform_to_atlas(mesh: Mesh, atlas: Mesh, *, cohort_scale: float) -> np.nd
     if not 1 / MAX_SCALE_RATIO <= ratio <= MAX_SCALE_RATIO:
         raise MeshError(mesh.name, f"its size (RMS radius {r:.3g}) is {ratio:.2g} times the "
                         f"cohort's ({cohort_scale:.3g} mm): wrong units, or another organ?")
-    al = align_to_reference(mesh, atlas)
+    al = align_to_reference(mesh, atlas, workers=ALIGN_WORKERS)
     if al.rms > MAX_ALIGN_RMS * cohort_scale:
         raise MeshError(mesh.name, f"does not resemble the cohort: after rigid alignment it is "
                         f"still {al.rms:.1f} mm RMS from the atlas (another organ, or a very "

@@ -1,0 +1,51 @@
+"""Benchmark: seconds for `correspond` of one new mesh (aligned from scratch), after loading.
+
+Loads a fitted run, corresponds MESH once to warm up, then `--repeat` times per setting, with
+the default matching and with transport 100 and the normal-only pull, on 1 thread and on
+`inputs.ALIGN_WORKERS` threads for the rigid search (the poses are the same). Printed only.
+
+    python bench/correspond_speed.py RUN_DIR MESH [--repeat 3]
+    # e.g. a bench/rasm_lv.py run and one of its cohort files:
+    python bench/correspond_speed.py /tmp/rasm-s0/run-v23 /tmp/rasm-s0/cohort/lv_014.ply
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from shapeatlas.mesh.io import read_mesh
+from shapeatlas.models import inputs
+from shapeatlas.models.atlas import AtlasModel
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("run")
+    p.add_argument("mesh")
+    p.add_argument("--repeat", type=int, default=3)
+    args = p.parse_args()
+    mesh = read_mesh(args.mesh)
+    model = AtlasModel.load(args.run)
+    threads = inputs.ALIGN_WORKERS
+    print(f"{mesh.name}: {len(mesh.vertices)} vertices; atlas {len(model.atlas_vertices_)}")
+    try:
+        for workers in sorted({1, threads}):
+            inputs.ALIGN_WORKERS = workers
+            for label, transport, motion in (("default", 0, "free"),
+                                             ("transport 100, normal-only pull", 100, "normal")):
+                model.set_transport(transport).set_refine_motion(motion)
+                model.correspond([mesh])  # warm-up
+                times = []
+                for _ in range(args.repeat):
+                    t0 = time.perf_counter()
+                    model.correspond([mesh])
+                    times.append(time.perf_counter() - t0)
+                print(f"{workers} search thread(s), {label}: "
+                      + ", ".join(f"{t:.2f}" for t in times) + " s", flush=True)
+    finally:
+        inputs.ALIGN_WORKERS = threads
+
+
+if __name__ == "__main__":
+    main()
