@@ -242,8 +242,9 @@ def align_to_reference(mesh: Mesh, reference: Mesh, *, scale: bool = False,
 
     Tries the 24 principal-frame rotations (each also turned in 30-degree steps about an axis
     that nearly equal moments leave undetermined) with a short coarse similarity ICP, continues
-    the best few and refines the winner at full resolution (rigid unless `scale`); the result
-    does not depend on the shape's initial orientation (so 180-degree flips are undone).
+    the best few, refines the finalists at full resolution (rigid unless `scale`) and keeps
+    the one that fits best; the result does not depend on the shape's initial orientation (so
+    180-degree flips are undone).
     workers: threads for the independent ICP runs of each stage (the same result for any
     number; 1 where the caller already runs shapes in parallel, as grooming does).
     """

@@ -48,8 +48,7 @@ from shapeatlas.mesh.remesh import (
 from shapeatlas.mesh.twist import (
     Cap,
     CapReference,
-    cap_basin,
-    cap_twist,
+    basin_turn,
     capped_count,
     cohort_turns,
     covers_cohort,
@@ -217,7 +216,8 @@ def _turn_caps(meshes: Sequence[Mesh], aligned: list[dict], ref_pos: int,
     `cap_twist_deg`; None where it was not turned) and the new RMS distance to the reference.
     A shape whose outline lines up only beyond the twist's window is first moved to the basin
     of the alignment that the outline points to, where the surface fits as well
-    (`twist.cap_basin`; `cap_basin_deg`, included in `cap_turn`). caps: each shape's cap, read before decimation (None: looked for on the groomed shape).
+    (`twist.basin_turn`; `cap_basin_deg`, included in `cap_turn`).
+    caps: each shape's cap, read before decimation (None: looked for on the groomed shape).
     Nothing happens unless the reference and at least `twist.CAP_COHORT_SHARE` of the shapes
     have a usable cap. -> what happened, for the manifest"""
     from scipy.spatial import cKDTree
@@ -239,14 +239,12 @@ def _turn_caps(meshes: Sequence[Mesh], aligned: list[dict], ref_pos: int,
     ref_vertices = np.asarray(moved[ref_pos].vertices)
     for i, t in enumerate(turns):
         # A shape whose outline lines up only beyond the window: another basin of the
-        # alignment, if the surface fits there as well (`twist.cap_basin`), then the turn there.
-        if t is None and i != ref_pos:
-            move = cap_basin(moved[i], reference, ref_vertices, cap=caps[i])
-            if move is not None:
-                cap = None if caps[i] is None else caps[i].transformed(move)
-                t = cap_twist(moved[i].transformed(move), reference, cap=cap)
-                turns[i] = move if t is None else t @ move
-                aligned[i]["cap_basin_deg"] = turn_degrees(move)
+        # alignment, if the surface fits there as well (`twist.basin_turn`), then the turn there.
+        basin = None if t is not None or i == ref_pos else basin_turn(
+            moved[i], reference, ref_vertices, cap=caps[i])
+        if basin is not None:
+            turns[i] = basin[0]
+            aligned[i]["cap_basin_deg"] = turn_degrees(basin[1])
     capped = capped_count(turns)
     ref_tree = cKDTree(ref_vertices)
     for m, a, t in zip(moved, aligned, turns):

@@ -26,7 +26,7 @@ already chose the basin; this only refines within it). The one exception is `cap
 the outline fits far better half a turn (or any turn beyond the window) away and the surface
 fits there as well as where the alignment left it, the surface could not choose, and the
 outline does. On the 50 synthetic LVs of cohort seed 0 one shape was aligned 171 degrees off:
-the two basins' surface RMS distances were 4.629 and 4.622 mm, the outline costs 0.0026 and
+the two basins' surface RMS distances were 4.629 and 4.622 mm, the outline costs 0.0004 and
 0.0011. An outline read in its own cap's plane is a
 linear image of the anatomy's: a basal plane sheared up by its tilt (the synthetic LVs') looks
 stretched along the tilt, and a stretch of 2% moves the best rigid turn of a nearly round outline
@@ -423,6 +423,19 @@ def _across(normal: np.ndarray, axis: np.ndarray) -> bool:
     return abs(float(normal @ axis)) >= np.cos(np.radians(CAP_MAX_AXIS_ANGLE_DEG))
 
 
+def _outline_like(mesh: Mesh, reference: CapReference, cap: Cap | None) -> np.ndarray | None:
+    """`mesh`'s cap outline read as `reference`'s is (`cap_outline`), or None where the mesh
+    has no flat cap across the reference's. cap: as in `cap_twist`. -> (points, 2) or None"""
+    cap = planar_cap(mesh) if cap is None else cap
+    if cap is None or not _across(cap.normal, reference.normal):
+        return None
+    # Each outline is read in its own cap's plane (the bases agree through the smallest
+    # rotation between the normals); `outline_turn` allows for the stretch that a different
+    # tilt gives it.
+    normal = cap.normal if cap.normal @ reference.normal >= 0 else -cap.normal
+    return cap_outline(cap.outline, _plane_basis(normal, like=reference.basis))
+
+
 def cap_twist(mesh: Mesh, reference: CapReference, *, cap: Cap | None = None
               ) -> np.ndarray | None:
     """The turn about the reference cap's normal that lines `mesh`'s cap outline up with the
@@ -431,15 +444,10 @@ def cap_twist(mesh: Mesh, reference: CapReference, *, cap: Cap | None = None
     -> (4, 4) rotation about the axis through the mesh's centroid, or None where the step
     does not apply: no flat cap, a cap more than `CAP_MAX_AXIS_ANGLE_DEG` from the
     reference's, or no best turn within `MAX_TWIST_DEG`."""
-    cap = planar_cap(mesh) if cap is None else cap
-    if cap is None or not _across(cap.normal, reference.normal):
+    outline = _outline_like(mesh, reference, cap)
+    if outline is None:
         return None
-    # Each outline is read in its own cap's plane (the bases agree through the smallest
-    # rotation between the normals); `outline_turn` allows for the stretch that a different
-    # tilt gives it.
-    normal = cap.normal if cap.normal @ reference.normal >= 0 else -cap.normal
-    basis = _plane_basis(normal, like=reference.basis)
-    deg = outline_turn(cap_outline(cap.outline, basis), reference.outline)
+    deg = outline_turn(outline, reference.outline)
     if deg is None:
         log.info("%s: no best cap-outline turn within %g degrees of its alignment: the "
                  "alignment's turn is kept", mesh.name, MAX_TWIST_DEG)
@@ -464,11 +472,9 @@ def cap_basin(mesh: Mesh, reference: CapReference, surface: np.ndarray, *,
     local symmetric ICP on `surface` settles outside the window at a surface RMS distance
     within `BASIN_RMS_TOLERANCE` of the mesh's own. `cap_twist` then refines within the new
     basin. cap: as in `cap_twist`. -> (4, 4) rigid map (that turn, then the ICP) or None"""
-    cap = planar_cap(mesh) if cap is None else cap
-    if cap is None or not _across(cap.normal, reference.normal):
+    outline = _outline_like(mesh, reference, cap)
+    if outline is None:
         return None
-    normal = cap.normal if cap.normal @ reference.normal >= 0 else -cap.normal
-    outline = cap_outline(cap.outline, _plane_basis(normal, like=reference.basis))
     degs = np.arange(0.0, 360.0, OUTSIDE_STEP_DEG)
     cost = _turn_costs(outline, cKDTree(reference.outline), reference.outline, np.radians(degs))
     inside = np.minimum(degs, 360.0 - degs) <= MAX_TWIST_DEG
@@ -492,6 +498,19 @@ def cap_basin(mesh: Mesh, reference: CapReference, surface: np.ndarray, *,
              "cost %.4f against %.4f; surface RMS %.3f against %.3f)", mesh.name, about,
              cost[k], cost[inside].min(), rms, before)
     return move
+
+
+def basin_turn(mesh: Mesh, reference: CapReference, surface: np.ndarray, *,
+               cap: Cap | None = None) -> tuple[np.ndarray, np.ndarray] | None:
+    """For a mesh that `cap_twist` left unturned: `cap_basin`'s move to the basin its outline
+    points to, then `cap_twist` within that basin. Arguments as in `cap_basin`.
+    -> ((4, 4) whole turn, the move alone) or None where `cap_basin` moves nothing"""
+    move = cap_basin(mesh, reference, surface, cap=cap)
+    if move is None:
+        return None
+    turn = cap_twist(mesh.transformed(move), reference,
+                     cap=None if cap is None else cap.transformed(move))
+    return (move if turn is None else turn @ move), move
 
 
 def cohort_turns(meshes: Sequence[Mesh], reference: CapReference, *, skip: int | None,

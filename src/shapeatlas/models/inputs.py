@@ -291,18 +291,16 @@ def turn_cap(mesh: Mesh, t: np.ndarray, cap, *, surface: np.ndarray | None = Non
     turned the training shapes. surface: (T, 3) the points `t` aligned the mesh to (the
     atlas's vertices); with it, a shape whose outline lines up only beyond the turn's window
     is first moved to the basin the outline points to where the surface fits as well
-    (`twist.cap_basin`), as grooming does. A shape without such a cap keeps `t`. -> (4, 4)"""
-    from shapeatlas.mesh.twist import cap_basin, cap_twist
+    (`twist.basin_turn`), as grooming does. A shape without such a cap keeps `t`. -> (4, 4)"""
+    from shapeatlas.mesh.twist import basin_turn, cap_twist
 
     if cap is None:
         return t
     moved = mesh.transformed(t)
     turn = cap_twist(moved, cap)
     if turn is None and surface is not None:
-        move = cap_basin(moved, cap, surface)
-        if move is not None:
-            t = move @ t
-            turn = cap_twist(mesh.transformed(t), cap)
+        basin = basin_turn(moved, cap, surface)
+        turn = None if basin is None else basin[0]
     return t if turn is None else turn @ t
 
 
