@@ -14,7 +14,14 @@ measurement only (the library has no such option: no weight beat both motions, s
     python bench/rasm_pull_penalty.py liver [--out /tmp/shapeatlas-rasm-liver] --tag TAG
         [--variants ...]                    # a finished bench/rasm_liver.py run: held-out livers
 
-`l2:0` is the free pull itself. Printed, and written to OUT/pull-penalty-TAG-tN.json.
+`l2:0` is the free pull itself and `normal:0` the library's normal-only pull. `cover:TAU[:PROJ]`
+(stop 25) replaces `AtlasModel._pull` instead: the Chamfer term split in its two directions, each
+point drawn onto the tangent plane of its nearest input vertex (`plane`, the default; `point`:
+to the vertex, as in the plain Chamfer term; `mixed`: the plane within the dead zone, the vertex
+beyond it), and input vertices drawing points only beyond a dead zone of TAU atlas edge lengths
+(`cover:0:point` is the free pull again). It needs a hybrid model (the input's normals). Not kept
+either: on the livers it covers no better than the normal-only pull (README, stop 25).
+Printed, and written to OUT/pull-penalty-TAG-tN.json.
 """
 
 from __future__ import annotations
@@ -41,7 +48,7 @@ L1_EPS = 1e-8
 def penalised_pull(kind: str, weight: float):
     """A stand-in for `nn.rasm.pull_to_surface` (same arguments) with the sliding penalty."""
 
-    def pull(h, target, atlas, *, target_weights, steps, lr, weights, motion="free"):
+    def pull(h, target, atlas, *, target_weights, steps, lr, weights, motion="free", **_):
         start = h.detach().clone()
         normals = vertex_normals(start, atlas.faces)
         x = start.clone().requires_grad_(True)
@@ -64,6 +71,62 @@ def penalised_pull(kind: str, weight: float):
     return pull
 
 
+def cover_pull(tau: float, projection: str):
+    """A stand-in for `AtlasModel._pull` (same arguments): the Chamfer term split in its two
+    directions and changed so that it stops sliding points where the surface is covered.
+
+    Projection (each point towards the input): "plane" = squared distance to the tangent plane
+    of its nearest input vertex (the input's normals), so it moves along the normal; "point" =
+    squared distance to that vertex (the plain Chamfer direction, which slides points towards
+    vertices). Coverage (each input vertex towards its nearest point): squared excess of that
+    distance over `tau` x the atlas's mean edge length (scaled to the input's size), so only
+    input vertices that no point is near pull; tau 0 is the plain Chamfer direction.
+    """
+    from scipy.spatial import cKDTree
+
+    if projection not in ("plane", "point", "mixed"):
+        raise SystemExit(f"cover: projection must be plane, point or mixed, got {projection!r}")
+
+    def pull(self, start, shape, atlas):
+        steps, lr = self.config.refine_steps, self.config.refine_lr
+        weights = atlas_module.loss_weights(self.config)
+        if shape.x.shape[1] != 6:
+            raise SystemExit("cover variants need a hybrid model (the input's normals)")
+        normals = shape.x[:, 3:6]
+        target, tw = shape.points, shape.weights
+        tree = cKDTree(target.detach().cpu().numpy())
+        with torch.enable_grad():
+            x = start.detach().clone().requires_grad_(True)
+            opt = torch.optim.Adam([x], lr=lr)
+            scale = size_ratio(target, tw, atlas.graph.points)
+            dead = tau * float(atlas.edge_lengths.mean()) * float(scale)
+            for _ in range(steps):
+                opt.zero_grad(set_to_none=True)
+                xn = x.detach().cpu().numpy()
+                _, nn_x = tree.query(xn, k=1)
+                _, nn_t = cKDTree(xn).query(target.detach().cpu().numpy(), k=1)
+                nn_x = torch.as_tensor(nn_x, dtype=torch.long)
+                nn_t = torch.as_tensor(nn_t, dtype=torch.long)
+                d = x - target[nn_x]
+                if projection == "plane":
+                    proj = (d * normals[nn_x]).sum(1).square().mean()
+                elif projection == "mixed":  # plane within the dead zone, beyond it the vertex
+                    far = torch.clamp((d.square().sum(1) + L1_EPS).sqrt() - dead, min=0)
+                    proj = ((d * normals[nn_x]).sum(1).square() + far.square()).mean()
+                else:
+                    proj = d.square().sum(1).mean()
+                gap = ((target - x[nn_t]).square().sum(1) + L1_EPS).sqrt()
+                cover = (torch.clamp(gap - dead, min=0).square() * tw).sum() / tw.sum()
+                loss = weights.chamfer * 0.5 * (proj + cover)
+                for k, v in regulariser_terms(x, atlas, scale=scale).items():
+                    loss = loss + getattr(weights, k) * v
+                loss.backward()
+                opt.step()
+        return x.detach()
+
+    return pull
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("cohort", choices=["lv", "liver"])
@@ -72,7 +135,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--transport-iterations", type=int, default=0)
     p.add_argument("--transport-sharpness", type=float, default=300.0)
     p.add_argument("--variants", nargs="+", default=["l2:0", "l2:1", "l2:10", "l1:0.01", "l1:0.03"],
-                   help="KIND:WEIGHT, KIND l2 or l1")
+                   help="KIND:WEIGHT, KIND l2 or l1; normal:0 (the library's normal-only pull); "
+                   "cover:TAU[:plane|point|mixed]")
     return p
 
 
@@ -132,19 +196,27 @@ def main() -> None:
     model.set_refine_motion("free")
     measure = (lv_measure(out, model, args.tag) if args.cohort == "lv"
                else liver_measure(out, model))
-    original = atlas_module.pull_to_surface
+    original, original_pull = atlas_module.pull_to_surface, AtlasModel._pull
     rows = {}
     try:
         for spec in args.variants:
-            kind, weight = spec.split(":")
-            if kind not in ("l1", "l2"):
-                raise SystemExit(f"variant {spec!r}: KIND must be l1 or l2")
-            atlas_module.pull_to_surface = penalised_pull(kind, float(weight))
+            kind, weight, *rest = spec.split(":")
+            model.set_refine_motion("normal" if kind == "normal" else "free")
+            if kind == "cover":
+                AtlasModel._pull = cover_pull(float(weight), rest[0] if rest else "plane")
+            elif kind == "normal":
+                AtlasModel._pull = original_pull
+                atlas_module.pull_to_surface = original
+            elif kind in ("l1", "l2"):
+                AtlasModel._pull = original_pull
+                atlas_module.pull_to_surface = penalised_pull(kind, float(weight))
+            else:
+                raise SystemExit(f"variant {spec!r}: KIND must be l1, l2, normal or cover")
             t0 = time.perf_counter()
             rows[spec] = {**measure(), "seconds": time.perf_counter() - t0}
             print(spec, json.dumps({k: round(v, 3) for k, v in rows[spec].items()}), flush=True)
     finally:
-        atlas_module.pull_to_surface = original
+        atlas_module.pull_to_surface, AtlasModel._pull = original, original_pull
     (out / f"pull-penalty-{args.tag}-t{args.transport_iterations}.json").write_text(
         json.dumps({"run": str(out / f"run-{args.tag}"), "rows": rows}, indent=1))
 

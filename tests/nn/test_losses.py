@@ -76,6 +76,21 @@ def test_chamfer_rejects_nan_and_empty():
         chamfer_loss(torch.zeros(0, 3), torch.zeros(2, 3))
 
 
+def test_chamfer_with_a_prebuilt_tree_is_the_same():
+    from scipy.spatial import cKDTree
+
+    g = torch.Generator().manual_seed(3)
+    a = torch.randn(200, 3, generator=g, dtype=torch.float64)
+    b1 = torch.randn(150, 3, generator=g, dtype=torch.float64).requires_grad_(True)
+    b2 = b1.detach().clone().requires_grad_(True)
+    plain = chamfer_loss(a, b1)
+    cached = chamfer_loss(a, b2, tree_a=cKDTree(a.numpy()))
+    plain.backward()
+    cached.backward()
+    assert plain.item() == cached.item()
+    assert torch.equal(b1.grad, b2.grad)
+
+
 def test_kl_divergence_known_values_and_gradient():
     zeros = torch.zeros(5, 4)
     assert float(kl_divergence(zeros, zeros)) == 0.0

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import torch
+from scipy.spatial import cKDTree
 from torch import Tensor, nn
 
 from shapeatlas.nn.attention import attention_correspondence
@@ -235,10 +236,12 @@ def pull_to_surface(h: Tensor, target: Tensor, atlas: AtlasGraph, *, target_weig
         variable = start.requires_grad_(True)
     opt = torch.optim.Adam([variable], lr=lr)
     scale = size_ratio(target, target_weights, atlas.graph.points)
+    target_tree = cKDTree(target.detach().to("cpu", torch.float64).numpy())
     for _ in range(steps):
         opt.zero_grad(set_to_none=True)
         x = start + offset * normals if motion == "normal" else variable
-        loss = weights.chamfer * chamfer_loss(target, x, weights_a=target_weights)
+        loss = weights.chamfer * chamfer_loss(target, x, weights_a=target_weights,
+                                              tree_a=target_tree)
         for k, v in regulariser_terms(x, atlas, scale=scale).items():
             loss = loss + getattr(weights, k) * v
         loss.backward()
