@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy.spatial import cKDTree
 
 import shapeatlas.models.atlas as atlas_module
 from shapeatlas.models.atlas import AtlasModel
@@ -48,7 +49,7 @@ L1_EPS = 1e-8
 def penalised_pull(kind: str, weight: float):
     """A stand-in for `nn.rasm.pull_to_surface` (same arguments) with the sliding penalty."""
 
-    def pull(h, target, atlas, *, target_weights, steps, lr, weights, motion="free", **_):
+    def pull(h, target, atlas, *, target_weights, steps, lr, weights, motion="free"):
         start = h.detach().clone()
         normals = vertex_normals(start, atlas.faces)
         x = start.clone().requires_grad_(True)
@@ -82,8 +83,6 @@ def cover_pull(tau: float, projection: str):
     distance over `tau` x the atlas's mean edge length (scaled to the input's size), so only
     input vertices that no point is near pull; tau 0 is the plain Chamfer direction.
     """
-    from scipy.spatial import cKDTree
-
     if projection not in ("plane", "point", "mixed"):
         raise SystemExit(f"cover: projection must be plane, point or mixed, got {projection!r}")
 
@@ -202,15 +201,12 @@ def main() -> None:
         for spec in args.variants:
             kind, weight, *rest = spec.split(":")
             model.set_refine_motion("normal" if kind == "normal" else "free")
+            atlas_module.pull_to_surface, AtlasModel._pull = original, original_pull
             if kind == "cover":
                 AtlasModel._pull = cover_pull(float(weight), rest[0] if rest else "plane")
-            elif kind == "normal":
-                AtlasModel._pull = original_pull
-                atlas_module.pull_to_surface = original
             elif kind in ("l1", "l2"):
-                AtlasModel._pull = original_pull
                 atlas_module.pull_to_surface = penalised_pull(kind, float(weight))
-            else:
+            elif kind != "normal":
                 raise SystemExit(f"variant {spec!r}: KIND must be l1, l2, normal or cover")
             t0 = time.perf_counter()
             rows[spec] = {**measure(), "seconds": time.perf_counter() - t0}
