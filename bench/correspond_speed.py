@@ -1,8 +1,10 @@
 """Benchmark: seconds for `correspond` of one new mesh (aligned from scratch), after loading.
 
 Loads a fitted run, corresponds MESH once to warm up, then `--repeat` times per setting, with
-the default matching and with transport 100 and the normal-only pull, on 1 thread and on
-`inputs.ALIGN_WORKERS` threads for the rigid search (the poses are the same). Printed only.
+this version's default matching (`FitConfig()`'s transport, pull motion and normal-pull steps,
+whatever the run was fitted with; matching changes no training) and with the paper's (plain
+softmax, free pull), on 1 thread and on `inputs.ALIGN_WORKERS` threads for the rigid search
+(the poses are the same). Printed only.
 
     python bench/correspond_speed.py RUN_DIR MESH [--repeat 3]
     # e.g. a bench/rasm_lv.py run and one of its cohort files:
@@ -17,6 +19,7 @@ import time
 from shapeatlas.mesh.io import read_mesh
 from shapeatlas.models import inputs
 from shapeatlas.models.atlas import AtlasModel
+from shapeatlas.training.config import FitConfig
 
 
 def main() -> None:
@@ -29,12 +32,21 @@ def main() -> None:
     model = AtlasModel.load(args.run)
     threads = inputs.ALIGN_WORKERS
     print(f"{mesh.name}: {len(mesh.vertices)} vertices; atlas {len(model.atlas_vertices_)}")
+    d = FitConfig()
+    settings = (("default matching", dict(
+                    transport_iterations=d.transport_iterations,
+                    transport_sharpness=d.transport_sharpness, refine_motion=d.refine_motion,
+                    normal_refine_steps=d.normal_refine_steps)),
+                ("paper's matching (softmax, free pull)",
+                 dict(transport_iterations=0, refine_motion="free")))
+    fitted = model.config
     try:
         for workers in sorted({1, threads}):
             inputs.ALIGN_WORKERS = workers
-            for label, transport, motion in (("default", 0, "free"),
-                                             ("transport 100, normal-only pull", 100, "normal")):
-                model.set_transport(transport).set_refine_motion(motion)
+            for label, fields in settings:
+                model.config = fitted.replace(**fields)
+                model.set_transport(model.config.transport_iterations,
+                                    model.config.transport_sharpness)
                 model.correspond([mesh])  # warm-up
                 times = []
                 for _ in range(args.repeat):

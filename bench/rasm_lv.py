@@ -17,7 +17,8 @@ second organ with ground truth.
    error against the truth the same way. Also given in the groomed poses with the cap turn
    (`baseline_gt_error_mm`) and in the poses R-ASM matched in
    (`baseline_in_matching_poses_gt_error_mm`).
-4. Matching accuracy: Chamfer / Hausdorff between each input and its refined normalised shape.
+4. Matching accuracy: Chamfer / Hausdorff between each input and its refined normalised shape,
+   vertex to vertex (as the paper) and vertex to triangle (`surface_*`).
    Also the turn of each pose about the long axis against the truth (`twist_about_long_axis`:
    median |turn| and SD about the cohort's mean turn, groomed poses and matching poses).
 5. `--oracle-pose` (a diagnostic, not a method): groom as `fit` would, then re-pose every groomed
@@ -25,13 +26,14 @@ second organ with ground truth.
    the model reaches when the pose is right (see bench/lv_alignment_diagnostics.py).
 6. `--rematch`: no new cohort and no fit; load OUT/run-TAG and measure steps 2-4 again with the
    matching settings given (`--transport-iterations`, `--transport-sharpness`,
-   `--pose-iterations`, `--refine-motion`), which change no training. Written to
+   `--pose-iterations`, `--refine-motion`, `--normal-refine-steps`), which change no
+   training. Written to
    OUT/result-TAG-rematch-*.json.
 
     python bench/rasm_lv.py [--organ lv|kidney] [--n 50] [--epochs 25] [--features hybrid]
                             [--sharpness 1e4] [--no-refine-too] [--oracle-pose] [--groom-poses]
                             [--rematch --tag TAG --transport-iterations 30]
-                            [--refine-motion free|normal]
+                            [--refine-motion free|normal] [--normal-refine-steps N]
                             [--out /tmp/shapeatlas-rasm-ORGAN]
 """
 
@@ -62,6 +64,7 @@ from shapeatlas.pipeline import (
     atlas_pair_errors,
     baseline_pair_errors,
     fit_run,
+    surface_matching,
     training_sources,
 )
 from shapeatlas.training.config import FitConfig
@@ -83,6 +86,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--transport-sharpness", type=float, default=None)
     p.add_argument("--refine-motion", default=None, choices=["free", "normal"],
                    help="how the test-time pull moves the points (FitConfig.refine_motion)")
+    p.add_argument("--normal-refine-steps", type=int, default=None,
+                   help="steps of the normal-only pull (FitConfig.normal_refine_steps; a run "
+                   "fitted before config version 8 loads with its refine_steps)")
     p.add_argument("--atlas-vertices", type=int, default=None)
     p.add_argument("--no-refine-too", action="store_true", help="also evaluate without refinement")
     p.add_argument("--groom-poses", action="store_true",
@@ -153,7 +159,8 @@ def run(args: argparse.Namespace) -> dict:
         atlas_vertices=args.atlas_vertices, atlas_init=args.atlas_init,
         normalisation=args.normalisation, groom_consensus_rounds=args.consensus_rounds,
         pose_iterations=args.pose_iterations, pose_relaxation=args.pose_relaxation,
-        ssm_modes=args.ssm_modes, refine_motion=args.refine_motion)
+        ssm_modes=args.ssm_modes, refine_motion=args.refine_motion,
+        normal_refine_steps=args.normal_refine_steps)
     truth = load_cohort_truth(cohort)
     t0 = time.perf_counter()
     data = groom_oracle(cohort, run / "groomed", cfg, truth) if args.oracle_pose else cohort
@@ -183,6 +190,8 @@ def rematch(args: argparse.Namespace, out: Path, run: Path, tag: str) -> dict:
         model.config = model.config.replace(pose_iterations=args.pose_iterations)
     if args.refine_motion is not None:
         model.set_refine_motion(args.refine_motion)
+    if args.normal_refine_steps is not None:
+        model.config = model.config.replace(normal_refine_steps=args.normal_refine_steps)
     point_model_s = None
     if args.ssm_modes is not None:
         t0 = time.perf_counter()
@@ -204,7 +213,7 @@ def rematch(args: argparse.Namespace, out: Path, run: Path, tag: str) -> dict:
               "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
     name = (f"result-{tag}-rematch-t{c.transport_iterations}-l{c.transport_sharpness:g}"
             f"-p{c.pose_iterations}{'-groom' if args.groom_poses else ''}"
-            f"{'-normal' if c.refine_motion == 'normal' else ''}"
+            f"{f'-normal{c.normal_refine_steps}' if c.refine_motion == 'normal' else ''}"
             f"{f'-ssm{args.ssm_modes}' if args.ssm_modes is not None else ''}"
             f"{'-always' if args.ssm_always else ''}.json")
     (out / name).write_text(json.dumps(result, indent=1))
@@ -240,6 +249,7 @@ def measure(args: argparse.Namespace, model: AtlasModel, run: Path, cohort: Path
             "gt_error_pct_long_axis": float(100 * errs.mean() / long_axis),
             "chamfer_mm": float(np.mean([c.chamfer_mm for c in corr])),
             "hausdorff_mm": float(np.mean([c.hausdorff_mm for c in corr])),
+            **surface_matching(meshes, corr, model.atlas_faces_),
             "correspond_s_per_shape": per_shape_s + pose_s,
         }
     base = np.concatenate(baseline_pair_errors(transforms, truth, names))

@@ -86,7 +86,7 @@ def cover_pull(tau: float, projection: str):
     if projection not in ("plane", "point", "mixed"):
         raise SystemExit(f"cover: projection must be plane, point or mixed, got {projection!r}")
 
-    def pull(self, start, shape, atlas):
+    def pull(self, start, shape, atlas, *, motion=None):  # motion: always this free variant
         steps, lr = self.config.refine_steps, self.config.refine_lr
         weights = atlas_module.loss_weights(self.config)
         if shape.x.shape[1] != 6:

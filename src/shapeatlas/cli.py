@@ -525,15 +525,17 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: the run's pose_iterations; 0: off)")
     c.add_argument("--transport-iterations", type=int, default=None, metavar="N",
                    help="balance each match into a transport plan with N Sinkhorn iterations "
-                   "(default: the run's transport_iterations; 0: the paper's softmax; 30 lowered "
-                   "the synthetic ground-truth error, see the README)")
+                   "(default: the run's transport_iterations, 100 for runs since config version "
+                   "8; 0: the paper's softmax, which has the larger ground-truth error on the "
+                   "synthetic cohorts, see the README)")
     c.add_argument("--transport-sharpness", type=float, default=None, metavar="LAMBDA",
                    help="attention sharpness when transport is on (default: the run's "
                    "transport_sharpness)")
     c.add_argument("--refine-motion", choices=["free", "normal"], default=None,
-                   help="how the test-time pull moves the points: free (the paper's) or normal "
-                   "(only along each point's normal: no sliding along the surface; less "
-                   "ground-truth error, larger Chamfer; default: the run's refine_motion)")
+                   help="how the test-time pull moves the points: normal (only along each "
+                   "point's normal: no sliding along the surface; less ground-truth error, "
+                   "larger Chamfer) or free (the paper's); default: the run's refine_motion, "
+                   "normal for runs since config version 8")
     c.add_argument("--no-point-model", action="store_true",
                    help="match without the run's point-distribution model (fit --ssm-modes)")
     c.add_argument("--realign", action="store_true",

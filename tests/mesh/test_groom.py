@@ -53,6 +53,28 @@ def test_alignment_searches_the_turn_of_a_round_shape(seed):
     assert np.degrees(off) < 8.0
 
 
+@pytest.mark.parametrize("flip_axis", [0, 2, None])
+def test_alignment_skips_starts_that_pair_axes_of_different_length(flip_axis, monkeypatch):
+    # The blob's axes are 40, 25 and 15 mm: at a ratio of 1.5 only the 4 starts that keep
+    # each axis on its own remain, and they find the same pose as all 24.
+    from shapeatlas.mesh import align
+
+    ref = asymmetric_blob()
+    moved = ref.transformed(_pose(5, flip_axis=flip_axis))
+    full = align_to_reference(moved, ref)
+    runs = []
+    real = align.symmetric_icp
+    monkeypatch.setattr(align, "symmetric_icp", lambda *a, **k: runs.append(k) or real(*a, **k))
+    pruned = align_to_reference(moved, ref, budget=align.SearchBudget(axis_sd_ratio=1.5))
+    screened = [k for k in runs if k["iterations"] == align.SCREEN_ITERATIONS]
+    assert len(screened) == 4
+    np.testing.assert_allclose(pruned.matrix, full.matrix, atol=1e-9)
+    # Without the option every start is tried.
+    runs.clear()
+    align_to_reference(moved, ref, budget=align.SearchBudget())
+    assert len([k for k in runs if k["iterations"] == align.SCREEN_ITERATIONS]) == 24
+
+
 def test_alignment_on_threads_gives_the_same_pose():
     ref = asymmetric_blob()
     moved = ref.transformed(_pose(7))
@@ -355,3 +377,14 @@ def test_relaxed_rigid_step_scales_the_procrustes_angle():
     np.testing.assert_allclose(moved.mean(axis=0), dst.mean(axis=0), atol=1e-9)
     with pytest.raises(ValueError, match="relaxation"):
         relaxed_rigid_step(src, dst, 0.0)
+
+
+def test_skipping_starts_keeps_the_best_pairing_when_all_are_beyond_the_ratio():
+    # A sphere against the blob: every pairing is more than 1.05 apart; the search still runs.
+    from shapeatlas.mesh import align
+
+    ref = asymmetric_blob()
+    ball = Mesh(np.asarray(trimesh.creation.icosphere(subdivisions=3, radius=25.0).vertices),
+                np.asarray(trimesh.creation.icosphere(subdivisions=3).faces))
+    al = align_to_reference(ball, ref, budget=align.SearchBudget(axis_sd_ratio=1.05))
+    assert np.isfinite(al.rms) and al.matrix.shape == (4, 4)

@@ -325,3 +325,28 @@ def test_weighted_percentile_validates_its_arguments():
         weighted_percentile(np.arange(3.0), 101)
     with pytest.raises(ValueError, match="weights"):
         weighted_percentile(np.arange(3.0), 50, weights=np.ones(2))
+
+
+def test_surface_matching_sees_points_inside_large_triangles_as_on_the_surface():
+    # The input: a 20 mm square as two triangles. The matched shape: a 5 x 5 grid on it.
+    from types import SimpleNamespace
+
+    from shapeatlas.metrics.surface import point_set_distances
+    from shapeatlas.pipeline import surface_matching
+
+    plate = Mesh(np.array([[0, 0, 0], [20, 0, 0], [20, 20, 0], [0, 20, 0]], float),
+                 np.array([[0, 1, 2], [0, 2, 3]]))
+    g = np.linspace(0.0, 20.0, 5)
+    grid = np.array([[x, y, 0.0] for y in g for x in g])
+    faces = [[r * 5 + c, r * 5 + c + 1, (r + 1) * 5 + c + 1] for r in range(4) for c in range(4)]
+    faces += [[r * 5 + c, (r + 1) * 5 + c + 1, (r + 1) * 5 + c] for r in range(4) for c in range(4)]
+    corr = [SimpleNamespace(points=grid)]
+    on = surface_matching([plate], corr, np.array(faces))
+    assert on["surface_chamfer_mm"] < 1e-9 and on["surface_hausdorff_mm"] < 1e-9
+    # Vertex to vertex, the grid's centre is 14 mm from every corner.
+    assert point_set_distances(plate.vertices, grid).hausdorff == pytest.approx(np.hypot(10, 10))
+    # Lifted 2 mm off the plate, it is 2 mm away everywhere.
+    lifted = [SimpleNamespace(points=grid + [0.0, 0.0, 2.0])]
+    off = surface_matching([plate], lifted, np.array(faces))
+    assert off["surface_chamfer_mm"] == pytest.approx(2.0)
+    assert off["surface_hausdorff_mm"] == pytest.approx(2.0)

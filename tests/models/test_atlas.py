@@ -145,10 +145,20 @@ def test_transport_settings_old_configs_and_what_they_change(fitted):
         with pytest.raises(ShapeAtlasError, match=next(iter(bad))):
             FitConfig(**bad)
     d = FitConfig().to_dict()
-    assert d["version"] == 7 and d["transport_iterations"] == 0  # the paper's softmax
-    # A version-3 config (written before transport existed) still loads, with the same matching.
-    old = {k: v for k, v in d.items() if not k.startswith("transport_")}
-    assert FitConfig.from_dict({**old, "version": 3}).transport_iterations == 0
+    assert d["version"] == 8 and d["transport_iterations"] == 100
+    # A config written before version 8 (or before transport existed) keeps its matching: the
+    # paper's softmax and free pull.
+    old = {k: v for k, v in d.items()
+           if not k.startswith("transport_") and k not in ("refine_motion", "normal_refine_steps")}
+    for version in (3, 7):
+        c = FitConfig.from_dict({**old, "version": version, "refine_steps": 40})
+        assert (c.transport_iterations, c.refine_motion) == (0, "free")
+        assert c.normal_refine_steps == 40  # the normal pull took refine_steps then
+    c = FitConfig.from_dict({**old, "version": 8})
+    assert (c.transport_iterations, c.refine_motion, c.normal_refine_steps) == (100, "normal", 20)
+    # An old config's explicit choice is kept.
+    c = FitConfig.from_dict({**old, "version": 7, "transport_iterations": 30})
+    assert c.transport_iterations == 30
     # Transport moves the correspondences but keeps them on the surface; 0 is the plain softmax.
     model, meshes = fitted
     saved = (model.config.transport_iterations, model.config.transport_sharpness)
@@ -172,10 +182,12 @@ def test_refine_motion_is_set_on_a_fitted_model_and_changes_only_the_pull(fitted
 
     with pytest.raises(ShapeAtlasError, match="refine_motion"):
         FitConfig(refine_motion="sideways")
-    assert FitConfig().refine_motion == "free"  # the paper's pull
+    assert FitConfig().refine_motion == "normal"  # the default since config version 8
     model, meshes = fitted
+    saved = model.config.refine_motion
     try:
-        free = model.correspond(meshes[:1])[0]
+        free = model.set_refine_motion("free").correspond(meshes[:1])[0]
+        assert model.config.refine_motion == "free"
         plain = model.correspond(meshes[:1], refine=False)[0]
         normal = model.set_refine_motion("normal").correspond(meshes[:1])[0]
         assert model.config.refine_motion == "normal"  # what save() would record
@@ -184,7 +196,7 @@ def test_refine_motion_is_set_on_a_fitted_model_and_changes_only_the_pull(fitted
         assert model.config.refine_motion == "normal"
         unpulled = model.correspond(meshes[:1], refine=False)[0]
     finally:
-        model.set_refine_motion("free")
+        model.set_refine_motion(saved)
     # Without the pull nothing changes; with it the points differ from the free pull's and
     # lie nearer the input than without a pull.
     np.testing.assert_allclose(unpulled.points, plain.points)
@@ -511,3 +523,27 @@ def test_no_cap_is_kept_for_a_cohort_groomed_without_the_cap_twist(tmp_path):
                  GroomOptions(target_vertices=500, n_jobs=1, cap_twist=False))
     meshes, manifest = load_groomed(tmp_path / "off")
     assert cohort_cap(meshes, meshes[ref]) is None
+
+
+def test_atlas_reestimation_uses_the_free_pull_whatever_the_results_use(tiny_cohort, tiny_config,
+                                                                         monkeypatch):
+    # `refine_motion` is for the results: the atlas is re-estimated from free-pulled shapes, so
+    # a fit's network and atlas do not depend on it (README, Results).
+    import shapeatlas.models.atlas as atlas_module
+
+    calls = []
+    real = atlas_module.pull_to_surface
+
+    def recording(*args, motion, steps, **kwargs):
+        calls.append((motion, steps))
+        return real(*args, motion=motion, steps=steps, **kwargs)
+
+    monkeypatch.setattr(atlas_module, "pull_to_surface", recording)
+    _, meshes, _ = tiny_cohort
+    cfg = tiny_config.replace(epochs=1, vae_epochs=5, normal_refine_steps=3)
+    assert cfg.refine_motion == "normal" and cfg.refine_steps == 5
+    AtlasModel(cfg).fit(meshes)
+    # One re-estimation (2 rounds) of every shape with the free pull's steps, then the
+    # generator's shapes as correspond matches them, with the normal pull's.
+    n = len(meshes)
+    assert calls == [("free", 5)] * n + [("normal", 3)] * n

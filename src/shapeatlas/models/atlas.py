@@ -189,8 +189,10 @@ class AtlasModel(GenerativeMixin):
 
         def reestimate(atlas: AtlasGraph) -> torch.Tensor:
             emb = self._embed(atlas.graph)
-            # The paper's plain attention, as in training (transport is for the results).
-            refined = [self._match(atlas, s, atlas_emb=emb, transport=False)[1] for s in shapes]
+            # The paper's plain attention, as in training, and its free pull (transport and
+            # `refine_motion` are for the results).
+            refined = [self._match(atlas, s, atlas_emb=emb, transport=False, motion="free")[1]
+                       for s in shapes]
             return torch.stack(refined).mean(dim=0)
 
         joint = (self._joint_generator(meshes, atlas0)
@@ -297,20 +299,25 @@ class AtlasModel(GenerativeMixin):
             return self.net_.vae.encode(graph.x, graph.edge_index).mu
 
     def _match(self, atlas: AtlasGraph, shape, *, atlas_emb: torch.Tensor, refine: bool = True,
-               transport: bool = True):
+               transport: bool = True, motion: str | None = None):
         """Match one GraphInput to `atlas` (with the configured transport unless `transport` is
-        False). -> (ShapeMatch, refined normalised shape (K, 3))"""
+        False; `motion`: the pull's, None for `config.refine_motion`).
+        -> (ShapeMatch, refined normalised shape (K, 3))"""
         with torch.no_grad():
             m = self.net_.match(atlas_emb, shape, self._embed(shape), atlas, transport=transport)
-        return m, (self._pull(m.smoothed, shape, atlas) if refine else m.smoothed)
+        return m, (self._pull(m.smoothed, shape, atlas, motion=motion) if refine else m.smoothed)
 
-    def _pull(self, start: torch.Tensor, shape, atlas: AtlasGraph) -> torch.Tensor:
-        """The test-time refinement: pull `start` (K, 3), normalised units, onto `shape`."""
+    def _pull(self, start: torch.Tensor, shape, atlas: AtlasGraph, *,
+              motion: str | None = None) -> torch.Tensor:
+        """The test-time refinement: pull `start` (K, 3), normalised units, onto `shape`
+        (`motion`: None for `config.refine_motion`)."""
+        c = self.config
+        motion = motion or c.refine_motion
         with torch.enable_grad():
             return pull_to_surface(start, shape.points, atlas, target_weights=shape.weights,
-                                   steps=self.config.refine_steps, lr=self.config.refine_lr,
-                                   weights=loss_weights(self.config),
-                                   motion=self.config.refine_motion)
+                                   steps=c.normal_refine_steps if motion == "normal"
+                                   else c.refine_steps, lr=c.refine_lr,
+                                   weights=loss_weights(c), motion=motion)
 
     def _match_at(self, mesh: Mesh, t: np.ndarray, atlas: AtlasGraph, *,
                   atlas_emb: torch.Tensor, refine: bool, point_model: bool = True):
@@ -436,8 +443,9 @@ class AtlasModel(GenerativeMixin):
         """Map every atlas vertex onto each mesh, without retraining.
 
         transforms: optional (4, 4) maps from each mesh's frame to the model's aligned frame
-        (e.g. from `groom.json`); by default each mesh is aligned rigidly to the atlas, then
-        turned about its flat cap where the model keeps one (`inputs.turn_cap`).
+        (e.g. from `groom.json`); by default each mesh is aligned rigidly to the atlas, turned
+        about its flat cap where the model keeps one, and refined by a local ICP and the turn
+        again (`inputs.new_shape_pose`).
         refine: False gives the attention + smoothing result without the test-time pull.
         pose_iterations: rounds of pose refinement on each mesh's own correspondences
         (`_refine_pose`; None: `config.pose_iterations`, 0: off). Each result's `transform` is
@@ -458,10 +466,8 @@ class AtlasModel(GenerativeMixin):
             if transforms is not None:
                 t = np.asarray(transforms[i], dtype=np.float64)
             else:
-                t = inputs.transform_to_atlas(mesh, atlas_mesh,
-                                              cohort_scale=self.normalisation_.scale)
-                t = inputs.turn_cap(mesh, t, getattr(self, "cap_reference_", None),
-                                    surface=self.atlas_vertices_)
+                t = inputs.new_shape_pose(mesh, atlas_mesh, cohort_scale=self.normalisation_.scale,
+                                          cap=getattr(self, "cap_reference_", None))
             if iterations:
                 t = self._refine_pose(mesh, t, atlas, atlas_emb, iterations)
             m, mm = self._match_at(mesh, t, atlas, atlas_emb=atlas_emb, refine=refine)
