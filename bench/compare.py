@@ -48,7 +48,8 @@ METHODS = {"hgcn": dict(method="rasm", features="hybrid"),
            "hgcn-joint": dict(method="rasm", features="hybrid", generator_training="joint"),
            # hGCN with 30 transport iterations when matching (the generator learns from those
            # shapes; the default is 100 with the normal-only pull)
-           "hgcn-transport": dict(method="rasm", features="hybrid", transport_iterations=30),
+           "hgcn-transport": dict(method="rasm", features="hybrid", transport_iterations=30,
+                                  refine_motion="free"),
            # hGCN matched as in the paper and before config version 8: plain softmax, free pull
            "hgcn-paper": dict(method="rasm", features="hybrid", transport_iterations=0,
                               refine_motion="free"),

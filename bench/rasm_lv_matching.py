@@ -10,7 +10,8 @@ the same network and atlas. The settings (`--only` picks some):
 - `smoothing`: graph-smoothing iterations at transport 30 (`smooth_iterations`; training used 2);
 - `pose`: 3 rounds of pose refinement at transport 30 (`pose_iterations`);
 - `subdivide`: every input split 1-to-4 (trimesh's midpoint subdivision, the surface unchanged)
-  before matching, at the default and at transport 30 with the normal-only pull.
+  before matching, with transport 0 and the free pull (the paper's matching) and at transport
+  30 with the normal-only pull.
 
 Rows without the test-time pull unless the name says `pull`. Written to
 OUT/matching-TAG.json.

@@ -1,6 +1,6 @@
 """Benchmark: the test-time pull with a penalty on sliding along the surface, on finished runs.
 
-The free pull (the paper's refinement, the default) lowers the Chamfer distance partly by sliding
+The free pull (the paper's refinement, the default before config version 8) lowers the Chamfer distance partly by sliding
 points along the surface, which costs ground-truth error on the synthetic LVs; the normal-only
 pull (`refine_motion="normal"`) cannot slide and so cannot cover a surface that the attention
 leaves uncovered (the livers). This measures the middle ground: the free pull plus

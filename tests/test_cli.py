@@ -228,8 +228,8 @@ def test_fit_and_correspond(tmp_path, capsys):
                      "--transport-iterations", "0", "--out", str(tmp_path / out_dir), "-q"]) == 0
     assert np.abs(np.load(tmp_path / "np" / "lv_000.npz")["points"]
                   - np.load(tmp_path / "pm" / "lv_000.npz")["points"]).max() > 1e-3
-    # Balanced transport chosen at correspond time: other points, same outputs; bad values are
-    # named before any file is read.
+    # Other transport iterations chosen at correspond time (20, the default 100): other points,
+    # same outputs; bad values are named before any file is read.
     assert main(["correspond", str(run), str(tmp_path / "lv" / "lv_000.ply"),
                  "--transport-iterations", "20", "--out", str(tmp_path / "t"), "-q"]) == 0
     zt = np.load(tmp_path / "t" / "lv_000.npz")

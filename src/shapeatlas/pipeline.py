@@ -274,8 +274,8 @@ def correspond_files(run_dir: str | Path, items: Sequence[str | Path], out_dir: 
     `write_training_poses`) starts from its pose in the fit and takes only a local rigid ICP onto
     the atlas, then its turn about its flat cap where the model keeps one
     (`refine_pose_on_atlas`; a multi-atlas run keeps the fit's pose); other files are
-    aligned to the atlas from scratch, by the multi-start search. realign: treat every file as
-    new.
+    aligned to the atlas from scratch, by the multi-start search, then refined the same way
+    (`inputs.new_shape_pose`). realign: treat every file as new.
 
     pose_iterations: override the run's `pose_iterations` (single-atlas R-ASM runs only).
     transport_iterations, transport_sharpness: override the run's balanced transport (R-ASM

@@ -235,7 +235,8 @@ ALIGN_WORKERS = min(4, os.cpu_count() or 1)
 #: The rigid search of a new mesh (`transform_to_atlas`): grooming's, without the starts that
 #: pair principal axes whose lengths differ by more than half (`align.SearchBudget`): on the
 #: two 50-LV cohorts and the 50 kidneys of the README's Results, aligned from scratch, every
-#: pose was the same (to 1e-6) as with all 24 starts, in 23-33% less time.
+#: pose was the same (to 1e-6) as with all 24 starts, in 23-33% less time. CPD-PCA runs
+#: align new shapes with it too (not measured separately).
 NEW_SHAPE_SEARCH = SearchBudget(axis_sd_ratio=1.5)
 #: Training shapes whose caps are turned a median of this many degrees or more from the
 #: reference's do not follow their caps (`cohort_cap`).

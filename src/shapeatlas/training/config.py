@@ -107,9 +107,10 @@ class FitConfig:
     livers Chamfer 3.14 ("normal") against 1.80 mm ("free") vertex to vertex, 0.79 against
     0.63 mm vertex to triangle; measured in the README, Results.
     The atlas re-estimation during `fit` always uses the free pull (the population mean of
-    surface-fitting shapes), so this setting does not change a run's network or atlas, and it
-    can be set on a trained model (`shapeatlas correspond --refine-motion`). Configs before
-    version 8: "free"."""
+    surface-fitting shapes), so this setting does not change a single-atlas run's network or
+    atlas, and it can be set on a trained model (`shapeatlas correspond --refine-motion`); the
+    shapes the generator learns from, and a multi-atlas run's clusters, are matched with it.
+    Configs before version 8: "free"."""
     pose_iterations: int = 0
     """Pose refinement when corresponding (0: off): up to this many rounds of matching the shape
     (attention + smoothing) and moving it rigidly so that its correspondences fit the atlas
