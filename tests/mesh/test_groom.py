@@ -65,13 +65,13 @@ def test_alignment_skips_starts_that_pair_axes_of_different_length(flip_axis, mo
     runs = []
     real = align.symmetric_icp
     monkeypatch.setattr(align, "symmetric_icp", lambda *a, **k: runs.append(k) or real(*a, **k))
-    pruned = align_to_reference(moved, ref, budget=align.SearchBudget(axis_sd_ratio=1.5))
+    pruned = align_to_reference(moved, ref, axis_sd_ratio=1.5)
     screened = [k for k in runs if k["iterations"] == align.SCREEN_ITERATIONS]
     assert len(screened) == 4
     np.testing.assert_allclose(pruned.matrix, full.matrix, atol=1e-9)
     # Without the option every start is tried.
     runs.clear()
-    align_to_reference(moved, ref, budget=align.SearchBudget())
+    align_to_reference(moved, ref)
     assert len([k for k in runs if k["iterations"] == align.SCREEN_ITERATIONS]) == 24
 
 
@@ -386,5 +386,5 @@ def test_skipping_starts_keeps_the_best_pairing_when_all_are_beyond_the_ratio():
     ref = asymmetric_blob()
     ball = Mesh(np.asarray(trimesh.creation.icosphere(subdivisions=3, radius=25.0).vertices),
                 np.asarray(trimesh.creation.icosphere(subdivisions=3).faces))
-    al = align_to_reference(ball, ref, budget=align.SearchBudget(axis_sd_ratio=1.05))
+    al = align_to_reference(ball, ref, axis_sd_ratio=1.05)
     assert np.isfinite(al.rms) and al.matrix.shape == (4, 4)

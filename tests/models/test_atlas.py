@@ -78,18 +78,18 @@ def test_correspond_aligns_a_new_pose_by_itself(fitted):
 
 
 def test_a_new_shape_gets_the_pruned_search_then_the_local_refinement(fitted, monkeypatch):
-    # `correspond` without a transform: the rigid search with `NEW_SHAPE_SEARCH`, then the
+    # `correspond` without a transform: the rigid search with `NEW_SHAPE_AXIS_SD_RATIO`, then the
     # local ICP and cap turn a training file's pose gets (`inputs.new_shape_pose`).
     from shapeatlas.mesh import align
     from shapeatlas.models import inputs
 
     model, meshes = fitted
-    budgets, refined = [], []
+    ratios, refined = [], []
     real_align, real_refine = align.align_to_reference, inputs.refine_pose_on_atlas
 
-    def recording_align(*args, budget=None, **kwargs):
-        budgets.append(budget)
-        return real_align(*args, budget=budget, **kwargs)
+    def recording_align(*args, axis_sd_ratio=None, **kwargs):
+        ratios.append(axis_sd_ratio)
+        return real_align(*args, axis_sd_ratio=axis_sd_ratio, **kwargs)
 
     def recording_refine(mesh, atlas, start, **kwargs):
         out = real_refine(mesh, atlas, start, **kwargs)
@@ -99,15 +99,15 @@ def test_a_new_shape_gets_the_pruned_search_then_the_local_refinement(fitted, mo
     monkeypatch.setattr(align, "align_to_reference", recording_align)
     monkeypatch.setattr(inputs, "refine_pose_on_atlas", recording_refine)
     c = model.correspond([meshes[2].transformed(_turn(70.0, [1.0, 0.3, 0.0]))])[0]
-    assert budgets == [inputs.NEW_SHAPE_SEARCH] and inputs.NEW_SHAPE_SEARCH.axis_sd_ratio
+    assert ratios == [inputs.NEW_SHAPE_AXIS_SD_RATIO] and inputs.NEW_SHAPE_AXIS_SD_RATIO
     assert len(refined) == 1
     np.testing.assert_array_equal(c.transform, refined[0][1])  # the pose it matched in
     r = c.transform[:3, :3]
     np.testing.assert_allclose(r @ r.T, np.eye(3), atol=1e-9)  # still rigid
     # A given transform is used as it is.
-    budgets.clear(), refined.clear()
+    ratios.clear(), refined.clear()
     model.correspond([meshes[2]], transforms=[np.eye(4)])
-    assert budgets == [] and refined == []
+    assert ratios == [] and refined == []
 
 
 def _turn(degrees: float, axis) -> np.ndarray:

@@ -236,28 +236,6 @@ def _map(fn, items: list, workers: int) -> list:
         return list(pool.map(fn, items))
 
 
-@dataclass(frozen=True)
-class SearchBudget:
-    """How much work `align_to_reference`'s multi-start search does (the module constants by
-    default, which grooming uses).
-
-    screen_points: points per shape in the first ICP steps from every start; coarse_points:
-    in the further steps of the survivors; screen_iterations, coarse_iterations: those steps;
-    finalists: candidates (per turn) refined at full resolution, fine_iterations steps each.
-    """
-
-    screen_points: int = COARSE_POINTS
-    coarse_points: int = COARSE_POINTS
-    screen_iterations: int = SCREEN_ITERATIONS
-    coarse_iterations: int = COARSE_ITERATIONS
-    finalists: int = FINALISTS
-    fine_iterations: int = FINE_ITERATIONS
-    axis_sd_ratio: float | None = None
-    """Skip the starts that pair a principal axis of the shape with one of the reference whose
-    standard deviation (the shape's scaled by the search's initial size ratio) differs by more
-    than this factor (None: try all 24)."""
-
-
 def _axis_mismatch(sd_shape: np.ndarray, sd_reference: np.ndarray, perms: list) -> np.ndarray:
     """For each start (signed permutation `p`, reference axis i <- shape axis argmax|p[i]|),
     the largest ratio (>= 1) between the standard deviations it pairs. -> (len(perms),)"""
@@ -270,7 +248,7 @@ def _axis_mismatch(sd_shape: np.ndarray, sd_reference: np.ndarray, perms: list) 
 
 
 def align_to_reference(mesh: Mesh, reference: Mesh, *, scale: bool = False,
-                       workers: int = 1, budget: SearchBudget | None = None) -> Alignment:
+                       workers: int = 1, axis_sd_ratio: float | None = None) -> Alignment:
     """Align `mesh` onto `reference` (rigid, or similarity with `scale=True`).
 
     Tries the 24 principal-frame rotations (each also turned in 30-degree steps about an axis
@@ -280,9 +258,11 @@ def align_to_reference(mesh: Mesh, reference: Mesh, *, scale: bool = False,
     180-degree flips are undone).
     workers: threads for the independent ICP runs of each stage (the same result for any
     number; 1 where the caller already runs shapes in parallel, as grooming does).
-    budget: the search's sizes (`SearchBudget`; None: the module constants).
+    axis_sd_ratio: skip the starts that pair a principal axis of the shape with one of the
+    reference whose standard deviation (the shape's scaled by the search's initial size
+    ratio) differs by more than this factor; the best pairing stays even when every one is
+    beyond it (None: try all 24).
     """
-    b = budget or SearchBudget()
     c_s, ax_s, mo_s = principal_frame(mesh)
     c_r, ax_r, mo_r = principal_frame(reference)
     turns = _start_turns(mo_s, mo_r)
@@ -292,13 +272,14 @@ def align_to_reference(mesh: Mesh, reference: Mesh, *, scale: bool = False,
     k0 = float(np.sqrt(reference.area / mesh.area))
     src_all = np.asarray(mesh.vertices)
     dst_all = np.asarray(reference.vertices)
+    src, dst = _subsample(src_all, COARSE_POINTS), _subsample(dst_all, COARSE_POINTS)
+    src_tree, dst_tree = cKDTree(src), cKDTree(dst)
     starts = []
     perms = _proper_signed_permutations()
-    if b.axis_sd_ratio is not None:
+    if axis_sd_ratio is not None:
         mismatch = _axis_mismatch(k0 * np.sqrt(np.maximum(mo_s, 0.0)),
                                   np.sqrt(np.maximum(mo_r, 0.0)), perms)
-        # The best pairing stays even when every one is beyond the ratio.
-        limit = max(b.axis_sd_ratio, float(mismatch.min()))
+        limit = max(axis_sd_ratio, float(mismatch.min()))
         perms = [p for p, x in zip(perms, mismatch) if x <= limit]
     for p in perms:
         for turn in turns:
@@ -309,27 +290,24 @@ def align_to_reference(mesh: Mesh, reference: Mesh, *, scale: bool = False,
             starts.append(init)
     # Successive halving: a few ICP steps from every start, then only the best go on (as many
     # more as there are turns, so the extra starts add candidates instead of crowding them out).
-    stages = ((len(starts), b.screen_iterations, b.screen_points),
-              (SCREEN_KEEP * len(turns), b.coarse_iterations, b.coarse_points))
-    for keep, iters, n in stages:
-        src, dst = _subsample(src_all, n), _subsample(dst_all, n)
-        src_tree, dst_tree = cKDTree(src), cKDTree(dst)
-        runs = _map(lambda m0, iters=iters, src=src, dst=dst, st=src_tree, dt=dst_tree:
-                    symmetric_icp(src, dst, m0, scale=True, iterations=iters, src_tree=st,
-                                  dst_tree=dt), starts[:keep], workers)
+    keeps = ((len(starts), SCREEN_ITERATIONS), (SCREEN_KEEP * len(turns), COARSE_ITERATIONS))
+    for keep, iters in keeps:
+        runs = _map(lambda m0, iters=iters: symmetric_icp(
+            src, dst, m0, scale=True, iterations=iters, src_tree=src_tree, dst_tree=dst_tree),
+            starts[:keep], workers)
         order = sorted(range(len(runs)), key=lambda i: (runs[i][2], i))
         starts = [runs[i][0] for i in order]
     # The finalists are refined at full resolution before the choice: near-symmetric shapes
     # (left ventricles) have basins whose coarse RMS differs by well under 1%.
     finalists = []
-    for m0 in starts[:b.finalists * len(turns)]:
+    for m0 in starts[:FINALISTS * len(turns)]:
         m0 = m0.copy()
         if not scale:
             m0[:3, :3] /= np.cbrt(np.linalg.det(m0[:3, :3]))
         finalists.append(m0)
     tree_all, reference_tree_all = cKDTree(src_all), cKDTree(dst_all)
     finals = _map(lambda m0: symmetric_icp(src_all, dst_all, m0, scale=scale,
-                                           iterations=b.fine_iterations, src_tree=tree_all,
+                                           iterations=FINE_ITERATIONS, src_tree=tree_all,
                                            dst_tree=reference_tree_all), finalists, workers)
     m, k, rms = min(finals, key=lambda r: r[2])
     return Alignment(matrix=m, scale=k, rms=rms)

@@ -16,7 +16,7 @@ from scipy.spatial import cKDTree
 
 from shapeatlas.errors import MeshError, ShapeAtlasError
 from shapeatlas.mesh import geometry as geo
-from shapeatlas.mesh.align import SearchBudget, solid_frame
+from shapeatlas.mesh.align import solid_frame
 from shapeatlas.mesh.core import Mesh
 from shapeatlas.nn.graph import mesh_graph, node_features
 from shapeatlas.nn.rasm import AtlasGraph, GraphInput
@@ -233,11 +233,12 @@ MAX_ALIGN_RMS = 0.5
 #: `correspond` from 2.3-3.0 to 1.7-1.9 s, bench/correspond_speed.py).
 ALIGN_WORKERS = min(4, os.cpu_count() or 1)
 #: The rigid search of a new mesh (`transform_to_atlas`): grooming's, without the starts that
-#: pair principal axes whose lengths differ by more than half (`align.SearchBudget`): on the
+#: pair principal axes whose lengths differ by more than half (`align_to_reference`'s
+#: `axis_sd_ratio`): on the
 #: two 50-LV cohorts and the 50 kidneys of the README's Results, aligned from scratch, every
 #: pose was the same (to 1e-6) as with all 24 starts, in 23-33% less time. CPD-PCA runs
 #: align new shapes with it too (not measured separately).
-NEW_SHAPE_SEARCH = SearchBudget(axis_sd_ratio=1.5)
+NEW_SHAPE_AXIS_SD_RATIO = 1.5
 #: Training shapes whose caps are turned a median of this many degrees or more from the
 #: reference's do not follow their caps (`cohort_cap`).
 CAP_CONSISTENT_DEG = 1.0
@@ -343,7 +344,7 @@ def cap_from_tensors(tensors: dict[str, torch.Tensor], *, source: str):
 def transform_to_atlas(mesh: Mesh, atlas: Mesh, *, cohort_scale: float) -> np.ndarray:
     """Rigid (4, 4) map of a new mesh onto the atlas, refusing meshes that cannot be the organ:
     a size far from the cohort's (`cohort_scale`: mean RMS radius, mm) or a poor fit. The
-    search is `NEW_SHAPE_SEARCH`."""
+    search skips starts by `NEW_SHAPE_AXIS_SD_RATIO`."""
     from shapeatlas.mesh.align import align_to_reference
 
     r = _rms_radius(mesh)
@@ -351,7 +352,8 @@ def transform_to_atlas(mesh: Mesh, atlas: Mesh, *, cohort_scale: float) -> np.nd
     if not 1 / MAX_SCALE_RATIO <= ratio <= MAX_SCALE_RATIO:
         raise MeshError(mesh.name, f"its size (RMS radius {r:.3g}) is {ratio:.2g} times the "
                         f"cohort's ({cohort_scale:.3g} mm): wrong units, or another organ?")
-    al = align_to_reference(mesh, atlas, workers=ALIGN_WORKERS, budget=NEW_SHAPE_SEARCH)
+    al = align_to_reference(mesh, atlas, workers=ALIGN_WORKERS,
+                            axis_sd_ratio=NEW_SHAPE_AXIS_SD_RATIO)
     if al.rms > MAX_ALIGN_RMS * cohort_scale:
         raise MeshError(mesh.name, f"does not resemble the cohort: after rigid alignment it is "
                         f"still {al.rms:.1f} mm RMS from the atlas (another organ, or a very "
