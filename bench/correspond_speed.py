@@ -35,7 +35,8 @@ def main() -> None:
     d = FitConfig()
     settings = (("default matching", dict(
                     transport_iterations=d.transport_iterations,
-                    transport_sharpness=d.transport_sharpness, refine_motion=d.refine_motion,
+                    transport_sharpness=d.transport_sharpness,
+                    transport_relaxation=d.transport_relaxation, refine_motion=d.refine_motion,
                     normal_refine_steps=d.normal_refine_steps)),
                 ("paper's matching (softmax, free pull)",
                  dict(transport_iterations=0, refine_motion="free")))
@@ -46,7 +47,8 @@ def main() -> None:
             for label, fields in settings:
                 model.config = fitted.replace(**fields)
                 model.set_transport(model.config.transport_iterations,
-                                    model.config.transport_sharpness)
+                                    model.config.transport_sharpness,
+                                    model.config.transport_relaxation)
                 model.correspond([mesh])  # warm-up
                 times = []
                 for _ in range(args.repeat):

@@ -13,9 +13,9 @@ the paper) and vertex to triangle (`surface_chamfer_mm`, `surface_hausdorff_mm`,
                                 [--ssm-always] [--refine-motion free|normal]]
 
 `--rematch` fits nothing: it loads OUT/run-TAG and measures the test split again with the matching
-settings given (`--transport-iterations`, `--transport-sharpness`, `--refine-motion`,
-`--normal-refine-steps`), which change no training; written to
-OUT/result-TAG-rematch-tN-lL[-normalS][-ssmD][-always].json. `--ssm-modes D` first fits a
+settings given (`--transport-iterations`, `--transport-sharpness`, `--transport-relaxation`,
+`--refine-motion`, `--normal-refine-steps`), which change no training; written to
+OUT/result-TAG-rematch-tN-lL[-wW][-normalS][-ssmD][-always].json. `--ssm-modes D` first fits a
 point-distribution model on the training split; as in `fit`, one that raises the training
 shapes' mean Chamfer by more than 5% is not kept (`--ssm-always` keeps it, to measure it).
 """
@@ -48,6 +48,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--transport-iterations", type=int, default=None,
                    help="Sinkhorn iterations when matching (0: the paper's softmax)")
     p.add_argument("--transport-sharpness", type=float, default=None)
+    p.add_argument("--transport-relaxation", type=float, default=None,
+                   help="over-relaxation omega of the Sinkhorn steps (1: plain)")
     p.add_argument("--refine-motion", default=None, choices=["free", "normal"],
                    help="how the test-time pull moves the points (FitConfig.refine_motion)")
     p.add_argument("--normal-refine-steps", type=int, default=None,
@@ -78,7 +80,8 @@ def run(args: argparse.Namespace) -> dict:
     cfg = FitConfig(features=args.features, epochs=args.epochs).replace(
         sharpness=args.sharpness,
         transport_iterations=args.transport_iterations,
-        transport_sharpness=args.transport_sharpness, normalisation=args.normalisation,
+        transport_sharpness=args.transport_sharpness,
+        transport_relaxation=args.transport_relaxation, normalisation=args.normalisation,
         refine_motion=args.refine_motion,
         normal_refine_steps=args.normal_refine_steps)
     tag = args.tag or args.features
@@ -87,7 +90,8 @@ def run(args: argparse.Namespace) -> dict:
         if not (run_dir / "model.json").is_file():
             raise SystemExit(f"--rematch needs a finished run {run_dir}")
         model = AtlasModel.load(run_dir).set_transport(args.transport_iterations,
-                                                       args.transport_sharpness)
+                                                       args.transport_sharpness,
+                                                       args.transport_relaxation)
         if args.refine_motion is not None:
             model.set_refine_motion(args.refine_motion)
         if args.normal_refine_steps is not None:
@@ -103,6 +107,7 @@ def run(args: argparse.Namespace) -> dict:
                   "point_model": getattr(model, "point_model_report_", None),
                   "rows": measure(model, test), "config": c.to_dict()}
         name = (f"result-{tag}-rematch-t{c.transport_iterations}-l{c.transport_sharpness:g}"
+                f"{f'-w{c.transport_relaxation:g}' if c.transport_relaxation != 1 else ''}"
                 f"{f'-normal{c.normal_refine_steps}' if c.refine_motion == 'normal' else ''}"
                 f"{f'-ssm{args.ssm_modes}' if args.ssm_modes else ''}"
                 f"{'-always' if args.ssm_always else ''}.json")

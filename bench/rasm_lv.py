@@ -26,7 +26,8 @@ second organ with ground truth.
    the model reaches when the pose is right (see bench/lv_alignment_diagnostics.py).
 6. `--rematch`: no new cohort and no fit; load OUT/run-TAG and measure steps 2-4 again with the
    matching settings given (`--transport-iterations`, `--transport-sharpness`,
-   `--pose-iterations`, `--refine-motion`, `--normal-refine-steps`), which change no
+   `--transport-relaxation`, `--pose-iterations`, `--refine-motion`,
+   `--normal-refine-steps`), which change no
    training. Written to
    OUT/result-TAG-rematch-*.json.
 
@@ -84,6 +85,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--transport-iterations", type=int, default=None,
                    help="Sinkhorn iterations when matching (0: the paper's softmax)")
     p.add_argument("--transport-sharpness", type=float, default=None)
+    p.add_argument("--transport-relaxation", type=float, default=None,
+                   help="over-relaxation omega of the Sinkhorn steps (1: plain)")
     p.add_argument("--refine-motion", default=None, choices=["free", "normal"],
                    help="how the test-time pull moves the points (FitConfig.refine_motion)")
     p.add_argument("--normal-refine-steps", type=int, default=None,
@@ -156,6 +159,7 @@ def run(args: argparse.Namespace) -> dict:
         epochs=args.epochs, atlas_rounds=args.rounds, sharpness=args.sharpness,
         transport_iterations=args.transport_iterations,
         transport_sharpness=args.transport_sharpness,
+        transport_relaxation=args.transport_relaxation,
         atlas_vertices=args.atlas_vertices, atlas_init=args.atlas_init,
         normalisation=args.normalisation, groom_consensus_rounds=args.consensus_rounds,
         pose_iterations=args.pose_iterations, pose_relaxation=args.pose_relaxation,
@@ -185,7 +189,8 @@ def rematch(args: argparse.Namespace, out: Path, run: Path, tag: str) -> dict:
     if not (run / "model.json").is_file() or not (out / "cohort").is_dir():
         raise SystemExit(f"--rematch needs a finished run {run} and its cohort {out / 'cohort'}")
     model = AtlasModel.load(run).set_transport(args.transport_iterations,
-                                               args.transport_sharpness)
+                                               args.transport_sharpness,
+                                               args.transport_relaxation)
     if args.pose_iterations is not None:
         model.config = model.config.replace(pose_iterations=args.pose_iterations)
     if args.refine_motion is not None:
@@ -212,6 +217,7 @@ def rematch(args: argparse.Namespace, out: Path, run: Path, tag: str) -> dict:
               "point_model": getattr(model, "point_model_report_", None), **extra, "rows": rows,
               "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
     name = (f"result-{tag}-rematch-t{c.transport_iterations}-l{c.transport_sharpness:g}"
+                f"{f'-w{c.transport_relaxation:g}' if c.transport_relaxation != 1 else ''}"
             f"-p{c.pose_iterations}{'-groom' if args.groom_poses else ''}"
             f"{f'-normal{c.normal_refine_steps}' if c.refine_motion == 'normal' else ''}"
             f"{f'-ssm{args.ssm_modes}' if args.ssm_modes is not None else ''}"

@@ -228,10 +228,12 @@ def test_fit_and_correspond(tmp_path, capsys):
                      "--transport-iterations", "0", "--out", str(tmp_path / out_dir), "-q"]) == 0
     assert np.abs(np.load(tmp_path / "np" / "lv_000.npz")["points"]
                   - np.load(tmp_path / "pm" / "lv_000.npz")["points"]).max() > 1e-3
-    # Other transport iterations chosen at correspond time (20, the default 100): other points,
-    # same outputs; bad values are named before any file is read.
+    # Other transport iterations chosen at correspond time (20 plain ones, against the default
+    # 50 over-relaxed): other points, same outputs; bad values are named before any file is
+    # read.
     assert main(["correspond", str(run), str(tmp_path / "lv" / "lv_000.ply"),
-                 "--transport-iterations", "20", "--out", str(tmp_path / "t"), "-q"]) == 0
+                 "--transport-iterations", "20", "--transport-relaxation", "1",
+                 "--out", str(tmp_path / "t"), "-q"]) == 0
     zt = np.load(tmp_path / "t" / "lv_000.npz")
     assert zt["points"].shape == (150, 3)
     assert np.abs(zt["points"] - z["points"]).max() > 1e-3
@@ -239,6 +241,9 @@ def test_fit_and_correspond(tmp_path, capsys):
     assert main(["correspond", str(run), str(tmp_path / "lv" / "lv_000.ply"),
                  "--transport-iterations", "-3", "--out", str(tmp_path / "t2"), "-q"]) == 1
     assert "transport_iterations must be >= 0" in capsys.readouterr().err
+    assert main(["correspond", str(run), str(tmp_path / "lv" / "lv_000.ply"),
+                 "--transport-relaxation", "2.5", "--out", str(tmp_path / "t3"), "-q"]) == 1
+    assert "transport_relaxation must be in [1, 2)" in capsys.readouterr().err
     # The paper's free pull, chosen at correspond time (the default moves along the normals
     # only): other points.
     assert main(["correspond", str(run), str(tmp_path / "lv" / "lv_000.ply"),

@@ -316,6 +316,7 @@ def cmd_correspond(args: argparse.Namespace) -> int:
                                         device=args.device, pose_iterations=args.pose_iterations,
                                         transport_iterations=args.transport_iterations,
                                         transport_sharpness=args.transport_sharpness,
+                                        transport_relaxation=args.transport_relaxation,
                                         realign=args.realign,
                                         point_model=not args.no_point_model,
                                         refine_motion=args.refine_motion,
@@ -525,12 +526,15 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: the run's pose_iterations; 0: off)")
     c.add_argument("--transport-iterations", type=int, default=None, metavar="N",
                    help="balance each match into a transport plan with N Sinkhorn iterations "
-                   "(default: the run's transport_iterations, 100 for runs since config version "
-                   "8; 0: the paper's softmax, which has the larger ground-truth error on the "
+                   "(default: the run's transport_iterations: 40 for runs since config version "
+                   "9, 100 for version 8; 0: the paper's softmax, which has the larger ground-truth error on the "
                    "synthetic cohorts, see the README)")
     c.add_argument("--transport-sharpness", type=float, default=None, metavar="LAMBDA",
                    help="attention sharpness when transport is on (default: the run's "
                    "transport_sharpness)")
+    c.add_argument("--transport-relaxation", type=float, default=None, metavar="OMEGA",
+                   help="over-relaxation of the Sinkhorn steps, in [1, 2) (default: the run's "
+                   "transport_relaxation: 1.5 for runs since config version 9, else 1, plain)")
     c.add_argument("--refine-motion", choices=["free", "normal"], default=None,
                    help="how the test-time pull moves the points: normal (only along each "
                    "point's normal: no sliding along the surface; less ground-truth error, "

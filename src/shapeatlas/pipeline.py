@@ -265,7 +265,8 @@ def correspond_files(run_dir: str | Path, items: Sequence[str | Path], out_dir: 
                      refine: bool = True, device: str = "auto",
                      pose_iterations: int | None = None,
                      transport_iterations: int | None = None,
-                     transport_sharpness: float | None = None, realign: bool = False,
+                     transport_sharpness: float | None = None,
+                     transport_relaxation: float | None = None, realign: bool = False,
                      point_model: bool = True, refine_motion: str | None = None,
                      progress: Callable[[int], None] | None = None) -> tuple[list[dict], list[str]]:
     """Correspond every mesh to a fitted run; returns per-file summaries and error lines.
@@ -278,18 +279,20 @@ def correspond_files(run_dir: str | Path, items: Sequence[str | Path], out_dir: 
     (`inputs.new_shape_pose`). realign: treat every file as new.
 
     pose_iterations: override the run's `pose_iterations` (single-atlas R-ASM runs only).
-    transport_iterations, transport_sharpness: override the run's balanced transport (R-ASM
-    runs, single or multi-atlas; `AtlasModel.set_transport`).
+    transport_iterations, transport_sharpness, transport_relaxation: override the run's
+    balanced transport (R-ASM runs, single or multi-atlas; `AtlasModel.set_transport`).
     point_model: False matches without the run's point-distribution model (`ssm_modes`).
     refine_motion: override the run's `refine_motion` ("free" or "normal"; R-ASM runs)."""
     model = load_model(run_dir, device=device)
     if not point_model and getattr(model, "point_model_", None) is not None:
         model.point_model_ = None
-    if transport_iterations is not None or transport_sharpness is not None:
+    if any(x is not None for x in (transport_iterations, transport_sharpness,
+                                   transport_relaxation)):
         if isinstance(model, CPDPCAModel):
             raise ShapeAtlasError(f"{run_dir}: balanced transport (--transport-iterations, "
-                                  "--transport-sharpness) needs an R-ASM run, not CPD-PCA")
-        model.set_transport(transport_iterations, transport_sharpness)
+                                  "--transport-sharpness, --transport-relaxation) needs an "
+                                  "R-ASM run, not CPD-PCA")
+        model.set_transport(transport_iterations, transport_sharpness, transport_relaxation)
     if refine_motion is not None:
         if isinstance(model, CPDPCAModel):
             raise ShapeAtlasError(f"{run_dir}: --refine-motion needs an R-ASM run, not CPD-PCA")

@@ -75,6 +75,41 @@ def test_alignment_skips_starts_that_pair_axes_of_different_length(flip_axis, mo
     assert len([k for k in runs if k["iterations"] == align.SCREEN_ITERATIONS]) == 24
 
 
+def test_alignment_refines_only_the_finalists_near_the_best(monkeypatch):
+    # finalist_rms_ratio: the finalists whose coarse RMS is more than the factor above the
+    # best's are not refined at full resolution; the best always is. The full search can only
+    # fit as well or better: here the finalist 6% worse in the coarse (similarity) search wins
+    # the rigid refinement, the risk this option takes (none of 150 synthetic LVs and kidneys
+    # changed pose at `inputs.NEW_SHAPE_FINALIST_RMS_RATIO`, README).
+    from shapeatlas.mesh import align
+
+    ref = asymmetric_blob()
+    # Stretched, so that the coarse runs end in basins of different RMS (the third 6% above the
+    # best).
+    stretched = np.asarray(ref.vertices) * np.array([1.0, 1.15, 0.9])
+    moved = Mesh(stretched, np.asarray(ref.faces)).transformed(_pose(3))
+    runs = []
+    real = align.symmetric_icp
+    monkeypatch.setattr(align, "symmetric_icp",
+                        lambda *a, **k: runs.append((k, real(*a, **k))) or runs[-1][1])
+
+    def search(**kwargs):
+        runs.clear()
+        al = align_to_reference(moved, ref, **kwargs)
+        coarse = sorted(r[2] for k, r in runs if k["iterations"] == align.COARSE_ITERATIONS)
+        fine = [k for k, _ in runs if k["iterations"] == align.FINE_ITERATIONS]
+        return al, np.array(coarse[: align.FINALISTS]), len(fine)
+
+    full, coarse, n_full = search()
+    assert n_full == align.FINALISTS
+    near, _, n_near = search(finalist_rms_ratio=1.01)
+    assert n_near == int((coarse <= 1.01 * coarse[0]).sum()) < align.FINALISTS
+    assert full.rms < near.rms
+    wide, _, n_wide = search(finalist_rms_ratio=1.2)
+    assert n_wide == align.FINALISTS
+    np.testing.assert_array_equal(wide.matrix, full.matrix)
+
+
 def test_alignment_on_threads_gives_the_same_pose():
     ref = asymmetric_blob()
     moved = ref.transformed(_pose(7))

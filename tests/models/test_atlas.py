@@ -78,8 +78,8 @@ def test_correspond_aligns_a_new_pose_by_itself(fitted):
 
 
 def test_a_new_shape_gets_the_pruned_search_then_the_local_refinement(fitted, monkeypatch):
-    # `correspond` without a transform: the rigid search with `NEW_SHAPE_AXIS_SD_RATIO`, then the
-    # local ICP and cap turn a training file's pose gets (`inputs.new_shape_pose`).
+    # `correspond` without a transform: the rigid search with `NEW_SHAPE_AXIS_SD_RATIO` and
+    # `NEW_SHAPE_FINALIST_RMS_RATIO`, then the local ICP and cap turn a training file's pose gets (`inputs.new_shape_pose`).
     from shapeatlas.mesh import align
     from shapeatlas.models import inputs
 
@@ -87,9 +87,10 @@ def test_a_new_shape_gets_the_pruned_search_then_the_local_refinement(fitted, mo
     ratios, refined = [], []
     real_align, real_refine = align.align_to_reference, inputs.refine_pose_on_atlas
 
-    def recording_align(*args, axis_sd_ratio=None, **kwargs):
-        ratios.append(axis_sd_ratio)
-        return real_align(*args, axis_sd_ratio=axis_sd_ratio, **kwargs)
+    def recording_align(*args, axis_sd_ratio=None, finalist_rms_ratio=None, **kwargs):
+        ratios.append((axis_sd_ratio, finalist_rms_ratio))
+        return real_align(*args, axis_sd_ratio=axis_sd_ratio,
+                          finalist_rms_ratio=finalist_rms_ratio, **kwargs)
 
     def recording_refine(mesh, atlas, start, **kwargs):
         out = real_refine(mesh, atlas, start, **kwargs)
@@ -99,7 +100,8 @@ def test_a_new_shape_gets_the_pruned_search_then_the_local_refinement(fitted, mo
     monkeypatch.setattr(align, "align_to_reference", recording_align)
     monkeypatch.setattr(inputs, "refine_pose_on_atlas", recording_refine)
     c = model.correspond([meshes[2].transformed(_turn(70.0, [1.0, 0.3, 0.0]))])[0]
-    assert ratios == [inputs.NEW_SHAPE_AXIS_SD_RATIO] and inputs.NEW_SHAPE_AXIS_SD_RATIO
+    assert ratios == [(inputs.NEW_SHAPE_AXIS_SD_RATIO, inputs.NEW_SHAPE_FINALIST_RMS_RATIO)]
+    assert inputs.NEW_SHAPE_AXIS_SD_RATIO and inputs.NEW_SHAPE_FINALIST_RMS_RATIO
     assert len(refined) == 1
     np.testing.assert_array_equal(c.transform, refined[0][1])  # the pose it matched in
     r = c.transform[:3, :3]
@@ -174,11 +176,13 @@ def test_transport_settings_old_configs_and_what_they_change(fitted):
     from shapeatlas.training.config import FitConfig
 
     for bad in ({"transport_iterations": -1}, {"transport_sharpness": 0.0},
-                {"transport_sharpness": float("inf")}):
+                {"transport_sharpness": float("inf")}, {"transport_relaxation": 2.0},
+                {"transport_relaxation": 0.9}):
         with pytest.raises(ShapeAtlasError, match=next(iter(bad))):
             FitConfig(**bad)
     d = FitConfig().to_dict()
-    assert d["version"] == 8 and d["transport_iterations"] == 100
+    assert d["version"] == 9
+    assert (d["transport_iterations"], d["transport_relaxation"]) == (40, 1.5)
     # A config written before version 8 (or before transport existed) keeps its matching: the
     # paper's softmax and free pull.
     old = {k: v for k, v in d.items()
@@ -186,19 +190,28 @@ def test_transport_settings_old_configs_and_what_they_change(fitted):
     for version in (3, 7):
         c = FitConfig.from_dict({**old, "version": version, "refine_steps": 40})
         assert (c.transport_iterations, c.refine_motion) == (0, "free")
+        assert c.transport_relaxation == 1.0
         assert c.normal_refine_steps == 40  # the normal pull took refine_steps then
     c = FitConfig.from_dict({**old, "version": 8})
     assert (c.transport_iterations, c.refine_motion, c.normal_refine_steps) == (100, "normal", 20)
+    assert c.transport_relaxation == 1.0  # plain Sinkhorn steps before version 9
+    c = FitConfig.from_dict({**d, "version": 8, "transport_iterations": 70})
+    assert (c.transport_iterations, c.transport_relaxation) == (70, 1.5)  # explicit: kept
     # An old config's explicit choice is kept.
     c = FitConfig.from_dict({**old, "version": 7, "transport_iterations": 30})
     assert c.transport_iterations == 30
     # Transport moves the correspondences but keeps them on the surface; 0 is the plain softmax.
     model, meshes = fitted
-    saved = (model.config.transport_iterations, model.config.transport_sharpness)
+    saved = (model.config.transport_iterations, model.config.transport_sharpness,
+             model.config.transport_relaxation)
     try:
         plain = model.set_transport(0).correspond(meshes[:1], refine=False)[0]
-        ot = model.set_transport(30, 200.0).correspond(meshes[:1], refine=False)[0]
-        assert (model.net_.transport_iterations, model.net_.transport_sharpness) == (30, 200.0)
+        ot = model.set_transport(30, 200.0, 1.0).correspond(meshes[:1], refine=False)[0]
+        assert (model.net_.transport_iterations, model.net_.transport_sharpness,
+                model.net_.transport_relaxation) == (30, 200.0, 1.0)
+        relaxed = model.set_transport(relaxation=1.5).correspond(meshes[:1], refine=False)[0]
+        assert model.net_.transport_relaxation == 1.5 and model.config.transport_iterations == 30
+        assert np.abs(relaxed.points - ot.points).max() > 1e-4
         assert model.config.transport_iterations == 30  # what save() would record
         # A bad value is refused with the field's name and changes nothing.
         with pytest.raises(ShapeAtlasError, match="transport_sharpness"):

@@ -226,6 +226,38 @@ def test_transport_potential_gives_a_plan_with_both_marginals():
     torch.testing.assert_close(chunked, g, rtol=0, atol=1e-4)
 
 
+@pytest.mark.parametrize("budget_mb", [256.0, 0.01])  # kernel form; chunked (9 rows)
+def test_over_relaxed_transport_reaches_the_same_plan_in_fewer_iterations(budget_mb):
+    atlas, shape = _embeddings(40, 6, seed=30), _embeddings(70, 6, seed=31)
+    gen = torch.Generator().manual_seed(32)
+    b = torch.rand(70, generator=gen) + 0.5
+    log_a, log_b = torch.full((40,), -math.log(40)), torch.log(b / b.sum())
+    unit = torch.nn.functional.normalize
+    lam = 100.0
+    args = (lam * unit(atlas, dim=1), unit(shape, dim=1), log_a, log_b)
+
+    def column_error(g):
+        return float((_plan(atlas, shape, g, lam, log_a).sum(0) - b / b.sum()).abs().sum())
+
+    def potential(iterations, relaxation):
+        return transport_potential(*args, iterations=iterations, relaxation=relaxation,
+                                   memory_budget_mb=budget_mb)
+
+    limit = potential(3000, 1.0)
+    assert column_error(limit) < 1e-5
+    plain, relaxed = potential(40, 1.0), potential(40, 1.5)
+    assert column_error(relaxed) < 0.2 * column_error(plain)
+    # The same fixed point: the attention rows softmax(L + g) (g is defined up to a constant).
+    rows = lambda g: torch.softmax(lam * unit(atlas, dim=1) @ unit(shape, dim=1).T + g, dim=1)  # noqa: E731
+    torch.testing.assert_close(rows(potential(1000, 1.5)), rows(limit), rtol=0, atol=1e-4)
+    # omega = 1 is the plain iteration, bit for bit.
+    assert torch.equal(potential(40, 1.0), transport_potential(*args, iterations=40,
+                                                               memory_budget_mb=budget_mb))
+    for bad in (0.5, 2.0, float("nan")):
+        with pytest.raises(ValueError, match="relaxation must be in"):
+            potential(5, bad)
+
+
 def test_transport_spreads_atlas_vertices_over_the_whole_shape():
     # A 1-D toy: the atlas's embeddings cover angles [0, 0.5], the shape's [0, 1] (the shape's
     # features are stretched). The softmax sends each atlas vertex to the shape vertex of the

@@ -248,7 +248,8 @@ def _axis_mismatch(sd_shape: np.ndarray, sd_reference: np.ndarray, perms: list) 
 
 
 def align_to_reference(mesh: Mesh, reference: Mesh, *, scale: bool = False,
-                       workers: int = 1, axis_sd_ratio: float | None = None) -> Alignment:
+                       workers: int = 1, axis_sd_ratio: float | None = None,
+                       finalist_rms_ratio: float | None = None) -> Alignment:
     """Align `mesh` onto `reference` (rigid, or similarity with `scale=True`).
 
     Tries the 24 principal-frame rotations (each also turned in 30-degree steps about an axis
@@ -262,6 +263,8 @@ def align_to_reference(mesh: Mesh, reference: Mesh, *, scale: bool = False,
     reference whose standard deviation (the shape's scaled by the search's initial size
     ratio) differs by more than this factor; the best pairing stays even when every one is
     beyond it (None: try all 24).
+    finalist_rms_ratio: refine at full resolution only the finalists whose coarse RMS is within
+    this factor of the best one's (the best always; None: all `FINALISTS` per turn).
     """
     c_s, ax_s, mo_s = principal_frame(mesh)
     c_r, ax_r, mo_r = principal_frame(reference)
@@ -297,10 +300,13 @@ def align_to_reference(mesh: Mesh, reference: Mesh, *, scale: bool = False,
             starts[:keep], workers)
         order = sorted(range(len(runs)), key=lambda i: (runs[i][2], i))
         starts = [runs[i][0] for i in order]
+        coarse_rms = [runs[i][2] for i in order]
     # The finalists are refined at full resolution before the choice: near-symmetric shapes
     # (left ventricles) have basins whose coarse RMS differs by well under 1%.
     finalists = []
-    for m0 in starts[:FINALISTS * len(turns)]:
+    for m0, rms0 in zip(starts[:FINALISTS * len(turns)], coarse_rms):
+        if finalist_rms_ratio is not None and rms0 > finalist_rms_ratio * coarse_rms[0]:
+            break
         m0 = m0.copy()
         if not scale:
             m0[:3, :3] /= np.cbrt(np.linalg.det(m0[:3, :3]))

@@ -122,7 +122,8 @@ class AtlasModel(GenerativeMixin):
         return RASM(c.encoder, sharpness=c.sharpness, smooth_gamma=c.smooth_gamma,
                     smooth_iterations=c.smooth_iterations, attention_memory_mb=c.attention_memory_mb,
                     transport_iterations=c.transport_iterations,
-                    transport_sharpness=c.transport_sharpness)
+                    transport_sharpness=c.transport_sharpness,
+                    transport_relaxation=c.transport_relaxation)
 
     def _atlas_graph(self, points_norm: torch.Tensor) -> AtlasGraph:
         mm = self.normalisation_.to_mm(points_norm.detach().cpu().double().numpy())
@@ -266,16 +267,19 @@ class AtlasModel(GenerativeMixin):
 
         return JointTerm(module=net, loss=loss)
 
-    def set_transport(self, iterations: int | None = None, sharpness: float | None = None
-                      ) -> "AtlasModel":
+    def set_transport(self, iterations: int | None = None, sharpness: float | None = None,
+                      relaxation: float | None = None) -> "AtlasModel":
         """Change the balanced transport used when matching results (`FitConfig`'s
-        `transport_iterations` and `transport_sharpness`; None keeps a value) on a fitted model,
-        without retraining: transport changes no network and no atlas. -> self"""
+        `transport_iterations`, `transport_sharpness` and `transport_relaxation`; None keeps a
+        value) on a fitted model, without retraining: transport changes no network and no
+        atlas. -> self"""
         self._check_fitted()
         self.config = self.config.replace(  # validates (ShapeAtlasError)
-            transport_iterations=iterations, transport_sharpness=sharpness)
+            transport_iterations=iterations, transport_sharpness=sharpness,
+            transport_relaxation=relaxation)
         self.net_.transport_iterations = self.config.transport_iterations
         self.net_.transport_sharpness = self.config.transport_sharpness
+        self.net_.transport_relaxation = self.config.transport_relaxation
         return self
 
     def set_refine_motion(self, motion: str) -> "AtlasModel":

@@ -239,6 +239,9 @@ ALIGN_WORKERS = min(4, os.cpu_count() or 1)
 #: pose was the same (to 1e-6) as with all 24 starts, in 23-33% less time. CPD-PCA runs
 #: align new shapes with it too (not measured separately).
 NEW_SHAPE_AXIS_SD_RATIO = 1.5
+#: ...and refines at full resolution only the finalists whose coarse RMS is within this factor
+#: of the best's (`align_to_reference`'s `finalist_rms_ratio`; None: all of them).
+NEW_SHAPE_FINALIST_RMS_RATIO: float | None = 1.02
 #: Training shapes whose caps are turned a median of this many degrees or more from the
 #: reference's do not follow their caps (`cohort_cap`).
 CAP_CONSISTENT_DEG = 1.0
@@ -353,7 +356,8 @@ def transform_to_atlas(mesh: Mesh, atlas: Mesh, *, cohort_scale: float) -> np.nd
         raise MeshError(mesh.name, f"its size (RMS radius {r:.3g}) is {ratio:.2g} times the "
                         f"cohort's ({cohort_scale:.3g} mm): wrong units, or another organ?")
     al = align_to_reference(mesh, atlas, workers=ALIGN_WORKERS,
-                            axis_sd_ratio=NEW_SHAPE_AXIS_SD_RATIO)
+                            axis_sd_ratio=NEW_SHAPE_AXIS_SD_RATIO,
+                            finalist_rms_ratio=NEW_SHAPE_FINALIST_RMS_RATIO)
     if al.rms > MAX_ALIGN_RMS * cohort_scale:
         raise MeshError(mesh.name, f"does not resemble the cohort: after rigid alignment it is "
                         f"still {al.rms:.1f} mm RMS from the atlas (another organ, or a very "

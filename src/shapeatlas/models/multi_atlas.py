@@ -561,13 +561,14 @@ class MultiAtlasModel(GenerativeMixin):
                         temperature=self.config.cluster_temperature, spread=self.spread_)
         return matched, per_cluster, r
 
-    def set_transport(self, iterations: int | None = None, sharpness: float | None = None
-                      ) -> "MultiAtlasModel":
+    def set_transport(self, iterations: int | None = None, sharpness: float | None = None,
+                      relaxation: float | None = None) -> "MultiAtlasModel":
         """`AtlasModel.set_transport` for the shared network (every atlas's matching). -> self"""
         self._check_fitted()
-        self.base_.set_transport(iterations, sharpness)
+        self.base_.set_transport(iterations, sharpness, relaxation)
         self.config = self.config.replace(transport_iterations=iterations,
-                                          transport_sharpness=sharpness)
+                                          transport_sharpness=sharpness,
+                                          transport_relaxation=relaxation)
         self.__dict__.pop("_matchers", None)
         return self
 

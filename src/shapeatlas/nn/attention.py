@@ -32,6 +32,16 @@ synthetic kidneys and from 3.86 to 3.62 mm on 50 synthetic LVs (README, Results)
 (K, V) block fits half the memory budget it is kept and the iterations cost two matrix-vector
 products each; otherwise it is recomputed in chunks every iteration.
 
+Over-relaxation (`transport_relaxation` omega > 1): each Sinkhorn step moves the potentials
+omega times as far as the plain step, f <- (1 - omega) f + omega f_sinkhorn (and g alike),
+which has the same fixed point and approaches it in fewer iterations (Thibault et al.,
+"Overrelaxed Sinkhorn-Knopp algorithm for regularized optimal transport", 2021; omega in
+(1, 2) converges locally). At lambda 300 the iterations stop well before convergence (with a
+trained 50-LV model, the matched points after 100 plain iterations lay 0.53 mm, mean, from
+those after 300), so the iteration count is part of the method: 40 steps at omega 1.5 came
+closest to 100 plain ones (0.09 mm mean; 50 at 1.5: 0.20 mm) with 40% of the iterations
+(README, Results).
+
 Numerics: the logits reach +-lambda (1e4); `torch.softmax` subtracts the row maximum, so nothing
 overflows, and the float32 rounding of a cosine (~6e-8) moves a logit by < 1e-3, which changes the
 weights by < 0.1 %. Weights below float32's smallest normal number (e^-87 of the row's
@@ -70,6 +80,10 @@ TRANSPORT_TINY = 1e-30
 #: and kidney models, 25 moved the matched points by under 3e-5 mm against 10, 50 by up to
 #: 0.3 mm: pairs whose kernel underflowed came back too late).
 TRANSPORT_ABSORB_EVERY = 25
+#: Bound on |log| of the kernel-form scalings, and on |f_k - f_k'| of over-relaxed steps in
+#: the log domain (e^69 ~ 1 / TRANSPORT_TINY): over-relaxation extrapolates, and an unbounded
+#: step could leave float32's range.
+TRANSPORT_LOG_BOUND = -math.log(TRANSPORT_TINY)
 
 
 @dataclass(frozen=True, eq=False)
@@ -149,6 +163,7 @@ def attention_correspondence(
     memory_budget_mb: float = 256.0,
     checkpoint: bool = False,
     transport_iterations: int = 0,
+    transport_relaxation: float = 1.0,
     atlas_weights: Tensor | None = None,
     shape_weights: Tensor | None = None,
 ) -> Correspondence:
@@ -166,6 +181,7 @@ def attention_correspondence(
         than one chunk of weights; without it, autograd keeps every chunk's (chunk, V) weights.
     transport_iterations: Sinkhorn iterations of the balanced-transport potential (0: the plain
         row softmax of the paper); see the module docstring.
+    transport_relaxation: omega of the over-relaxed Sinkhorn steps, in [1, 2) (1: plain).
     atlas_weights, shape_weights: (K,) and (V,) non-negative vertex masses (e.g. area weights)
         for the transport; uniform when not given. Ignored without transport.
 
@@ -216,7 +232,8 @@ def attention_correspondence(
             atlas_scaled.detach(), shape_unit.detach(),
             _log_masses(atlas_weights, k, "atlas_weights", atlas_emb.device, dtype),
             _log_masses(shape_weights, v, "shape_weights", atlas_emb.device, dtype),
-            iterations=transport_iterations, memory_budget_mb=memory_budget_mb)
+            iterations=transport_iterations, relaxation=transport_relaxation,
+            memory_budget_mb=memory_budget_mb)
     # Without autograd one (rows, V) buffer is reused by every chunk. Allocating a fresh one per
     # chunk lets glibc's heap grow by a chunk every few chunks (freed blocks above its mmap
     # threshold are recycled on the heap, not returned), which measured up to 10x the budget.
@@ -264,6 +281,7 @@ def transport_potential(
     log_shape_mass: Tensor,
     *,
     iterations: int,
+    relaxation: float = 1.0,
     memory_budget_mb: float = 256.0,
 ) -> Tensor:
     """Shape-side potential g of entropic transport with logits L = atlas_scaled @ shape_unit.T.
@@ -271,7 +289,9 @@ def transport_potential(
     Sinkhorn in the log domain: f_k = log m_k - logsumexp_v(L_kv + g_v), then
     g_v = log n_v - logsumexp_k(L_kv + f_k), `iterations` times, so that the plan
     exp(L + f + g) has row sums m and column sums n (the row marginals hold exactly after each
-    f-step, the column ones in the limit). The rows of the plan, normalised, are
+    f-step, the column ones in the limit). With `relaxation` omega > 1 every step is
+    over-relaxed, f <- (1 - omega) f + omega f_new and g alike (the first f-step plain), with
+    the same fixed point (module docstring). The rows of the plan, normalised, are
     softmax_v(L_kv + g_v): attention with a column bias. Computed without autograd. When the
     (K, V) logits fit in half of `memory_budget_mb` they are kept and the same iterations run
     in kernel form (scalings instead of potentials, absorbed into g every
@@ -285,6 +305,8 @@ def transport_potential(
     """
     if iterations < 0:
         raise ValueError(f"iterations must be >= 0, got {iterations}")
+    if not 1.0 <= relaxation < 2.0:
+        raise ValueError(f"relaxation must be in [1, 2), got {relaxation}")
     k, v = atlas_scaled.shape[0], shape_unit.shape[0]
     itemsize = atlas_scaled.element_size()
     with torch.no_grad():
@@ -298,26 +320,56 @@ def transport_potential(
             # unreached vertex stays finite.
             logits = torch.mm(atlas_scaled, shape_unit.T)
             m, n = log_atlas_mass.exp(), log_shape_mass.exp()
+            u = shift = None
             done = 0
             while done < iterations:
                 kernel = logits + g
+                row_max = kernel.amax(dim=1)
                 _shift_drop_subnormal_(kernel).exp_()
+                if u is not None and relaxation != 1.0:
+                    # The same plan in the new kernel's terms: its rows are scaled by
+                    # exp(old max - new max) and the absorbed s is back to 1.
+                    u = u * torch.exp((row_max - shift).clamp(-TRANSPORT_LOG_BOUND,
+                                                              TRANSPORT_LOG_BOUND))
+                shift = row_max
                 s = torch.ones_like(g)
                 for _ in range(min(TRANSPORT_ABSORB_EVERY, iterations - done)):
-                    u = m / (kernel @ s).clamp_min(TRANSPORT_TINY)
-                    s = (n / (kernel.T @ u).clamp_min(TRANSPORT_TINY)).clamp_max(1 / TRANSPORT_TINY)
+                    step = m / (kernel @ s).clamp_min(TRANSPORT_TINY)
+                    u = step if u is None or relaxation == 1.0 else _relax(u, step, relaxation)
+                    step = n / (kernel.T @ u).clamp_min(TRANSPORT_TINY)
+                    s = (step if relaxation == 1.0 else _relax(s, step, relaxation)
+                         ).clamp_max(1 / TRANSPORT_TINY)
                     done += 1
                 g = g + torch.log(s.clamp_min(TRANSPORT_TINY))
             return g
         rows = rows_per_chunk(v, memory_budget_mb=memory_budget_mb, itemsize=itemsize)
-        for _ in range(iterations):
+        f = torch.zeros(k, device=g.device, dtype=g.dtype)
+        for it in range(iterations):
             column = torch.full_like(g, -math.inf)
             for start in range(0, k, rows):
                 logits = atlas_scaled[start : start + rows] @ shape_unit.T
-                f = log_atlas_mass[start : start + rows] - torch.logsumexp(logits + g, dim=1)
-                column = torch.logaddexp(column, torch.logsumexp(logits.add_(f[:, None]), dim=0))
-            g = log_shape_mass - column
+                step = log_atlas_mass[start : start + rows] - torch.logsumexp(logits + g, dim=1)
+                if it and relaxation != 1.0:
+                    step = _relax_log(f[start : start + rows], step, relaxation)
+                f[start : start + rows] = step
+                column = torch.logaddexp(column,
+                                         torch.logsumexp(logits.add_(step[:, None]), dim=0))
+            step = log_shape_mass - column
+            g = step if relaxation == 1.0 else _relax_log(g, step, relaxation)
         return g
+
+
+def _relax_log(old: Tensor, step: Tensor, omega: float) -> Tensor:
+    """Over-relaxed log-domain update (1 - omega) old + omega step, the move bounded by
+    `TRANSPORT_LOG_BOUND` (and finite where `step` is -inf: an unreached vertex)."""
+    move = (step - old).nan_to_num(nan=0.0).clamp(-TRANSPORT_LOG_BOUND, TRANSPORT_LOG_BOUND)
+    return old + omega * move
+
+
+def _relax(old: Tensor, step: Tensor, omega: float) -> Tensor:
+    """Over-relaxed scaling update old^(1 - omega) step^omega, in logs (both positive)."""
+    lo, ls = (torch.log(t.clamp_min(TRANSPORT_TINY)) for t in (old, step))
+    return torch.exp(_relax_log(lo, ls, omega).clamp(-TRANSPORT_LOG_BOUND, TRANSPORT_LOG_BOUND))
 
 
 def _best_atlas_vertex(atlas_unit: Tensor, shape_unit: Tensor, *, rows: int) -> Tensor:

@@ -123,12 +123,14 @@ class RASM(nn.Module):
 
     def __init__(self, encoder: EncoderConfig, *, sharpness: float, smooth_gamma: float,
                  smooth_iterations: int, attention_memory_mb: float,
-                 transport_iterations: int = 0, transport_sharpness: float = 300.0):
+                 transport_iterations: int = 0, transport_sharpness: float = 300.0,
+                 transport_relaxation: float = 1.0):
         super().__init__()
         self.vae = GraphVAE(encoder)
         self.sharpness = float(sharpness)
         self.transport_iterations = int(transport_iterations)
         self.transport_sharpness = float(transport_sharpness)
+        self.transport_relaxation = float(transport_relaxation)
         self.smooth_gamma = float(smooth_gamma)
         self.smooth_iterations = int(smooth_iterations)
         self.attention_memory_mb = float(attention_memory_mb)
@@ -142,14 +144,16 @@ class RASM(nn.Module):
     def match(self, atlas_emb: Tensor, shape: GraphInput, shape_emb: Tensor,
               atlas: AtlasGraph, *, transport: bool = False) -> ShapeMatch:
         """Attention correspondence + graph smoothing of one shape. `transport`: balance the
-        attention (`transport_iterations`, `transport_sharpness`; see nn.attention) when
+        attention (`transport_iterations`, `transport_sharpness`, `transport_relaxation`; see
+        nn.attention) when
         `transport_iterations` > 0; training steps call it without."""
         iterations = self.transport_iterations if transport else 0
         att = attention_correspondence(
             atlas_emb, shape_emb, shape.points,
             sharpness=self.transport_sharpness if iterations else self.sharpness,
             memory_budget_mb=self.attention_memory_mb, checkpoint=self.training,
-            transport_iterations=iterations, atlas_weights=atlas.graph.weights,
+            transport_iterations=iterations, transport_relaxation=self.transport_relaxation,
+            atlas_weights=atlas.graph.weights,
             shape_weights=shape.weights,
         )
         smoothed = smooth_on_graph(att.points, atlas.graph.edge_index, gamma=self.smooth_gamma,
