@@ -79,7 +79,8 @@ def test_correspond_aligns_a_new_pose_by_itself(fitted):
 
 def test_a_new_shape_gets_the_pruned_search_then_the_local_refinement(fitted, monkeypatch):
     # `correspond` without a transform: the rigid search with `NEW_SHAPE_AXIS_SD_RATIO` and
-    # `NEW_SHAPE_FINALIST_RMS_RATIO`, then the local ICP and cap turn a training file's pose gets (`inputs.new_shape_pose`).
+    # `NEW_SHAPE_FINALIST_RMS_RATIO`, then the local ICP and cap turn a training file's pose
+    # gets (`inputs.new_shape_pose`).
     from shapeatlas.mesh import align
     from shapeatlas.models import inputs
 

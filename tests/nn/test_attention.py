@@ -248,7 +248,9 @@ def test_over_relaxed_transport_reaches_the_same_plan_in_fewer_iterations(budget
     plain, relaxed = potential(40, 1.0), potential(40, 1.5)
     assert column_error(relaxed) < 0.2 * column_error(plain)
     # The same fixed point: the attention rows softmax(L + g) (g is defined up to a constant).
-    rows = lambda g: torch.softmax(lam * unit(atlas, dim=1) @ unit(shape, dim=1).T + g, dim=1)  # noqa: E731
+    def rows(g):
+        return torch.softmax(lam * unit(atlas, dim=1) @ unit(shape, dim=1).T + g, dim=1)
+
     torch.testing.assert_close(rows(potential(1000, 1.5)), rows(limit), rtol=0, atol=1e-4)
     # omega = 1 is the plain iteration, bit for bit.
     assert torch.equal(potential(40, 1.0), transport_potential(*args, iterations=40,

@@ -70,10 +70,10 @@ class FitConfig:
     1.99 mm on synthetic kidneys. Configs before version 8: 0; version 8: 100 (plain)."""
     transport_relaxation: float = 1.5
     """omega of the over-relaxed Sinkhorn steps, in [1, 2) (1: plain; `nn.attention`): closer to
-    the converged plan in fewer iterations. 40 iterations at 1.5 came closest to the 100 plain ones of
-    version 8 (matched points 0.09 mm apart, mean, on the seed-0 synthetic LVs) and gave the
-    same ground-truth errors to within 0.01 mm (1.78 / 1.57 / 1.45 mm on the two LV cohorts
-    and the kidneys) with 40% of the iterations. Configs before version 9: 1 (and 100
+    the converged plan in fewer iterations. 40 iterations at 1.5 came closest to the 100 plain
+    ones of version 8 (matched points 0.09 mm apart, mean, on the seed-0 synthetic LVs) and
+    gave the same ground-truth errors to within 0.02 mm (1.78 / 1.57 / 1.45 mm on the two LV
+    cohorts and the kidneys) with 40% of the iterations. Configs before version 9: 1 (and 100
     iterations where a config does not name them)."""
     transport_sharpness: float = 300.0
     """lambda of the attention when `transport_iterations` > 0 (transport spreads each atlas
