@@ -241,7 +241,7 @@ ALIGN_WORKERS = min(4, os.cpu_count() or 1)
 NEW_SHAPE_AXIS_SD_RATIO = 1.5
 #: ...and refines at full resolution only the finalists whose coarse RMS is within this factor
 #: of the best's (`align_to_reference`'s `finalist_rms_ratio`; None: all of them). On the same
-#: 150 shapes every pose was the same (to 5e-4 mm) in 15-23% less time; on 16 raw livers two
+#: 150 shapes every pose was the same (to 5e-4 mm) in 17-23% less time; on 16 raw livers two
 #: moved by 1-2 mm along a flat valley (final RMS within 0.03%); at 1.01 one LV moved 0.3 mm.
 NEW_SHAPE_FINALIST_RMS_RATIO: float | None = 1.02
 #: Training shapes whose caps are turned a median of this many degrees or more from the
