@@ -10,7 +10,7 @@ For every (cohort, method) row: `fit` on the training folder, then `evaluate` on
 (OUT/COHORT/METHOD/evaluation/metrics.json) are reused, so an interrupted benchmark resumes (delete
 `evaluation/` to re-evaluate only); the table is printed at the end (Markdown).
 
-`hgcn` matches the results with the defaults (balanced transport, 40 over-relaxed Sinkhorn
+`hgcn` matches the results with the defaults (balanced transport, 30 over-relaxed Sinkhorn
 iterations since config version 9, 100 plain ones in version 8, and the normal-only pull); `hgcn-paper` with the paper's plain softmax and free pull (the defaults
 before config version 8), `hgcn-transport` with 30 iterations and the free pull; the generator
 learns from the shapes so matched. `hgcn-joint` trains the β-VAE end to end with the
@@ -47,7 +47,7 @@ METHODS = {"hgcn": dict(method="rasm", features="hybrid"),
            # the β-VAE trained end to end with the correspondence network (issue 4's option)
            "hgcn-joint": dict(method="rasm", features="hybrid", generator_training="joint"),
            # hGCN with 30 transport iterations when matching (the generator learns from those
-           # shapes; the default is 40 over-relaxed ones with the normal-only pull)
+           # shapes; the default is 30 over-relaxed ones with the normal-only pull)
            "hgcn-transport": dict(method="rasm", features="hybrid", transport_iterations=30,
                                   transport_relaxation=1.0, refine_motion="free"),
            # hGCN matched as in the paper and before config version 8: plain softmax, free pull

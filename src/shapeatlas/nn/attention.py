@@ -38,9 +38,9 @@ which has the same fixed point and approaches it in fewer iterations (Thibault e
 "Overrelaxed Sinkhorn-Knopp algorithm for regularized optimal transport", 2021; omega in
 (1, 2) converges locally). At lambda 300 the iterations stop well before convergence (with a
 trained 50-LV model, the matched points after 100 plain iterations lay 0.53 mm, mean, from
-those after 300), so the iteration count is part of the method: 40 steps at omega 1.5 came
-closest to 100 plain ones (0.09 mm mean; 50 at 1.5: 0.20 mm) with 40% of the iterations
-(README, Results).
+those after 300), so the iteration count is part of the method: 30 steps at omega 1.5 came
+closest to 100 plain ones (0.05 mm mean; 40 at 1.5: 0.09 mm, 50: 0.20 mm) with 30% of the
+iterations (README, Results).
 
 Numerics: the logits reach +-lambda (1e4); `torch.softmax` subtracts the row maximum, so nothing
 overflows, and the float32 rounding of a cosine (~6e-8) moves a logit by < 1e-3, which changes the

@@ -145,8 +145,7 @@ class RASM(nn.Module):
               atlas: AtlasGraph, *, transport: bool = False) -> ShapeMatch:
         """Attention correspondence + graph smoothing of one shape. `transport`: balance the
         attention (`transport_iterations`, `transport_sharpness`, `transport_relaxation`; see
-        nn.attention) when
-        `transport_iterations` > 0; training steps call it without."""
+        nn.attention) when `transport_iterations` > 0; training steps call it without."""
         iterations = self.transport_iterations if transport else 0
         att = attention_correspondence(
             atlas_emb, shape_emb, shape.points,

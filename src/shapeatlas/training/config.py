@@ -56,7 +56,7 @@ class FitConfig:
     of the refined normalised shapes."""
     sharpness: float = 1e4
     """lambda: inverse temperature of the attention softmax over the shape's vertices."""
-    transport_iterations: int = 40
+    transport_iterations: int = 30
     """Matching of the results (`correspond`, pose refinement, the shapes the generator learns
     from): Sinkhorn iterations that balance the attention into a transport plan, so every part
     of the shape receives atlas vertices in proportion to its area (`nn.attention`); 0 gives
@@ -64,16 +64,16 @@ class FitConfig:
     softmax, so this setting does not change a single-atlas run's network or atlas, and it can
     be set on a trained model (`AtlasModel.set_transport`, or `shapeatlas correspond
     --transport-iterations`). Measured in the README (Results): with `refine_motion="normal"`,
-    40 over-relaxed iterations (`transport_relaxation`) at `transport_sharpness` 300 gave a
-    ground-truth error of 1.78 / 1.57 mm on the two synthetic LV cohorts (1.93 / 1.73% of the
-    long axis) against 2.54 / 2.22 mm with 0 iterations and the free pull, and 1.45 against
+    30 over-relaxed iterations (`transport_relaxation`) at `transport_sharpness` 300 gave a
+    ground-truth error of 1.80 / 1.57 mm on the two synthetic LV cohorts (1.96 / 1.73% of the
+    long axis) against 2.54 / 2.22 mm with 0 iterations and the free pull, and 1.44 against
     1.99 mm on synthetic kidneys. Configs before version 8: 0; version 8: 100 (plain)."""
     transport_relaxation: float = 1.5
     """omega of the over-relaxed Sinkhorn steps, in [1, 2) (1: plain; `nn.attention`): closer to
-    the converged plan in fewer iterations. 40 iterations at 1.5 came closest to the 100 plain
-    ones of version 8 (matched points 0.09 mm apart, mean, on the seed-0 synthetic LVs) and
-    gave the same ground-truth errors to within 0.02 mm (1.78 / 1.57 / 1.45 mm on the two LV
-    cohorts and the kidneys) with 40% of the iterations. Configs before version 9: 1 (and 100
+    the converged plan in fewer iterations. 30 iterations at 1.5 came closest to the 100 plain
+    ones of version 8 (matched points 0.05 mm apart, mean, on the seed-0 synthetic LVs) and
+    gave the same ground-truth errors to within 0.01 mm (1.80 / 1.57 / 1.44 mm on the two LV
+    cohorts and the kidneys) with 30% of the iterations. Configs before version 9: 1 (and 100
     iterations where a config does not name them)."""
     transport_sharpness: float = 300.0
     """lambda of the attention when `transport_iterations` > 0 (transport spreads each atlas
