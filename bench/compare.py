@@ -11,8 +11,9 @@ For every (cohort, method) row: `fit` on the training folder, then `evaluate` on
 `evaluation/` to re-evaluate only); the table is printed at the end (Markdown).
 
 `hgcn` matches the results with the defaults (balanced transport, 30 over-relaxed Sinkhorn
-iterations since config version 9, 100 plain ones in version 8, and the normal-only pull); `hgcn-paper` with the paper's plain softmax and free pull (the defaults
-before config version 8), `hgcn-transport` with 30 iterations and the free pull; the generator
+iterations since config version 9, 100 plain ones in version 8, and the normal-only pull);
+`hgcn-paper` with the paper's plain softmax and free pull (the defaults before config version
+8), `hgcn-transport` with 30 iterations and the free pull; the generator
 learns from the shapes so matched. `hgcn-joint` trains the β-VAE end to end with the
 correspondence network.
 `hgcn-ssm` refines them with the point-distribution model (`ssm_modes=4`) before the generator

@@ -1,13 +1,14 @@
 """Benchmark: the test-time pull with a penalty on sliding along the surface, on finished runs.
 
-The free pull (the paper's refinement, the default before config version 8) lowers the Chamfer distance partly by sliding
-points along the surface, which costs ground-truth error on the synthetic LVs; the normal-only
-pull (`refine_motion="normal"`) cannot slide and so cannot cover a surface that the attention
-leaves uncovered (the livers). This measures the middle ground: the free pull plus
-`weight` x mean over the atlas points of the tangential part of each point's displacement
-(tangent plane of the start shape), squared (`l2`) or not (`l1`, which leaves small pulls still
-and lets large ones through), in normalised units. It replaces `AtlasModel`'s pull for the
-measurement only (the library has no such option: no weight beat both motions, see README).
+The free pull (the paper's refinement, the default before config version 8) lowers the Chamfer
+distance partly by sliding points along the surface, which costs ground-truth error on the
+synthetic LVs; the normal-only pull (`refine_motion="normal"`) cannot slide and so cannot cover
+a surface that the attention leaves uncovered (the livers). This measures the middle ground:
+the free pull plus `weight` x mean over the atlas points of the tangential part of each point's
+displacement (tangent plane of the start shape), squared (`l2`) or not (`l1`, which leaves
+small pulls still and lets large ones through), in normalised units. It replaces `AtlasModel`'s
+pull for the measurement only (the library has no such option: no weight beat both motions, see
+README).
 
     python bench/rasm_pull_penalty.py lv --out OUT --tag TAG [--transport-iterations 100]
         [--variants l2:1 l1:0.01 ...]      # a finished bench/rasm_lv.py run: GT error, Chamfer

@@ -527,8 +527,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--transport-iterations", type=int, default=None, metavar="N",
                    help="balance each match into a transport plan with N Sinkhorn iterations "
                    "(default: the run's transport_iterations: 30 for runs since config version "
-                   "9, 100 for version 8; 0: the paper's softmax, which has the larger ground-truth error on the "
-                   "synthetic cohorts, see the README)")
+                   "9, 100 for version 8; 0: the paper's softmax, which has the larger "
+                   "ground-truth error on the synthetic cohorts, see the README)")
     c.add_argument("--transport-sharpness", type=float, default=None, metavar="LAMBDA",
                    help="attention sharpness when transport is on (default: the run's "
                    "transport_sharpness)")

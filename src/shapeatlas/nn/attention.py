@@ -123,10 +123,11 @@ def _attend(atlas_rows: Tensor, shape_unit: Tensor, points: Tensor,
     return weights @ points, weights.amax(dim=1)
 
 
-def _shift_drop_subnormal_(logits: Tensor) -> Tensor:
+def _shift_drop_subnormal_(logits: Tensor, row_max: Tensor | None = None) -> Tensor:
     """In place: (k, V) logits minus their row maximum (so the largest exp is 1), and those
     whose exp would then be subnormal (below `finfo.tiny`, e^-87 in float32) -inf, so their
-    weight is exactly 0. -> the same tensor
+    weight is exactly 0. row_max: the rows' maxima (k,), where the caller has them already.
+    -> the same tensor
 
     Subnormal floats are slow on x86 CPUs, and at a lambda of a few hundred or less a large
     share of the (k, V) weights falls there. On the 2-core CPU, with trained 50-LV models:
@@ -136,7 +137,9 @@ def _shift_drop_subnormal_(logits: Tensor) -> Tensor:
     `torch.set_flush_denormal` does not reach PyTorch's worker threads. The weights dropped
     are below 1e-38 of the row's largest (where subnormals are flushed to zero anyway, nothing
     changes at all)."""
-    logits.sub_(logits.detach().amax(dim=1, keepdim=True))
+    if row_max is None:
+        row_max = logits.detach().amax(dim=1)
+    logits.sub_(row_max[:, None])
     return F.threshold_(logits, math.log(torch.finfo(logits.dtype).tiny), -math.inf)
 
 
@@ -324,8 +327,9 @@ def transport_potential(
             done = 0
             while done < iterations:
                 kernel = logits + g
-                row_max = kernel.amax(dim=1)
-                _shift_drop_subnormal_(kernel).exp_()
+                # The row maxima are kept only where the relaxed u needs them (below).
+                row_max = kernel.amax(dim=1) if relaxation != 1.0 else None
+                _shift_drop_subnormal_(kernel, row_max).exp_()
                 if u is not None and relaxation != 1.0:
                     # The same plan in the new kernel's terms: its rows are scaled by
                     # exp(old max - new max) and the absorbed s is back to 1.
