@@ -48,12 +48,14 @@ METHODS = {"hgcn": dict(method="rasm", features="hybrid"),
            # the β-VAE trained end to end with the correspondence network (issue 4's option)
            "hgcn-joint": dict(method="rasm", features="hybrid", generator_training="joint"),
            # hGCN with 30 transport iterations when matching (the generator learns from those
-           # shapes; the default is 30 over-relaxed ones with the normal-only pull)
+           # shapes; the default is 30 over-relaxed ones, the deformation smoothing and the
+           # normal-only pull)
            "hgcn-transport": dict(method="rasm", features="hybrid", transport_iterations=30,
-                                  transport_relaxation=1.0, refine_motion="free"),
+                                  transport_relaxation=1.0, deformation_smoothing=0,
+                                  refine_motion="free"),
            # hGCN matched as in the paper and before config version 8: plain softmax, free pull
            "hgcn-paper": dict(method="rasm", features="hybrid", transport_iterations=0,
-                              refine_motion="free"),
+                              deformation_smoothing=0, refine_motion="free"),
            # hGCN with the point-distribution model (4 modes) refining the correspondences
            "hgcn-ssm": dict(method="rasm", features="hybrid", ssm_modes=4)}
 

@@ -1,10 +1,10 @@
 """Benchmark: seconds for `correspond` of one new mesh (aligned from scratch), after loading.
 
-Loads a fitted run, corresponds MESH once to warm up, then `--repeat` times per setting, with
-this version's default matching (`FitConfig()`'s transport, pull motion and normal-pull steps,
-whatever the run was fitted with; matching changes no training) and with the paper's (plain
-softmax, free pull), on 1 thread and on `inputs.ALIGN_WORKERS` threads for the rigid search
-(the poses are the same). Printed only.
+Loads a fitted run, corresponds MESH once to warm up, then `--repeat` times per setting, with this
+version's default matching (`FitConfig()`'s transport, deformation smoothing, pull motion and
+normal-pull steps, whatever the run was fitted with; matching changes no training) and with the
+paper's (plain softmax, no deformation smoothing, free pull), on 1 thread and on
+`inputs.ALIGN_WORKERS` threads for the rigid search (the poses are the same). Printed only.
 
     python bench/correspond_speed.py RUN_DIR MESH [--repeat 3]
     # e.g. a bench/rasm_lv.py run and one of its cohort files:
@@ -36,10 +36,11 @@ def main() -> None:
     settings = (("default matching", dict(
                     transport_iterations=d.transport_iterations,
                     transport_sharpness=d.transport_sharpness,
-                    transport_relaxation=d.transport_relaxation, refine_motion=d.refine_motion,
+                    transport_relaxation=d.transport_relaxation,
+                    deformation_smoothing=d.deformation_smoothing, refine_motion=d.refine_motion,
                     normal_refine_steps=d.normal_refine_steps)),
                 ("paper's matching (softmax, free pull)",
-                 dict(transport_iterations=0, refine_motion="free")))
+                 dict(transport_iterations=0, deformation_smoothing=0, refine_motion="free")))
     fitted = model.config
     try:
         for workers in sorted({1, threads}):
@@ -49,6 +50,7 @@ def main() -> None:
                 model.set_transport(model.config.transport_iterations,
                                     model.config.transport_sharpness,
                                     model.config.transport_relaxation)
+                model.set_deformation_smoothing(model.config.deformation_smoothing)
                 model.correspond([mesh])  # warm-up
                 times = []
                 for _ in range(args.repeat):

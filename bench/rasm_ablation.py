@@ -9,9 +9,9 @@ from `bench/rasm_lv.py`. With `--livers`, on the AMOS livers' train/test split o
 rounds, about 25 minutes).
 
 Like the paper's, every row matches with the plain softmax at the row's lambda and the free pull
-(`--transport-iterations 0 --refine-motion free`; the library's defaults since config version 8
-are balanced transport at lambda 300 and the normal-only pull, which would hide lambda at
-matching time).
+(`--transport-iterations 0 --deformation-smoothing 0 --refine-motion free`; the library's
+defaults since config version 8 are balanced transport at lambda 300 and the normal-only pull,
+which would hide lambda at matching time, and since version 10 a deformation smoothing).
 
     python bench/rasm_ablation.py [--n 12] [--epochs 6] [--out /tmp/shapeatlas-ablation]
     python bench/rasm_ablation.py --livers [--epochs 5] [--out /tmp/shapeatlas-ablation-liver]
@@ -27,7 +27,8 @@ import rasm_liver
 import rasm_lv
 
 #: The paper's matching (see the module docstring).
-PAPER_MATCHING = ["--transport-iterations", "0", "--refine-motion", "free"]
+PAPER_MATCHING = ["--transport-iterations", "0", "--deformation-smoothing", "0",
+                  "--refine-motion", "free"]
 
 
 def main() -> None:

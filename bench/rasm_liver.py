@@ -14,10 +14,10 @@ the paper) and vertex to triangle (`surface_chamfer_mm`, `surface_hausdorff_mm`,
 
 `--rematch` fits nothing: it loads OUT/run-TAG and measures the test split again with the matching
 settings given (`--transport-iterations`, `--transport-sharpness`, `--transport-relaxation`,
-`--refine-motion`, `--normal-refine-steps`), which change no training; written to
-OUT/result-TAG-rematch-tN-lL[-wW][-normalS][-ssmD][-always].json. `--ssm-modes D` first fits a
-point-distribution model on the training split; as in `fit`, one that raises the training
-shapes' mean Chamfer by more than 5% is not kept (`--ssm-always` keeps it, to measure it).
+`--deformation-smoothing`, `--refine-motion`, `--normal-refine-steps`), which change no training;
+written to OUT/result-TAG-rematch-tN-lL[-wW][-dD][-normalS][-ssmD][-always].json. `--ssm-modes D`
+first fits a point-distribution model on the training split; as in `fit`, one that raises the
+training shapes' mean Chamfer by more than 5% is not kept (`--ssm-always` keeps it, to measure it).
 """
 
 from __future__ import annotations
@@ -50,6 +50,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--transport-sharpness", type=float, default=None)
     p.add_argument("--transport-relaxation", type=float, default=None,
                    help="over-relaxation omega of the Sinkhorn steps (1: plain)")
+    p.add_argument("--deformation-smoothing", type=int, default=None,
+                   help="smoothing iterations of the matched shape's displacement from the atlas "
+                   "(FitConfig.deformation_smoothing; 0: off)")
     p.add_argument("--refine-motion", default=None, choices=["free", "normal"],
                    help="how the test-time pull moves the points (FitConfig.refine_motion)")
     p.add_argument("--normal-refine-steps", type=int, default=None,
@@ -81,7 +84,8 @@ def run(args: argparse.Namespace) -> dict:
         sharpness=args.sharpness,
         transport_iterations=args.transport_iterations,
         transport_sharpness=args.transport_sharpness,
-        transport_relaxation=args.transport_relaxation, normalisation=args.normalisation,
+        transport_relaxation=args.transport_relaxation,
+        deformation_smoothing=args.deformation_smoothing, normalisation=args.normalisation,
         refine_motion=args.refine_motion,
         normal_refine_steps=args.normal_refine_steps)
     tag = args.tag or args.features
@@ -92,6 +96,8 @@ def run(args: argparse.Namespace) -> dict:
         model = AtlasModel.load(run_dir).set_transport(args.transport_iterations,
                                                        args.transport_sharpness,
                                                        args.transport_relaxation)
+        if args.deformation_smoothing is not None:
+            model.set_deformation_smoothing(args.deformation_smoothing)
         if args.refine_motion is not None:
             model.set_refine_motion(args.refine_motion)
         if args.normal_refine_steps is not None:
@@ -108,6 +114,7 @@ def run(args: argparse.Namespace) -> dict:
                   "rows": measure(model, test), "config": c.to_dict()}
         name = (f"result-{tag}-rematch-t{c.transport_iterations}-l{c.transport_sharpness:g}"
                 f"{f'-w{c.transport_relaxation:g}' if c.transport_relaxation != 1 else ''}"
+                f"{f'-d{c.deformation_smoothing}' if c.deformation_smoothing else ''}"
                 f"{f'-normal{c.normal_refine_steps}' if c.refine_motion == 'normal' else ''}"
                 f"{f'-ssm{args.ssm_modes}' if args.ssm_modes else ''}"
                 f"{'-always' if args.ssm_always else ''}.json")

@@ -26,7 +26,7 @@ second organ with ground truth.
    the model reaches when the pose is right (see bench/lv_alignment_diagnostics.py).
 6. `--rematch`: no new cohort and no fit; load OUT/run-TAG and measure steps 2-4 again with the
    matching settings given (`--transport-iterations`, `--transport-sharpness`,
-   `--transport-relaxation`, `--pose-iterations`, `--refine-motion`,
+   `--transport-relaxation`, `--deformation-smoothing`, `--pose-iterations`, `--refine-motion`,
    `--normal-refine-steps`), which change no
    training. Written to
    OUT/result-TAG-rematch-*.json.
@@ -87,6 +87,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--transport-sharpness", type=float, default=None)
     p.add_argument("--transport-relaxation", type=float, default=None,
                    help="over-relaxation omega of the Sinkhorn steps (1: plain)")
+    p.add_argument("--deformation-smoothing", type=int, default=None,
+                   help="smoothing iterations of the matched shape's displacement from the atlas "
+                   "(FitConfig.deformation_smoothing; 0: off)")
     p.add_argument("--refine-motion", default=None, choices=["free", "normal"],
                    help="how the test-time pull moves the points (FitConfig.refine_motion)")
     p.add_argument("--normal-refine-steps", type=int, default=None,
@@ -160,6 +163,7 @@ def run(args: argparse.Namespace) -> dict:
         transport_iterations=args.transport_iterations,
         transport_sharpness=args.transport_sharpness,
         transport_relaxation=args.transport_relaxation,
+        deformation_smoothing=args.deformation_smoothing,
         atlas_vertices=args.atlas_vertices, atlas_init=args.atlas_init,
         normalisation=args.normalisation, groom_consensus_rounds=args.consensus_rounds,
         pose_iterations=args.pose_iterations, pose_relaxation=args.pose_relaxation,
@@ -191,6 +195,8 @@ def rematch(args: argparse.Namespace, out: Path, run: Path, tag: str) -> dict:
     model = AtlasModel.load(run).set_transport(args.transport_iterations,
                                                args.transport_sharpness,
                                                args.transport_relaxation)
+    if args.deformation_smoothing is not None:
+        model.set_deformation_smoothing(args.deformation_smoothing)
     if args.pose_iterations is not None:
         model.config = model.config.replace(pose_iterations=args.pose_iterations)
     if args.refine_motion is not None:
@@ -218,6 +224,7 @@ def rematch(args: argparse.Namespace, out: Path, run: Path, tag: str) -> dict:
               "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
     name = (f"result-{tag}-rematch-t{c.transport_iterations}-l{c.transport_sharpness:g}"
                 f"{f'-w{c.transport_relaxation:g}' if c.transport_relaxation != 1 else ''}"
+            f"{f'-d{c.deformation_smoothing}' if c.deformation_smoothing else ''}"
             f"-p{c.pose_iterations}{'-groom' if args.groom_poses else ''}"
             f"{f'-normal{c.normal_refine_steps}' if c.refine_motion == 'normal' else ''}"
             f"{f'-ssm{args.ssm_modes}' if args.ssm_modes is not None else ''}"

@@ -67,7 +67,8 @@ def main() -> None:
     groomed = {s["name"]: np.asarray(s["transform"]) for s in manifest["shapes"]}
     meshes = [read_mesh(out / "cohort" / f"{n}.ply") for n in names]
     long_axis = float(np.mean([truth[n].long_axis_mm for n in names]))
-    model = AtlasModel.load(run).set_transport(relaxation=1.0)  # plain Sinkhorn, as measured
+    # plain Sinkhorn and no deformation smoothing, as measured (config versions 8 and 9)
+    model = AtlasModel.load(run).set_transport(relaxation=1.0).set_deformation_smoothing(0)
     poses = [refine_pose_on_atlas(m, model.atlas_mesh, groomed[n], cap=model.cap_reference_)
              for m, n in zip(meshes, names)]
     rows = {}

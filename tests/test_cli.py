@@ -229,7 +229,7 @@ def test_fit_and_correspond(tmp_path, capsys):
     assert np.abs(np.load(tmp_path / "np" / "lv_000.npz")["points"]
                   - np.load(tmp_path / "pm" / "lv_000.npz")["points"]).max() > 1e-3
     # Other transport iterations chosen at correspond time (20 plain ones, against the default
-    # 50 over-relaxed): other points, same outputs; bad values are named before any file is
+    # 30 over-relaxed): other points, same outputs; bad values are named before any file is
     # read.
     assert main(["correspond", str(run), str(tmp_path / "lv" / "lv_000.ply"),
                  "--transport-iterations", "20", "--transport-relaxation", "1",
@@ -244,6 +244,14 @@ def test_fit_and_correspond(tmp_path, capsys):
     assert main(["correspond", str(run), str(tmp_path / "lv" / "lv_000.ply"),
                  "--transport-relaxation", "2.5", "--out", str(tmp_path / "t3"), "-q"]) == 1
     assert "transport_relaxation must be in [1, 2)" in capsys.readouterr().err
+    # The deformation smoothing too (off, against the default 8 iterations).
+    assert main(["correspond", str(run), str(tmp_path / "lv" / "lv_000.ply"),
+                 "--deformation-smoothing", "0", "--out", str(tmp_path / "d0"), "-q"]) == 0
+    assert np.abs(np.load(tmp_path / "d0" / "lv_000.npz")["points"] - z["points"]).max() > 1e-3
+    capsys.readouterr()
+    assert main(["correspond", str(run), str(tmp_path / "lv" / "lv_000.ply"),
+                 "--deformation-smoothing", "-1", "--out", str(tmp_path / "d1"), "-q"]) == 1
+    assert "deformation_smoothing must be >= 0" in capsys.readouterr().err
     # The paper's free pull, chosen at correspond time (the default moves along the normals
     # only): other points.
     assert main(["correspond", str(run), str(tmp_path / "lv" / "lv_000.ply"),
@@ -303,6 +311,9 @@ def test_cpd_pca_fit_sample_evaluate_reconstruct(tmp_path, capsys):
     assert main(["correspond", str(run), str(tmp_path / "lv" / "lv_000.ply"), "--out",
                  str(tmp_path / "c"), "--refine-motion", "normal", "-q"]) == 1
     assert "needs an R-ASM run" in capsys.readouterr().err
+    assert main(["correspond", str(run), str(tmp_path / "lv" / "lv_000.ply"), "--out",
+                 str(tmp_path / "c"), "--deformation-smoothing", "4", "-q"]) == 1
+    assert "--deformation-smoothing needs an R-ASM run" in capsys.readouterr().err
     assert main(["reconstruct", str(run), str(tmp_path / "lv" / "lv_000.ply"),
                  "--out", str(tmp_path / "r")]) == 0
     assert read_mesh(tmp_path / "r" / "lv_000.ply").n_vertices == 150

@@ -317,6 +317,7 @@ def cmd_correspond(args: argparse.Namespace) -> int:
                                         transport_iterations=args.transport_iterations,
                                         transport_sharpness=args.transport_sharpness,
                                         transport_relaxation=args.transport_relaxation,
+                                        deformation_smoothing=args.deformation_smoothing,
                                         realign=args.realign,
                                         point_model=not args.no_point_model,
                                         refine_motion=args.refine_motion,
@@ -535,6 +536,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--transport-relaxation", type=float, default=None, metavar="OMEGA",
                    help="over-relaxation of the Sinkhorn steps, in [1, 2) (default: the run's "
                    "transport_relaxation: 1.5 for runs since config version 9, else 1, plain)")
+    c.add_argument("--deformation-smoothing", type=int, default=None, metavar="N",
+                   help="smooth each matched shape's displacement from the atlas for N "
+                   "iterations (default: the run's deformation_smoothing: 8 for runs since "
+                   "config version 10, else 0, off)")
     c.add_argument("--refine-motion", choices=["free", "normal"], default=None,
                    help="how the test-time pull moves the points: normal (only along each "
                    "point's normal: no sliding along the surface; less ground-truth error, "

@@ -266,7 +266,8 @@ def correspond_files(run_dir: str | Path, items: Sequence[str | Path], out_dir: 
                      pose_iterations: int | None = None,
                      transport_iterations: int | None = None,
                      transport_sharpness: float | None = None,
-                     transport_relaxation: float | None = None, realign: bool = False,
+                     transport_relaxation: float | None = None,
+                     deformation_smoothing: int | None = None, realign: bool = False,
                      point_model: bool = True, refine_motion: str | None = None,
                      progress: Callable[[int], None] | None = None) -> tuple[list[dict], list[str]]:
     """Correspond every mesh to a fitted run; returns per-file summaries and error lines.
@@ -281,6 +282,8 @@ def correspond_files(run_dir: str | Path, items: Sequence[str | Path], out_dir: 
     pose_iterations: override the run's `pose_iterations` (single-atlas R-ASM runs only).
     transport_iterations, transport_sharpness, transport_relaxation: override the run's
     balanced transport (R-ASM runs, single or multi-atlas; `AtlasModel.set_transport`).
+    deformation_smoothing: override the run's `deformation_smoothing` (R-ASM runs;
+    `AtlasModel.set_deformation_smoothing`).
     point_model: False matches without the run's point-distribution model (`ssm_modes`).
     refine_motion: override the run's `refine_motion` ("free" or "normal"; R-ASM runs)."""
     model = load_model(run_dir, device=device)
@@ -293,6 +296,11 @@ def correspond_files(run_dir: str | Path, items: Sequence[str | Path], out_dir: 
                                   "--transport-sharpness, --transport-relaxation) needs an "
                                   "R-ASM run, not CPD-PCA")
         model.set_transport(transport_iterations, transport_sharpness, transport_relaxation)
+    if deformation_smoothing is not None:
+        if isinstance(model, CPDPCAModel):
+            raise ShapeAtlasError(f"{run_dir}: --deformation-smoothing needs an R-ASM run, not "
+                                  "CPD-PCA")
+        model.set_deformation_smoothing(deformation_smoothing)
     if refine_motion is not None:
         if isinstance(model, CPDPCAModel):
             raise ShapeAtlasError(f"{run_dir}: --refine-motion needs an R-ASM run, not CPD-PCA")

@@ -182,7 +182,7 @@ def test_transport_settings_old_configs_and_what_they_change(fitted):
         with pytest.raises(ShapeAtlasError, match=next(iter(bad))):
             FitConfig(**bad)
     d = FitConfig().to_dict()
-    assert d["version"] == 9
+    assert d["version"] == 10
     assert (d["transport_iterations"], d["transport_relaxation"]) == (30, 1.5)
     # A config written before version 8 (or before transport existed) keeps its matching: the
     # paper's softmax and free pull.
@@ -222,6 +222,48 @@ def test_transport_settings_old_configs_and_what_they_change(fitted):
         model.set_transport(*saved)
     assert np.abs(ot.points - plain.points).max() > 1e-3
     assert ot.chamfer_mm < 2 * plain.chamfer_mm + 0.5
+
+
+def test_deformation_smoothing_settings_old_configs_and_what_they_change(fitted):
+    from shapeatlas.models import inputs
+    from shapeatlas.training.config import FitConfig
+
+    with pytest.raises(ShapeAtlasError, match="deformation_smoothing"):
+        FitConfig(deformation_smoothing=-1)
+    d = FitConfig().to_dict()
+    assert d["deformation_smoothing"] == 8
+    old = {k: v for k, v in d.items() if k != "deformation_smoothing"}
+    assert FitConfig.from_dict({**old, "version": 9}).deformation_smoothing == 0
+    assert FitConfig.from_dict({**d, "version": 9}).deformation_smoothing == 8  # explicit: kept
+    model, meshes = fitted
+    saved = model.config.deformation_smoothing
+    try:
+        off = model.set_deformation_smoothing(0).correspond(meshes[:1], refine=False)[0]
+        on = model.set_deformation_smoothing(8).correspond(meshes[:1], refine=False)[0]
+        assert model.net_.deformation_smoothing == 8 == model.config.deformation_smoothing
+        assert np.abs(on.points - off.points).max() > 1e-4
+        # Smoothing the displacement keeps the shape's size (smoothing positions would shrink
+        # it) and the match on the surface.
+        def rms(x):
+            return np.sqrt(((x - x.mean(0)) ** 2).sum(1).mean())
+
+        assert abs(rms(on.points) / rms(off.points) - 1) < 0.02
+        assert on.chamfer_mm < 1.5 * off.chamfer_mm + 0.5
+        # Training steps never use it: their match is the same either way.
+        atlas, emb = model._atlas_embedding()
+        aligned = meshes[0].transformed(on.transform)
+        shape = inputs.graph_input(aligned, model._norm_for(aligned),
+                                   features=model.config.features, device=model.device_)
+        with torch.no_grad():
+            train_on = model.net_.match(emb, shape, model._embed(shape), atlas).smoothed
+            model.set_deformation_smoothing(0)
+            train_off = model.net_.match(emb, shape, model._embed(shape), atlas).smoothed
+        assert torch.equal(train_on, train_off)
+        with pytest.raises(ShapeAtlasError, match="deformation_smoothing"):
+            model.set_deformation_smoothing(-2)
+        assert model.net_.deformation_smoothing == 0
+    finally:
+        model.set_deformation_smoothing(saved)
 
 
 def test_refine_motion_is_set_on_a_fitted_model_and_changes_only_the_pull(fitted):

@@ -153,6 +153,15 @@ def test_two_phenotypes_are_two_atlases(mixed, fitted):
     corr = model.correspond(posed[:2])
     assert corr[0].atlas == model.labels_[0] and corr[0].memberships.shape == (2,)
     assert np.isfinite(model.score(meshes[:3]))
+    # The deformation smoothing is set for every atlas's matching (the shared network).
+    saved = model.config.deformation_smoothing
+    try:
+        off = model.set_deformation_smoothing(0).correspond(posed[:1])[0]
+        assert model.base_.net_.deformation_smoothing == 0 == model.config.deformation_smoothing
+        on = model.set_deformation_smoothing(8).correspond(posed[:1])[0]
+        assert np.abs(on.points - off.points).max() > 1e-4 and on.atlas == off.atlas
+    finally:
+        model.set_deformation_smoothing(saved)
 
 
 def _pose(i: int) -> np.ndarray:

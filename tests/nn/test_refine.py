@@ -13,8 +13,10 @@ from shapeatlas.nn import (
     laplacian_loss,
     mesh_graph,
     normal_consistency_loss,
+    smooth_deformation,
     smooth_on_graph,
 )
+from shapeatlas.nn.refine import vertex_normals
 
 PATH = torch.tensor([[0, 1, 1, 2], [1, 0, 2, 1]])  # the path graph 0 - 1 - 2, both directions
 OCTA_V = torch.tensor(
@@ -55,6 +57,48 @@ def test_smoothing_removes_noise_and_batches_like_single_meshes(make_ellipsoid):
     assert out.shape == (2, 162, 3)
     torch.testing.assert_close(out[0], smooth)
     torch.testing.assert_close(out[1], 2 * smooth)
+
+
+def test_deformation_smoothing_removes_noise_without_shrinking(make_ellipsoid):
+    ref, f = make_ellipsoid(3, (1.0, 0.8, 0.6))
+    ei = mesh_graph(ref, f)
+    shape, _ = make_ellipsoid(3, (1.3, 0.9, 0.7))  # the same vertices on another ellipsoid
+    shape = shape + torch.tensor([0.3, -0.2, 0.1])
+    noise = 0.03 * torch.randn(shape.shape, generator=torch.Generator().manual_seed(1))
+    noisy = shape + noise
+    out = smooth_deformation(noisy, ref, ei, gamma=1.0, iterations=8)
+    positions = smooth_on_graph(noisy, ei, gamma=1.0, iterations=8)
+
+    def err(x):
+        return (x - shape).norm(dim=1).mean()
+
+    def rms(x):
+        return (x - x.mean(0)).square().sum(1).mean().sqrt()
+
+    # Most of the noise goes, the size and position stay; smoothing the positions as long
+    # shrinks the shape and ends farther from it than the noise did.
+    assert err(out) < 0.5 * err(noisy)
+    assert abs(rms(out) / rms(shape) - 1) < 0.01
+    torch.testing.assert_close(out.mean(0), noisy.mean(0), atol=1e-3, rtol=0)
+    assert rms(positions) < 0.97 * rms(shape) and err(positions) > err(noisy)
+    # A moved and rescaled copy of the reference has no deformation to smooth.
+    copy = 1.7 * ref + torch.tensor([1.0, 2.0, 3.0])
+    torch.testing.assert_close(smooth_deformation(copy, ref, ei, gamma=1.0, iterations=5), copy)
+    assert torch.equal(smooth_deformation(noisy, ref, ei, gamma=1.0, iterations=0), noisy)
+    with pytest.raises(ValueError, match="reference"):
+        smooth_deformation(noisy, ref[:-1], ei, gamma=1.0, iterations=2)
+    # With normals, only the tangential part of each move is kept: noise along the surface
+    # (what the normal-only pull cannot remove) goes, and the points stay on the surface.
+    normals = vertex_normals(shape, f)
+    along = noise - (noise * normals).sum(1, keepdim=True) * normals
+    slid = shape + along
+    out = smooth_deformation(slid, ref, ei, gamma=1.0, iterations=8,
+                             normals=vertex_normals(slid, f))
+    assert err(out) < 0.6 * err(slid)
+    moved = out - slid
+    assert (moved * vertex_normals(slid, f)).sum(1).abs().max() < 1e-5
+    with pytest.raises(ValueError, match="normals"):
+        smooth_deformation(slid, ref, ei, gamma=1.0, iterations=2, normals=normals[:-1])
 
 
 def test_smoothing_is_differentiable():

@@ -123,7 +123,8 @@ class AtlasModel(GenerativeMixin):
                     smooth_iterations=c.smooth_iterations, attention_memory_mb=c.attention_memory_mb,
                     transport_iterations=c.transport_iterations,
                     transport_sharpness=c.transport_sharpness,
-                    transport_relaxation=c.transport_relaxation)
+                    transport_relaxation=c.transport_relaxation,
+                    deformation_smoothing=c.deformation_smoothing)
 
     def _atlas_graph(self, points_norm: torch.Tensor) -> AtlasGraph:
         mm = self.normalisation_.to_mm(points_norm.detach().cpu().double().numpy())
@@ -192,7 +193,7 @@ class AtlasModel(GenerativeMixin):
             emb = self._embed(atlas.graph)
             # The paper's plain attention, as in training, and its free pull (transport and
             # `refine_motion` are for the results).
-            refined = [self._match(atlas, s, atlas_emb=emb, transport=False, motion="free")[1]
+            refined = [self._match(atlas, s, atlas_emb=emb, results=False, motion="free")[1]
                        for s in shapes]
             return torch.stack(refined).mean(dim=0)
 
@@ -282,6 +283,15 @@ class AtlasModel(GenerativeMixin):
         self.net_.transport_relaxation = self.config.transport_relaxation
         return self
 
+    def set_deformation_smoothing(self, iterations: int) -> "AtlasModel":
+        """Change the smoothing of the matched shape's displacement from the atlas
+        (`FitConfig.deformation_smoothing`; 0: off) on a fitted model, without retraining: like
+        transport, it changes no network and no atlas. -> self"""
+        self._check_fitted()
+        self.config = self.config.replace(deformation_smoothing=iterations)  # validates
+        self.net_.deformation_smoothing = self.config.deformation_smoothing
+        return self
+
     def set_refine_motion(self, motion: str) -> "AtlasModel":
         """Change how the test-time refinement moves the points (`FitConfig.refine_motion`:
         "free" or "normal") on a fitted model; training never uses it. -> self"""
@@ -303,12 +313,13 @@ class AtlasModel(GenerativeMixin):
             return self.net_.vae.encode(graph.x, graph.edge_index).mu
 
     def _match(self, atlas: AtlasGraph, shape, *, atlas_emb: torch.Tensor, refine: bool = True,
-               transport: bool = True, motion: str | None = None):
-        """Match one GraphInput to `atlas` (with the configured transport unless `transport` is
-        False; `motion`: the pull's, None for `config.refine_motion`).
+               results: bool = True, motion: str | None = None):
+        """Match one GraphInput to `atlas` (with the configured transport and deformation
+        smoothing unless `results` is False; `motion`: the pull's, None for
+        `config.refine_motion`).
         -> (ShapeMatch, refined normalised shape (K, 3))"""
         with torch.no_grad():
-            m = self.net_.match(atlas_emb, shape, self._embed(shape), atlas, transport=transport)
+            m = self.net_.match(atlas_emb, shape, self._embed(shape), atlas, results=results)
         return m, (self._pull(m.smoothed, shape, atlas, motion=motion) if refine else m.smoothed)
 
     def _pull(self, start: torch.Tensor, shape, atlas: AtlasGraph, *,

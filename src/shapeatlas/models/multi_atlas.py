@@ -572,6 +572,14 @@ class MultiAtlasModel(GenerativeMixin):
         self.__dict__.pop("_matchers", None)
         return self
 
+    def set_deformation_smoothing(self, iterations: int) -> "MultiAtlasModel":
+        """`AtlasModel.set_deformation_smoothing` for the shared network. -> self"""
+        self._check_fitted()
+        self.base_.set_deformation_smoothing(iterations)
+        self.config = self.config.replace(deformation_smoothing=iterations)
+        self.__dict__.pop("_matchers", None)
+        return self
+
     def set_refine_motion(self, motion: str) -> "MultiAtlasModel":
         """`AtlasModel.set_refine_motion` for the shared network. -> self"""
         self._check_fitted()

@@ -22,6 +22,7 @@ from shapeatlas.nn.refine import (
     face_adjacency,
     laplacian_loss,
     normal_consistency_loss,
+    smooth_deformation,
     smooth_on_graph,
 )
 
@@ -45,5 +46,6 @@ __all__ = [
     "normal_consistency_loss",
     "pack_graphs",
     "reparameterize",
+    "smooth_deformation",
     "smooth_on_graph",
 ]

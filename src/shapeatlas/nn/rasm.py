@@ -1,11 +1,12 @@
 """R-ASM: the correspondence network of Atlas-R-ASMG and its training objective.
 
-One pass: the atlas and B shapes are packed into one graph and encoded by the shared graph VAE;
-for each shape, attention between the atlas's and the shape's per-vertex embeddings resamples the
-shape onto the atlas topology (`H = A^T P`, K points); `H` is smoothed on the atlas graph; the
-losses pull the smoothed shape onto the input (Chamfer) and keep it a plausible deformation of the
-atlas (Laplacian of the displacement, edge lengths, normal consistency), next to the VAE's own
-reconstruction and KL terms.
+One pass: the atlas and B shapes are packed into one graph and encoded by the shared graph VAE; for
+each shape, attention between the atlas's and the shape's per-vertex embeddings resamples the shape
+onto the atlas topology (`H = A^T P`, K points); `H` is smoothed on the atlas graph (when matching
+results, its displacement from the atlas is smoothed too, along its surface:
+`deformation_smoothing`); the losses pull the smoothed shape onto the input (Chamfer) and keep it a
+plausible deformation of the atlas (Laplacian of the displacement, edge lengths, normal
+consistency), next to the VAE's own reconstruction and KL terms.
 
 `pull_to_surface` is the test-time end of the refinement: a few Adam steps on the smoothed shape
 with the same Chamfer + regulariser objective, so each correspondence lies on its input surface;
@@ -31,6 +32,7 @@ from shapeatlas.nn.refine import (
     face_adjacency,
     laplacian_loss,
     normal_consistency_loss,
+    smooth_deformation,
     smooth_on_graph,
     vertex_normals,
 )
@@ -124,13 +126,14 @@ class RASM(nn.Module):
     def __init__(self, encoder: EncoderConfig, *, sharpness: float, smooth_gamma: float,
                  smooth_iterations: int, attention_memory_mb: float,
                  transport_iterations: int = 0, transport_sharpness: float = 300.0,
-                 transport_relaxation: float = 1.0):
+                 transport_relaxation: float = 1.0, deformation_smoothing: int = 0):
         super().__init__()
         self.vae = GraphVAE(encoder)
         self.sharpness = float(sharpness)
         self.transport_iterations = int(transport_iterations)
         self.transport_sharpness = float(transport_sharpness)
         self.transport_relaxation = float(transport_relaxation)
+        self.deformation_smoothing = int(deformation_smoothing)
         self.smooth_gamma = float(smooth_gamma)
         self.smooth_iterations = int(smooth_iterations)
         self.attention_memory_mb = float(attention_memory_mb)
@@ -142,11 +145,14 @@ class RASM(nn.Module):
         return out, packed
 
     def match(self, atlas_emb: Tensor, shape: GraphInput, shape_emb: Tensor,
-              atlas: AtlasGraph, *, transport: bool = False) -> ShapeMatch:
-        """Attention correspondence + graph smoothing of one shape. `transport`: balance the
-        attention (`transport_iterations`, `transport_sharpness`, `transport_relaxation`; see
-        nn.attention) when `transport_iterations` > 0; training steps call it without."""
-        iterations = self.transport_iterations if transport else 0
+              atlas: AtlasGraph, *, results: bool = False) -> ShapeMatch:
+        """Attention correspondence + graph smoothing of one shape. `results`: the matching of
+        results, which balances the attention (`transport_iterations`, `transport_sharpness`,
+        `transport_relaxation`; see nn.attention) when `transport_iterations` > 0 and then
+        smooths the displacement from the atlas along the smoothed shape's surface
+        (`deformation_smoothing` iterations, `nn.refine.smooth_deformation`); training steps
+        call it without."""
+        iterations = self.transport_iterations if results else 0
         att = attention_correspondence(
             atlas_emb, shape_emb, shape.points,
             sharpness=self.transport_sharpness if iterations else self.sharpness,
@@ -157,6 +163,11 @@ class RASM(nn.Module):
         )
         smoothed = smooth_on_graph(att.points, atlas.graph.edge_index, gamma=self.smooth_gamma,
                                    iterations=self.smooth_iterations)
+        if results and self.deformation_smoothing:
+            smoothed = smooth_deformation(smoothed, atlas.graph.points, atlas.graph.edge_index,
+                                          gamma=self.smooth_gamma,
+                                          iterations=self.deformation_smoothing,
+                                          normals=vertex_normals(smoothed, atlas.faces))
         return ShapeMatch(raw=att.points, smoothed=smoothed, confidence=att.confidence,
                           best_atlas_vertex=att.best_atlas_vertex)
 

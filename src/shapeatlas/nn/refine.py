@@ -8,6 +8,14 @@ Atlas-R-ASMG (arXiv 2403.06317),
 
 with A the 0/1 adjacency and D the degree matrix; since D is diagonal the inverse is a division.
 A constant field is a fixed point, and as gamma grows each vertex moves to its neighbours' mean.
+Applied to positions it also shrinks the shape and rounds off its detail; `smooth_deformation`
+applies the same step to the displacement from a reference shape on the same graph (the atlas,
+centred on h and scaled to its RMS radius), which removes the noise of a correspondence without
+shrinking h or flattening what it shares with the reference (a smooth deformation of the atlas,
+the prior the Laplacian regulariser states as a loss). Given h's normals it keeps only the
+tangential part of each move: the points slide along the surface h describes and do not leave
+it where the shape differs from the reference more than a smooth deformation can say (a real
+liver's lobes: README, Results).
 
 The regularisers keep the refined shape a good mesh when it is optimised: a uniform Laplacian
 (smoothness), edge lengths (even sampling) and normal consistency (no folds). All are pure,
@@ -29,6 +37,7 @@ __all__ = [
     "face_adjacency",
     "laplacian_loss",
     "normal_consistency_loss",
+    "smooth_deformation",
     "smooth_on_graph",
 ]
 
@@ -86,6 +95,40 @@ def smooth_on_graph(h: Tensor, edge_index: Tensor, *, gamma: float, iterations: 
         summed, degree = _neighbour_sum_and_degree(out, edge_index)
         out = (out + gamma * summed) / (1.0 + gamma * degree)
     return out if iterations else h.clone()
+
+
+def smooth_deformation(h: Tensor, reference: Tensor, edge_index: Tensor, *, gamma: float,
+                       iterations: int, normals: Tensor | None = None) -> Tensor:
+    """Smooth the displacement of h from `reference` on the atlas graph (`smooth_on_graph`).
+
+    The reference is first given h's centroid and RMS radius (a similarity without rotation:
+    both are in the same aligned frame), so a difference in size or position is not treated as
+    a deformation to smooth; then h <- ref + smooth(h - ref). With `normals`, each vertex's move
+    loses its component along its normal (the points slide along h's surface).
+
+    h: (K, 3) positions; reference: (K, 3) the same vertices on another shape (the atlas);
+    edge_index: (2, E) symmetric atlas graph; gamma, iterations: as `smooth_on_graph`;
+    normals: None or (K, 3) unit normals of h (e.g. `vertex_normals`)
+    -> (K, 3), same dtype and device as h (differentiable with respect to h).
+    """
+    _check_verts(h, "h")
+    if h.ndim != 2 or reference.shape != h.shape:
+        raise ValueError(f"h and reference must both have shape (K, 3), got {tuple(h.shape)} and "
+                         f"{tuple(reference.shape)}")
+    if normals is not None and normals.shape != h.shape:
+        raise ValueError(f"normals must have the shape of h, {tuple(h.shape)}, got "
+                         f"{tuple(normals.shape)}")
+    if not iterations:
+        return smooth_on_graph(h, edge_index, gamma=gamma, iterations=0)
+    ref = reference.to(h.dtype) - reference.to(h.dtype).mean(0)
+    hc = h.mean(0)
+    ref_rms = ref.square().sum(1).mean().sqrt().clamp_min(torch.finfo(h.dtype).tiny)
+    ref = ref * ((h - hc).square().sum(1).mean().sqrt() / ref_rms) + hc
+    out = ref + smooth_on_graph(h - ref, edge_index, gamma=gamma, iterations=iterations)
+    if normals is None:
+        return out
+    move = out - h
+    return h + move - (move * normals).sum(1, keepdim=True) * normals
 
 
 def laplacian_loss(verts: Tensor, edge_index: Tensor) -> Tensor:
