@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -91,6 +92,7 @@ def cmd_info(args: argparse.Namespace) -> int:
             continue
         s = summary(mesh)
         results.append(s)
+        failures += s["unusable"] is not None
         if args.json:
             continue
         vol = f"{s['volume_ml']:.2f} mL" if s["volume_ml"] is not None else "undefined (open)"
@@ -105,6 +107,12 @@ def cmd_info(args: argparse.Namespace) -> int:
         print("  problems: " + ("none" if not s["problems"] else ""))
         for p in s["problems"]:
             print(f"    - {p}")
+        val = s["validity"]
+        print("  mesh check: " + ("valid (closed, manifold, outward, no self-intersections, no "
+                                  "degenerate faces)" if val["valid"] else
+                                  "NOT valid: " + "; ".join(val["problems"])))
+        if s["unusable"]:
+            print(f"  UNUSABLE for shape modelling: {s['unusable']}")
     if args.json:
         print(json.dumps(results, indent=1))
     return 1 if failures else 0
@@ -125,6 +133,8 @@ def _groom_options(args: argparse.Namespace):
         consensus_rounds=args.consensus_rounds,
         cap_twist=not args.no_cap_twist,
         input_units=args.input_units,
+        keep_outliers=args.keep_outliers,
+        keep_failed=args.keep_failed,
         n_jobs=args.jobs,
     )
 
@@ -138,7 +148,8 @@ def cmd_groom(args: argparse.Namespace) -> int:
     progress = _Progress(enabled=not args.quiet)
     t0 = time.perf_counter()
     try:
-        result = groom_cohort(src, args.out, _groom_options(args), progress=progress)
+        result = groom_cohort(src, args.out, _groom_options(args), progress=progress,
+                              overwrite=args.overwrite)
     finally:
         progress.close()
     dt = time.perf_counter() - t0
@@ -154,7 +165,8 @@ def cmd_groom(args: argparse.Namespace) -> int:
 def _synth_arguments(p: argparse.ArgumentParser) -> None:
     """The options every `synth KIND` verb takes."""
     p.add_argument("--n", type=_positive_int, default=50, help="number of shapes (default 50)")
-    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    p.add_argument("--out", required=True, metavar="DIR", help=_OUT_HELP)
+    _overwrite_argument(p)
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--min-vertices", type=_positive_int, default=1000, help="default 1000")
     p.add_argument("--max-vertices", type=_positive_int, default=4000, help="default 4000")
@@ -179,7 +191,8 @@ def cmd_synth(args: argparse.Namespace) -> int:
     try:
         paths = write(args.out, n=args.n, seed=args.seed,
                       n_vertices=(args.min_vertices, args.max_vertices),
-                      progress=lambda done, total: progress("synth", 1, total), **extra)
+                      progress=lambda done, total: progress("synth", 1, total),
+                      overwrite=args.overwrite, **extra)
     finally:
         progress.close()
     print(f"wrote {len(paths)} {label} shapes to {args.out} "
@@ -195,7 +208,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     try:
         summary = run_demo(args.out, n=args.n, seed=args.seed,
                            target_vertices=args.target_vertices, progress=progress,
-                           announce=print)
+                           announce=print, overwrite=args.overwrite)
     finally:
         progress.close()
     print()
@@ -237,14 +250,20 @@ def _fit_config(args: argparse.Namespace):
                        atlas_vertices=args.atlas_vertices, seed=args.seed, device=args.device,
                        latent_dim=args.latent_dim, beta=args.beta,
                        generator_training=args.generator_training, atlases=args.atlases,
-                       ssm_modes=args.ssm_modes)
+                       ssm_modes=args.ssm_modes,
+                       groom_keep_outliers=True if args.keep_outliers else None)
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
-    from shapeatlas.pipeline import fit_run
+    from shapeatlas.outputs import check_output, staging_dir, work_dir
+    from shapeatlas.pipeline import fit_run, run_is_complete
 
     if not Path(args.data).is_dir():
         _usage_error(args, f"data folder {args.data} does not exist or is not a folder")
+    if args.resume and not staging_dir(args.out).exists() and run_is_complete(args.out):
+        print(f"{args.out} is complete: nothing to resume (pass --overwrite without --resume "
+              "to fit it again)")
+        return 0
     cfg = _fit_config(args)
     bar = None
 
@@ -264,9 +283,18 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
     progress = _Progress(enabled=not args.quiet)
     t0 = time.perf_counter()
+    if not args.resume:
+        check_output(args.out, overwrite=args.overwrite, inputs=[args.data])
+    print(f"working in {work_dir(args.out)} (moved to {args.out} when done; if stopped, "
+          "--resume continues it)", flush=True)
     try:
         fit_run(args.data, args.out, cfg, resume=args.resume, progress=on_step,
-                groom_progress=progress)
+                groom_progress=progress, overwrite=args.overwrite)
+    except KeyboardInterrupt:
+        if staging_dir(args.out).is_dir():
+            args.interrupted = (f"the unfinished fit is kept in {work_dir(args.out)}: add "
+                                "--resume to the same command to continue it")
+        raise
     finally:
         progress.close()
         if bar is not None:
@@ -321,6 +349,7 @@ def cmd_correspond(args: argparse.Namespace) -> int:
                                         realign=args.realign,
                                         point_model=not args.no_point_model,
                                         refine_motion=args.refine_motion,
+                                        overwrite=args.overwrite,
                                         progress=lambda k: progress("match", k, len(args.meshes)))
     finally:
         progress.close()
@@ -332,25 +361,42 @@ def cmd_correspond(args: argparse.Namespace) -> int:
                  if "atlas" in d else ""))
     for e in errors:
         print(f"skipped: {e}")
-    print(f"wrote {len(done)} correspondences to {args.out}")
+    n_bad = sum(not d["valid"] for d in done)
+    print(f"wrote {len(done)} correspondences to {args.out}"
+          + (f" ({n_bad} failed the mesh check, written anyway; NAME.npz says why)"
+             if n_bad else ""))
     return 1 if errors else 0
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
     from shapeatlas.virtual import sample_run
 
+    if args.volume_mesh:
+        from shapeatlas.mesh.volume import require_mesher
+
+        require_mesher("--volume-mesh")
     progress = _Progress(enabled=not args.quiet)
     try:
         s = sample_run(args.run, args.out, n=args.n, seed=args.seed, fmt=args.format,
                        traverse=args.traverse, relax=args.relax, device=args.device,
+                       overwrite=args.overwrite, volume_mesh=args.volume_mesh,
                        progress=lambda k: progress("sample", k, args.n))
     finally:
         progress.close()
     sec = s["seconds"]
     print(f"wrote {s['n']} virtual shapes ({s['file_format']}) and samples.json to {args.out}")
     print(f"sampling {sec['sampling']:.2f} s, validity checks {sec['validity']:.1f} s, writing "
-          f"{sec['writing']:.1f} s; {100 * s['valid_share']:.1f}% valid (watertight, no "
-          "self-intersections, no inverted faces)")
+          f"{sec['writing']:.1f} s; {100 * s['valid_share']:.1f}% valid (closed, manifold, "
+          "outward, no self-intersections, no degenerate or inverted faces)")
+    if s["n_invalid"]:
+        print(f"{s['n_invalid']} of {s['n']} shapes failed the mesh check (written anyway; "
+              "samples.json says why)")
+    vm = s["volume_mesh"]
+    if vm is not None:
+        print(f"volume meshes (TetGen): {vm['meshed']} of {s['n']} shapes written as NAME.vtu "
+              f"in {sec['volume_meshing']:.1f} s"
+              + (f"; {vm['refused']} refused by the mesher (samples.json says why)"
+                 if vm["refused"] else ""))
     print(f"volume {s['volume_ml']['mean']:.1f} ± {s['volume_ml']['sd']:.1f} mL")
     if args.traverse:
         print(f"latent traversals of the first {args.traverse} directions in {args.out}/traverse")
@@ -362,12 +408,16 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     from shapeatlas.virtual import reconstruct_files
 
     done, errors = reconstruct_files(args.run, collect_mesh_paths(args.meshes), args.out,
-                                     n_components=args.components, device=args.device)
+                                     n_components=args.components, device=args.device,
+                                     overwrite=args.overwrite)
     for d in done:
-        print(f"{d['name']}: reconstruction to input surface {d['surface_distance_mm']:.2f} mm")
+        print(f"{d['name']}: reconstruction to input surface {d['surface_distance_mm']:.2f} mm"
+              + ("" if d["valid"] else "; FAILED the mesh check: " + "; ".join(d["problems"])))
     for e in errors:
         print(f"skipped: {e}")
-    print(f"wrote {len(done)} reconstructions to {args.out}")
+    n_bad = sum(not d["valid"] for d in done)
+    print(f"wrote {len(done)} reconstructions to {args.out}"
+          + (f" ({n_bad} failed the mesh check, written anyway)" if n_bad else ""))
     return 1 if errors else 0
 
 
@@ -379,7 +429,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     progress = _Progress(enabled=not args.quiet)
     try:
         m = evaluate_run(args.run, args.test, args.out, n_samples=args.samples, seed=args.seed,
-                         device=args.device, progress=progress)
+                         device=args.device, progress=progress, overwrite=args.overwrite)
     finally:
         progress.close()
     mt, sp, pl = m["matching"], m["specificity_mm"], m["plausibility"]
@@ -407,6 +457,15 @@ def _usage_error(args: argparse.Namespace, message: str) -> None:
     args._parser.error(message)
 
 
+#: --out of every verb that writes a folder.
+_OUT_HELP = "output folder: new or empty (see --overwrite); built beside it and moved in at the end"
+
+
+def _overwrite_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a non-empty --out whole (default: refuse it)")
+
+
 # ----------------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="shapeatlas", description="Statistical shape atlases and virtual "
@@ -418,7 +477,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     q = sub.add_parser("info", help="counts, watertightness, volume, bounds and problems of meshes",
                        description="Print counts, watertightness, volume, bounds and the problems "
-                       "found in each mesh. Exit code 1 if any file cannot be read.")
+                       "found in each mesh, and the mesh check (closed, 2-manifold, outward, no "
+                       "self-intersections, no degenerate faces: what a volume mesher needs). "
+                       "Exit code 1 if any file cannot be read or cannot be used for shape "
+                       "modelling at all (all faces degenerate, or flat): groom refuses those. "
+                       "Other problems are reported with exit code 0 (groom repairs many).")
     q.add_argument("meshes", nargs="+", metavar="MESH", help="mesh files (OBJ PLY STL OFF VTK VTP)")
     q.add_argument("--json", action="store_true", help="print JSON instead of text")
     q.set_defaults(func=cmd_info, _parser=q)
@@ -428,7 +491,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "them, with a groom.json manifest of per-shape transforms, into OUT_DIR. "
                        "A file that cannot be groomed is reported and skipped.")
     g.add_argument("input", metavar="IN_DIR", help="folder of mesh files")
-    g.add_argument("--out", required=True, metavar="OUT_DIR", help="output folder")
+    g.add_argument("--out", required=True, metavar="OUT_DIR", help=_OUT_HELP)
+    _overwrite_argument(g)
     g.add_argument("--no-clean", action="store_true",
                    help="skip merging duplicates / dropping degenerate faces / largest component")
     g.add_argument("--watertight", action="store_true",
@@ -439,6 +503,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="decimate/remesh every shape to about N vertices")
     g.add_argument("--decimation", choices=["quadric", "uniform"], default="quadric",
                    help="quadric keeps volume best; uniform gives regular triangles")
+    g.add_argument("--keep-failed", action="store_true",
+                   help="keep shapes that fail the check (volume more than 1%% off the input's, "
+                        "faces crossing others) instead of leaving them out")
     g.add_argument("--align", choices=["none", "rigid", "similarity"], default="rigid",
                    help="alignment to the reference shape (default rigid)")
     g.add_argument("--consensus-rounds", type=int, default=0, metavar="N",
@@ -450,8 +517,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--no-center", action="store_true", help="do not move the reference's centroid to the origin")
     g.add_argument("--reference", default=None, metavar="NAME",
                    help="file stem of the reference shape (default: the shape of median size)")
-    g.add_argument("--input-units", choices=["mm", "cm", "m"], default="mm",
-                   help="units of the input coordinates; outputs are in mm")
+    g.add_argument("--input-units", choices=["um", "mm", "cm", "in", "m"], default="mm",
+                   help="units of the input coordinates (um, mm, cm, in, m); outputs are in mm")
+    g.add_argument("--keep-outliers", action="store_true",
+                   help="keep shapes 3x or more larger or smaller than the cohort's median "
+                        "(most likely in another unit; by default they are left out)")
     g.add_argument("--jobs", type=int, default=0, metavar="N", help="worker processes (0: all cores)")
     g.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     g.set_defaults(func=cmd_groom, _parser=g)
@@ -479,9 +549,13 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Fit an Atlas-R-ASMG model (R-ASM correspondences + β-VAE) or "
                        "the CPD-PCA baseline on DATA_DIR: a groomed folder (with "
                        "groom.json) or raw meshes, which are then groomed with the defaults into "
-                       "RUN_DIR/groomed. Checkpoints every epoch; --resume continues a killed run.")
+                       "RUN_DIR/groomed. Works in RUN_DIR.partial/new, checkpointing every "
+                       "epoch, and moves it to RUN_DIR when done; --resume continues a killed "
+                       "run there.")
     f.add_argument("data", metavar="DATA_DIR", help="groomed folder or folder of raw meshes")
-    f.add_argument("--out", required=True, metavar="RUN_DIR", help="run folder")
+    f.add_argument("--out", required=True, metavar="RUN_DIR",
+                   help="run folder: new or empty (see --overwrite)")
+    _overwrite_argument(f)
     f.add_argument("--method", choices=["rasm", "cpd-pca"], default=None,
                    help="Atlas-R-ASMG (default) or the classical CPD + PCA baseline")
     f.add_argument("--latent-dim", type=_positive_int, default=None, metavar="D",
@@ -496,7 +570,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="node features: coordinates+normals (hGCN, default) or coordinates (sGCN)")
     f.add_argument("--ssm-modes", type=int, default=None, metavar="D",
                    help="refine the correspondences together with a point-distribution model "
-                   "of D modes (default 0: off; 4 was measured, see the README)")
+                   "of D modes (default 0: off; 4 was measured, see docs/results.md)")
     f.add_argument("--epochs", type=_positive_int, default=None, help="epochs per atlas round")
     f.add_argument("--atlas-vertices", type=_positive_int, default=None, metavar="K",
                    help="atlas vertex count (default 1500)")
@@ -505,7 +579,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="auto: CUDA when available")
     f.add_argument("--config", default=None, metavar="FILE",
                    help="a config.json (e.g. from another run); flags override its fields")
-    f.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR")
+    f.add_argument("--keep-outliers", action="store_true",
+                   help="use training shapes 3x or more larger or smaller than the cohort's "
+                        "median (most likely in another unit; by default fit refuses them)")
+    f.add_argument("--resume", action="store_true",
+                   help="continue the stopped run of RUN_DIR (in RUN_DIR.partial/new)")
     f.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     f.set_defaults(func=cmd_fit, _parser=f)
 
@@ -519,7 +597,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "training shapes, where the run keeps a cap outline.")
     c.add_argument("run", metavar="RUN_DIR", help="a run folder written by 'shapeatlas fit'")
     c.add_argument("meshes", nargs="+", metavar="MESH_OR_DIR", help="mesh files or folders")
-    c.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    c.add_argument("--out", required=True, metavar="DIR", help=_OUT_HELP)
+    _overwrite_argument(c)
     c.add_argument("--no-refine", action="store_true",
                    help="skip the test-time pull onto the surface (attention + smoothing only)")
     c.add_argument("--pose-iterations", type=int, default=None, metavar="N",
@@ -527,24 +606,24 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: the run's pose_iterations; 0: off)")
     c.add_argument("--transport-iterations", type=int, default=None, metavar="N",
                    help="balance each match into a transport plan with N Sinkhorn iterations "
-                   "(default: the run's transport_iterations: 30 for runs since config version "
-                   "9, 100 for version 8; 0: the paper's softmax, which has the larger "
-                   "ground-truth error on the synthetic cohorts, see the README)")
+                   "(default: the run's transport_iterations: 30 for runs since model format "
+                   "9, 100 for format 8; 0: the paper's softmax, which has the larger "
+                   "ground-truth error on the synthetic cohorts, see docs/results.md)")
     c.add_argument("--transport-sharpness", type=float, default=None, metavar="LAMBDA",
                    help="attention sharpness when transport is on (default: the run's "
                    "transport_sharpness)")
     c.add_argument("--transport-relaxation", type=float, default=None, metavar="OMEGA",
                    help="over-relaxation of the Sinkhorn steps, in [1, 2) (default: the run's "
-                   "transport_relaxation: 1.5 for runs since config version 9, else 1, plain)")
+                   "transport_relaxation: 1.5 for runs since model format 9, else 1, plain)")
     c.add_argument("--deformation-smoothing", type=int, default=None, metavar="N",
                    help="smooth each matched shape's displacement from the atlas for N "
                    "iterations (default: the run's deformation_smoothing: 8 for runs since "
-                   "config version 10, else 0, off)")
+                   "model format 10, else 0, off)")
     c.add_argument("--refine-motion", choices=["free", "normal"], default=None,
                    help="how the test-time pull moves the points: normal (only along each "
                    "point's normal: no sliding along the surface; less ground-truth error, "
                    "larger Chamfer) or free (the paper's); default: the run's refine_motion, "
-                   "normal for runs since config version 8")
+                   "normal for runs since model format 8")
     c.add_argument("--no-point-model", action="store_true",
                    help="match without the run's point-distribution model (fit --ssm-modes)")
     c.add_argument("--realign", action="store_true",
@@ -560,7 +639,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "Shapes are written in blocks, so N may exceed memory.")
     sa.add_argument("run", metavar="RUN_DIR", help="a run folder written by 'shapeatlas fit'")
     sa.add_argument("-n", type=_positive_int, default=100, help="number of shapes (default 100)")
-    sa.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    sa.add_argument("--out", required=True, metavar="DIR", help=_OUT_HELP)
+    _overwrite_argument(sa)
     sa.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     sa.add_argument("--format", choices=["ply", "vtk", "obj", "stl"], default="ply")
     sa.add_argument("--traverse", type=int, default=0, metavar="R",
@@ -568,6 +648,10 @@ def build_parser() -> argparse.ArgumentParser:
     sa.add_argument("--relax", type=int, default=None, metavar="N",
                     help="tangential relaxation steps (default: the run's sample_relax: 5 for "
                     "rasm, 0 for cpd-pca; 0 writes the raw output)")
+    sa.add_argument("--volume-mesh", action="store_true",
+                    help="also write a tetrahedral mesh of each shape (NAME.vtu) with the "
+                    "optional mesher TetGen (AGPL-3.0): pip install 'shapeatlas[volume]'; a "
+                    "shape it refuses gets no .vtu and is flagged in samples.json")
     sa.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     sa.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     sa.set_defaults(func=cmd_sample, _parser=sa)
@@ -577,7 +661,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "(atlas faces, the input's own frame) and print its distance to the input.")
     rc.add_argument("run", metavar="RUN_DIR")
     rc.add_argument("meshes", nargs="+", metavar="MESH_OR_DIR")
-    rc.add_argument("--out", required=True, metavar="DIR")
+    rc.add_argument("--out", required=True, metavar="DIR", help=_OUT_HELP)
+    _overwrite_argument(rc)
     rc.add_argument("--components", type=_positive_int, default=None, metavar="M",
                     help="keep only the first M latent directions")
     rc.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
@@ -591,7 +676,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("run", metavar="RUN_DIR")
     ev.add_argument("--test", required=True, metavar="DATA_DIR",
                     help="test meshes: a groomed folder or raw meshes (groomed first)")
-    ev.add_argument("--out", required=True, metavar="DIR")
+    ev.add_argument("--out", required=True, metavar="DIR", help=_OUT_HELP)
+    _overwrite_argument(ev)
     ev.add_argument("--samples", type=_positive_int, default=1000,
                     help="virtual shapes for specificity and plausibility (default 1000)")
     ev.add_argument("--seed", type=int, default=0)
@@ -605,7 +691,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "them against the ground truth, sample a virtual cohort and evaluate the "
                        "model on new LVs: the whole pipeline, on built-in data.")
     d.add_argument("--out", default="shapeatlas-demo", metavar="DIR",
-                   help="output folder (default ./shapeatlas-demo)")
+                   help="output folder: new or empty (see --overwrite; default "
+                   "./shapeatlas-demo)")
+    _overwrite_argument(d)
     d.add_argument("--n", type=_positive_int, default=12, help="number of shapes (default 12)")
     d.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     d.add_argument("--target-vertices", type=_positive_int, default=1500, help="default 1500")
@@ -625,8 +713,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"shapeatlas: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("shapeatlas: interrupted (no partial files were left behind)", file=sys.stderr)
+        note = getattr(args, "interrupted", "no partial files were left behind")
+        print(f"shapeatlas: interrupted ({note})", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (`shapeatlas info x.ply | head -2`): stop quietly, and point
+        # stdout at devnull so that flushing it at exit does not fail again.
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        return 1
 
 
 if __name__ == "__main__":

@@ -60,7 +60,7 @@ def _test_meshes(test_dir: Path, out_dir: Path, model, progress) -> list:
     meshes = load_groomed(groomed)[0]
     if getattr(model, "point_model_", None) is not None:
         # The point model was fitted on the training shapes' original files and the generator
-        # learnt from them; QSlim-decimated copies are matched differently (README, Results).
+        # learnt from them; QSlim-decimated copies are matched differently (docs/results.md).
         from shapeatlas.pipeline import training_sources
 
         sources = training_sources(groomed, meshes)
@@ -79,20 +79,34 @@ def evaluate_run(
     seed: int = 0,
     device: str = "auto",
     figures: bool = True,
+    overwrite: bool = False,
     progress: Callable | None = None,
 ) -> dict:
     """Matching, compactness, generalization, specificity and plausibility of a run.
 
+    out_dir must be new or empty unless `overwrite` (then it is replaced whole); it is built
+    beside it and moved into place at the end (`shapeatlas.outputs`).
     -> the metrics dict (also written to OUT/metrics.json).
     """
-    from shapeatlas.models.generative import latent_sizes
+    from shapeatlas.outputs import check_output, staged_output
     from shapeatlas.pipeline import load_model
-    from shapeatlas.virtual import sample_validity
 
+    inputs = [run_dir, test_dir]
+    check_output(out_dir, overwrite=overwrite, inputs=inputs)
     model = load_model(run_dir, device=device)
     model._check_generator()
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    with staged_output(out_dir, verb="evaluate", overwrite=overwrite, inputs=inputs,
+                       device=str(getattr(model, "device_", "cpu"))) as staging:
+        return _evaluate_into(model, run_dir, test_dir, staging.path, n_samples=n_samples,
+                              seed=seed, figures=figures, progress=progress)
+
+
+def _evaluate_into(model, run_dir: str | Path, test_dir: str | Path, out_dir: Path, *,
+                   n_samples: int, seed: int, figures: bool, progress: Callable | None) -> dict:
+    """`evaluate_run`'s work, in the staging folder `out_dir`."""
+    from shapeatlas.models.generative import latent_sizes
+    from shapeatlas.virtual import sample_validity
+
     meshes = _test_meshes(Path(test_dir), out_dir, model, progress)
 
     # Matching: every test mesh aligned to the atlas on its own; refuse the wrong organ/scale.

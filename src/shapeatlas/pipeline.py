@@ -58,6 +58,7 @@ def load_cohort(data_dir: str | Path, run_dir: Path, cfg: FitConfig,
     data_dir = Path(data_dir)
     if (data_dir / MANIFEST_NAME).is_file():
         meshes, manifest = load_groomed(data_dir)
+        check_cohort_sizes(meshes, data_dir / MANIFEST_NAME, keep=cfg.groom_keep_outliers)
         write_training_poses(run_dir, data_dir, manifest)
         return meshes, {"groomed_by_fit": False, "data": str(data_dir.resolve())}
     if not data_dir.is_dir():
@@ -65,13 +66,31 @@ def load_cohort(data_dir: str | Path, run_dir: Path, cfg: FitConfig,
     out = run_dir / "groomed"
     opts = GroomOptions(target_vertices=cfg.groom_target_vertices, watertight="auto",
                         consensus_rounds=cfg.groom_consensus_rounds,
-                        cap_twist=cfg.groom_cap_twist)
+                        cap_twist=cfg.groom_cap_twist, keep_outliers=cfg.groom_keep_outliers)
     log.info("%s has no %s: grooming it into %s", data_dir, MANIFEST_NAME, out)
-    result = groom_cohort(data_dir, out, opts, progress=progress)
+    # (inside the run's own staging folder: a resumed fit grooms again, the same)
+    result = groom_cohort(data_dir, out, opts, progress=progress, overwrite=True)
     meshes, manifest = load_groomed(out)
     write_training_poses(run_dir, out, manifest)
     return meshes, {"groomed_by_fit": True, "data": str(data_dir.resolve()),
                     "groom_options": result.manifest["options"], "failed": result.failed}
+
+
+def check_cohort_sizes(meshes: Sequence[Mesh], source: Path, *, keep: bool) -> None:
+    """Refuse a groomed cohort with shapes far from its median size (`units.size_outliers`:
+    most likely saved in another unit), unless `keep` (then a warning)."""
+    from shapeatlas.mesh.units import size_outliers
+
+    outliers = size_outliers(meshes, names=[Path(m.name).name for m in meshes])
+    if not outliers:
+        return
+    what = "; ".join(o.message for o in outliers[:3]) + (
+        f"; and {len(outliers) - 3} more" if len(outliers) > 3 else "")
+    if keep:
+        log.warning("%s: %s (kept: groom_keep_outliers)", source, what)
+        return
+    raise ShapeAtlasError(f"{source}: {what} (regroom it in the right units, or fit with "
+                          "--keep-outliers to use it as it is)")
 
 
 #: A source file whose transformed surface lies further than this fraction of the groomed
@@ -93,7 +112,7 @@ def training_sources(groomed_dir: str | Path, meshes: Sequence[Mesh] | None = No
             meshes, manifest = load_groomed(groomed_dir)
         else:
             manifest = load_manifest(groomed_dir)
-        sources = [read_mesh(s["source"]) for s in manifest["shapes"]]
+        sources = [read_mesh(check_source(s["source"])) for s in manifest["shapes"]]
         poses = [np.asarray(s["transform"], dtype=np.float64) for s in manifest["shapes"]]
         for src, pose, g in zip(sources, poses, meshes):
             moved = src.transformed(pose)
@@ -110,11 +129,37 @@ def training_sources(groomed_dir: str | Path, meshes: Sequence[Mesh] | None = No
         return None
 
 
-def file_sha256(path: str | Path) -> str:
-    """Hex SHA-256 of a file's bytes."""
+#: Largest source or groomed mesh file that `fit` hashes or reads back through a manifest.
+MAX_SOURCE_BYTES = 2 * 1024**3
+
+
+def check_source(path: str | Path) -> Path:
+    """`path` if it can be a training shape's original file: a mesh file (by extension) that
+    is a regular file of at most `MAX_SOURCE_BYTES` (never a device or FIFO, which could hang
+    a read); else `ShapeAtlasError`. A manifest's `source` may point anywhere, so it is checked
+    before it is opened."""
+    from shapeatlas.validate import regular_file
+
+    path = Path(path)
+    if not is_mesh_file(path):
+        raise ShapeAtlasError(f"{path}: not a mesh file")
+    regular_file(path, max_bytes=MAX_SOURCE_BYTES)
+    return path
+
+
+def file_sha256(path: str | Path, *, max_bytes: int = MAX_SOURCE_BYTES) -> str:
+    """Hex SHA-256 of a regular file's bytes (`ShapeAtlasError` for anything else, or a file
+    larger than `max_bytes`; at most that many bytes are read)."""
+    from shapeatlas.validate import regular_file
+
+    regular_file(path, max_bytes=max_bytes)
     h = hashlib.sha256()
+    left = max_bytes
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
+        for block in iter(lambda: f.read(min(1 << 20, left + 1)), b""):
+            left -= len(block)
+            if left < 0:
+                raise ShapeAtlasError(f"{path}: more than the {max_bytes:,} bytes expected")
             h.update(block)
     return h.hexdigest()
 
@@ -123,45 +168,91 @@ def write_training_poses(run_dir: Path, groomed_dir: Path, manifest: dict) -> No
     """RUN_DIR/training_poses.json: for each training shape, the SHA-256 of its source file with
     the groomed pose (source frame -> aligned frame), and of its groomed file with the identity
     (groomed files are in the aligned frame). `correspond` then gives a training file the pose
-    it was fitted in instead of aligning it afresh. A source that is gone is left out."""
+    it was fitted in instead of aligning it afresh. A source that is gone, unreadable or no
+    regular mesh file (`check_source`) is left out, with a log line."""
     poses = {}
     for s in manifest["shapes"]:
         for path, pose in ((Path(s["source"]), s["transform"]),
                            (groomed_dir / s["output"], np.eye(4).tolist())):
             try:
-                poses.setdefault(file_sha256(path), {"name": s["name"], "file": str(path),
-                                                     "transform": pose})
-            except OSError:
-                log.info("%s: not readable, so correspond will align it afresh", path)
+                poses.setdefault(file_sha256(check_source(path)),
+                                 {"name": s["name"], "file": str(path), "transform": pose})
+            except (OSError, ShapeAtlasError) as exc:
+                log.info("%s, so correspond will align it afresh", exc)
     write_text_atomic(run_dir / TRAINING_POSES_NAME, json.dumps(
         {"format": TRAINING_POSES_FORMAT, "version": 1, "poses": poses}, indent=1) + "\n")
 
 
+#: Largest `training_poses.json` read back (about 300 bytes per training file).
+MAX_POSES_BYTES = 64 * 1024 * 1024
+
+
 def read_training_poses(run_dir: str | Path) -> dict[str, np.ndarray]:
-    """SHA-256 -> (4, 4) pose of the fit's own files (empty for a run written before them)."""
+    """SHA-256 -> (4, 4) pose of the fit's own files (empty for a run written before them);
+    `ShapeAtlasError` naming the file and the field for a file that is not one."""
+    from shapeatlas import validate
+
     path = Path(run_dir) / TRAINING_POSES_NAME
-    if not path.is_file():
+    if not path.exists():
         return {}
-    try:
-        d = json.loads(path.read_text())
-        if d.get("format") != TRAINING_POSES_FORMAT:
-            raise ValueError(f"format is {d.get('format')!r}")
-        out = {k: np.asarray(v["transform"], dtype=np.float64) for k, v in d["poses"].items()}
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+    d = validate.mapping(validate.read_json(path, max_bytes=MAX_POSES_BYTES), path)
+    if d.get("format") != TRAINING_POSES_FORMAT:
         raise ShapeAtlasError(f"{path}: not a training-poses file written by 'shapeatlas fit' "
-                              f"({exc})") from exc
-    bad = [k for k, t in out.items() if t.shape != (4, 4) or not np.isfinite(t).all()]
-    if bad:
-        raise ShapeAtlasError(f"{path}: the pose of {bad[0]} is not a finite 4x4 matrix")
+                              f"(format {validate.shown(d.get('format'))})")
+    poses = validate.mapping(d.get("poses"), path, "poses")
+    out = {}
+    for key, entry in poses.items():
+        if len(key) != 64 or any(c not in "0123456789abcdef" for c in key):
+            raise validate.field_error(path, "poses", f"must be keyed by SHA-256 hex digests, "
+                                       f"got {validate.shown(key)}")
+        entry = validate.mapping(entry, path, f"poses.{key[:12]}")
+        out[key] = validate.matrix(entry, "transform", (4, 4), path, prefix=f"poses.{key[:12]}.")
     return out
 
 
+def run_is_complete(run_dir: str | Path) -> bool:
+    """Whether a run folder holds a finished fit (its model and fit_metrics.json)."""
+    run_dir = Path(run_dir)
+    return (run_dir / "model.json").is_file() and (run_dir / "fit_metrics.json").is_file()
+
+
+def _resumable(run_dir: Path) -> bool:
+    """Whether an unfinished run folder holds checkpoints worth keeping for --resume."""
+    return (run_dir / "checkpoint.pt").is_file() or (run_dir / "shared").is_dir()
+
+
 def fit_run(data_dir: str | Path, run_dir: str | Path, cfg: FitConfig, *, resume: bool = False,
-            progress: Callable[[dict], None] | None = None,
+            overwrite: bool = False, progress: Callable[[dict], None] | None = None,
             groom_progress: Callable | None = None
             ) -> AtlasModel | CPDPCAModel | MultiAtlasModel:
-    """Fit the configured method (`cfg.method`) on a folder and write the whole run folder."""
-    run_dir = Path(run_dir)
+    """Fit the configured method (`cfg.method`) on a folder and write the whole run folder.
+
+    The run is built in `outputs.work_dir(run_dir)` (RUN_DIR.partial/new), checkpointed there,
+    and moved to `run_dir` when finished; a run that was stopped keeps its checkpoints there,
+    and `resume=True` continues it. resume on a finished run returns its model.
+    overwrite: replace a non-empty `run_dir` whole (else refused before any work).
+    """
+    from shapeatlas.outputs import adopt, staged_output, staging_dir
+
+    target = Path(run_dir)
+    if resume and not staging_dir(target).exists():
+        if run_is_complete(target):
+            log.info("%s is complete: nothing to resume", target)
+            return load_model(target, device=cfg.device)
+        if (target / "config.json").is_file():
+            adopt(target, verb="fit")  # a run stopped in place, by an older shapeatlas
+    with staged_output(target, verb="fit", overwrite=overwrite, inputs=[data_dir],
+                       device=cfg.device, resume=resume, resumable=_resumable) as staging:
+        model = _fit_in(data_dir, staging.path, cfg, resume=resume, progress=progress,
+                        groom_progress=groom_progress)
+        staging.record(device=str(model.device_))
+    return model
+
+
+def _fit_in(data_dir: str | Path, run_dir: Path, cfg: FitConfig, *, resume: bool,
+            progress: Callable[[dict], None] | None,
+            groom_progress: Callable | None) -> AtlasModel | CPDPCAModel | MultiAtlasModel:
+    """`fit_run`'s work, in the staging folder `run_dir`."""
     cfg_path = run_dir / "config.json"
     if resume:
         if not cfg_path.is_file():
@@ -170,10 +261,6 @@ def fit_run(data_dir: str | Path, run_dir: str | Path, cfg: FitConfig, *, resume
         if saved.replace(device=cfg.device) != cfg.replace(device=saved.device):
             log.warning("--resume uses the run's saved configuration; other options are ignored")
         cfg = saved.replace(device=cfg.device)
-    elif (run_dir / "checkpoint.pt").exists() or (run_dir / "shared" / "checkpoint.pt").exists():
-        raise ShapeAtlasError(f"{run_dir} already holds a run: use --resume to continue it, or "
-                              "choose another --out")
-    run_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(cfg_path, cfg.to_json())
     meshes, data_info = load_cohort(data_dir, run_dir, cfg, groom_progress)
     model_cls = (CPDPCAModel if cfg.method == "cpd-pca"
@@ -234,7 +321,8 @@ def load_model(run_dir: str | Path, *, device: str = "auto"
 
 
 def collect_mesh_paths(items: Sequence[str | Path]) -> list[Path]:
-    """Expand folders into their mesh files; keep files as given."""
+    """Expand folders into their mesh files; keep files as given. Two files of the same stem
+    are refused, naming both: their outputs (NAME.ply, NAME.npz) would overwrite each other."""
     paths: list[Path] = []
     for item in items:
         p = Path(item)
@@ -246,19 +334,30 @@ def collect_mesh_paths(items: Sequence[str | Path]) -> list[Path]:
             paths.append(p)
     if not paths:
         raise ShapeAtlasError("no mesh files to correspond")
+    from shapeatlas.outputs import output_names
+
+    output_names(paths)
     return paths
 
 
-def write_correspondence(c: Correspondence, faces: np.ndarray, out_dir: Path, name: str) -> None:
-    """DIR/NAME.ply (atlas topology, input frame) and DIR/NAME.npz (points, confidence, ...)."""
+def write_correspondence(c: Correspondence, faces: np.ndarray, out_dir: Path, name: str):
+    """DIR/NAME.ply (atlas topology, input frame) and DIR/NAME.npz (points, confidence, ...,
+    and the mesh check of the matched shape: `valid`, `problems`, `self_intersecting_faces`).
+    Written even when the check fails. -> the `Validity`"""
+    from shapeatlas.mesh.validity import mesh_validity
+
+    ok = mesh_validity(c.points, faces)
     write_mesh(Mesh(c.points, faces, name=name), out_dir / f"{name}.ply",
                point_data={"confidence": c.confidence.astype(np.float32)})
     write_npz_atomic(out_dir / f"{name}.npz", {
         "points": c.points, "confidence": c.confidence, "atlas_vertex": c.atlas_vertex,
         "transform": c.transform, "chamfer_mm": np.float64(c.chamfer_mm),
-        "hausdorff_mm": np.float64(c.hausdorff_mm),
+        "hausdorff_mm": np.float64(c.hausdorff_mm), "valid": np.bool_(ok.valid),
+        "problems": np.asarray(ok.problems, dtype=str),
+        "self_intersecting_faces": np.int64(ok.n_self_intersecting),
         **({} if c.atlas is None else {"atlas": np.int64(c.atlas),
                                        "memberships": np.asarray(c.memberships)})})
+    return ok
 
 
 def correspond_files(run_dir: str | Path, items: Sequence[str | Path], out_dir: str | Path, *,
@@ -269,8 +368,13 @@ def correspond_files(run_dir: str | Path, items: Sequence[str | Path], out_dir: 
                      transport_relaxation: float | None = None,
                      deformation_smoothing: int | None = None, realign: bool = False,
                      point_model: bool = True, refine_motion: str | None = None,
+                     overwrite: bool = False,
                      progress: Callable[[int], None] | None = None) -> tuple[list[dict], list[str]]:
     """Correspond every mesh to a fitted run; returns per-file summaries and error lines.
+
+    out_dir must be new or empty unless `overwrite` (then it is replaced whole); it is built
+    beside it and moved into place at the end (`shapeatlas.outputs`). Two inputs of the same
+    stem are refused, naming both.
 
     A file the run was fitted on (same bytes as a raw or groomed training file, see
     `write_training_poses`) starts from its pose in the fit and takes only a local rigid ICP onto
@@ -286,6 +390,11 @@ def correspond_files(run_dir: str | Path, items: Sequence[str | Path], out_dir: 
     `AtlasModel.set_deformation_smoothing`).
     point_model: False matches without the run's point-distribution model (`ssm_modes`).
     refine_motion: override the run's `refine_motion` ("free" or "normal"; R-ASM runs)."""
+    from shapeatlas.outputs import check_output, staged_output
+
+    paths = collect_mesh_paths(items)
+    inputs = [run_dir, *paths]
+    check_output(out_dir, overwrite=overwrite, inputs=inputs)
     model = load_model(run_dir, device=device)
     if not point_model and getattr(model, "point_model_", None) is not None:
         model.point_model_ = None
@@ -314,10 +423,17 @@ def correspond_files(run_dir: str | Path, items: Sequence[str | Path], out_dir: 
             raise ShapeAtlasError(f"--pose-iterations must be 0 or more, got {pose_iterations}")
         extra["pose_iterations"] = pose_iterations
     poses = {} if realign else read_training_poses(run_dir)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    with staged_output(out_dir, verb="correspond", overwrite=overwrite, inputs=inputs,
+                       device=str(getattr(model, "device_", "cpu"))) as staging:
+        return _correspond_into(model, paths, staging.path, poses, refine, extra, progress)
+
+
+def _correspond_into(model, paths: Sequence[Path], out_dir: Path, poses: dict, refine: bool,
+                     extra: dict, progress: Callable[[int], None] | None
+                     ) -> tuple[list[dict], list[str]]:
+    """`correspond_files`' work: each file matched and written into `out_dir`."""
     done, errors = [], []
-    for path in collect_mesh_paths(items):
+    for path in paths:
         try:
             mesh = read_mesh(path)
             pose = poses.get(file_sha256(path)) if poses else None
@@ -331,8 +447,9 @@ def correspond_files(run_dir: str | Path, items: Sequence[str | Path], out_dir: 
             c = model.correspond([mesh], refine=refine, transforms=None if pose is None else [pose],
                                  **extra)[0]
             dt = time.perf_counter() - t0
-            write_correspondence(c, model.atlas_faces_, out_dir, path.stem)
+            ok = write_correspondence(c, model.atlas_faces_, out_dir, path.stem)
             done.append({"name": path.stem, "seconds": dt, "pose": how,
+                         "valid": ok.valid, "problems": ok.problems,
                          "chamfer_mm": c.chamfer_mm,
                          "hausdorff_mm": c.hausdorff_mm,
                          "mean_confidence": float(c.confidence.mean()),
@@ -406,6 +523,7 @@ DEMO_TEST = 6
 
 
 def run_demo(out: str | Path, *, n: int = 12, seed: int = 0, target_vertices: int = 1500,
+             overwrite: bool = False,
              progress: Callable[[str, int, int], None] | None = None,
              step_progress: Callable[[dict], None] | None = None,
              announce: Callable[[str], None] | None = None) -> dict:
@@ -414,12 +532,27 @@ def run_demo(out: str | Path, *, n: int = 12, seed: int = 0, target_vertices: in
     synth (healthy + dilated) -> groom -> fit (R-ASM + β-VAE) -> correspond every original file
     (ground-truth correspondence error of the atlas method and of the rigid + nearest-point
     baseline on consecutive pairs) -> sample a virtual cohort -> evaluate on new LVs.
+    The folder `out` (new or empty, or replaced whole with `overwrite`) is built beside it, in
+    `outputs.work_dir(out)`, and moved into place at the end.
     """
+    from shapeatlas.outputs import staged_output
+
+    with staged_output(out, verb="demo", overwrite=overwrite) as staging:
+        summary = _demo_in(staging.path, n=n, seed=seed, target_vertices=target_vertices,
+                           progress=progress, step_progress=step_progress, announce=announce)
+    summary["out"] = str(Path(out).resolve())
+    return summary
+
+
+def _demo_in(out: Path, *, n: int, seed: int, target_vertices: int,
+             progress: Callable[[str, int, int], None] | None,
+             step_progress: Callable[[dict], None] | None,
+             announce: Callable[[str], None] | None) -> dict:
+    """`run_demo`'s work, in the staging folder `out`."""
     from shapeatlas.data.synthetic_lv import load_truth, write_lv_cohort
     from shapeatlas.evaluate import evaluate_run
     from shapeatlas.virtual import sample_run
 
-    out = Path(out)
     say = announce or (lambda s: None)
     cohort, groomed, run, corr_dir = (out / "cohort", out / "groomed", out / "run",
                                       out / "correspond")
@@ -432,10 +565,6 @@ def run_demo(out: str | Path, *, n: int = 12, seed: int = 0, target_vertices: in
                           progress=progress)
     say(f"[3/6] fitting Atlas-R-ASMG (R-ASM atlas of {DEMO_CONFIG.atlas_vertices} vertices + "
         f"β-VAE) into {run}")
-    if (run / "checkpoint.pt").exists():
-        import shutil
-
-        shutil.rmtree(run)
     fit_run(groomed, run, DEMO_CONFIG.replace(seed=seed), progress=step_progress)
     say(f"[4/6] corresponding the original files (any pose) into {corr_dir}")
     done, errors = correspond_files(run, [cohort], corr_dir)

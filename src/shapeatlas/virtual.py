@@ -30,45 +30,85 @@ FORMATS = ("ply", "vtk", "obj", "stl")
 
 
 def sample_validity(model, vertices: np.ndarray) -> list[dict]:
-    """Volume and validity flags of shapes with the model's atlas faces. (S, K, 3) -> S dicts."""
+    """Volume and validity flags of shapes with the model's atlas faces. (S, K, 3) -> S dicts.
+
+    Each dict: volume_ml, valid, problems and the counts of `Validity.as_dict` (watertight,
+    self_intersecting_faces, inverted_faces against the atlas, boundary/non-manifold/misoriented
+    edges, non-manifold vertices, degenerate faces)."""
     faces = np.asarray(model.atlas_faces_)
     vols = model.sample_volumes(vertices)
     rows = []
     for v, vol in zip(vertices, vols):
         ok = mesh_validity(v, faces, reference=model.atlas_vertices_)
+        extra = {k: x for k, x in ok.as_dict().items() if k not in ("valid", "signed_volume")}
         rows.append({"volume_ml": round(float(vol), 4), "watertight": ok.watertight,
                      "self_intersecting_faces": ok.n_self_intersecting,
                      "inverted_faces": ok.n_inverted,
-                     "valid": bool(ok.valid and vol > 0)})
+                     "valid": bool(ok.valid and vol > 0), **extra})
     return rows
 
 
 def sample_run(run_dir: str | Path, out_dir: str | Path, *, n: int, seed: int = 0,
                fmt: Literal["ply", "vtk", "obj", "stl"] = "ply", traverse: int = 0,
                traverse_steps: int = 5, relax: int | None = None, device: str = "auto",
+               overwrite: bool = False, volume_mesh: bool = False,
                progress: Callable[[int], None] | None = None) -> dict:
     """Write n virtual shapes (NAME.FMT) and `samples.json` into out_dir; returns the summary.
+
+    Every shape is checked (`mesh_validity`) and written even when it fails; its row in
+    samples.json says why. volume_mesh: also write a tetrahedral mesh of each shape (NAME.vtu)
+    with the optional mesher TetGen (AGPL; `pip install 'shapeatlas[volume]'`); a shape the
+    mesher refuses gets no .vtu, `volume_mesh: false` and the mesher's reason in its row.
+
+    out_dir must be new or empty unless `overwrite` (then it is replaced whole); it is built
+    beside it and moved into place at the end (`shapeatlas.outputs`).
 
     traverse: also write shapes along the first `traverse` latent directions into
     out_dir/traverse/ (dir{r}_step{s}.FMT, from -2 to +2 sd).
     relax: tangential relaxation steps (None: the run's `sample_relax`; 0: raw decoder output).
     """
-    from shapeatlas.models.generative import latent_sizes
     from shapeatlas.pipeline import load_model
 
     if fmt not in FORMATS:
         raise ShapeAtlasError(f"format must be one of {FORMATS}, got {fmt!r}")
     if n < 1:
         raise ShapeAtlasError(f"the number of samples must be at least 1, got {n}")
+    from shapeatlas.outputs import check_output, staged_output
+
+    if volume_mesh:
+        from shapeatlas.mesh.volume import require_mesher
+
+        require_mesher("volume_mesh=True")
+    check_output(out_dir, overwrite=overwrite, inputs=[run_dir])
     model = load_model(run_dir, device=device)
     model._check_generator()
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    with staged_output(out_dir, verb="sample", overwrite=overwrite, inputs=[run_dir],
+                       device=str(getattr(model, "device_", "cpu"))) as staging:
+        return _sample_into(model, run_dir, staging.path, n=n, seed=seed, fmt=fmt,
+                            traverse=traverse, traverse_steps=traverse_steps, relax=relax,
+                            volume_mesh=volume_mesh, progress=progress)
+
+
+def _sample_into(model, run_dir: str | Path, out_dir: Path, *, n: int, seed: int, fmt: str,
+                 traverse: int, traverse_steps: int, relax: int | None,
+                 progress: Callable[[int], None] | None, volume_mesh: bool = False,
+                 mesher=None) -> dict:
+    """`sample_run`'s work, in the staging folder `out_dir`."""
+    from shapeatlas.models.generative import latent_sizes
+
+    if volume_mesh and mesher is None:  # one mesher process for the whole cohort
+        from shapeatlas.mesh.volume import Tetrahedralizer
+
+        with Tetrahedralizer() as mesher:
+            return _sample_into(model, run_dir, out_dir, n=n, seed=seed, fmt=fmt,
+                                traverse=traverse, traverse_steps=traverse_steps, relax=relax,
+                                progress=progress, volume_mesh=True, mesher=mesher)
+
     rng = np.random.default_rng(seed)
     t0 = time.perf_counter()
     z_all, c_all = model.sample_codes(n, rng)  # (n, D), (n,): small even for millions
     t_latent = time.perf_counter() - t0
-    t_decode = t_check = t_write = 0.0
+    t_decode = t_check = t_write = t_tet = 0.0
     rows = []
     for start in range(0, n, SAMPLE_BLOCK):
         z = z_all[start:start + SAMPLE_BLOCK]
@@ -87,6 +127,12 @@ def sample_run(run_dir: str | Path, out_dir: str | Path, *, n: int, seed: int = 
                          **({} if cl is None else {"cluster": int(cl[k])}),
                          "latent": [round(float(x), 6) for x in z[k]], **c})
         t_write += time.perf_counter() - t
+        if mesher is not None:
+            t = time.perf_counter()
+            for row, v in zip(rows[start:], verts):
+                row.update(_volume_mesh(mesher, Mesh(v, model.atlas_faces_, name=row["name"]),
+                                        out_dir / f"{row['name']}.vtu"))
+            t_tet += time.perf_counter() - t
         if progress:
             progress(len(z))
     if traverse:
@@ -103,8 +149,13 @@ def sample_run(run_dir: str | Path, out_dir: str | Path, *, n: int, seed: int = 
         "file_format": fmt, "frame": "the run's aligned (groomed) frame, mm",
         "generator": model.generator_.kind, **latent_sizes(model.generator_),
         "relax_steps": model.config.relax_steps if relax is None else relax,
-        "seconds": {"sampling": t_latent + t_decode, "validity": t_check, "writing": t_write},
+        "seconds": {"sampling": t_latent + t_decode, "validity": t_check, "writing": t_write,
+                    **({} if mesher is None else {"volume_meshing": t_tet})},
         "valid_share": float(np.mean(valid)),
+        "n_invalid": int(n - sum(valid)),
+        "volume_mesh": None if mesher is None else {
+            "mesher": "TetGen", "meshed": sum(r["volume_mesh"] for r in rows),
+            "refused": sum(not r["volume_mesh"] for r in rows)},
         "volume_ml": {"mean": float(vols.mean()), "sd": float(vols.std(ddof=1)) if n > 1 else 0.0},
         "traverse_directions": traverse,
         "samples": rows,
@@ -113,18 +164,49 @@ def sample_run(run_dir: str | Path, out_dir: str | Path, *, n: int, seed: int = 
     return summary
 
 
+def _volume_mesh(mesher, mesh: Mesh, path: Path) -> dict:
+    """Tetrahedralise one shape into `path` (.vtu) -> its samples.json fields."""
+    from shapeatlas.errors import MeshError
+    from shapeatlas.mesh.volume import write_vtu
+
+    try:
+        points, tets = mesher(mesh)
+    except MeshError as exc:
+        log.info("no volume mesh for %s", exc)
+        return {"volume_mesh": False, "volume_mesh_reason": exc.problem}
+    write_vtu(path, points, tets)
+    return {"volume_mesh": True, "volume_mesh_file": path.name, "tetrahedra": int(len(tets))}
+
+
 def reconstruct_files(run_dir: str | Path, paths: Sequence[Path], out_dir: str | Path, *,
-                      n_components: int | None = None, device: str = "auto"
-                      ) -> tuple[list[dict], list[str]]:
+                      n_components: int | None = None, device: str = "auto",
+                      overwrite: bool = False) -> tuple[list[dict], list[str]]:
     """Each mesh through the model (correspond, encode, decode), written as OUT/NAME.ply in the
-    input's own frame; returns per-file summaries and error lines."""
+    input's own frame, and OUT/reconstruct.json; returns per-file summaries (each with the
+    mesh check: `valid`, `problems`, `validity`; a failing shape is still written) and error lines.
+
+    out_dir must be new or empty unless `overwrite` (then it is replaced whole); it is built
+    beside it and moved into place at the end (`shapeatlas.outputs`). Two inputs of the same
+    stem are refused, naming both."""
     from shapeatlas.metrics.ssm import symmetric_surface_distance
+    from shapeatlas.outputs import check_output, output_names, staged_output
     from shapeatlas.pipeline import load_model
 
+    paths = [Path(p) for p in paths]
+    output_names(paths)
+    inputs = [run_dir, *paths]
+    check_output(out_dir, overwrite=overwrite, inputs=inputs)
     model = load_model(run_dir, device=device)
     model._check_generator()
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    with staged_output(out_dir, verb="reconstruct", overwrite=overwrite, inputs=inputs,
+                       device=str(getattr(model, "device_", "cpu"))) as staging:
+        return _reconstruct_into(model, paths, staging.path, n_components,
+                                 symmetric_surface_distance)
+
+
+def _reconstruct_into(model, paths: Sequence[Path], out_dir: Path, n_components: int | None,
+                      symmetric_surface_distance) -> tuple[list[dict], list[str]]:
+    """`reconstruct_files`' work, in the staging folder `out_dir`."""
     done, errors = [], []
     for path in paths:
         try:
@@ -133,7 +215,12 @@ def reconstruct_files(run_dir: str | Path, paths: Sequence[Path], out_dir: str |
             write_mesh(rec, out_dir / f"{path.stem}.ply")
             err = symmetric_surface_distance(np.asarray(rec.vertices), np.asarray(rec.faces),
                                              np.asarray(mesh.vertices), np.asarray(mesh.faces))
-            done.append({"name": path.stem, "surface_distance_mm": err})
+            ok = mesh_validity(rec.vertices, rec.faces)
+            done.append({"name": path.stem, "file": f"{path.stem}.ply",
+                         "surface_distance_mm": err, "valid": ok.valid,
+                         "problems": ok.problems, "validity": ok.as_dict()})
         except ShapeAtlasError as exc:
             errors.append(str(exc))
+    write_text_atomic(out_dir / "reconstruct.json", json.dumps(
+        {"format": "shapeatlas-reconstruct", "shapes": done, "skipped": errors}, indent=1) + "\n")
     return done, errors

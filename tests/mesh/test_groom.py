@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -225,6 +226,8 @@ def test_groom_twice_gives_identical_files(tmp_path):
     groom_cohort(src, tmp_path / "a", opts)
     groom_cohort(src, tmp_path / "b", opts)
     for f in sorted((tmp_path / "a").iterdir()):
+        if f.name == "provenance.json":  # the date and command line of each run
+            continue
         assert f.read_bytes() == (tmp_path / "b" / f.name).read_bytes(), f.name
 
 
@@ -268,14 +271,19 @@ def test_groom_empty_folder(tmp_path):
 
 
 @pytest.mark.slow
-def test_real_livers_groom_watertight_within_3_percent(liver_dir, tmp_path):
-    files = sorted(liver_dir.glob("*.obj"))[:4]
+def test_real_livers_groom_watertight_within_1_percent(liver_dir, tmp_path):
+    # Amos-007 and Amos-023 have a fold that a consistent orientation turned inside out
+    # (they lost 12% and 21% of their volume); the others are plain.
+    names = ["Amos-001", "Amos-004", "Amos-007", "Amos-023"]
+    files = [liver_dir / f"{n}.obj" for n in names]
     result = groom_cohort(files, tmp_path / "out",
                           GroomOptions(watertight=True, target_vertices=2500, n_jobs=2))
     assert not result.failed
     for s in result.shapes:
         assert s["watertight"] and abs(s["n_vertices"] - 2500) <= 30
-        assert s["volume_ml"] == pytest.approx(s["voxel_volume_ml"], rel=0.03)
+        assert s["volume_check"]["verdict"] == "ok"
+        assert s["volume_check"]["self_intersecting_faces"] == 0
+        assert s["volume_ml"] == pytest.approx(s["voxel_volume_ml"], rel=0.01)
     manifest = json.loads((tmp_path / "out" / "groom.json").read_text())
     assert len(manifest["shapes"]) == 4
 
@@ -423,3 +431,43 @@ def test_skipping_starts_keeps_the_best_pairing_when_all_are_beyond_the_ratio():
                 np.asarray(trimesh.creation.icosphere(subdivisions=3).faces))
     al = align_to_reference(ball, ref, axis_sd_ratio=1.05)
     assert np.isfinite(al.rms) and al.matrix.shape == (4, 4)
+
+
+def test_groom_leaves_out_a_shape_that_loses_volume_unless_forced(tmp_path):
+    # Two balls with nothing between them: the output must be one surface, so one ball goes;
+    # groom says which shape, by how much, and keeps it only with keep_failed.
+    src = tmp_path / "in"
+    a = trimesh.creation.icosphere(subdivisions=3, radius=10.0)
+    b = trimesh.creation.icosphere(subdivisions=3, radius=10.0)
+    b.apply_translation([40, 0, 0])
+    pair = trimesh.util.concatenate([a, b])
+    write_mesh(Mesh(pair.vertices, pair.faces), src / "pair.ply")
+    write_mesh(asymmetric_blob(), src / "blob.ply")
+    opts = GroomOptions(watertight=True, grid_resolution=48, align="none", n_jobs=1)
+    result = groom_cohort(src, tmp_path / "out", opts)
+    assert [s["name"] for s in result.shapes] == ["blob"]
+    assert result.shapes[0]["volume_check"]["verdict"] == "ok"
+    assert abs(result.shapes[0]["volume_check"]["volume_loss_percent"]) < 1.0
+    (failed,) = result.failed
+    assert failed["name"] == "pair" and "lost 5" in failed["error"]
+    assert "1 part(s) disconnected" in failed["error"] and "--keep-failed" in failed["error"]
+    assert failed["volume_check"]["verdict"] == "failed"
+    forced = groom_cohort(src, tmp_path / "forced", replace(opts, keep_failed=True))
+    kept = {s["name"]: s["volume_check"] for s in forced.shapes}
+    assert kept["pair"]["verdict"] == "failed" and kept["pair"]["dropped_parts"] == 1
+    assert kept["pair"]["volume_loss_percent"] == pytest.approx(50.0, abs=1.0)
+    assert not forced.failed
+
+
+def test_groom_keeps_the_volume_of_a_surface_that_is_not_orientable(tmp_path):
+    from mesh.test_remesh import folded_sphere, winding_volume
+
+    folded = folded_sphere()
+    write_mesh(folded, tmp_path / "in" / "folded.ply")
+    result = groom_cohort(tmp_path / "in", tmp_path / "out",
+                          GroomOptions(watertight=True, target_vertices=300, grid_resolution=64,
+                                       align="none", n_jobs=1))
+    (s,) = result.shapes
+    check = s["volume_check"]
+    assert check["verdict"] == "ok" and check["self_intersecting_faces"] == 0
+    assert s["volume_ml"] * 1000 == pytest.approx(winding_volume(folded), rel=0.01)

@@ -166,3 +166,142 @@ def test_mesh_name_is_file_path(tmp_path, icosphere):
     p = write_mesh(icosphere, tmp_path / "named.ply")
     assert read_mesh(p).name == str(p)
     assert isinstance(read_mesh(p), Mesh)
+
+
+# ------------------------------------------------------------- OBJ as other exporters write it
+_TET_V = "v 0 0 0\nv 1 0 0\nv 0 1 0\nv 0 0 1\n"
+
+
+def test_obj_with_normals_indexed_apart_from_vertices(tmp_path):
+    # More normals than vertices, `v//vn` and `v/vt/vn` corners (as in 3D-IRCADb surfaces).
+    text = ("# liver\no liver\ng surface\nusemtl skin\ns 1\n" + _TET_V
+            + "".join(f"vn 0 0 {i}\n" for i in range(1, 7)) + "vt 0 0\nvt 1 0\nvt 0 1\n"
+            + "f 1//1 3//2 2//3\nf 1//4 2//5 4//6\nf 1/1/1 4/2/2 3/3/3\nf 2/1/4 3/2/5 4/3/6\n")
+    (tmp_path / "vn.obj").write_text(text)
+    m = read_mesh(tmp_path / "vn.obj")
+    assert (m.n_vertices, m.n_faces) == (4, 4)
+    assert m.volume == pytest.approx(1 / 6)
+
+
+def test_obj_negative_indices_polygons_and_crlf(tmp_path):
+    # A unit cube: quads with relative indices, CRLF line ends, a continued line.
+    v = [(x, y, z) for x in (0, 1) for y in (0, 1) for z in (0, 1)]
+    quads = [(0, 1, 3, 2), (4, 6, 7, 5), (0, 4, 5, 1), (2, 3, 7, 6), (0, 2, 6, 4), (1, 5, 7, 3)]
+    lines = [f"v {x} {y} {z}" for x, y, z in v]
+    lines += ["f " + " ".join(str(i - 8) for i in q) for q in quads[:-1]]
+    lines += ["f " + " ".join(str(i - 8) for i in quads[-1][:2]) + " \\",
+              " ".join(str(i - 8) for i in quads[-1][2:])]
+    (tmp_path / "cube.obj").write_bytes(("\r\n".join(lines) + "\r\n").encode())
+    m = read_mesh(tmp_path / "cube.obj")
+    assert (m.n_vertices, m.n_faces) == (8, 12)
+    assert abs(m.volume) == pytest.approx(1.0)
+
+
+def test_obj_index_past_the_vertices_is_one_clear_line(tmp_path):
+    (tmp_path / "bad.obj").write_text(_TET_V + "f 1 2 9\n")
+    _expect(tmp_path / "bad.obj", "refers to vertex 9 but the file has 4")
+
+
+# ------------------------------------------------------------------ legacy VTK polydata
+_TET_POINTS = "POINTS 4 float\n0 0 0 1 0 0\n0 1 0 0 0 1\n"
+
+
+def _vtk(version, body, *, encoding="ASCII", dataset="POLYDATA"):
+    return f"# vtk DataFile Version {version}\nvtk output\n{encoding}\nDATASET {dataset}\n{body}"
+
+
+def test_legacy_vtk_polydata_ascii(tmp_path):
+    body = (_TET_POINTS + "POLYGONS 4 16\n3 0 2 1\n3 0 1 3\n3 0 3 2\n3 1 2 3\n"
+            "CELL_DATA 4\nSCALARS id int 1\nLOOKUP_TABLE default\n0 1 2 3\n"
+            "POINT_DATA 4\nSCALARS t float\nLOOKUP_TABLE default\n0 1 2 3\n"
+            "FIELD FieldData 1\nw 2 4 double\n0 0 1 1 2 2 3 3\n")
+    (tmp_path / "t.vtk").write_text(_vtk("4.2", body))
+    m = read_mesh(tmp_path / "t.vtk")
+    assert m.volume == pytest.approx(1 / 6)
+    np.testing.assert_array_equal(m.point_data["t"], [0, 1, 2, 3])
+    assert m.point_data["w"].shape == (4, 2)
+
+
+_PYRAMID_51 = ("POINTS 5 double\n0 0 0 1 0 0 1 1 0 0 1 0 0.5 0.5 1\nMETADATA\nINFORMATION 0\n\n"
+               "POLYGONS 4 10\nOFFSETS vtktypeint64\n0 4 7 10\n"
+               "CONNECTIVITY vtktypeint64\n0 3 2 1 0 1 4 1 2 4\n"
+               "TRIANGLE_STRIPS 2 4\nOFFSETS vtktypeint64\n0 4\nCONNECTIVITY vtktypeint64\n"
+               "2 3 4 0\n")
+
+
+def test_legacy_vtk_51_quad_triangles_and_strip(tmp_path):
+    # A square pyramid: the base a quad, two sides triangles, two sides one strip.
+    (tmp_path / "p.vtk").write_text(_vtk("5.1", _PYRAMID_51))
+    m = read_mesh(tmp_path / "p.vtk")
+    assert m.n_faces == 6 and m.is_watertight
+    assert m.volume == pytest.approx(1 / 3)
+
+
+@pytest.mark.parametrize("tail, fragment", [
+    ("POLYGONS\n", "POLYGONS needs two counts"),
+    ("SOMETHING 1 2\n", "unknown section 'SOMETHING'"),
+])
+def test_legacy_vtk_bad_section_is_one_clear_line(tmp_path, tail, fragment):
+    (tmp_path / "p.vtk").write_text(_vtk("5.1", _PYRAMID_51 + tail))
+    _expect(tmp_path / "p.vtk", fragment)
+
+
+def test_legacy_vtk_binary_unstructured_grid_keeps_surface_cells(tmp_path):
+    pts = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]], dtype=">f4")
+    cells = np.array([3, 0, 2, 1, 3, 0, 1, 3, 3, 0, 3, 2, 3, 1, 2, 3, 4, 0, 1, 2, 3], dtype=">i4")
+    types = np.array([5, 5, 5, 5, 10], dtype=">i4")  # four triangles and a tetrahedron
+    raw = (_vtk("4.2", "", encoding="BINARY", dataset="UNSTRUCTURED_GRID").encode()
+           + b"POINTS 4 float\n" + pts.tobytes() + b"\nCELLS 5 21\n" + cells.tobytes()
+           + b"\nCELL_TYPES 5\n" + types.tobytes() + b"\n")
+    (tmp_path / "g.vtk").write_bytes(raw)
+    m = read_mesh(tmp_path / "g.vtk")
+    assert m.n_faces == 4 and m.volume == pytest.approx(1 / 6)
+
+
+@pytest.mark.parametrize("body, fragment", [
+    (_TET_POINTS + "POLYGONS 1 4\n3 0 1 7\n", "refer to point 7 but the file has 4 points"),
+    (_TET_POINTS + "POLYGONS 2 4\n3 0 1 2\n", "2 cells do not fit in 4 integers"),
+    ("POINTS 4 float\n0 0 0 1 0 0\n", "declares 12 values of POINTS, more than the 13 bytes"),
+    ("POINTS 4 float\n0 0 0 1 0 0\n" + "\n" * 20, "the file ends after 6 of 12 values"),
+    ("POINTS 4 float\n0 0 0 1 0 x\n0 1 0 0 0 1\n", "not a number"),
+    ("POINTS 4 string\n", "data type 'string' is not supported"),
+])
+def test_malformed_legacy_vtk_is_one_clear_line(tmp_path, body, fragment):
+    (tmp_path / "bad.vtk").write_text(_vtk("4.2", body))
+    _expect(tmp_path / "bad.vtk", fragment)
+
+
+def test_legacy_vtk_image_is_refused(tmp_path):
+    text = _vtk("3.0", "DIMENSIONS 2 2 2\n", dataset="STRUCTURED_POINTS")
+    (tmp_path / "img.vtk").write_text(text)
+    _expect(tmp_path / "img.vtk", "holds a STRUCTURED_POINTS dataset, not a surface")
+
+
+# ------------------------------------------- declared counts bounded by the file's own size
+@pytest.mark.parametrize("name, data, fragment", [
+    ("huge.vtk", b"# vtk DataFile Version 4.2\nx\nBINARY\nDATASET POLYDATA\n"
+                 b"POINTS 2000000000 double\n" + bytes(64), "bytes of POINTS"),
+    ("huge_cells.vtk", b"# vtk DataFile Version 4.2\nx\nASCII\nDATASET POLYDATA\n"
+                       b"POINTS 1 float\n0 0 0\nPOLYGONS 1 3000000000\n3 0 0 0\n", "POLYGONS"),
+    ("faces.ply", b"ply\nformat binary_little_endian 1.0\nelement vertex 3\nproperty float x\n"
+                  b"property float y\nproperty float z\nelement face 2000000000\n"
+                  b"property list uchar int vertex_indices\nend_header\n" + bytes(49),
+     "declares 2,000,000,000 PLY face elements"),
+    ("verts.ply", b"ply\nformat ascii 1.0\nelement vertex 2000000000\nproperty float x\n"
+                  b"property float y\nproperty float z\nend_header\n0 0 0\n",
+     "declares 2,000,000,000 PLY vertex elements"),
+    ("huge.off", b"OFF\n2000000000 2000000000 0\n0 0 0\n1 0 0\n", "2,000,000,000 OFF vertices"),
+    ("huge.stl", bytes(80) + np.array([4_000_000_000], "<u4").tobytes() + bytes(50),
+     "4,000,000,000 STL triangles"),
+])
+def test_huge_declared_counts_are_refused_before_allocating(tmp_path, name, data, fragment):
+    import tracemalloc
+
+    (tmp_path / name).write_bytes(data)
+    tracemalloc.start()
+    try:
+        _expect(tmp_path / name, fragment)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 50_000_000

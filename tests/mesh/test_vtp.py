@@ -343,3 +343,51 @@ def test_connectivity_out_of_range_and_bad_offsets(tmp_path):
 def test_missing_file(tmp_path):
     with pytest.raises(MeshError, match="nothere.vtp: no such file"):
         read_vtp(tmp_path / "nothere.vtp")
+
+
+# ----------------------------------------------------------- compressed data is inflated bounded
+def _bomb_file(tmp_path, *, declared_block: int, n_points: int = 3, inflated=64 * 2**20):
+    """Points of `n_points` x 3 Float64 as ONE zlib block of `inflated` zero bytes whose header
+    declares `declared_block` bytes; ~65 KB on disk."""
+    data = zlib.compress(bytes(inflated), 9)
+    head = np.array([1, declared_block, declared_block, len(data)], dtype="<u8").tobytes()
+    text = (base64.b64encode(head) + base64.b64encode(data)).decode()
+    xml = (
+        '<VTKFile type="PolyData" version="1.0" byte_order="LittleEndian" header_type="UInt64" '
+        f'compressor="vtkZLibDataCompressor"><PolyData><Piece NumberOfPoints="{n_points}" '
+        'NumberOfPolys="1"><Points><DataArray type="Float64" NumberOfComponents="3" '
+        f'format="binary">{text}</DataArray></Points><Polys>'
+        '<DataArray type="Int64" Name="connectivity" format="ascii">0 1 2</DataArray>'
+        '<DataArray type="Int64" Name="offsets" format="ascii">3</DataArray>'
+        "</Polys></Piece></PolyData></VTKFile>"
+    )
+    path = tmp_path / "bomb.vtp"
+    path.write_text(xml)
+    return path
+
+
+@pytest.mark.parametrize("declared_block, n_points, fragment", [
+    # The header tells the truth about the 64 MB, but 3 points need only 72 bytes.
+    (64 * 2**20, 3, "declares 67108864 bytes, expected 72"),
+    # The header lies (72 bytes) about a block that inflates to 64 MB.
+    (72, 3, "block 0 inflates to more than the 72 bytes its header declares"),
+    # Points enough to need 3.2 GB: refused by the per-file limit before any inflating.
+    (3_200_000_016, 133_333_334, "over the 536,870,912-byte limit"),
+])
+def test_zlib_bomb_is_refused_without_inflating_it(tmp_path, declared_block, n_points, fragment):
+    import time
+    import tracemalloc
+
+    path = _bomb_file(tmp_path, declared_block=declared_block, n_points=n_points)
+    assert path.stat().st_size < 400_000
+    tracemalloc.start()
+    t0 = time.perf_counter()
+    try:
+        with pytest.raises(MeshError, match=fragment) as err:
+            read_vtp(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert time.perf_counter() - t0 < 2.0
+    assert peak < 10_000_000  # the file's ~65 KB a few times over, never the 64 MB
+    assert str(path) in str(err.value) and "\n" not in str(err.value)

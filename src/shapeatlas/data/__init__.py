@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from shapeatlas.data.synthetic_kidney import load_kidney_truth, write_kidney_cohort
@@ -16,11 +15,12 @@ __all__ = ["load_cohort_truth", "load_kidney_truth", "load_truth", "lv_surface",
 def load_cohort_truth(directory: str | Path) -> dict:
     """The ground truth of any synthetic cohort (LV or kidney), by the generator its truth.json
     names: shape name -> truth record (`domain`, `faces`, `vertices_file`, `long_axis_mm`)."""
+    from shapeatlas import validate
+
     index = Path(directory) / "truth.json"
-    try:
-        generator = json.loads(index.read_text()).get("generator")
-    except (OSError, ValueError) as exc:
-        raise ShapeAtlasError(f"{index}: cannot read a synthetic cohort's truth ({exc})") from exc
+    if not index.is_file():
+        raise ShapeAtlasError(f"{index}: cannot read a synthetic cohort's truth (no such file)")
+    generator = validate.mapping(validate.read_json(index), index).get("generator")
     loaders = {"shapeatlas.data.synthetic_lv": load_truth,
                "shapeatlas.data.synthetic_kidney": load_kidney_truth}
     if generator not in loaders:

@@ -285,12 +285,15 @@ def write_kidney_cohort(
     seed: int = 0,
     n_vertices: tuple[int, int] = (1000, 4000),
     progress: Callable[[int, int], None] | None = None,
+    overwrite: bool = False,
 ) -> list[Path]:
     """Write a synthetic kidney cohort with exact ground truth; return the mesh paths.
 
     Writes `out_dir/kidney_000.ply`, ... (file frame, mm), `out_dir/truth/<name>.npz` (`domain`,
     `vertices_domain`, `faces`, `region` (all 0: one region)) and, last, `out_dir/truth.json`,
     the same layout as `synthetic_lv.write_lv_cohort`. The same seed gives the same bytes.
+    overwrite: replace a non-empty `out_dir` whole (else refused); the folder is built beside
+    it and moved into place at the end (`shapeatlas.outputs`).
 
     Examples
     --------
@@ -298,7 +301,17 @@ def write_kidney_cohort(
     >>> load_kidney_truth("kidneys")["kidney_000"].long_axis_mm      # doctest: +SKIP
     """
     lo, hi = cohort_vertex_range(n, n_vertices, MIN_VERTICES)
-    out_dir = Path(out_dir)
+    from shapeatlas.outputs import staged_output
+
+    with staged_output(out_dir, verb="synth kidney", overwrite=overwrite) as staging:
+        paths = _write_kidney_cohort(staging.path, n=n, seed=seed, lo=lo, hi=hi,
+                                     progress=progress)
+    return [Path(out_dir) / p.name for p in paths]
+
+
+def _write_kidney_cohort(out_dir: Path, *, n: int, seed: int, lo: int, hi: int,
+                         progress: Callable[[int, int], None] | None) -> list[Path]:
+    """`write_kidney_cohort`'s work, in the staging folder `out_dir`."""
     seq = np.random.SeedSequence(seed)
     counts = np.random.default_rng(seq.spawn(1)[0]).choice(
         np.arange(lo, hi + 1), size=n, replace=n > hi - lo + 1)
@@ -323,7 +336,7 @@ def write_kidney_cohort(
         "n_vertices_range": [lo, hi]}, tail={
         "domain": "unit sphere; evaluate with shapeatlas.data.synthetic_kidney.kidney_surface"
                   "(params, domain_points=domain)"}, shapes=records)
-    log.info("wrote %d synthetic kidneys to %s", n, out_dir)
+    log.info("wrote %d synthetic kidneys", n)
     return paths
 
 

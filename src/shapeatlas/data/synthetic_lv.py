@@ -525,6 +525,7 @@ def write_lv_cohort(
     phenotypes: Literal["healthy", "mixed"] = "healthy",
     n_vertices: tuple[int, int] = (1000, 4000),
     progress: Callable[[int, int], None] | None = None,
+    overwrite: bool = False,
 ) -> list[Path]:
     """Write a synthetic LV cohort with exact ground truth; return the mesh paths.
 
@@ -536,6 +537,8 @@ def write_lv_cohort(
     phenotypes: "healthy" only, or "mixed": half of the shapes (rounded down) "dilated", larger
     and more spherical. n_vertices: inclusive range of vertex counts, drawn without repetition
     where the range allows. progress: called as `progress(done, n)` after each shape.
+    overwrite: replace a non-empty `out_dir` whole (else refused); the folder is built beside
+    it and moved into place at the end (`shapeatlas.outputs`).
 
     Examples
     --------
@@ -545,7 +548,17 @@ def write_lv_cohort(
     lo, hi = cohort_vertex_range(n, n_vertices, MIN_VERTICES)
     if phenotypes not in ("healthy", "mixed"):
         raise ValueError(f"phenotypes must be 'healthy' or 'mixed', got {phenotypes!r}")
-    out_dir = Path(out_dir)
+    from shapeatlas.outputs import staged_output
+
+    with staged_output(out_dir, verb="synth lv", overwrite=overwrite) as staging:
+        paths = _write_lv_cohort(staging.path, n=n, seed=seed, phenotypes=phenotypes, lo=lo,
+                                 hi=hi, progress=progress)
+    return [Path(out_dir) / p.name for p in paths]
+
+
+def _write_lv_cohort(out_dir: Path, *, n: int, seed: int, phenotypes: str, lo: int, hi: int,
+                     progress: Callable[[int, int], None] | None) -> list[Path]:
+    """`write_lv_cohort`'s work, in the staging folder `out_dir`."""
     seq = np.random.SeedSequence(seed)
     cohort_rng = np.random.default_rng(seq.spawn(1)[0])
     labels = ["healthy"] * n
@@ -576,7 +589,7 @@ def write_lv_cohort(
         "generator": "shapeatlas.data.synthetic_lv", "generator_version": GENERATOR_VERSION,
         "seed": seed, "n": n, "phenotypes": phenotypes, "n_vertices_range": [lo, hi]},
         tail={"domain": DOMAIN_DESCRIPTION, "alpha_base": ALPHA_BASE}, shapes=records)
-    log.info("wrote %d synthetic LV shapes to %s", n, out_dir)
+    log.info("wrote %d synthetic LV shapes", n)
     return paths
 
 

@@ -11,12 +11,14 @@ generators write them with `write_shape_truth` and `write_cohort_index`, and rea
 from __future__ import annotations
 
 import json
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, ClassVar, TypeVar
 
 import numpy as np
 
+from shapeatlas import validate
 from shapeatlas.atomic import write_npz_atomic, write_text_atomic
 from shapeatlas.errors import ShapeAtlasError
 from shapeatlas.mesh.core import Mesh
@@ -118,17 +120,15 @@ def read_cohort_truth(directory: str | Path, *, generator: str, writer: str, org
     if not index.is_file():
         raise ShapeAtlasError(f"{index}: no such file; is {directory} a cohort written by "
                               f"{writer} (it writes truth.json last)?")
-    try:
-        meta = json.loads(index.read_text())
-    except ValueError as exc:
-        raise ShapeAtlasError(f"{index}: not valid JSON ({exc})") from exc
+    meta = validate.read_json(index)
     if not isinstance(meta, dict) or meta.get("generator") != generator:
         found = meta.get("generator") if isinstance(meta, dict) else None
         raise ShapeAtlasError(f"{index}: not a synthetic {organ} truth file "
                               f"(generator {found!r})")
+    shapes = validate.mapping(meta.get("shapes", {}), index, "shapes")
     out = {}
-    for name in sorted(meta.get("shapes", {})):
-        rec = meta["shapes"][name]
+    for name in sorted(shapes):
+        rec = validate.mapping(shapes[name], index, f"shapes.{name}")
         try:
             npz_path = directory / rec["truth"]
             if not npz_path.is_file():
@@ -141,7 +141,7 @@ def read_cohort_truth(directory: str | Path, *, generator: str, writer: str, org
                           n_vertices=int(rec["n_vertices"]),
                           pose=np.asarray(rec["pose"], dtype=np.float64), **arrays)
             out[name] = build(fields, rec)
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, OSError, zipfile.BadZipFile) as exc:
             raise ShapeAtlasError(f"{index}: the record of {name} is incomplete or malformed "
                                   f"({type(exc).__name__}: {exc})") from exc
     return out

@@ -1,6 +1,9 @@
 """Diagnosis of a mesh: the problems a user should know about before shape modelling.
 
 `diagnose` never raises for a mesh that `Mesh` accepted; it returns human-readable findings.
+`unusable` says why a mesh cannot be used for shape modelling at all (grooming refuses it);
+the validity check of `shapeatlas.mesh.validity` (closed, manifold, outward, no
+self-intersections, no degenerate faces) is part of `summary`.
 """
 
 from __future__ import annotations
@@ -9,11 +12,35 @@ import numpy as np
 
 from shapeatlas.mesh import geometry as geo
 from shapeatlas.mesh.core import Mesh
+from shapeatlas.mesh.units import TYPICAL_DIAGONAL_MM, unit_hint
+from shapeatlas.mesh.validity import (
+    DEGENERATE_QUALITY,
+    degenerate_mask,
+    mesh_validity,
+    nonmanifold_vertices,
+)
 
 #: Bounding-box diagonals (mm) outside this range suggest the file is not in millimetres.
 PLAUSIBLE_DIAGONAL_MM = (5.0, 2000.0)
-#: Faces below this fraction of the mean face area are reported as degenerate.
-DEGENERATE_FRACTION = 1e-8
+
+
+def unusable(mesh: Mesh) -> str | None:
+    """Why `mesh` cannot be used for shape modelling (no surface to model), or None.
+
+    A surface whose faces are all degenerate (zero area, collinear corners) or whose vertices
+    all lie on one line has no area to model; cleaning cannot repair it. (A flat sheet has an
+    area, and is left to the other checks.)
+    """
+    n_bad = int(degenerate_mask(mesh.vertices, mesh.faces).sum())
+    if n_bad == mesh.n_faces:
+        return (f"all {mesh.n_faces} faces are degenerate (zero area or collinear corners): "
+                "no surface to model")
+    v = np.asarray(mesh.vertices)
+    spread = np.linalg.svd(v - v.mean(axis=0), compute_uv=False)
+    if len(spread) < 2 or spread[1] <= DEGENERATE_QUALITY * spread[0]:
+        return ("all vertices lie on one line: every face is a needle of no area, no surface "
+                "to model")
+    return None
 
 
 def diagnose(mesh: Mesh) -> list[str]:
@@ -35,22 +62,25 @@ def diagnose(mesh: Mesh) -> list[str]:
     unused = mesh.n_vertices - np.unique(f).size
     if unused:
         problems.append(f"{unused} vertices used by no face")
-    areas = mesh.face_areas
-    n_degenerate = int((areas <= DEGENERATE_FRACTION * max(areas.mean(), 1e-300)).sum())
+    n_degenerate = int(degenerate_mask(mesh.vertices, f).sum())
     if n_degenerate:
-        problems.append(f"{n_degenerate} degenerate (zero-area) faces")
+        problems.append(f"{n_degenerate} of {mesh.n_faces} faces are degenerate (zero area, "
+                        "repeated or collinear corners)")
     n_dup = len(f) - len(np.unique(np.sort(f, axis=1), axis=0))
     if n_dup:
         problems.append(f"{n_dup} duplicate faces")
     diag = float(np.linalg.norm(mesh.extent))
     lo, hi = PLAUSIBLE_DIAGONAL_MM
-    if diag < lo:
-        problems.append(f"bounding-box diagonal is {diag:.3g}: coordinates look like metres or "
-                        "centimetres, not millimetres (groom --input-units m|cm)")
-    elif diag > hi:
-        problems.append(f"bounding-box diagonal is {diag:.3g}: too large for an organ in mm")
-    if mesh.is_watertight and mesh.signed_volume < 0:
+    if not lo <= diag <= hi:
+        hint = unit_hint(diag / TYPICAL_DIAGONAL_MM, tolerance=4.0)
+        problems.append(f"bounding-box diagonal is {diag:.3g}: too "
+                        f"{'small' if diag < lo else 'large'} for an organ in mm; {hint}")
+    if mesh.is_watertight and mesh.signed_volume < 0 and n_degenerate < mesh.n_faces:
         problems.append("faces point inwards (negative enclosed volume)")
+    n_fans = len(nonmanifold_vertices(f))
+    if n_fans:
+        problems.append(f"{n_fans} non-manifold vertices (bow-ties: faces meeting only at a "
+                        "vertex)")
     if mesh.is_watertight and mesh.euler_characteristic != 2:
         genus = (2 - mesh.euler_characteristic) // 2
         problems.append(f"closed surface of genus {genus} (handles), not a sphere-like organ")
@@ -58,7 +88,8 @@ def diagnose(mesh: Mesh) -> list[str]:
 
 
 def summary(mesh: Mesh) -> dict:
-    """Counts, watertightness, volume, area and bounds of `mesh`, JSON-ready."""
+    """Counts, watertightness, volume, area, bounds, problems, `unusable` (why the mesh cannot
+    be modelled, or None) and `validity` (`Validity.as_dict`) of `mesh`, JSON-ready."""
     out = {
         "name": mesh.name,
         "n_vertices": mesh.n_vertices,
@@ -71,5 +102,7 @@ def summary(mesh: Mesh) -> dict:
         "bounds_min": [float(x) for x in mesh.bounds[0]],
         "bounds_max": [float(x) for x in mesh.bounds[1]],
         "problems": diagnose(mesh),
+        "unusable": unusable(mesh),
+        "validity": mesh_validity(mesh.vertices, mesh.faces).as_dict(),
     }
     return out

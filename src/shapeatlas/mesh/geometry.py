@@ -181,6 +181,8 @@ def orient_faces_consistently(faces: np.ndarray) -> np.ndarray:
         seen[labels[root]] = True
         order, pred = csgraph.breadth_first_order(graph, root, directed=False,
                                                   return_predecessors=True)
+        if order.size < 2:  # a face with no manifold neighbour (a fin): nothing to propagate
+            continue
         parity = np.asarray(graph[pred[order[1:]], order[1:]]).ravel() - 1
         for child, p, d in zip(order[1:].tolist(), pred[order[1:]].tolist(), parity.tolist()):
             flip[child] = flip[p] ^ bool(d)

@@ -9,7 +9,8 @@ Outputs: one PLY per shape and `groom.json`, a manifest with, per shape, the sou
 transform from the input file's frame to the groomed frame, its scale, and quality figures, so
 every later result can be mapped back into each input's original frame. A file that cannot be
 groomed is reported in the manifest's `failed` list and skipped; it never stops the others.
-Every file is written atomically.
+Every file is written atomically, and the whole folder is built beside the output folder and
+moved into place at the end (`shapeatlas.outputs`).
 """
 
 from __future__ import annotations
@@ -36,14 +37,16 @@ from shapeatlas.mesh.align import (
     symmetric_rms,
     translation,
 )
-from shapeatlas.mesh.checks import PLAUSIBLE_DIAGONAL_MM
+from shapeatlas.mesh.checks import PLAUSIBLE_DIAGONAL_MM, unusable
 from shapeatlas.mesh.core import Mesh
 from shapeatlas.mesh.io import is_mesh_file, read_mesh, write_mesh
 from shapeatlas.mesh.remesh import (
     DEFAULT_GRID_RESOLUTION,
+    SPECK_VOLUME_FRACTION,
+    Closed,
     clean,
+    close_surface,
     decimate,
-    make_watertight,
 )
 from shapeatlas.mesh.twist import (
     Cap,
@@ -55,13 +58,20 @@ from shapeatlas.mesh.twist import (
     planar_cap,
     turn_degrees,
 )
+from shapeatlas.mesh.units import (
+    TYPICAL_DIAGONAL_MM,
+    UNIT_SCALE,
+    size_outliers,
+    unit_hint,
+)
+from shapeatlas.mesh.validity import mesh_validity
 
 log = logging.getLogger(__name__)
 
+#: A groomed shape whose volume is further than this from its voxelised input's fails.
+VOLUME_TOLERANCE = 0.01
 MANIFEST_NAME = "groom.json"
 MANIFEST_VERSION = 1
-#: Millimetres per input unit.
-UNIT_SCALE = {"mm": 1.0, "cm": 10.0, "m": 1000.0}
 
 
 @dataclass(frozen=True)
@@ -101,10 +111,18 @@ class GroomOptions:
     turn off), is first moved to that basin (`twist.cap_basin`; `cap_basin_deg`, part of
     `cap_turn`). The caps are read before decimation:
     QSlim moves a cap's rim vertices enough to turn a nearly round outline by degrees."""
-    input_units: Literal["mm", "cm", "m"] = "mm"
-    """Units of the input coordinates; outputs are always in millimetres."""
+    input_units: Literal["um", "mm", "cm", "in", "m"] = "mm"
+    """Units of the input coordinates (`units.UNIT_SCALE`); outputs are always in millimetres."""
+    keep_outliers: bool = False
+    """Keep shapes whose size is far from the cohort's (`units.size_outliers`: at least 3x
+    larger or smaller than the median, most likely saved in another unit); by default they are
+    left out and listed in the manifest's `failed` entries."""
     n_jobs: int = 0
     """Worker processes (0: one per CPU core, at most one per shape)."""
+    keep_failed: bool = False
+    """Keep shapes that fail groom's check (volume off the input's by more than 1%, or faces
+    crossing others) in the output; by default they are left out and listed in `failed`.
+    Either way each shape's `volume_check` in the manifest says what was measured."""
 
 
 @dataclass
@@ -144,19 +162,31 @@ def _prepare_one(path: str, opts: GroomOptions) -> dict:
             raise MeshError(
                 path,
                 f"bounding-box diagonal is {diag:.4g} mm, implausible for an organ: "
-                f"are the coordinates in {opts.input_units}? (set --input-units)",
+                + unit_hint(diag / TYPICAL_DIAGONAL_MM, opts.input_units, tolerance=4.0),
             )
+        reason = unusable(mesh)
+        if reason:  # cleaning keeps near-collinear faces whose areas are all alike
+            raise MeshError(path, reason)
+        source = mesh
         if opts.clean:
             mesh = clean(mesh)
-        voxel_volume = None
+        voxel_volume = closed = None
         if opts.watertight is True or (opts.watertight == "auto" and not mesh.is_watertight):
-            mesh, voxel_volume = make_watertight(mesh, resolution=opts.grid_resolution)
+            # From the input as read: `close_surface` picks the faces' orientation itself, and
+            # keeps or reports every part (cleaning would keep the largest component only).
+            closed = close_surface(source, resolution=opts.grid_resolution)
+            mesh, voxel_volume = closed.mesh, closed.enclosed_volume
         # The cap outline before decimation moves its rim (`GroomOptions.cap_twist`).
         cap = planar_cap(mesh) if opts.cap_twist and opts.align != "none" else None
         if opts.target_vertices:
             mesh = decimate(mesh, target_vertices=opts.target_vertices, method=opts.decimation)
+        check = _volume_check(mesh, closed, checked=bool(opts.target_vertices))
+        if check["verdict"] != "ok" and not opts.keep_failed:
+            return {"ok": False, "volume_check": check,
+                    "error": f"{path}: {check['problem']} (kept only with --keep-failed)"}
         return {
             "ok": True,
+            "volume_check": check,
             "cap": cap,
             "vertices": np.asarray(mesh.vertices),
             "faces": np.asarray(mesh.faces),
@@ -168,6 +198,42 @@ def _prepare_one(path: str, opts: GroomOptions) -> dict:
         return {"ok": False, "error": str(exc)}
     except Exception as exc:  # a library failing deep inside: report, keep the cohort going
         return {"ok": False, "error": f"{path}: unexpected {type(exc).__name__}: {exc}"}
+
+
+def _volume_check(mesh: Mesh, closed: Closed | None, *, checked: bool) -> dict:
+    """Groom's verdict on one shape: did it keep the input's volume (`VOLUME_TOLERANCE` of the
+    voxelised input, when the watertight step ran) and is it one closed surface that does not
+    cross itself (when it was closed or decimated)? -> a dict for the manifest"""
+    from shapeatlas.mesh.validity import self_intersecting_faces
+
+    out: dict = {"verdict": "ok"}
+    problems = []
+    if closed is not None:
+        out["input_volume_ml"] = round(closed.enclosed_volume / 1000.0, 6)
+        out["dropped_parts"] = closed.n_dropped_parts
+        out["dropped_volume_ml"] = round(closed.dropped_volume / 1000.0, 6)
+        loss = 1.0 - mesh.volume / closed.enclosed_volume if mesh.is_watertight else 1.0
+        out["volume_loss_percent"] = round(100.0 * loss, 4)
+        if abs(loss) > VOLUME_TOLERANCE:
+            what = "lost" if loss > 0 else "gained"
+            parts = (f", {closed.n_dropped_parts} part(s) disconnected from the rest dropped"
+                     if closed.n_dropped_parts and closed.dropped_volume
+                     > SPECK_VOLUME_FRACTION * closed.enclosed_volume else "")
+            problems.append(f"{what} {100 * abs(loss):.1f}% of its volume "
+                            f"({closed.enclosed_volume / 1000:.1f} mL in, "
+                            f"{mesh.volume / 1000:.1f} mL out{parts})")
+    if closed is not None or checked:
+        n_cross = len(self_intersecting_faces(mesh.vertices, mesh.faces))
+        out["self_intersecting_faces"] = n_cross
+        out["closed"] = bool(mesh.is_watertight)
+        if n_cross:
+            problems.append(f"{n_cross} faces cross others")
+        if not mesh.is_watertight and closed is not None:
+            problems.append("not closed")
+    if problems:
+        out["verdict"] = "failed"
+        out["problem"] = "; ".join(problems)
+    return out
 
 
 def _align_one(args) -> dict:
@@ -263,6 +329,49 @@ def _turn_caps(meshes: Sequence[Mesh], aligned: list[dict], ref_pos: int,
     return f"applied: {capped - 1} of {len(meshes)} shapes turned"
 
 
+def _leave_out_size_outliers(ok: list[int], meshes: dict[int, Mesh], paths: Sequence[Path],
+                             failed: list[dict], opts: GroomOptions) -> list[int]:
+    """`ok` without the shapes whose size says they are in another unit (`size_outliers`),
+    which are added to `failed` (unless `opts.keep_outliers`, which only warns)."""
+    outliers = size_outliers([meshes[i] for i in ok], input_units=opts.input_units,
+                             names=[paths[i].name for i in ok])
+    for o in outliers:
+        if opts.keep_outliers:
+            log.warning("%s; kept (--keep-outliers)", o.message)
+            continue
+        i = ok[o.index]
+        error = f"{o.message}; left out (--keep-outliers keeps it)"
+        log.warning("skipped %s", error)
+        failed.append({"name": meshes[i].name, "source": str(paths[i].resolve()),
+                       "error": error})
+    if opts.keep_outliers:
+        return ok
+    drop = {ok[o.index] for o in outliers}
+    return [i for i in ok if i not in drop]
+
+
+#: prctl option that sends a signal to a process when its parent dies (linux/prctl.h).
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent: int) -> None:
+    """Pool initializer: a worker ends when the process that started it dies, even by
+    `kill -9`, instead of grooming on for minutes (Linux's PR_SET_PDEATHSIG; elsewhere the
+    pool's own shutdown is all there is)."""
+    import signal
+    import sys
+
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL))
+        except (OSError, AttributeError):
+            return
+    if os.getppid() != parent:  # the parent died before the signal was armed
+        os._exit(1)
+
+
 def _map(fn, items: Sequence, n_jobs: int, progress: Callable[[int], None] | None):
     """Apply `fn` to `items` in order, in a process pool when n_jobs > 1."""
     out = []
@@ -272,7 +381,8 @@ def _map(fn, items: Sequence, n_jobs: int, progress: Callable[[int], None] | Non
             if progress:
                 progress(1)
         return out
-    with ProcessPoolExecutor(max_workers=n_jobs) as ex:
+    with ProcessPoolExecutor(max_workers=n_jobs, initializer=_die_with_parent,
+                             initargs=(os.getpid(),)) as ex:
         try:
             for r in ex.map(fn, items, chunksize=1):
                 out.append(r)
@@ -285,13 +395,10 @@ def _map(fn, items: Sequence, n_jobs: int, progress: Callable[[int], None] | Non
 
 
 def _unique_names(paths: Sequence[Path]) -> list[str]:
-    names, seen = [], {}
-    for p in paths:
-        stem = p.stem
-        n = seen.get(stem, 0)
-        seen[stem] = n + 1
-        names.append(stem if n == 0 else f"{stem}_{n + 1}")
-    return names
+    """Each file's output name (its stem); two files of the same stem are refused."""
+    from shapeatlas.outputs import output_names
+
+    return output_names(paths)
 
 
 def choose_reference(names: Sequence[str], sizes: Sequence[float], requested: str | None) -> int:
@@ -317,11 +424,15 @@ def groom_cohort(
     options: GroomOptions | None = None,
     *,
     progress: Callable[[str, int, int], None] | None = None,
+    overwrite: bool = False,
 ) -> GroomResult:
     """Groom a cohort of meshes and write them, with `groom.json`, into `out_dir`.
 
-    inputs: a folder of mesh files, or a list of files.
+    inputs: a folder of mesh files, or a list of files; two of the same stem (a.ply, a.stl)
+    are refused, as both would be written as a.ply.
     progress: optional callback `(stage, done_increment, stage_total)`, called as work finishes.
+    overwrite: replace a non-empty `out_dir` whole (else refused before any work); the folder
+    is built beside it and moved into place at the end (`shapeatlas.outputs`).
 
     Raises `ShapeAtlasError` when nothing could be groomed or the options are invalid; single
     bad files are listed in the manifest's `failed` entries instead.
@@ -344,11 +455,19 @@ def groom_cohort(
             raise ShapeAtlasError(f"{inputs}: no mesh files (.obj .ply .stl .off .vtk .vtp) found")
     else:
         paths = [Path(p) for p in ([inputs] if isinstance(inputs, (str, Path)) else inputs)]
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    from shapeatlas.outputs import staged_output
+
+    names = _unique_names(paths)
+    with staged_output(out_dir, verb="groom", overwrite=overwrite, inputs=paths) as staging:
+        manifest = _groom(paths, names, staging.path, opts, progress)
+    return GroomResult(out_dir=Path(out_dir), manifest=manifest)
+
+
+def _groom(paths: Sequence[Path], names: Sequence[str], out_dir: Path, opts: GroomOptions,
+           progress: Callable[[str, int, int], None] | None) -> dict:
+    """Groom `paths` into `out_dir` (the staging folder); -> the manifest written."""
     n_jobs = opts.n_jobs or (os.cpu_count() or 1)
     n_jobs = max(1, min(n_jobs, len(paths)))
-    names = _unique_names(paths)
     t0 = time.perf_counter()
 
     def tick(stage: str, total: int):
@@ -358,6 +477,7 @@ def groom_cohort(
                     tick("prepare", len(paths)))
     ok = [i for i, r in enumerate(prepared) if r["ok"]]
     failed = [{"name": names[i], "source": str(paths[i].resolve()), "error": prepared[i]["error"]}
+              | ({"volume_check": r["volume_check"]} if "volume_check" in r else {})
               for i, r in enumerate(prepared) if not r["ok"]]
     for f in failed:
         log.warning("skipped %s", f["error"])
@@ -366,6 +486,7 @@ def groom_cohort(
             f"none of the {len(paths)} inputs could be groomed; first problem: {failed[0]['error']}"
         )
     meshes = {i: Mesh(prepared[i]["vertices"], prepared[i]["faces"], name=names[i]) for i in ok}
+    ok = _leave_out_size_outliers(ok, meshes, paths, failed, opts)
     sizes = [meshes[i].volume if meshes[i].is_watertight else meshes[i].area for i in ok]
     ref_pos = choose_reference([names[i] for i in ok], sizes, opts.reference)
     ref = meshes[ok[ref_pos]]
@@ -412,6 +533,9 @@ def groom_cohort(
             "volume_ml": round(out_mesh.volume / 1000.0, 6) if out_mesh.is_watertight else None,
             "area_mm2": round(out_mesh.area, 4),
             "align_rms_mm": None if a["rms"] is None else round(float(a["rms"]), 6),
+            "validity": mesh_validity(out_mesh.vertices, out_mesh.faces).as_dict(),
+            # Groom's own check: volume kept, surface closed and not crossing itself.
+            "volume_check": prepared[i]["volume_check"],
         }
         if opts.consensus_rounds:
             entry["consensus"] = bool(a.get("consensus", False))
@@ -444,9 +568,9 @@ def groom_cohort(
         "failed": failed,
     }
     write_text_atomic(out_dir / MANIFEST_NAME, json.dumps(manifest, indent=1) + "\n")
-    log.info("groomed %d of %d shapes into %s in %.1f s", len(shapes), len(paths), out_dir,
+    log.info("groomed %d of %d shapes in %.1f s", len(shapes), len(paths),
              time.perf_counter() - t0)
-    return GroomResult(out_dir=out_dir, manifest=manifest)
+    return manifest
 
 
 def rigid_transforms(manifest: dict) -> dict[str, np.ndarray]:
@@ -461,26 +585,61 @@ def rigid_transforms(manifest: dict) -> dict[str, np.ndarray]:
 
 
 def load_manifest(folder: str | Path) -> dict:
-    """Read and check a `groom.json`."""
+    """Read and check a `groom.json`: every shape's `name`, `output` (a file inside `folder`),
+    `source` (a path string) and `transform` (a finite 4x4 matrix); one clear error naming the
+    file and the field otherwise."""
+    from shapeatlas import validate
+
     path = Path(folder) / MANIFEST_NAME
     if not path.is_file():
         raise ShapeAtlasError(f"{folder}: no {MANIFEST_NAME} (not a groomed folder)")
-    try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ShapeAtlasError(f"{path}: not valid JSON ({exc})") from exc
+    manifest = validate.mapping(validate.read_json(path, max_bytes=MAX_MANIFEST_BYTES), path)
     if manifest.get("format") != "shapeatlas-groom":
         raise ShapeAtlasError(f"{path}: not a shapeatlas groom manifest")
-    if manifest.get("version", 0) > MANIFEST_VERSION:
+    version = validate.get(manifest, "version", validate.Int(0, 10**6), path, default=0)
+    if version > MANIFEST_VERSION:
         raise ShapeAtlasError(
-            f"{path}: written by a newer shapeatlas (manifest version {manifest['version']}); "
+            f"{path}: written by a newer shapeatlas (manifest version {version}); "
             "upgrade shapeatlas"
         )
+    shapes = validate.items(manifest, "shapes", path)
+    if not shapes:
+        raise validate.field_error(path, "shapes", "must list at least one groomed shape")
+    root = Path(folder).resolve()
+    names = set()
+    for i, s in enumerate(shapes):
+        at = f"shapes[{i}]."
+        validate.mapping(s, path, f"shapes[{i}]")
+        name = validate.get(s, "name", validate.Str(255), path, prefix=at)
+        if not name or name in names:
+            raise validate.field_error(path, at + "name", f"must be a unique, non-empty name, "
+                                       f"got {validate.shown(name)}")
+        names.add(name)
+        output = validate.get(s, "output", validate.Str(255), path, prefix=at)
+        if (not output or Path(output).is_absolute()
+                or not (root / output).resolve().is_relative_to(root)):
+            raise validate.field_error(path, at + "output", "must name a file inside "
+                                       f"{folder}, got {validate.shown(output)}")
+        validate.get(s, "source", validate.Str(), path, prefix=at)
+        validate.matrix(s, "transform", (4, 4), path, prefix=at)
+        validate.matrix(s, "cap_turn", (4, 4), path, prefix=at, optional=True)
     return manifest
 
 
+#: Largest `groom.json` read (a few kB per shape).
+MAX_MANIFEST_BYTES = 64 * 1024 * 1024
+#: Largest groomed mesh file read back from a groomed folder.
+MAX_GROOMED_BYTES = 2 * 1024**3
+
+
 def load_groomed(folder: str | Path) -> tuple[list[Mesh], dict]:
-    """The groomed meshes of a folder (in manifest order) and its manifest."""
+    """The groomed meshes of a folder (in manifest order) and its manifest (`load_manifest`)."""
+    from shapeatlas.validate import regular_file
+
     manifest = load_manifest(folder)
-    meshes = [read_mesh(Path(folder) / s["output"]) for s in manifest["shapes"]]
+    meshes = []
+    for s in manifest["shapes"]:
+        out = Path(folder) / s["output"]
+        regular_file(out, max_bytes=MAX_GROOMED_BYTES)
+        meshes.append(read_mesh(out))
     return meshes, manifest

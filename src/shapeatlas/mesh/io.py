@@ -1,8 +1,12 @@
-"""Reading and writing surface meshes (OBJ, PLY, STL, OFF, legacy VTK through meshio; VTP in
-`shapeatlas.mesh.vtp`, since meshio has no VTP support).
+"""Reading and writing surface meshes (OBJ, PLY, STL, OFF, legacy VTK, VTP).
 
-meshio does the parsing; this module turns its many failure modes into one `MeshError` naming the
-file, triangulates polygon cells, merges STL's per-face vertex copies, and writes atomically (a
+PLY, STL and OFF are parsed by meshio; OBJ (`shapeatlas.mesh.obj`), legacy VTK polydata
+(`shapeatlas.mesh.vtk_legacy`) and VTP (`shapeatlas.mesh.vtp`) by small readers of their own,
+because meshio refuses common files of the first two and has no reader for the third. Before
+meshio allocates anything, the counts a PLY, OFF or binary STL header declares are checked against
+the bytes the file holds (`shapeatlas.mesh.limits`), so a few-byte file declaring a billion
+faces is refused at once. This module turns every failure into one `MeshError` naming the file,
+triangulates polygon cells, merges STL's per-face vertex copies, and writes atomically (a
 temporary file in the same folder, then `os.replace`), so a crash or Ctrl-C never leaves a
 half-written mesh behind.
 """
@@ -21,7 +25,10 @@ import numpy as np
 from shapeatlas.atomic import write_atomic
 from shapeatlas.errors import MeshError
 from shapeatlas.mesh.core import Mesh
+from shapeatlas.mesh.limits import check_declared
+from shapeatlas.mesh.obj import read_obj
 from shapeatlas.mesh.ply import write_ply
+from shapeatlas.mesh.vtk_legacy import read_vtk_legacy
 from shapeatlas.mesh.vtp import read_vtp, write_vtp
 
 log = logging.getLogger(__name__)
@@ -102,14 +109,85 @@ def merge_duplicate_vertices(
     return new_verts, new_index[faces], new_index
 
 
+#: Bytes of one binary PLY scalar of each type name.
+_PLY_SIZES = {"char": 1, "uchar": 1, "int8": 1, "uint8": 1, "short": 2, "ushort": 2,
+              "int16": 2, "uint16": 2, "int": 4, "uint": 4, "int32": 4, "uint32": 4,
+              "float": 4, "float32": 4, "double": 8, "float64": 8}
+#: Most bytes of a PLY header read while looking for `end_header`.
+_PLY_MAX_HEADER = 1 << 20
+
+
+def _check_ply_header(raw_head: bytes, size: int) -> None:
+    """Refuse element counts in a PLY header that the rest of the file cannot hold."""
+    end = raw_head.find(b"end_header")
+    if end < 0:
+        raise ValueError("no 'end_header' line in the first megabyte")
+    body_start = raw_head.find(b"\n", end) + 1 or len(raw_head)
+    binary, need, elements = False, 0.0, []
+    for line in raw_head[:end].decode("latin-1").splitlines():
+        words = line.split()
+        if not words:
+            continue
+        if words[0] == "format" and len(words) > 1:
+            binary = words[1].startswith("binary")
+        elif words[0] == "element" and len(words) > 2:
+            elements.append([words[1], int(words[2]), 0])
+        elif words[0] == "property" and elements and len(words) > 2:
+            # A list holds at least its length; an ASCII value at least a digit and a space.
+            kind = words[2] if words[1] == "list" else words[1]
+            elements[-1][2] += _PLY_SIZES.get(kind, 1) if binary else 2
+    for name, count, each in elements:
+        need += count * each
+        check_declared(count, min_bytes_each=max(each, 1), available=size - body_start,
+                       what=f"PLY {name} elements")
+    if need > size - body_start:
+        raise ValueError(
+            f"the header declares elements needing at least {int(need):,} bytes, but "
+            f"{size - body_start:,} follow it"
+        )
+
+
+def _check_declared_counts(path: Path, suffix: str) -> None:
+    """Check a PLY, OFF or binary STL header's counts against the file size (ValueError)."""
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        head = fh.read(_PLY_MAX_HEADER)
+    if suffix == ".ply":
+        _check_ply_header(head, size)
+    elif suffix == ".off":
+        # "OFF" (maybe with the counts on the same line), comments, then "V F E".
+        words = []
+        for line in head.decode("latin-1").splitlines():
+            line = line.split("#", 1)[0]
+            words += line.split()
+            if len(words) >= 4:
+                break
+        if words and words[0].upper().endswith("OFF"):
+            words = words[1:]
+        if len(words) >= 2 and all(w.lstrip("-").isdigit() for w in words[:2]):
+            n_v, n_f = int(words[0]), int(words[1])
+            # A vertex takes at least "0 0 0\n", a triangle "3 0 1 2\n".
+            check_declared(n_v, min_bytes_each=6, available=size, what="OFF vertices")
+            check_declared(n_f, min_bytes_each=8, available=size - 6 * n_v, what="OFF faces")
+    elif suffix == ".stl" and not head[:5].lower() == b"solid" and size >= 84:
+        n = int(np.frombuffer(head[80:84], dtype="<u4")[0])
+        check_declared(n, min_bytes_each=50, available=size - 84, what="STL triangles")
+
+
 def _read_meshio(path: Path, suffix: str) -> tuple[np.ndarray, np.ndarray, dict]:
     import meshio
 
+    try:
+        _check_declared_counts(path, suffix)
+    except ValueError as exc:
+        raise MeshError(path, f"could not be parsed as {suffix[1:].upper()}: {exc}") from None
     try:
         with _quiet():
             m = meshio.read(path, file_format=READ_FORMATS[suffix])
     except (Exception, SystemExit) as exc:  # meshio raises many types, even SystemExit
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if suffix == ".ply":
+            return _read_ply_trimesh(path, reason)
         raise MeshError(path, f"could not be parsed as {suffix[1:].upper()}: {reason}") from exc
     verts = np.asarray(m.points)
     if verts.ndim == 2 and verts.shape[1] == 2:
@@ -120,6 +198,24 @@ def _read_meshio(path: Path, suffix: str) -> tuple[np.ndarray, np.ndarray, dict]
         if arr.shape[:1] == verts.shape[:1]:
             point_data[key] = arr
     return verts, _triangulate(m.cells), point_data
+
+
+def _read_ply_trimesh(path: Path, meshio_reason: str) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Geometry of a PLY that meshio cannot read: binary files whose faces carry properties
+    after the index list (MeshLab writes face colours so), read with trimesh's PLY reader."""
+    from trimesh.exchange.ply import load_ply
+
+    try:
+        with open(path, "rb") as fh, _quiet():
+            out = load_ply(fh)
+        verts = np.asarray(out["vertices"], dtype=np.float64).reshape(-1, 3)
+        faces = np.asarray(out.get("faces", np.zeros((0, 3))), dtype=np.int64).reshape(-1, 3)
+    except Exception as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise MeshError(path, f"could not be parsed as PLY: {meshio_reason}; {reason}") from exc
+    log.info("%s: read with trimesh (%s in meshio); per-vertex properties are not kept",
+             path, meshio_reason)
+    return verts, faces, {}
 
 
 def read_mesh(path: str | Path, *, check_area: bool = True) -> Mesh:
@@ -145,6 +241,10 @@ def read_mesh(path: str | Path, *, check_area: bool = True) -> Mesh:
         raise MeshError(path, "the file is empty")
     if suffix == ".vtp":
         verts, faces, point_data = read_vtp(path)
+    elif suffix == ".vtk":
+        verts, faces, point_data = read_vtk_legacy(path)
+    elif suffix == ".obj":
+        (verts, faces), point_data = read_obj(path), {}
     else:
         verts, faces, point_data = _read_meshio(path, suffix)
     if verts.size == 0:

@@ -4,7 +4,7 @@ Rigid alignment by surface distance leaves the turn about the long axis of a nea
 elongated shape (a left-ventricle cavity, a long bone's shaft) poorly set: turning the shape
 about that axis barely changes any closest-point distance, and whatever breaks the symmetry
 (the apex displaced sideways, the basal plane's tilt, local bumps) decides the turn, not the
-anatomy. Measured on the 50 synthetic LVs (README, Results): the minimum of the symmetric
+anatomy. Measured on the 50 synthetic LVs (docs/results.md): the minimum of the symmetric
 closest-point distance to the cohort's true mean shape lies a median 3.5 degrees (up to 20)
 from the true turn, and those turns alone cost 2.2 mm of ground-truth correspondence error,
 above the 2%-of-long-axis target, however good the matching otherwise is.

@@ -16,7 +16,11 @@ What is understood (the VTK XML file-format description, version 0.1 and 1.0):
   leading underscore, either raw bytes (`encoding="raw"`; the XML is then not well formed, so the
   section is cut out before parsing) or base64 (`encoding="base64"`, offsets in characters).
 - Compression: `vtkZLibDataCompressor` and `vtkLZMADataCompressor` (both in the standard
-  library); `vtkLZ4DataCompressor` is refused with a clear message.
+  library); `vtkLZ4DataCompressor` is refused with a clear message. Each block is inflated
+  incrementally to no more than the size its header declares (a block that would inflate further
+  is refused), and the declared sizes of all arrays together may not pass
+  `shapeatlas.mesh.limits.MAX_DECODED_BYTES`, so a small file of compressed zeros cannot make the
+  reader allocate gigabytes.
 - `byte_order` LittleEndian and BigEndian; every integer and float type; several `<Piece>`s.
 
 Cells: `Polys` (fan-triangulated when they have more than three corners) and `Strips`
@@ -42,6 +46,7 @@ import numpy as np
 
 from shapeatlas.atomic import atomic_path
 from shapeatlas.errors import MeshError
+from shapeatlas.mesh.limits import DecodeBudget
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +66,8 @@ VTK_TO_NUMPY = {
 _NUMPY_TO_VTK = {np.dtype(code).newbyteorder("<").str: name for name, code in VTK_TO_NUMPY.items()}
 _BYTE_ORDERS = {"LittleEndian": "<", "BigEndian": ">"}
 _DECOMPRESSORS = {
-    "vtkZLibDataCompressor": zlib.decompress,
-    "vtkLZMADataCompressor": lzma.decompress,
+    "vtkZLibDataCompressor": zlib.decompressobj,
+    "vtkLZMADataCompressor": lzma.LZMADecompressor,
 }
 _BASE64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/="
 _WHITESPACE = b" \t\n\r\f\v"
@@ -78,10 +83,11 @@ class _Context:
 
     byte_order: str  # "<" or ">"
     header: np.dtype  # dtype of the binary blob headers, byte order included
-    decompress: object  # callable bytes -> bytes, or None for uncompressed blobs
+    decompress: object  # factory of a zlib/lzma decompressor object, or None (uncompressed)
     appended: bytes  # contents of <AppendedData> after the underscore ("" when absent)
     appended_base64: bool
     appended_offsets: tuple[int, ...]  # sorted offsets of every appended array (base64 ends)
+    budget: DecodeBudget  # bytes decompressed so far, against the per-file limit
 
 
 # ---------------------------------------------------------------------------------- reading
@@ -174,6 +180,7 @@ def _parse_vtp(raw: bytes) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray
         appended=payload,
         appended_base64=encoding == "base64",
         appended_offsets=tuple(offsets),
+        budget=DecodeBudget(),
     )
     poly = root.find("PolyData")
     if poly is None:
@@ -212,8 +219,9 @@ def _read_piece(piece: ET.Element, ctx: _Context, *, index: int):
     else:
         if points_el is None:
             raise _BadVTP(f"{where}: no <Points> array")
-        verts = _decode(points_el, ctx, where=f"{where} points").astype(np.float64)
         comps = _n_components(points_el, where=f"{where} points")
+        verts = _decode(points_el, ctx, where=f"{where} points",
+                        n_values=comps * n_points).astype(np.float64)
         if comps != 3 or verts.size != 3 * n_points:
             raise _BadVTP(
                 f"{where}: the points array holds {verts.size} values with {comps} components, "
@@ -221,7 +229,7 @@ def _read_piece(piece: ET.Element, ctx: _Context, *, index: int):
             )
         verts = verts.reshape(n_points, 3)
     faces = []
-    for kind, split in (("Polys", _fan_triangles), ("Strips", _strip_triangles)):
+    for kind, split in (("Polys", fan_triangles), ("Strips", strip_triangles)):
         conn, offs = _cell_arrays(piece, kind, ctx, where=where)
         if conn is None:
             continue
@@ -244,7 +252,7 @@ def _read_piece(piece: ET.Element, ctx: _Context, *, index: int):
             log.warning("%s: duplicate point array name %r; the first is kept", where, name)
             continue
         comps = _n_components(el, where=f"{where} point array {name!r}")
-        arr = _decode(el, ctx, where=f"{where} point array {name!r}")
+        arr = _decode(el, ctx, where=f"{where} point array {name!r}", n_values=comps * n_points)
         if arr.size != comps * n_points:
             raise _BadVTP(
                 f"{where}: point array {name!r} holds {arr.size} values, expected "
@@ -291,7 +299,7 @@ def _cell_arrays(piece: ET.Element, kind: str, ctx: _Context, *, where: str):
     return conn, offs
 
 
-def _fan_triangles(conn: np.ndarray, offs: np.ndarray) -> np.ndarray:
+def fan_triangles(conn: np.ndarray, offs: np.ndarray) -> np.ndarray:
     """Fan-triangulate polygons: cell (c0..ck-1) -> (c0, cj, cj+1) for j = 1..k-2. -> (F, 3)"""
     starts = np.concatenate([[0], offs[:-1]]) if offs.size else offs
     sizes = offs - starts
@@ -301,7 +309,7 @@ def _fan_triangles(conn: np.ndarray, offs: np.ndarray) -> np.ndarray:
     return np.stack([conn[first], conn[first + j], conn[first + j + 1]], axis=1)
 
 
-def _strip_triangles(conn: np.ndarray, offs: np.ndarray) -> np.ndarray:
+def strip_triangles(conn: np.ndarray, offs: np.ndarray) -> np.ndarray:
     """Decompose triangle strips; odd triangles swap their first two corners. -> (F, 3)"""
     starts = np.concatenate([[0], offs[:-1]]) if offs.size else offs
     n_tri = np.maximum(offs - starts - 2, 0)
@@ -313,8 +321,14 @@ def _strip_triangles(conn: np.ndarray, offs: np.ndarray) -> np.ndarray:
     return np.stack([conn[a], conn[b], conn[base + 2]], axis=1)
 
 
-def _decode(el: ET.Element, ctx: _Context, *, where: str) -> np.ndarray:
-    """The flat values of one DataArray, in its own numeric type (native byte order)."""
+def _decode(el: ET.Element, ctx: _Context, *, where: str, n_values: int | None = None
+            ) -> np.ndarray:
+    """The flat values of one DataArray, in its own numeric type (native byte order).
+
+    n_values: how many values the array must hold, when the file says so elsewhere
+    (NumberOfPoints x components); compressed data declaring another size is refused before it
+    is inflated.
+    """
     vtk_type = el.get("type")
     if vtk_type not in VTK_TO_NUMPY:
         raise _BadVTP(f"{where}: unsupported DataArray type {vtk_type!r}")
@@ -333,7 +347,8 @@ def _decode(el: ET.Element, ctx: _Context, *, where: str) -> np.ndarray:
         blob = _appended_blob(el, ctx, where=where)
     else:
         raise _BadVTP(f"{where}: unknown DataArray format {fmt!r}")
-    data = _unpack_blob(blob, ctx, where=where)
+    n_bytes = None if n_values is None else n_values * dtype.itemsize
+    data = _unpack_blob(blob, ctx, where=where, n_bytes=n_bytes)
     if len(data) % dtype.itemsize:
         raise _BadVTP(f"{where}: {len(data)} bytes is not a whole number of {vtk_type} values")
     values = np.frombuffer(data, dtype=dtype.newbyteorder(ctx.byte_order))
@@ -376,37 +391,60 @@ def _appended_blob(el: ET.Element, ctx: _Context, *, where: str) -> bytes:
     return _b64decode(ctx.appended[offset:end], where=where)
 
 
-def _unpack_blob(blob: bytes, ctx: _Context, *, where: str) -> bytes:
+def _unpack_blob(blob: bytes, ctx: _Context, *, where: str, n_bytes: int | None = None) -> bytes:
     """Strip the header of a binary blob and decompress; trailing bytes are ignored."""
     hsize = ctx.header.itemsize
     if ctx.decompress is None:
         if len(blob) < hsize:
             raise _BadVTP(f"{where}: binary data shorter than its header")
-        n_bytes = int(np.frombuffer(blob[:hsize], dtype=ctx.header)[0])
-        if len(blob) - hsize < n_bytes:
+        declared = int(np.frombuffer(blob[:hsize], dtype=ctx.header)[0])
+        if len(blob) - hsize < declared:
             raise _BadVTP(
-                f"{where}: header announces {n_bytes} bytes but {len(blob) - hsize} follow"
+                f"{where}: header announces {declared} bytes but {len(blob) - hsize} follow"
             )
-        return blob[hsize : hsize + n_bytes]
+        return blob[hsize : hsize + declared]
     if len(blob) < 3 * hsize:
         raise _BadVTP(f"{where}: compressed data shorter than its header")
     n_blocks, block_size, last_size = map(int, np.frombuffer(blob[: 3 * hsize], dtype=ctx.header))
     head_len = (3 + n_blocks) * hsize
     if len(blob) < head_len:
         raise _BadVTP(f"{where}: compressed-data header for {n_blocks} blocks is cut short")
+    if n_blocks and (block_size <= 0 or last_size > block_size):
+        raise _BadVTP(
+            f"{where}: compressed-data header declares blocks of {block_size} bytes and a last "
+            f"block of {last_size}"
+        )
     sizes = np.frombuffer(blob[3 * hsize : head_len], dtype=ctx.header).astype(np.int64)
     if head_len + int(sizes.sum()) > len(blob):
         raise _BadVTP(f"{where}: compressed blocks are cut short")
+    # The last block has `last_size` bytes, or a full block when last_size is 0.
+    total = (n_blocks - 1) * block_size + (last_size or block_size) if n_blocks else 0
+    if n_bytes is not None and total != n_bytes:
+        raise _BadVTP(
+            f"{where}: compressed-data header declares {total} bytes, expected {n_bytes}"
+        )
+    try:
+        ctx.budget.take(total, what=f"{where}: compressed data")
+    except ValueError as exc:
+        raise _BadVTP(str(exc)) from None
     out, pos = [], head_len
     for k, size in enumerate(sizes):
-        block = ctx.decompress(blob[pos : pos + int(size)])
-        # The last block has `last_size` bytes, or a full block when last_size is 0.
         expected = last_size if (k == n_blocks - 1 and last_size) else block_size
-        if len(block) != expected:
-            raise _BadVTP(f"{where}: block {k} inflates to {len(block)} bytes, expected {expected}")
-        out.append(block)
+        out.append(_inflate(ctx.decompress(), blob[pos : pos + int(size)], expected,
+                            where=f"{where}: block {k}"))
         pos += int(size)
     return b"".join(out)
+
+
+def _inflate(decompressor, data: bytes, expected: int, *, where: str) -> bytes:
+    """Decompress one block to exactly `expected` bytes, never producing more than that."""
+    # max_length + 1 tells "exactly as declared" from "more than declared" without inflating it.
+    block = decompressor.decompress(data, max_length=expected + 1)
+    if len(block) > expected:
+        raise _BadVTP(f"{where} inflates to more than the {expected} bytes its header declares")
+    if len(block) != expected or not decompressor.eof:
+        raise _BadVTP(f"{where} inflates to {len(block)} bytes, expected {expected}")
+    return block
 
 
 # ---------------------------------------------------------------------------------- writing

@@ -21,6 +21,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from shapeatlas import validate
 from shapeatlas.errors import ShapeAtlasError
 from shapeatlas.mesh.core import Mesh
 from shapeatlas.mesh.remesh import even_out
@@ -29,7 +30,6 @@ from shapeatlas.models.generative import GenerativeMixin
 from shapeatlas.models.generator import VAEGenerator, VAESettings, new_shape_vae
 from shapeatlas.models.point_model import (
     MAX_CHAMFER_RISE,
-    PointModel,
     coverage_kept,
     fit_point_model,
     mean_chamfers,
@@ -216,7 +216,7 @@ class AtlasModel(GenerativeMixin):
                     # The generator then learns from the original files too, matched as
                     # `correspond` matches a training file: with the groomed (QSlim) copies,
                     # which the model fitted on the originals matches worse, 15.6% of the LV
-                    # samples were valid against 39.5% (bench/compare.py hgcn-ssm, README).
+                    # samples were valid against 39.5% (bench/compare.py hgcn-ssm, docs/results.md).
                     gen_meshes, gen_poses = sources[0], self._point_model_poses
             except ShapeAtlasError as exc:
                 if sources is None:
@@ -349,7 +349,7 @@ class AtlasModel(GenerativeMixin):
             mm = refine_with_model(start, aligned, self.point_model_,
                                    iterations=self.config.ssm_iterations)
             # The fit's check, per shape: a step that costs coverage is not taken (a mesh the
-            # model does not describe, e.g. a QSlim-decimated copy; README, Results).
+            # model does not describe, e.g. a QSlim-decimated copy; docs/results.md).
             chamfer = mean_chamfers([start], [mm], [aligned])
             if coverage_kept(chamfer, MAX_CHAMFER_RISE):
                 pts = torch.as_tensor(norm.to_model(mm), dtype=pts.dtype, device=pts.device)
@@ -376,7 +376,7 @@ class AtlasModel(GenerativeMixin):
         Fit it on the meshes that will be corresponded: the network matches the original
         files better than QSlim-decimated groomed copies of them (on the 50 synthetic kidneys,
         ground-truth error 1.70 against 2.46 mm), and a model fitted on the groomed copies did
-        not help the originals (README, Results).
+        not help the originals (docs/results.md).
 
         max_chamfer_rise: a model whose groupwise refinement raises the training shapes' mean
         Chamfer distance by more than this fraction is not kept (`point_model.mean_chamfers`;
@@ -529,36 +529,43 @@ class AtlasModel(GenerativeMixin):
 
     @classmethod
     def from_saved(cls, meta: dict, path: str | Path, *, device: str = "auto") -> "AtlasModel":
-        """Rebuild from a model folder whose `model.json` (`meta`) says it is an atlas model."""
+        """Rebuild from a model folder whose `model.json` (`meta`) says it is an atlas model;
+        every field and tensor is checked (`ShapeAtlasError` naming the file and the field)."""
         source = str(Path(path) / persistence.META_NAME)
+        weights = str(Path(path) / persistence.WEIGHTS_NAME)
         persistence.check_model_version(meta, version=MODEL_VERSION, source=source)
-        model = cls(FitConfig.from_dict(meta["config"], source=source))
+        model = cls(persistence.config_of(meta, source))
+        normalisation = persistence.normalisation_of(meta, source)
+        atlas_init = validate.get(meta, "atlas_init", validate.Str(optional=True), source,
+                                  default=None)
         model.device_ = resolve_device(device)
         tensors = persistence.read_model_tensors(path)
+        state = {k[4:]: v for k, v in tensors.items() if k.startswith("net.")}
+        with torch.device("meta"):  # shapes only: a config cannot make us allocate much
+            want = {k: tuple(v.shape) for k, v in model._new_net().state_dict().items()}
+        for k in sorted(set(want) | set(state)):
+            problem = ("unexpected" if k not in want else "missing" if k not in state
+                       else f"shape {tuple(state[k].shape)}, expected {want[k]}"
+                       if tuple(state[k].shape) != want[k]
+                       else f"{state[k].dtype}, expected floats"
+                       if not state[k].dtype.is_floating_point else None)
+            if problem:
+                raise ShapeAtlasError(f"{weights}: weights do not fit the saved configuration "
+                                      f"(tensor 'net.{k}': {problem})")
+        validate.finite_tensors(tensors, weights, prefix="net.")
         net = model._new_net()
-        try:
-            net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
-        except RuntimeError as exc:
-            raise ShapeAtlasError(f"{Path(path) / persistence.WEIGHTS_NAME}: weights do not fit "
-                                  f"the saved configuration ({str(exc).splitlines()[0]})") from None
+        net.load_state_dict(state)
         model.net_ = net.to(model.device_).eval()
-        model.atlas_vertices_ = tensors["atlas.vertices"].numpy()
-        model.atlas_faces_ = tensors["atlas.faces"].numpy()
-        model.normalisation_ = inputs.Normalisation.from_dict(meta["normalisation"],
-                                                              source=source)
-        model.atlas_init_name_ = meta.get("atlas_init")
+        model.atlas_vertices_, model.atlas_faces_ = persistence.atlas_of(tensors, weights)
+        model.normalisation_ = normalisation
+        model.atlas_init_name_ = atlas_init
         model._atlas_cache = None
-        model.cap_reference_ = inputs.cap_from_tensors(
-            tensors, source=str(Path(path) / persistence.WEIGHTS_NAME))
-        model.point_model_ = None
-        if "point_model.mean" in tensors:
-            try:
-                model.point_model_ = PointModel(
-                    **{k: tensors[f"point_model.{k}"].numpy() for k in ("mean", "modes", "sd")})
-            except KeyError as exc:
-                raise ShapeAtlasError(f"{Path(path) / persistence.WEIGHTS_NAME}: the point model "
-                                      f"lacks {exc.args[0]}") from None
-            model.point_model_.check(len(model.atlas_vertices_),
-                                     source=str(Path(path) / persistence.WEIGHTS_NAME))
-        model._load_generator(tensors, meta.get("generator"))
+        model.cap_reference_ = persistence.cap_of(tensors, weights)
+        model.point_model_ = persistence.point_model_of(tensors, len(model.atlas_vertices_),
+                                                        weights)
+        generator = meta.get("generator")
+        if generator is not None:
+            validate.mapping(generator, source, "generator")
+        model._load_generator(tensors, generator, source=weights,
+                              n_vertices=len(model.atlas_vertices_))
         return model

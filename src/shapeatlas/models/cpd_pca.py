@@ -19,6 +19,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from shapeatlas import validate
 from shapeatlas.errors import ShapeAtlasError
 from shapeatlas.mesh.core import Mesh
 from shapeatlas.mesh.cpd import LowRankKernel, cpd_nonrigid, normalising_frame
@@ -154,18 +155,24 @@ class CPDPCAModel(GenerativeMixin):
 
     @classmethod
     def from_saved(cls, meta: dict, path: str | Path) -> "CPDPCAModel":
-        """Rebuild from a model folder whose `model.json` (`meta`) says it is a CPD-PCA model."""
+        """Rebuild from a model folder whose `model.json` (`meta`) says it is a CPD-PCA model;
+        every field and tensor is checked (`ShapeAtlasError` naming the file and the field)."""
         source = str(Path(path) / persistence.META_NAME)
+        weights = str(Path(path) / persistence.WEIGHTS_NAME)
         persistence.check_model_version(meta, version=MODEL_VERSION, source=source)
+        model = cls(persistence.config_of(meta, source))
+        model.cohort_scale_ = validate.get(meta, "cohort_scale",
+                                           validate.Float(0.0, 1e9, lo_open=True), source)
+        model.atlas_init_name_ = validate.get(meta, "atlas_init", validate.Str(optional=True),
+                                              source, default=None)
+        generator = meta.get("generator")
+        if generator is not None:
+            validate.mapping(generator, source, "generator")
         tensors = persistence.read_model_tensors(path)
-        model = cls(FitConfig.from_dict(meta["config"], source=source))
-        model.atlas_vertices_ = tensors["atlas.vertices"].double().numpy()
-        model.atlas_faces_ = tensors["atlas.faces"].long().numpy()
-        model.cohort_scale_ = float(meta["cohort_scale"])
-        model.atlas_init_name_ = meta.get("atlas_init")
-        model.cap_reference_ = inputs.cap_from_tensors(
-            tensors, source=str(Path(path) / persistence.WEIGHTS_NAME))
+        model.atlas_vertices_, model.atlas_faces_ = persistence.atlas_of(tensors, weights)
+        model.cap_reference_ = persistence.cap_of(tensors, weights)
         model.device_ = torch.device("cpu")
-        model._load_generator(tensors, meta.get("generator"))
+        model._load_generator(tensors, generator, source=weights,
+                              n_vertices=len(model.atlas_vertices_))
         return model
 

@@ -14,6 +14,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from shapeatlas import validate
 from shapeatlas.errors import ShapeAtlasError
 from shapeatlas.mesh import geometry as geo
 from shapeatlas.mesh.core import Mesh
@@ -163,13 +164,25 @@ class GenerativeMixin:
         tensors["train.axes"] = torch.as_tensor(self.axes_)
         return tensors, meta
 
-    def _load_generator(self, tensors: dict[str, torch.Tensor], meta: dict | None) -> None:
+    def _load_generator(self, tensors: dict[str, torch.Tensor], meta: dict | None, *,
+                        source: str = "model", n_vertices: int | None = None) -> None:
+        """Restore the generator and the training shapes' summaries, every tensor checked
+        against the atlas's `n_vertices` (`ShapeAtlasError` naming `source`)."""
         if meta is None:
             self.generator_ = None
             return
         self.generator_ = generator_from_state(
-            {k[4:]: v for k, v in tensors.items() if k.startswith("gen.")}, meta)
-        self.training_shapes_ = tensors["train.shapes"].double().numpy()
-        self.real_volumes_ = tensors["train.volumes"].double().numpy()
-        self.real_extents_ = tensors["train.extents"].double().numpy()
-        self.axes_ = tensors["train.axes"].double().numpy()
+            {k[4:]: v for k, v in tensors.items() if k.startswith("gen.")}, meta,
+            source=source, prefix="gen.", n_vertices=n_vertices)
+        self._load_training_summary(tensors, source=source, n_vertices=n_vertices)
+
+    def _load_training_summary(self, tensors: dict[str, torch.Tensor], *, source: str,
+                               n_vertices: int | None) -> None:
+        self.training_shapes_ = validate.tensor(tensors, "train.shapes", source,
+                                                shape=(None, n_vertices, 3))
+        b = len(self.training_shapes_)
+        # NaN volumes are those of open training meshes.
+        self.real_volumes_ = validate.tensor(tensors, "train.volumes", source, shape=(b,),
+                                             finite=False)
+        self.real_extents_ = validate.tensor(tensors, "train.extents", source, shape=(b, 3))
+        self.axes_ = validate.tensor(tensors, "train.axes", source, shape=(3, 3))

@@ -18,8 +18,10 @@ from typing import Literal
 import numpy as np
 import torch
 
+from shapeatlas import validate
 from shapeatlas.errors import ShapeAtlasError
 from shapeatlas.nn.shape_vae import ShapeVAE, beta_vae_loss, elbo_terms
+from shapeatlas.training.config import FIELD_SPECS
 
 log = logging.getLogger(__name__)
 
@@ -215,21 +217,67 @@ class VAEGenerator:
         return t, meta
 
     @classmethod
-    def from_state(cls, tensors: dict[str, torch.Tensor], meta: dict) -> "VAEGenerator":
-        s = VAESettings(latent_dim=meta["latent_dim"], beta=meta["beta"],
-                        hidden=tuple(meta["hidden"]), noise_mm=meta["noise_mm"],
-                        epochs=meta["epochs"], lr=meta["lr"], prior=meta["prior"])
+    def from_state(cls, tensors: dict[str, torch.Tensor], meta: dict, *,
+                   source: str = "model", prefix: str = "",
+                   n_vertices: int | None = None) -> "VAEGenerator":
+        """Rebuild from `state()`, every field and tensor checked (`ShapeAtlasError` naming
+        `source`; `prefix`: the tensors' prefix in the file, for messages; `n_vertices`: the
+        atlas's K, which the generator must match)."""
+        meta = validate.mapping(meta, source, "generator")
+        k = _n_vertices(meta, source, n_vertices)
+        d = validate.get(meta, "latent_dim", validate.Int(1, 4096), source, prefix="generator.")
+        s = VAESettings(
+            latent_dim=d, hidden=validate.get(meta, "hidden", FIELD_SPECS["vae_hidden"], source,
+                                              prefix="generator."),
+            **{key: validate.get(meta, key, FIELD_SPECS[name], source, prefix="generator.")
+               for key, name in (
+                ("beta", "beta"), ("noise_mm", "vae_noise_mm"), ("epochs", "vae_epochs"),
+                ("lr", "vae_lr"), ("prior", "vae_prior"))})
+        sizes = [3 * k, *s.hidden, 2 * d]
+        back = [d, *reversed(s.hidden), 3 * k]
+        want = {"mean": (3 * k,), "scale": ()}
+        for part, widths in (("encoder", sizes), ("decoder", back)):
+            for i in range(len(widths) - 1):
+                want[f"{part}.{2 * i}.weight"] = (widths[i + 1], widths[i])
+                want[f"{part}.{2 * i}.bias"] = (widths[i + 1],)
+        state = {}
+        for key, shape in want.items():
+            state[key] = torch.from_numpy(validate.tensor(tensors, f"net.{key}", source,
+                                                          shape=shape, prefix=prefix)).float()
+        extra = sorted(key[4:] for key in tensors if key.startswith("net.") and key[4:] not in want)
+        if extra:
+            raise ShapeAtlasError(f"{source}: unexpected tensor '{prefix}net.{extra[0]}'")
+        if not float(state["scale"]) > 0:
+            raise ShapeAtlasError(f"{source}: tensor '{prefix}net.scale' must be positive")
         g = cls(s)
-        n = 3 * meta["n_vertices"]
-        g.n_vertices_ = meta["n_vertices"]
-        g.net_ = ShapeVAE(n, latent_dim=meta["latent_dim"], hidden=s.hidden,
-                          mean=torch.zeros(n), scale=1.0)
-        g.net_.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
+        g.n_vertices_ = k
+        g.net_ = ShapeVAE(3 * k, latent_dim=d, hidden=s.hidden, mean=torch.zeros(3 * k),
+                          scale=1.0)
+        g.net_.load_state_dict(state)
         g.net_.eval()
-        g.prior_mean_ = tensors["prior_mean"].double().numpy()
-        g.prior_chol_ = tensors["prior_chol"].double().numpy()
-        g.latent_order_ = tensors["latent_order"].long().numpy()
+        g.prior_mean_ = validate.tensor(tensors, "prior_mean", source, shape=(d,), prefix=prefix)
+        g.prior_chol_ = validate.tensor(tensors, "prior_chol", source, shape=(d, d),
+                                        prefix=prefix)
+        g.latent_order_ = _latent_order(tensors, d, source, prefix)
         return g
+
+
+def _n_vertices(meta: dict, source: str, expected: int | None) -> int:
+    k = validate.get(meta, "n_vertices", validate.Int(4, validate.MAX_VERTICES), source,
+                     prefix="generator.")
+    if expected is not None and k != expected:
+        raise validate.field_error(source, "generator.n_vertices",
+                                   f"must match the atlas's {expected} vertices, got {k}")
+    return k
+
+
+def _latent_order(tensors: dict, d: int, source: str, prefix: str) -> np.ndarray:
+    order = validate.tensor(tensors, "latent_order", source, kind="int", shape=(d,),
+                            prefix=prefix)
+    if sorted(order.tolist()) != list(range(d)):
+        raise ShapeAtlasError(f"{source}: tensor '{prefix}latent_order' must be an order of "
+                              f"0..{d - 1}")
+    return order
 
 
 class PCAGenerator:
@@ -278,19 +326,32 @@ class PCAGenerator:
                    "n_vertices": self.n_vertices_}
 
     @classmethod
-    def from_state(cls, tensors: dict[str, torch.Tensor], meta: dict) -> "PCAGenerator":
-        g = cls(meta["latent_dim"])
-        g.n_vertices_ = meta["n_vertices"]
-        g.mean_ = tensors["mean"].double().numpy()
-        g.components_ = tensors["components"].double().numpy()
-        g.variances_ = tensors["variances"].double().numpy()
-        g.latent_order_ = np.arange(len(g.components_))
+    def from_state(cls, tensors: dict[str, torch.Tensor], meta: dict, *,
+                   source: str = "model", prefix: str = "",
+                   n_vertices: int | None = None) -> "PCAGenerator":
+        """Rebuild from `state()`, every field and tensor checked (as `VAEGenerator`'s)."""
+        meta = validate.mapping(meta, source, "generator")
+        k = _n_vertices(meta, source, n_vertices)
+        d = validate.get(meta, "latent_dim", validate.Int(1, 4096), source, prefix="generator.")
+        g = cls(d)
+        g.n_vertices_ = k
+        g.mean_ = validate.tensor(tensors, "mean", source, shape=(3 * k,), prefix=prefix)
+        g.components_ = validate.tensor(tensors, "components", source, shape=(d, 3 * k),
+                                        prefix=prefix)
+        g.variances_ = validate.tensor(tensors, "variances", source, shape=(d,), prefix=prefix)
+        if (g.variances_ < 0).any():
+            raise ShapeAtlasError(f"{source}: tensor '{prefix}variances' must not be negative")
+        g.latent_order_ = np.arange(d)
         return g
 
 
-def generator_from_state(tensors: dict[str, torch.Tensor], meta: dict):
-    """Rebuild a saved generator from its tensors (prefix stripped) and meta."""
+def generator_from_state(tensors: dict[str, torch.Tensor], meta: dict, *, source: str = "model",
+                         prefix: str = "", n_vertices: int | None = None):
+    """Rebuild a saved generator from its tensors (prefix stripped) and meta, checked against
+    the atlas's `n_vertices` (`ShapeAtlasError` naming `source`)."""
     kinds = {VAEGenerator.kind: VAEGenerator, PCAGenerator.kind: PCAGenerator}
-    if meta.get("kind") not in kinds:
-        raise ShapeAtlasError(f"unknown shape generator kind {meta.get('kind')!r}")
-    return kinds[meta["kind"]].from_state(tensors, meta)
+    kind = meta.get("kind") if isinstance(meta, dict) else None
+    if not isinstance(kind, str) or kind not in kinds:
+        raise ShapeAtlasError(f"{source}: unknown shape generator kind {validate.shown(kind)}")
+    return kinds[kind].from_state(tensors, meta, source=source, prefix=prefix,
+                                  n_vertices=n_vertices)

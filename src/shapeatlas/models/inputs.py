@@ -235,7 +235,7 @@ ALIGN_WORKERS = min(4, os.cpu_count() or 1)
 #: The rigid search of a new mesh (`transform_to_atlas`): grooming's, without the starts that
 #: pair principal axes whose lengths differ by more than half (`align_to_reference`'s
 #: `axis_sd_ratio`): on the
-#: two 50-LV cohorts and the 50 kidneys of the README's Results, aligned from scratch, every
+#: two 50-LV cohorts and the 50 kidneys of docs/results.md, aligned from scratch, every
 #: pose was the same (to 1e-6) as with all 24 starts, in 23-33% less time. CPD-PCA runs
 #: align new shapes with it too (not measured separately).
 NEW_SHAPE_AXIS_SD_RATIO = 1.5
@@ -254,8 +254,7 @@ def new_shape_pose(mesh: Mesh, atlas: Mesh, *, cohort_scale: float, cap=None) ->
     (`transform_to_atlas`), the turn about its flat cap (`turn_cap`), then what a training file
     gets from its groomed pose (`refine_pose_on_atlas`: a local ICP, which the turn moved away
     from its optimum, and the turn again). On the 50 seed-0 synthetic LVs corresponded from
-    scratch the last step lowered the ground-truth error from 1.84 to 1.79 mm (README,
-    Results). -> (4, 4)"""
+    scratch the last step lowered the ground-truth error from 1.84 to 1.79 mm (docs/results.md). -> (4, 4)"""
     t = transform_to_atlas(mesh, atlas, cohort_scale=cohort_scale)
     t = turn_cap(mesh, t, cap, surface=np.asarray(atlas.vertices, dtype=np.float64))
     return refine_pose_on_atlas(mesh, atlas, t, cap=cap)
@@ -269,7 +268,7 @@ def refine_pose_on_atlas(mesh: Mesh, atlas: Mesh, start: np.ndarray, *, cap=None
     to turn the result about the mesh's flat cap again (`turn_cap`): the ICP moves the turn
     about the long axis, which grooming set from the caps (on the 50 synthetic LVs, from a
     median 0.87 to 1.22 degrees off the truth; turning it back gained 0.1 mm of ground-truth
-    error, README). -> (4, 4)"""
+    error, docs/results.md). -> (4, 4)"""
     from shapeatlas.mesh.align import symmetric_icp
 
     start = np.asarray(start, dtype=np.float64)

@@ -60,6 +60,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from shapeatlas import validate
 from shapeatlas.atomic import write_text_atomic
 from shapeatlas.errors import ShapeAtlasError
 from shapeatlas.mesh.align import similarity_fit
@@ -351,15 +352,32 @@ class MixtureGenerator:
                          "clusters": metas}
 
     @classmethod
-    def from_state(cls, tensors: dict[str, torch.Tensor], meta: dict) -> "MixtureGenerator":
+    def from_state(cls, tensors: dict[str, torch.Tensor], meta: dict, *, source: str = "model",
+                   prefix: str = "", n_vertices: int | None = None) -> "MixtureGenerator":
+        """Rebuild from `state()`, every field and tensor checked (`ShapeAtlasError` naming
+        `source`; `n_vertices`: the atlas's K)."""
+        meta = validate.mapping(meta, source, "generator")
+        clusters = validate.items(meta, "clusters", source, prefix="generator.", max_len=64)
+        m_count = len(clusters)
+        if m_count < 1:
+            raise validate.field_error(source, "generator.clusters", "must not be empty")
+        weights = validate.tensor(tensors, "weights", source, shape=(m_count,), prefix=prefix)
+        if (weights < 0).any() or not weights.sum() > 0:
+            raise ShapeAtlasError(f"{source}: tensor '{prefix}weights' must be >= 0 with a "
+                                  "positive sum")
+        atlases = validate.tensor(tensors, "atlases", source, shape=(m_count, n_vertices, 3),
+                                  prefix=prefix)
         gens = []
-        for m, gm in enumerate(meta["clusters"]):
-            prefix = f"c{m}."
+        for m, gm in enumerate(clusters):
+            p = f"c{m}."
             gens.append(VAEGenerator.from_state(
-                {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}, gm))
-        return cls(gens, tensors["weights"].double().numpy(),
-                   tensors["atlases"].double().numpy(), spread=meta["spread"],
-                   temperature=meta["temperature"])
+                {k[len(p):]: v for k, v in tensors.items() if k.startswith(p)}, gm,
+                source=source, prefix=prefix + p, n_vertices=atlases.shape[1]))
+        positive = validate.Float(0.0, 1e12, lo_open=True)
+        return cls(gens, weights, atlases,
+                   spread=validate.get(meta, "spread", positive, source, prefix="generator."),
+                   temperature=validate.get(meta, "temperature", positive, source,
+                                            prefix="generator."))
 
 
 # -------------------------------------------------------------------------------- the model
@@ -526,10 +544,13 @@ class MultiAtlasModel(GenerativeMixin):
         if summary is not None and resume and summary.is_file():
             log.info("reusing the shared network in %s", shared)
             base = AtlasModel.load(shared, device=cfg.device)
-            info = json.loads(summary.read_text())
-            base.history_ = info["history"]
-            base.fit_matching_ = [tuple(x) for x in info["fit_matching"]]
-            base.fit_seconds_, base.rasm_seconds_ = info["fit_seconds"], info["rasm_seconds"]
+            info = validate.mapping(validate.read_json(summary), summary)
+            base.history_ = validate.items(info, "history", summary)
+            base.fit_matching_ = [tuple(x) for x in validate.items(info, "fit_matching", summary)
+                                  if isinstance(x, list)]
+            seconds = validate.Float(0.0, 1e9)
+            base.fit_seconds_ = validate.get(info, "fit_seconds", seconds, summary)
+            base.rasm_seconds_ = validate.get(info, "rasm_seconds", seconds, summary)
             return base
         base = AtlasModel(cfg).fit(meshes, run_dir=shared,
                                    resume=resume and shared is not None
@@ -696,27 +717,42 @@ class MultiAtlasModel(GenerativeMixin):
     @classmethod
     def from_saved(cls, meta: dict, path: str | Path, *, device: str = "auto"
                    ) -> "MultiAtlasModel":
+        """Rebuild from a model folder whose `model.json` (`meta`) says it is a multi-atlas
+        model; every field and tensor is checked (`ShapeAtlasError` naming file and field)."""
         source = str(Path(path) / persistence.META_NAME)
+        weights = str(Path(path) / persistence.WEIGHTS_NAME)
         persistence.check_model_version(meta, version=MODEL_VERSION, source=source)
-        model = cls(FitConfig.from_dict(meta["config"], source=source))
-        model.base_ = AtlasModel.load(Path(path) / meta.get("shared", SHARED_DIR), device=device)
+        model = cls(persistence.config_of(meta, source))
+        shared = validate.get(meta, "shared", validate.Str(200), source, default=SHARED_DIR)
+        if Path(shared).name != shared or shared in ("", ".", ".."):
+            raise validate.field_error(source, "shared", "must name a folder inside the model "
+                                       f"folder, got {validate.shown(shared)}")
+        n_atlases = validate.get(meta, "n_atlases", validate.Int(1, 64), source)
+        selection = meta.get("selection")
+        if selection is not None:
+            validate.mapping(selection, source, "selection")
+        gen_meta = validate.mapping(meta.get("generator"), source, "generator")
+        model.base_ = AtlasModel.load(Path(path) / shared, device=device)
         model.device_ = model.base_.device_
         t = persistence.read_model_tensors(path)
+        k = len(model.base_.atlas_vertices_)
         model.generator_ = MixtureGenerator.from_state(
-            {k[4:]: v for k, v in t.items() if k.startswith("gen.")}, meta["generator"])
-        model.n_atlases_ = int(meta["n_atlases"])
+            {key[4:]: v for key, v in t.items() if key.startswith("gen.")}, gen_meta,
+            source=weights, prefix="gen.", n_vertices=k)
+        if len(model.generator_.generators) != n_atlases:
+            raise validate.field_error(source, "n_atlases", f"is {n_atlases} but the generator "
+                                       f"has {len(model.generator_.generators)} clusters")
+        model.n_atlases_ = n_atlases
         model.atlases_ = model.generator_.atlases_
         model.weights_ = model.generator_.weights_
         model.spread_ = model.generator_.spread_
-        model.selection_ = meta.get("selection")
-        model.atlas_faces_ = t["atlas.faces"].numpy()
-        model.consensus_ = t["consensus"].double().numpy()
-        model.memberships_ = t["memberships"].double().numpy()
+        model.selection_ = selection
+        model.atlas_faces_ = validate.faces(t, "atlas.faces", k, weights)
+        model.consensus_ = validate.tensor(t, "consensus", weights, shape=(k, 3))
+        model._load_training_summary(t, source=weights, n_vertices=k)
+        b = len(model.training_shapes_)
+        model.memberships_ = validate.tensor(t, "memberships", weights, shape=(b, n_atlases))
         model.labels_ = model.memberships_.argmax(axis=1)
-        model.transforms_ = t["transforms"].double().numpy()
-        model.training_shapes_ = t["train.shapes"].double().numpy()
-        model.real_volumes_ = t["train.volumes"].double().numpy()
-        model.real_extents_ = t["train.extents"].double().numpy()
-        model.axes_ = t["train.axes"].double().numpy()
+        model.transforms_ = validate.tensor(t, "transforms", weights, shape=(b, 4, 4))
         model.atlas_init_name_ = model.base_.atlas_init_name_
         return model

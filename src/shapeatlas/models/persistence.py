@@ -10,17 +10,27 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 
-from shapeatlas import __version__
+from shapeatlas import __version__, validate
 from shapeatlas.atomic import atomic_path, write_text_atomic
 from shapeatlas.errors import ShapeAtlasError
 from shapeatlas.mesh.core import Mesh
 from shapeatlas.mesh.io import write_mesh
+from shapeatlas.validate import shown
+
+if TYPE_CHECKING:
+    from shapeatlas.training.config import FitConfig
 
 META_NAME = "model.json"
 WEIGHTS_NAME = "model.safetensors"
+#: Largest `model.json` read back (a few kB in practice).
+MAX_META_BYTES = 16 * 1024 * 1024
+#: Largest `model.safetensors` read back (tens of MB in practice).
+MAX_WEIGHTS_BYTES = 64 * 1024**3
 
 
 def write_model_folder(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict, *,
@@ -39,16 +49,16 @@ def write_model_folder(path: str | Path, tensors: dict[str, torch.Tensor], meta:
 
 
 def read_model_meta(path: str | Path) -> dict:
-    """The parsed `model.json` of a model folder; a clear error when it is not one."""
+    """The parsed `model.json` of a model folder (a JSON object with a string `format`); a clear
+    error when it is not one."""
     path = Path(path)
     meta_path = path / META_NAME
     if not meta_path.is_file() or not (path / WEIGHTS_NAME).is_file():
         raise ShapeAtlasError(f"{path}: not a shapeatlas model folder (needs {META_NAME} and "
                               f"{WEIGHTS_NAME})")
-    try:
-        return json.loads(meta_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ShapeAtlasError(f"{meta_path}: not valid JSON ({exc})") from None
+    meta = validate.mapping(validate.read_json(meta_path, max_bytes=MAX_META_BYTES), meta_path)
+    validate.get(meta, "format", validate.Str(200), meta_path)
+    return meta
 
 
 def read_model_meta_of(path: str | Path, fmt: str, what: str) -> dict:
@@ -61,10 +71,11 @@ def read_model_meta_of(path: str | Path, fmt: str, what: str) -> dict:
 
 
 def check_model_version(meta: dict, *, version: int, source: str) -> None:
-    """Refuse a model written by a newer shapeatlas."""
-    if meta.get("version", 0) > version:
+    """Refuse a model written by a newer shapeatlas (or with a `version` that is no number)."""
+    found = validate.get(meta, "version", validate.Int(0, 10**6), source, default=0)
+    if found > version:
         raise ShapeAtlasError(f"{source}: written by a newer shapeatlas "
-                              f"({meta.get('shapeatlas')}); upgrade to load it")
+                              f"({shown(meta.get('shapeatlas'))}); upgrade to load it")
 
 
 def read_model_tensors(path: str | Path) -> dict[str, torch.Tensor]:
@@ -72,7 +83,62 @@ def read_model_tensors(path: str | Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
     weights = Path(path) / WEIGHTS_NAME
+    validate.regular_file(weights, max_bytes=MAX_WEIGHTS_BYTES)
     try:
         return load_file(str(weights))
     except Exception as exc:
-        raise ShapeAtlasError(f"{weights}: unreadable weights ({exc})") from None
+        raise ShapeAtlasError(f"{weights}: unreadable weights ({str(exc).splitlines()[0]})"
+                              ) from None
+
+
+def config_of(meta: dict, source: str | Path) -> FitConfig:
+    """The `config` field of a `model.json`, checked field by field."""
+    from shapeatlas.training.config import FitConfig
+
+    if "config" not in meta:
+        raise validate.field_error(source, "config", "is missing")
+    return FitConfig.from_dict(meta["config"], source=str(source))
+
+
+def atlas_of(tensors: dict[str, torch.Tensor], source: str | Path
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """The atlas of a model file: vertices (K, 3) float64, finite, K >= 4, and faces (F, 3)
+    int64 within [0, K)."""
+    verts = validate.tensor(tensors, "atlas.vertices", source, shape=(None, 3))
+    if not 4 <= len(verts) <= validate.MAX_VERTICES:
+        raise ShapeAtlasError(f"{source}: tensor 'atlas.vertices' must hold 4 to "
+                              f"{validate.MAX_VERTICES:,} vertices, got {len(verts):,}")
+    return verts, validate.faces(tensors, "atlas.faces", len(verts), source)
+
+
+def normalisation_of(meta: dict, source: str | Path):
+    """The `normalisation` field of a `model.json` (centre, scale, optional matrix), checked."""
+    from shapeatlas.models.inputs import Normalisation
+
+    d = validate.mapping(meta.get("normalisation"), source, "normalisation")
+    validate.matrix(d, "center", (3,), source, prefix="normalisation.")
+    validate.get(d, "scale", validate.Float(0.0, 1e9, lo_open=True), source,
+                 prefix="normalisation.")
+    validate.matrix(d, "matrix", (3, 3), source, prefix="normalisation.", optional=True)
+    return Normalisation.from_dict(d, source=str(source))
+
+
+def cap_of(tensors: dict[str, torch.Tensor], source: str | Path):
+    """The cap outline of a model file (`cap.*` tensors), or None; checked."""
+    from shapeatlas.models.inputs import cap_from_tensors
+
+    caps = {k: torch.from_numpy(validate.tensor(tensors, k, source))
+            for k in tensors if k.startswith("cap.")}
+    return cap_from_tensors(caps, source=str(source))
+
+
+def point_model_of(tensors: dict[str, torch.Tensor], n_vertices: int, source: str | Path):
+    """The point-distribution model of a model file (`point_model.*`), or None; checked."""
+    from shapeatlas.models.point_model import PointModel
+
+    if not any(k.startswith("point_model.") for k in tensors):
+        return None
+    pm = PointModel(**{k: validate.tensor(tensors, f"point_model.{k}", source)
+                       for k in ("mean", "modes", "sd")})
+    pm.check(n_vertices, source=str(source))
+    return pm

@@ -17,7 +17,7 @@ each shape adds variance outside the few main modes.
   shape model fit started from R-ASM's points), with the mode weights clamped to
   `CLAMP_SD` standard deviations, so one new shape is refined without the population.
 
-Measured in the README (Results): on the 50 synthetic LVs and kidneys it lowered the
+Measured in docs/results.md: on the 50 synthetic LVs and kidneys it lowered the
 ground-truth error of the matching by 0.16-0.24 mm (0.08-0.18 mm on top of balanced
 transport); on held-out real livers it made the matching worse, so it is off by default. No
 maintained library offers this step on given correspondences (ShapeWorks optimises its own
@@ -152,7 +152,7 @@ def mean_chamfers(before: Sequence[np.ndarray], after: Sequence[np.ndarray],
     points that slide towards a model whose modes do not describe the shapes crowd together and
     leave parts of the surface without points. On the 50 synthetic LVs 4 modes lowered this
     mean by 2%; on 61 real livers they raised it by 16% (3.58 to 4.17 mm), and the held-out
-    livers were matched worse (README, Results). `AtlasModel.fit_point_model` drops a model
+    livers were matched worse (docs/results.md). `AtlasModel.fit_point_model` drops a model
     whose rise exceeds `MAX_CHAMFER_RISE`.
     """
     def mean(points):

@@ -28,7 +28,7 @@ plan m_k a_kv carries the atlas's vertex masses m (area weights) onto the shape'
 region then receives as many atlas vertices as its area calls for. g is computed without
 autograd; gradients, if any, flow through the cosines as before. With lambda = 300 and 30
 iterations, a trained model's attention + smoothing error fell from 1.70 to 1.50 mm on 50
-synthetic kidneys and from 3.86 to 3.62 mm on 50 synthetic LVs (README, Results). When the
+synthetic kidneys and from 3.86 to 3.62 mm on 50 synthetic LVs (docs/results.md). When the
 (K, V) block fits half the memory budget it is kept and the iterations cost two matrix-vector
 products each; otherwise it is recomputed in chunks every iteration.
 
@@ -40,7 +40,7 @@ which has the same fixed point and approaches it in fewer iterations (Thibault e
 trained 50-LV model, the matched points after 100 plain iterations lay 0.53 mm, mean, from
 those after 300), so the iteration count is part of the method: 30 steps at omega 1.5 came
 closest to 100 plain ones (0.05 mm mean; 40 at 1.5: 0.09 mm, 50: 0.20 mm) with 30% of the
-iterations (README, Results).
+iterations (docs/results.md).
 
 Numerics: the logits reach +-lambda (1e4); `torch.softmax` subtracts the row maximum, so nothing
 overflows, and the float32 rounding of a cosine (~6e-8) moves a logit by < 1e-3, which changes the

@@ -15,7 +15,7 @@ shrinking h or flattening what it shares with the reference (a smooth deformatio
 the prior the Laplacian regulariser states as a loss). Given h's normals it keeps only the
 tangential part of each move: the points slide along the surface h describes and do not leave
 it where the shape differs from the reference more than a smooth deformation can say (a real
-liver's lobes: README, Results).
+liver's lobes: docs/results.md).
 
 The regularisers keep the refined shape a good mesh when it is optimised: a uniform Laplacian
 (smoothness), edge lengths (even sampling) and normal consistency (no folds). All are pure,

@@ -22,6 +22,7 @@ import csv
 import io
 import json
 import logging
+import pickle
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +41,8 @@ log = logging.getLogger(__name__)
 CHECKPOINT_NAME = "checkpoint.pt"
 LOG_NAME = "train_log.csv"
 CHECKPOINT_VERSION = 1
+#: What every checkpoint holds (`save_checkpoint`).
+CHECKPOINT_KEYS = frozenset({"model", "optimizer", "atlas_points", "state", "rows"})
 
 
 class TrainingError(ShapeAtlasError):
@@ -101,9 +104,19 @@ def load_checkpoint(run_dir: Path, model: RASM, opt: torch.optim.Optimizer,
         raise ShapeAtlasError(f"{run_dir}: nothing to resume (no {CHECKPOINT_NAME})")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        # torch's own message suggests weights_only=False, which would run the file's code.
+        raise ShapeAtlasError(f"{path}: not a shapeatlas checkpoint (it holds Python objects "
+                              "other than tensors, which are never loaded)") from None
     except Exception as exc:
-        raise ShapeAtlasError(f"{path}: unreadable checkpoint ({exc})") from exc
-    if payload.get("version", 0) > CHECKPOINT_VERSION:
+        why = (str(exc).strip() or type(exc).__name__).splitlines()[0]
+        raise ShapeAtlasError(f"{path}: not a shapeatlas checkpoint (unreadable: {why})"
+                              ) from None
+    if not isinstance(payload, dict) or not CHECKPOINT_KEYS <= set(payload):
+        raise ShapeAtlasError(f"{path}: not a shapeatlas checkpoint (it lacks the model, "
+                              "optimiser or training state)")
+    version = payload.get("version", 0)
+    if not isinstance(version, int) or version > CHECKPOINT_VERSION:
         raise ShapeAtlasError(f"{path}: written by a newer shapeatlas; upgrade to resume")
     if (joint is not None) != ("joint" in payload):
         have = "a jointly trained generator" if "joint" in payload else "no joint generator"
@@ -117,10 +130,16 @@ def load_checkpoint(run_dir: Path, model: RASM, opt: torch.optim.Optimizer,
     except (RuntimeError, ValueError) as exc:
         raise ShapeAtlasError(f"{path}: the checkpoint does not fit this configuration "
                               f"({str(exc).splitlines()[0]})") from None
-    s = payload["state"]
-    rows = json.loads(payload["rows"])
-    state = TrainState(round=int(s["round"]), epoch=int(s["epoch"]), best=float(s["best"]),
-                       bad_epochs=int(s["bad_epochs"]), rows=rows, done=bool(s["done"]))
+    try:
+        s = payload["state"]
+        rows = json.loads(payload["rows"])
+        state = TrainState(round=int(s["round"]), epoch=int(s["epoch"]), best=float(s["best"]),
+                           bad_epochs=int(s["bad_epochs"]), rows=rows, done=bool(s["done"]))
+        if not isinstance(rows, list) or not isinstance(payload["atlas_points"], torch.Tensor):
+            raise TypeError("rows or atlas points of the wrong type")
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ShapeAtlasError(f"{path}: not a shapeatlas checkpoint (its training state is "
+                              f"malformed: {exc})") from None
     return payload["atlas_points"], state
 
 
