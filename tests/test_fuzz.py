@@ -32,7 +32,7 @@ SEED = 20261206
 BAD_VALUES: list[Any] = [
     None, True, "two", "", "../../etc/passwd", -1, 0, 1, 2.5, 10**9, 10**30, -1e308, 1e308,
     math.nan, math.inf, -math.inf, [], [1, 2], [[1, 2], [3]], {}, {"a": 1}, [None] * 4,
-    [[math.nan] * 4] * 4, "x" * 5000,
+    [[math.nan] * 4] * 4, "x" * 5000, 10**400,
 ]
 
 
@@ -202,3 +202,15 @@ def test_mutated_files_load_or_fail_in_one_line(targets):
         signal.signal(signal.SIGALRM, previous)
     assert not failures, f"{len(failures)} of {cases} cases:\n" + "\n".join(failures[:20])
     assert cases >= 500 and refused > cases // 2
+
+
+@pytest.mark.parametrize("literal", ["1" + "0" * 400, "1" + "0" * 5000])
+def test_huge_integer_literals_are_one_line(tmp_path, literal):
+    # 401 digits overflow a float; 5,001 are more than Python converts from text at all.
+    from shapeatlas.training.config import FitConfig
+
+    path = tmp_path / "config.json"
+    path.write_text('{"lr": ' + literal + "}")
+    with pytest.raises(ShapeAtlasError, match="config.json") as info:
+        FitConfig.from_json(path)
+    assert "\n" not in str(info.value)

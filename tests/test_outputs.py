@@ -173,6 +173,34 @@ def test_half_done_fallback_swap_is_undone(tmp_path):
     assert sorted(tree(out)) == ["new.txt", PROVENANCE_NAME] and not stage.exists()
 
 
+def test_an_old_folder_swapped_out_is_never_resumed(tmp_path):
+    # killed right after the atomic exchange: the staging folder's `new` holds the OLD output
+    # (a finished run, checkpoint and all), OUT the new one; the old one must not look like
+    # unfinished work to resume and swap back over the new one.
+    out = tmp_path / "out"
+    keep = lambda p: (p / "checkpoint").is_file()  # noqa: E731
+    write_output(out, {"checkpoint": "old run"})
+    old = tree(out)
+    write_output(out, {"checkpoint": "new run"}, overwrite=True)
+    new = tree(out)
+    stage = staging_dir(out)
+    marker = {"format": "shapeatlas-staging", "verb": "fit", "pid": -1, "host": "x",
+              "overwrite": True, "run_id": json.loads(new[PROVENANCE_NAME])["run_id"]}
+    (stage / "new").mkdir(parents=True)
+    for name, data in old.items():
+        (stage / "new" / name).write_bytes(data)
+    (stage / STAGING_MARKER).write_text(json.dumps(marker))
+    with pytest.raises(ShapeAtlasError, match="nothing to resume"):
+        with staged_output(out, verb="fit", resumable=keep, resume=True):
+            pass
+    assert tree(out) == new
+    with pytest.raises(ShapeAtlasError, match="pass --overwrite"):
+        write_output(out, {"checkpoint": "third"}, resumable=keep)
+    assert tree(out) == new
+    write_output(out, {"checkpoint": "third"}, resumable=keep, overwrite=True)
+    assert (out / "checkpoint").read_text() == "third" and not stage.exists()
+
+
 def test_refusals(tmp_path, monkeypatch):
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "a.ply").write_text("")
@@ -181,12 +209,15 @@ def test_refusals(tmp_path, monkeypatch):
         (tmp_path / "file", [], "is a file, not a folder"),
         (tmp_path / "file" / "x", [], "is a file, not a folder"),
         (tmp_path / "in", [tmp_path / "in"], "is the input folder"),
-        (tmp_path / "in" / "sub", [tmp_path / "in" / "a.ply"], "lies inside the input folder"),
+        (tmp_path / "in" / "sub", [tmp_path / "in"], "lies inside the input folder"),
+        (tmp_path / "in", [tmp_path / "in" / "a.ply"], "is the input folder"),
         (tmp_path, [tmp_path / "in" / "a.ply"], "contains the input folder"),
     ]
     for out, inputs, match in cases:
         with pytest.raises(ShapeAtlasError, match=match):
             check_output(out, overwrite=True, inputs=inputs)
+    # a new folder beside an input file holds none of the inputs: `correspond RUN a.ply --out c`
+    assert check_output(tmp_path / "in" / "corr", inputs=[tmp_path / "in" / "a.ply"])
     monkeypatch.chdir(tmp_path / "in")
     with pytest.raises(ShapeAtlasError, match="contains the current working folder"):
         check_output(tmp_path, overwrite=True)

@@ -404,10 +404,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def cmd_reconstruct(args: argparse.Namespace) -> int:
-    from shapeatlas.pipeline import collect_mesh_paths
     from shapeatlas.virtual import reconstruct_files
 
-    done, errors = reconstruct_files(args.run, collect_mesh_paths(args.meshes), args.out,
+    done, errors = reconstruct_files(args.run, args.meshes, args.out,
                                      n_components=args.components, device=args.device,
                                      overwrite=args.overwrite)
     for d in done:

@@ -38,6 +38,7 @@ import shlex
 import shutil
 import socket
 import sys
+import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -91,11 +92,12 @@ def _related(a: Path, b: Path) -> str | None:
     return None
 
 
-def _input_folders(inputs: Sequence[str | Path]) -> list[Path]:
+def _input_folders(inputs: Sequence[str | Path]) -> list[tuple[Path, bool]]:
+    """(folder, whether it was given as a folder) of every input: a folder, or a file's folder."""
     folders = []
     for p in inputs:
         p = _resolved(p)
-        folders.append(p if p.is_dir() else p.parent)
+        folders.append((p, True) if p.is_dir() else (p.parent, False))
     return folders
 
 
@@ -118,17 +120,19 @@ def check_output(out: str | Path, *, overwrite: bool = False,
     """Refuse an output folder that cannot or must not be written; -> its absolute path.
 
     Refused: an existing file; a folder whose nearest existing parent is a file or not
-    writable; a folder that is, lies inside or contains an input folder or the folder of an
-    input file (`inputs`), or that contains the current working directory; a folder that is not
+    writable; a folder that is, lies inside or contains an input folder, or that is or contains
+    the folder of an input file (`inputs`), or that contains the current working directory; a
+    folder that is not
     empty, unless `overwrite` (then it is replaced whole at the end).
     """
     out = _absolute(out)
     if out.exists() and not out.is_dir():
         raise ShapeAtlasError(f"{out}: exists and is a file, not a folder: choose another --out")
     real = _resolved(out)
-    for folder in _input_folders(inputs):
+    for folder, given in _input_folders(inputs):
         how = _related(real, folder)
-        if how:
+        # A folder next to an input file (its folder's subfolder) holds none of the inputs.
+        if how and (given or how != "lies inside"):
             raise ShapeAtlasError(f"output folder {out} {how} the input folder {folder}: "
                                   "choose another --out (inputs are never written)")
     cwd = _resolved(Path.cwd())
@@ -216,6 +220,8 @@ def _alive(marker: dict) -> bool:
         return False
     if pid == os.getpid():
         return False  # an earlier call of this process, which has ended
+    if os.name != "posix":
+        return True  # os.kill(pid, 0) would signal the process there; the user decides
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -290,17 +296,39 @@ def _relocate(folder: Path, out: Path) -> None:
 
 
 def publish(stage: Path, out: Path) -> None:
-    """Move STAGE/new into place as OUT (replacing OUT whole), then delete the staging folder."""
+    """Move STAGE/new into place as OUT (replacing OUT whole), then delete the staging folder.
+
+    After an exchange STAGE/new holds the old folder; it is renamed to STAGE/old at once, and a
+    run killed before that rename is recognised by its provenance's `run_id` (`_swapped_out`).
+    """
     new = stage / _NEW
-    if not os.path.lexists(out):
-        os.rename(new, out)
-    elif _exchange(new, out):
-        pass  # STAGE/new now holds the old folder
-    else:
-        os.rename(out, stage / _OLD)
-        os.rename(new, out)
+    try:
+        if not os.path.lexists(out):
+            os.rename(new, out)
+        elif _exchange(new, out):
+            os.rename(new, stage / _OLD)
+        else:
+            os.rename(out, stage / _OLD)
+            os.rename(new, out)
+    except OSError as exc:
+        raise ShapeAtlasError(f"cannot move {new} into place as {out}: "
+                              f"{exc.strerror or exc}") from exc
     _fsync_dir(out.parent)
-    _remove_staging(stage)
+    try:
+        _remove_staging(stage)
+    except OSError as exc:
+        log.warning("%s is in place, but %s could not be removed (%s): delete it by hand",
+                    out, stage, exc.strerror or exc)
+
+
+def _swapped_out(stage: Path, marker: dict) -> bool:
+    """Whether STAGE/new is an old output that an exchange moved there (its provenance names
+    another run than the marker), not the unfinished work of the marker's run."""
+    try:
+        d = json.loads((stage / _NEW / PROVENANCE_NAME).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(d, dict) and d.get("run_id") != marker.get("run_id")
 
 
 @contextlib.contextmanager
@@ -326,7 +354,8 @@ def staged_output(out: str | Path, *, verb: str, overwrite: bool = False,
                               f"now (in {stage}): wait for it or choose another --out")
     if marker is not None:
         _recover(out, stage)
-    stale_work = stage / _NEW if marker is not None and (stage / _NEW).is_dir() else None
+    stale_work = (stage / _NEW if marker is not None and (stage / _NEW).is_dir()
+                  and not _swapped_out(stage, marker) else None)
     overwrite = overwrite or bool(resume and marker and marker.get("overwrite"))
     check_output(out, overwrite=overwrite, inputs=inputs)
     if resume:
@@ -344,15 +373,16 @@ def staged_output(out: str | Path, *, verb: str, overwrite: bool = False,
             stage.mkdir(parents=True)
             write_text_atomic(stage / STAGING_MARKER, json.dumps({
                 "format": STAGING_FORMAT, "verb": verb, "target": str(out),
-                "overwrite": overwrite, "pid": os.getpid(), "host": socket.gethostname()},
-                indent=1) + "\n")
+                "overwrite": overwrite, "pid": os.getpid(), "host": socket.gethostname(),
+                "run_id": uuid.uuid4().hex}, indent=1) + "\n")
             (stage / _NEW).mkdir()
         else:
             m = dict(marker, pid=os.getpid(), host=socket.gethostname(),
                      overwrite=overwrite)
             write_text_atomic(stage / STAGING_MARKER, json.dumps(m, indent=1) + "\n")
-        staging = Staging(stage / _NEW, out, verb)
-        write_provenance(staging.path, verb=verb, device=device)
+        run_id = _read_marker(stage).get("run_id")
+        staging = Staging(stage / _NEW, out, verb, {"run_id": run_id})
+        write_provenance(staging.path, verb=verb, device=device, run_id=run_id)
     except OSError as exc:
         raise ShapeAtlasError(f"cannot write {out}: {exc.strerror or exc}") from exc
     log.info("building %s in %s", out, staging.path)

@@ -393,7 +393,7 @@ def correspond_files(run_dir: str | Path, items: Sequence[str | Path], out_dir: 
     from shapeatlas.outputs import check_output, staged_output
 
     paths = collect_mesh_paths(items)
-    inputs = [run_dir, *paths]
+    inputs = [run_dir, *items, *paths]
     check_output(out_dir, overwrite=overwrite, inputs=inputs)
     model = load_model(run_dir, device=device)
     if not point_model and getattr(model, "point_model_", None) is not None:

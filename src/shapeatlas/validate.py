@@ -94,7 +94,11 @@ class Float:
     def check(self, value: Any) -> float:
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
             raise Invalid(f"must be {self.describe()}, got {shown(value)}")
-        value = float(value)
+        try:
+            value = float(value)
+        except OverflowError:  # an integer beyond the float range
+            raise Invalid(f"must be {self.describe()}, got a number of "
+                          f"{len(str(abs(int(value))))} digits") from None
         ok = (math.isfinite(value)
               and (value > self.lo if self.lo_open else value >= self.lo)
               and (value < self.hi if self.hi_open else value <= self.hi))
@@ -269,6 +273,8 @@ def read_json(path: str | Path, *, max_bytes: int = MAX_JSON_BYTES) -> Any:
         raise ShapeAtlasError(f"{path}: not valid JSON (not UTF-8 text)") from None
     except json.JSONDecodeError as exc:
         raise ShapeAtlasError(f"{path}: not valid JSON ({exc})") from None
+    except ValueError as exc:  # e.g. an integer longer than Python converts
+        raise ShapeAtlasError(f"{path}: not valid JSON ({str(exc).splitlines()[0]})") from None
     except RecursionError:
         raise ShapeAtlasError(f"{path}: not valid JSON (nested too deeply)") from None
 

@@ -178,11 +178,11 @@ def _volume_mesh(mesher, mesh: Mesh, path: Path) -> dict:
     return {"volume_mesh": True, "volume_mesh_file": path.name, "tetrahedra": int(len(tets))}
 
 
-def reconstruct_files(run_dir: str | Path, paths: Sequence[Path], out_dir: str | Path, *,
+def reconstruct_files(run_dir: str | Path, paths: Sequence[str | Path], out_dir: str | Path, *,
                       n_components: int | None = None, device: str = "auto",
                       overwrite: bool = False) -> tuple[list[dict], list[str]]:
-    """Each mesh through the model (correspond, encode, decode), written as OUT/NAME.ply in the
-    input's own frame, and OUT/reconstruct.json; returns per-file summaries (each with the
+    """Each mesh (paths: mesh files or folders of them) through the model (correspond, encode,
+    decode), written as OUT/NAME.ply in the input's own frame, and OUT/reconstruct.json; returns per-file summaries (each with the
     mesh check: `valid`, `problems`, `validity`; a failing shape is still written) and error lines.
 
     out_dir must be new or empty unless `overwrite` (then it is replaced whole); it is built
@@ -190,11 +190,12 @@ def reconstruct_files(run_dir: str | Path, paths: Sequence[Path], out_dir: str |
     stem are refused, naming both."""
     from shapeatlas.metrics.ssm import symmetric_surface_distance
     from shapeatlas.outputs import check_output, output_names, staged_output
-    from shapeatlas.pipeline import load_model
+    from shapeatlas.pipeline import collect_mesh_paths, load_model
 
-    paths = [Path(p) for p in paths]
+    items = [Path(p) for p in paths]
+    paths = collect_mesh_paths(items)
     output_names(paths)
-    inputs = [run_dir, *paths]
+    inputs = [run_dir, *items, *paths]
     check_output(out_dir, overwrite=overwrite, inputs=inputs)
     model = load_model(run_dir, device=device)
     model._check_generator()

@@ -305,3 +305,36 @@ def test_huge_declared_counts_are_refused_before_allocating(tmp_path, name, data
     finally:
         tracemalloc.stop()
     assert peak < 50_000_000
+
+
+def test_binary_ply_of_quads_with_face_colours_is_triangulated(tmp_path):
+    # MeshLab writes face colours after the index list, which meshio cannot read: the fallback
+    # must split each quad into two triangles, not reshape the indices into nonsense.
+    import struct
+
+    from shapeatlas.mesh.io import read_mesh
+
+    v = np.array([[x, y, z] for x in (0, 1) for y in (0, 1) for z in (0, 1)], dtype="<f4")
+    quads = [(0, 1, 3, 2), (4, 6, 7, 5), (0, 4, 5, 1), (2, 3, 7, 6), (0, 2, 6, 4), (1, 5, 7, 3)]
+    header = ("ply\nformat binary_little_endian 1.0\ncomment VCGLIB generated\n"
+              "element vertex 8\nproperty float x\nproperty float y\nproperty float z\n"
+              "element face 6\nproperty list uchar int vertex_indices\n"
+              "property uchar red\nproperty uchar green\nproperty uchar blue\nend_header\n")
+    body = v.tobytes() + b"".join(struct.pack("<B4i3B", 4, *q, 200, 10, 10) for q in quads)
+    path = tmp_path / "cube.ply"
+    path.write_bytes(header.encode() + body)
+    mesh = read_mesh(path)
+    assert mesh.n_faces == 12 and mesh.is_watertight
+    assert abs(mesh.volume) == pytest.approx(1.0)
+
+
+def test_a_fifo_or_unreadable_mesh_is_one_line(tmp_path):
+    import os
+
+    from shapeatlas.errors import MeshError
+    from shapeatlas.mesh.io import read_mesh
+
+    fifo = tmp_path / "pipe.ply"
+    os.mkfifo(fifo)
+    with pytest.raises(MeshError, match="not a regular file"):
+        read_mesh(fifo)

@@ -69,3 +69,20 @@ def test_a_missing_mesher_says_what_to_install(monkeypatch):
                               "pip install 'shapeatlas[volume]'")
     with pytest.raises(ShapeAtlasError, match="pip install 'shapeatlas.volume.'"):
         tetrahedralize(_sphere(1))
+
+
+def test_a_mesher_that_hangs_is_killed_and_the_next_surface_still_meshes(monkeypatch):
+    pytest.importorskip("tetgen")
+    from shapeatlas.mesh import volume
+
+    hanging = volume._WORKER.replace("    try:\n        nodes", "    import time\n"
+                                     "    if len(req['faces']) < 100: time.sleep(60)\n"
+                                     "    try:\n        nodes", 1)
+    assert hanging != volume._WORKER
+    monkeypatch.setattr(volume, "_WORKER", hanging)
+    monkeypatch.setattr(volume, "MESH_TIMEOUT_S", 1.0)
+    with Tetrahedralizer() as mesher:
+        with pytest.raises(MeshError, match="did not finish within 1 s"):
+            mesher(_sphere(1))  # 80 faces: the child sleeps
+        points, tets = mesher(_sphere(2))  # 320 faces: a fresh child meshes it
+    assert len(tets) > 100

@@ -141,7 +141,7 @@ def read_cohort_truth(directory: str | Path, *, generator: str, writer: str, org
                           n_vertices=int(rec["n_vertices"]),
                           pose=np.asarray(rec["pose"], dtype=np.float64), **arrays)
             out[name] = build(fields, rec)
-        except (KeyError, TypeError, ValueError, OSError, zipfile.BadZipFile) as exc:
+        except (KeyError, TypeError, ValueError, OverflowError, OSError, zipfile.BadZipFile) as exc:
             raise ShapeAtlasError(f"{index}: the record of {name} is incomplete or malformed "
                                   f"({type(exc).__name__}: {exc})") from exc
     return out

@@ -458,7 +458,9 @@ def groom_cohort(
     from shapeatlas.outputs import staged_output
 
     names = _unique_names(paths)
-    with staged_output(out_dir, verb="groom", overwrite=overwrite, inputs=paths) as staging:
+    given = [inputs] if isinstance(inputs, (str, Path)) and Path(inputs).is_dir() else []
+    with staged_output(out_dir, verb="groom", overwrite=overwrite,
+                       inputs=[*given, *paths]) as staging:
         manifest = _groom(paths, names, staging.path, opts, progress)
     return GroomResult(out_dir=Path(out_dir), manifest=manifest)
 

@@ -16,6 +16,8 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import os
+import stat
 import warnings
 from pathlib import Path
 from typing import Iterator, Mapping
@@ -25,11 +27,11 @@ import numpy as np
 from shapeatlas.atomic import write_atomic
 from shapeatlas.errors import MeshError
 from shapeatlas.mesh.core import Mesh
-from shapeatlas.mesh.limits import check_declared
+from shapeatlas.mesh.limits import MAX_MESH_FILE_BYTES, check_declared
 from shapeatlas.mesh.obj import read_obj
 from shapeatlas.mesh.ply import write_ply
 from shapeatlas.mesh.vtk_legacy import read_vtk_legacy
-from shapeatlas.mesh.vtp import read_vtp, write_vtp
+from shapeatlas.mesh.vtp import fan_triangles, read_vtp, write_vtp
 
 log = logging.getLogger(__name__)
 
@@ -209,7 +211,11 @@ def _read_ply_trimesh(path: Path, meshio_reason: str) -> tuple[np.ndarray, np.nd
         with open(path, "rb") as fh, _quiet():
             out = load_ply(fh)
         verts = np.asarray(out["vertices"], dtype=np.float64).reshape(-1, 3)
-        faces = np.asarray(out.get("faces", np.zeros((0, 3))), dtype=np.int64).reshape(-1, 3)
+        faces = np.asarray(out.get("faces", np.zeros((0, 3))), dtype=np.int64)
+        if faces.ndim == 2 and faces.shape[1] > 3:  # quads or polygons of one size
+            k = faces.shape[1]
+            faces = fan_triangles(faces.ravel(), np.arange(k, faces.size + 1, k))
+        faces = faces.reshape(-1, 3)
     except Exception as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise MeshError(path, f"could not be parsed as PLY: {meshio_reason}; {reason}") from exc
@@ -233,20 +239,32 @@ def read_mesh(path: str | Path, *, check_area: bool = True) -> Mesh:
             f"unsupported mesh format {suffix or '(no extension)'!r}; "
             f"readable formats: {', '.join(sorted(READ_FORMATS))}",
         )
-    if not path.exists():
-        raise MeshError(path, "no such file")
-    if path.is_dir():
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise MeshError(path, "no such file") from None
+    except OSError as exc:
+        raise MeshError(path, f"cannot be read ({exc.strerror or exc})") from None
+    if stat.S_ISDIR(st.st_mode):
         raise MeshError(path, "is a folder, not a mesh file")
-    if path.stat().st_size == 0:
+    if not stat.S_ISREG(st.st_mode):
+        raise MeshError(path, "not a regular file (a device, pipe or socket?)")
+    if st.st_size == 0:
         raise MeshError(path, "the file is empty")
-    if suffix == ".vtp":
-        verts, faces, point_data = read_vtp(path)
-    elif suffix == ".vtk":
-        verts, faces, point_data = read_vtk_legacy(path)
-    elif suffix == ".obj":
-        (verts, faces), point_data = read_obj(path), {}
-    else:
-        verts, faces, point_data = _read_meshio(path, suffix)
+    if st.st_size > MAX_MESH_FILE_BYTES:
+        raise MeshError(path, f"{st.st_size:,} bytes, more than the {MAX_MESH_FILE_BYTES:,} "
+                        "a mesh file may have")
+    try:
+        if suffix == ".vtp":
+            verts, faces, point_data = read_vtp(path)
+        elif suffix == ".vtk":
+            verts, faces, point_data = read_vtk_legacy(path)
+        elif suffix == ".obj":
+            (verts, faces), point_data = read_obj(path), {}
+        else:
+            verts, faces, point_data = _read_meshio(path, suffix)
+    except OSError as exc:
+        raise MeshError(path, f"cannot be read ({exc.strerror or exc})") from None
     if verts.size == 0:
         raise MeshError(path, "the file holds no vertices")
     if faces.size == 0:

@@ -11,6 +11,8 @@ from __future__ import annotations
 #: Most bytes of array data one mesh file may decode to (decompressed and base64-decoded data
 #: together). A 5-million-vertex triangle mesh in float64 needs about 360 MB.
 MAX_DECODED_BYTES = 512 * 1024 * 1024
+#: Largest mesh file read at all (a 5-million-vertex ASCII mesh is a few hundred MB).
+MAX_MESH_FILE_BYTES = 2 * 1024**3
 
 
 class DecodeBudget:

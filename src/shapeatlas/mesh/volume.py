@@ -15,6 +15,8 @@ folder and a crash becomes a `MeshError` for that one surface.
 from __future__ import annotations
 
 import io
+import os
+import select
 import struct
 import subprocess
 import sys
@@ -25,6 +27,10 @@ import numpy as np
 
 from shapeatlas.errors import MeshError, ShapeAtlasError
 from shapeatlas.mesh.core import Mesh
+
+#: Seconds TetGen may take for one surface before its process is killed and the surface is
+#: reported (a few thousand faces take well under a second).
+MESH_TIMEOUT_S = 300.0
 
 #: What to install for volume meshing (TetGen is AGPL-3.0).
 INSTALL_HINT = "pip install 'shapeatlas[volume]'"
@@ -50,8 +56,8 @@ while True:
     try:
         nodes, elems, *_ = tetgen.TetGen(req["vertices"], req["faces"]).tetrahedralize(
             quality=False)
-    except RuntimeError as exc:
-        send(b"e", str(exc).encode())
+    except Exception as exc:
+        send(b"e", (str(exc) or type(exc).__name__).encode())
         continue
     buf = io.BytesIO()
     np.savez(buf, points=np.asarray(nodes, dtype=np.float64),
@@ -91,12 +97,17 @@ class Tetrahedralizer:
         return self._proc
 
     def _ask(self, v: np.ndarray, f: np.ndarray) -> tuple[bytes, bytes] | None:
+        """(tag, data) of TetGen's answer; None when it crashed; (b"t", b"") past the timeout."""
         proc = self._start()
         buf = io.BytesIO()
         np.savez(buf, vertices=v, faces=f)
         try:
             proc.stdin.write(struct.pack("<Q", buf.getbuffer().nbytes) + buf.getvalue())
             proc.stdin.flush()
+            if os.name == "posix" and not select.select([proc.stdout], [], [], MESH_TIMEOUT_S)[0]:
+                proc.kill()
+                self._stop()
+                return b"t", b""
             head = proc.stdout.read(9)
             if len(head) < 9:
                 raise BrokenPipeError
@@ -117,6 +128,9 @@ class Tetrahedralizer:
         if answer is None:
             raise MeshError(mesh.name, "the volume mesher (TetGen) crashed on this surface")
         tag, data = answer
+        if tag == b"t":
+            raise MeshError(mesh.name, f"the volume mesher (TetGen) did not finish within "
+                            f"{MESH_TIMEOUT_S:.0f} s")
         if tag == b"e":
             reason = data.decode(errors="replace").strip().rstrip(".") or "no reason given"
             raise MeshError(mesh.name, f"the volume mesher (TetGen) refused it: {reason}")

@@ -20,7 +20,7 @@ from shapeatlas.nn.rasm import PULL_MOTIONS
 from shapeatlas.validate import Bool, Choice, Float, Int, IntList, Invalid, Str, shown
 
 #: Bumped when a saved config can no longer be read by older code.
-CONFIG_VERSION = 10
+CONFIG_VERSION = 11
 #: Largest accepted `pose_relaxation` (larger steps overshoot).
 MAX_POSE_RELAXATION = 5.0
 #: Upper bound of every iteration, step and epoch count: far beyond real use, low enough that
