@@ -110,7 +110,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         val = s["validity"]
         print("  mesh check: " + ("valid (closed, manifold, outward, no self-intersections, no "
                                   "degenerate faces)" if val["valid"] else
-                                  "NOT valid: " + "; ".join(val["problems"])))
+                                  f"NOT valid ({len(val['problems'])} of the problems above)"))
         if s["unusable"]:
             print(f"  UNUSABLE for shape modelling: {s['unusable']}")
     if args.json:

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from shapeatlas.mesh import geometry as geo
 from shapeatlas.mesh.core import Mesh
 from shapeatlas.mesh.units import TYPICAL_DIAGONAL_MM, unit_hint
 from shapeatlas.mesh.validity import (
     DEGENERATE_QUALITY,
+    Validity,
     degenerate_mask,
     mesh_validity,
-    nonmanifold_vertices,
 )
 
 #: Bounding-box diagonals (mm) outside this range suggest the file is not in millimetres.
@@ -43,29 +42,22 @@ def unusable(mesh: Mesh) -> str | None:
     return None
 
 
-def diagnose(mesh: Mesh) -> list[str]:
-    """Problems found in `mesh`, each a short sentence; an empty list when none."""
-    problems = []
+def diagnose(mesh: Mesh, validity: Validity | None = None) -> list[str]:
+    """Problems found in `mesh`, each a short sentence; an empty list when none.
+
+    The failed conditions of the mesh check (`validity`, computed when not given) come first,
+    then what only matters before grooming: several components, unused vertices, duplicate
+    faces, an implausible size, handles.
+    """
+    val = validity if validity is not None else mesh_validity(mesh.vertices, mesh.faces)
+    problems = [p + (" (volume undefined; groom with --watertight)"
+                     if p.startswith("open surface") else "") for p in val.problems]
     f = np.asarray(mesh.faces)
-    edges, counts = geo.edge_face_counts(f)
-    n_boundary = int((counts == 1).sum())
-    n_nonmanifold = int((counts > 2).sum())
-    if n_boundary:
-        problems.append(f"open surface: {n_boundary} boundary edges (volume undefined; "
-                        "groom with --watertight)")
-    if n_nonmanifold:
-        problems.append(f"{n_nonmanifold} non-manifold edges (shared by more than two faces)")
-    if not n_boundary and not n_nonmanifold and not mesh.is_watertight:
-        problems.append("inconsistent face orientation")
     if mesh.n_components > 1:
         problems.append(f"{mesh.n_components} connected components (grooming keeps the largest)")
     unused = mesh.n_vertices - np.unique(f).size
     if unused:
         problems.append(f"{unused} vertices used by no face")
-    n_degenerate = int(degenerate_mask(mesh.vertices, f).sum())
-    if n_degenerate:
-        problems.append(f"{n_degenerate} of {mesh.n_faces} faces are degenerate (zero area, "
-                        "repeated or collinear corners)")
     n_dup = len(f) - len(np.unique(np.sort(f, axis=1), axis=0))
     if n_dup:
         problems.append(f"{n_dup} duplicate faces")
@@ -75,12 +67,6 @@ def diagnose(mesh: Mesh) -> list[str]:
         hint = unit_hint(diag / TYPICAL_DIAGONAL_MM, tolerance=4.0)
         problems.append(f"bounding-box diagonal is {diag:.3g}: too "
                         f"{'small' if diag < lo else 'large'} for an organ in mm; {hint}")
-    if mesh.is_watertight and mesh.signed_volume < 0 and n_degenerate < mesh.n_faces:
-        problems.append("faces point inwards (negative enclosed volume)")
-    n_fans = len(nonmanifold_vertices(f))
-    if n_fans:
-        problems.append(f"{n_fans} non-manifold vertices (bow-ties: faces meeting only at a "
-                        "vertex)")
     if mesh.is_watertight and mesh.euler_characteristic != 2:
         genus = (2 - mesh.euler_characteristic) // 2
         problems.append(f"closed surface of genus {genus} (handles), not a sphere-like organ")
@@ -90,6 +76,7 @@ def diagnose(mesh: Mesh) -> list[str]:
 def summary(mesh: Mesh) -> dict:
     """Counts, watertightness, volume, area, bounds, problems, `unusable` (why the mesh cannot
     be modelled, or None) and `validity` (`Validity.as_dict`) of `mesh`, JSON-ready."""
+    validity = mesh_validity(mesh.vertices, mesh.faces)
     out = {
         "name": mesh.name,
         "n_vertices": mesh.n_vertices,
@@ -101,8 +88,8 @@ def summary(mesh: Mesh) -> dict:
         "volume_ml": float(mesh.volume / 1000.0) if mesh.is_watertight else None,
         "bounds_min": [float(x) for x in mesh.bounds[0]],
         "bounds_max": [float(x) for x in mesh.bounds[1]],
-        "problems": diagnose(mesh),
+        "problems": diagnose(mesh, validity),
         "unusable": unusable(mesh),
-        "validity": mesh_validity(mesh.vertices, mesh.faces).as_dict(),
+        "validity": validity.as_dict(),
     }
     return out
