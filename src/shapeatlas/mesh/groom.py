@@ -201,18 +201,23 @@ def _prepare_one(path: str, opts: GroomOptions) -> dict:
 
 
 def _volume_check(mesh: Mesh, closed: Closed | None, *, checked: bool) -> dict:
-    """Groom's verdict on one shape: did it keep the input's volume (`VOLUME_TOLERANCE` of the
-    voxelised input, when the watertight step ran) and is it one closed surface that does not
-    cross itself (when it was closed or decimated)? -> a dict for the manifest"""
+    """Groom's verdict on one shape: did it keep the input's volume (`VOLUME_TOLERANCE` of
+    `Closed.reference_volume`, when the watertight step ran) and is it one closed surface that
+    does not cross itself (when it was closed or decimated)? -> a dict for the manifest"""
     from shapeatlas.mesh.validity import self_intersecting_faces
 
     out: dict = {"verdict": "ok"}
     problems = []
     if closed is not None:
-        out["input_volume_ml"] = round(closed.enclosed_volume / 1000.0, 6)
+        # The input's own signed volume where it is nearly closed, so that no grid that
+        # misses thin parts sets the yardstick; else its volume on the grid.
+        reference = closed.reference_volume
+        out["input_volume_ml"] = round(reference / 1000.0, 6)
+        out["input_volume_from"] = "surface" if closed.input_volume is not None else "grid"
+        out["grid_volume_ml"] = round(closed.enclosed_volume / 1000.0, 6)
         out["dropped_parts"] = closed.n_dropped_parts
         out["dropped_volume_ml"] = round(closed.dropped_volume / 1000.0, 6)
-        loss = 1.0 - mesh.volume / closed.enclosed_volume if mesh.is_watertight else 1.0
+        loss = 1.0 - mesh.volume / reference if mesh.is_watertight else 1.0
         out["volume_loss_percent"] = round(100.0 * loss, 4)
         if abs(loss) > VOLUME_TOLERANCE:
             what = "lost" if loss > 0 else "gained"
@@ -220,7 +225,7 @@ def _volume_check(mesh: Mesh, closed: Closed | None, *, checked: bool) -> dict:
                      if closed.n_dropped_parts and closed.dropped_volume
                      > SPECK_VOLUME_FRACTION * closed.enclosed_volume else "")
             problems.append(f"{what} {100 * abs(loss):.1f}% of its volume "
-                            f"({closed.enclosed_volume / 1000:.1f} mL in, "
+                            f"({reference / 1000:.1f} mL in, "
                             f"{mesh.volume / 1000:.1f} mL out{parts})")
     if closed is not None or checked:
         n_cross = len(self_intersecting_faces(mesh.vertices, mesh.faces))

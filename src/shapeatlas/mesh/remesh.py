@@ -9,10 +9,12 @@
   number varies smoothly across the surface, so the level set has sub-voxel accuracy and no
   staircase. The volume enclosed by the result is, by construction, the volume of the
   voxelised input {w >= 1/2}; parts not connected to the largest make the grid finer, and
-  what is still dropped is reported.
+  what is still dropped is reported; so does a level set that holds less than a nearly closed
+  input's own signed volume (a thin part between grid points).
 - `decimate`: manifold-preserving edge collapse (libigl: QSlim or shortest edge) to a target
-  vertex count, then checked: faces that cross others are smoothed apart (`untangle`) and the
-  volume is restored (`restore_volume`).
+  vertex count, then checked: faces that cross others are smoothed apart (`untangle`) or,
+  where that fails, repaired by local moves, flips and collapses checked one at a time
+  (`repair_crossings`), and the volume is restored (`restore_volume`).
 - `split_long_edges`: longest-edge bisection of the edges longer than a length, which moves no
   point of the surface. QSlim leaves a flat region (the basal cap of an LV, a cut) as a few
   large triangles with no vertex inside; a shape matched by its vertices, or an atlas made of
@@ -64,6 +66,12 @@ UNTANGLE_ROUNDS = 4
 UNTANGLE_RINGS = 2
 UNTANGLE_STEPS = 3
 UNTANGLE_WEIGHT = 0.5
+#: `repair_crossings`: rounds at most, and the reach (in median edge lengths) of the faces whose
+#: crossings a local change is judged by.
+REPAIR_ROUNDS = 4
+REPAIR_REACH = 4.0
+#: Rings of neighbours by which `repair_crossings` grows a knot it could not refill.
+REPAIR_KNOT_RINGS = 2
 #: `decimate` restores the volume of a collapse it did not have to smooth only when it is
 #: further than this share off (the move takes flat parts, an LV's cap, off their plane).
 VOLUME_SLACK = 6e-3
@@ -73,6 +81,15 @@ SPECK_VOLUME_FRACTION = 1e-3
 #: Factor by which `close_surface` refines its grid each time, and how many times at most.
 REFINE_FACTOR = 1.5
 MAX_GRID_REFINEMENTS = 2
+#: An input counts as nearly closed (its signed volume is then its volume, independent of any
+#: grid) when at most this share of its edges lie on a hole's rim and none is non-manifold...
+NEARLY_CLOSED_EDGES = 0.02
+#: ... and its signed volume is within this share of the grid's (else the faces' orientation,
+#: not the grid, is in doubt).
+NEARLY_CLOSED_AGREEMENT = 0.05
+#: `close_surface` also refines its grid while it holds this share less than a nearly closed
+#: input's signed volume (thin parts falling between grid points).
+GRID_VOLUME_GAP = 0.006
 #: Coarse grid (cells along the longest side) on which `orient_for_winding` compares fields.
 ORIENTATION_GRID = 32
 #: Winding numbers strictly between these count as ambiguous (`orient_for_winding`).
@@ -262,6 +279,9 @@ class Closed:
     pitch: spacing of the final grid.
     reoriented: whether the input's faces were re-oriented consistently before the winding
         number (`orient_for_winding`).
+    input_volume: the input's own signed volume (faces as oriented for the winding number)
+        where it is nearly closed (`nearly_closed_volume`), else None: a measure of its volume
+        that no grid limits.
     """
 
     mesh: Mesh
@@ -270,6 +290,26 @@ class Closed:
     n_dropped_parts: int
     pitch: float
     reoriented: bool
+    input_volume: float | None = None
+
+    @property
+    def reference_volume(self) -> float:
+        """The input's volume to judge a result by: `input_volume` where known, else
+        `enclosed_volume`."""
+        return self.enclosed_volume if self.input_volume is None else self.input_volume
+
+
+def nearly_closed_volume(mesh: Mesh) -> float | None:
+    """Signed volume of `mesh` as its faces are oriented, where at most `NEARLY_CLOSED_EDGES`
+    of its edges are on holes and none is shared by three faces or more (a few missing faces
+    change it by about their share of the volume); None otherwise."""
+    f = np.asarray(mesh.faces, dtype=np.int64)
+    codes, _ = geo.pair_codes(np.sort(geo.directed_edges(f), axis=1))
+    _, counts = np.unique(codes, return_counts=True)
+    if np.any(counts > 2) or np.sum(counts == 1) > NEARLY_CLOSED_EDGES * len(counts):
+        return None
+    volume = abs(geo.signed_volume(np.asarray(mesh.vertices, dtype=np.float64), f))
+    return volume if volume > 0 else None
 
 
 def _ambiguous_share(mesh: Mesh) -> float:
@@ -319,12 +359,15 @@ def close_surface(
     one surface, so only the largest connected part of the region is kept; when the other
     parts hold more than `SPECK_VOLUME_FRACTION` of the volume (a thin bridge the grid could
     not resolve), the grid is refined by `REFINE_FACTOR`, up to `max_refinements` times. What
-    is still dropped then is reported (`Closed.dropped_volume`) and logged, never silent.
+    is still dropped then is reported (`Closed.dropped_volume`) and logged, never silent. The
+    grid is refined the same way while it holds more than `GRID_VOLUME_GAP` less than a
+    nearly closed input's own volume (`nearly_closed_volume`): thin parts between grid points.
     """
     from scipy import ndimage
     from skimage.measure import marching_cubes
 
     source, reoriented = orient_for_winding(mesh)
+    own = nearly_closed_volume(source)
     for attempt in range(max_refinements + 1):
         w, origin, step = winding_number_grid(source, resolution=resolution, pitch=pitch)
         inside = w >= WINDING_LEVEL
@@ -338,10 +381,23 @@ def close_surface(
         sizes = np.bincount(labels.ravel())[1:]
         largest = int(np.argmax(sizes)) + 1
         rest = float(sizes.sum() - sizes[largest - 1]) / float(sizes.sum())
-        if rest <= SPECK_VOLUME_FRACTION or attempt == max_refinements:
+        surface = held = None
+        if own is not None and (rest <= SPECK_VOLUME_FRACTION or attempt == max_refinements):
+            # What the level set holds (sub-cell accurate, unlike a count of grid points,
+            # which a thin part can leave as it is while the surface misses it).
+            surface = marching_cubes(w, level=WINDING_LEVEL, spacing=(step, step, step))[:2]
+            held = abs(geo.signed_volume(surface[0].astype(np.float64), surface[1]))
+            if abs(held / own - 1.0) > NEARLY_CLOSED_AGREEMENT:
+                own = None  # the faces' orientation is in doubt, not the grid
+        short = own is not None and held is not None and held < (1.0 - GRID_VOLUME_GAP) * own
+        if (rest <= SPECK_VOLUME_FRACTION and not short) or attempt == max_refinements:
             break
-        log.info("%s: %d parts at a %.2f grid step, %.2f%% of the volume outside the largest; "
-                 "refining the grid", mesh.name, n_parts, step, 100 * rest)
+        if short:
+            log.info("%s: the grid at a %.2f step holds %.2f%% less than the surface's own "
+                     "volume; refining it", mesh.name, step, 100 * (1.0 - held / own))
+        else:
+            log.info("%s: %d parts at a %.2f grid step, %.2f%% of the volume outside the "
+                     "largest; refining the grid", mesh.name, n_parts, step, 100 * rest)
         resolution = int(round(resolution * REFINE_FACTOR))
         pitch = None if pitch is None else pitch / REFINE_FACTOR
     enclosed = float(inside.sum()) * step**3
@@ -355,7 +411,9 @@ def close_surface(
         else:
             log.info("%s: dropped %d speck(s) of %.3f%% of the volume", mesh.name, n_parts - 1,
                      100 * rest)
-    verts, faces, _, _ = marching_cubes(w, level=WINDING_LEVEL, spacing=(step, step, step))
+    if surface is None or n_parts > 1:
+        surface = marching_cubes(w, level=WINDING_LEVEL, spacing=(step, step, step))[:2]
+    verts, faces = surface
     verts = verts.astype(np.float64) + origin
     faces = faces.astype(np.int64)  # scikit-image's marching cubes already shares vertices
     out = _largest_component(Mesh(verts, faces, name=mesh.name))
@@ -364,7 +422,8 @@ def close_surface(
     if not out.is_watertight:
         raise MeshError(mesh.name, "marching cubes did not give a closed surface")
     return Closed(mesh=out, enclosed_volume=enclosed, dropped_volume=rest * enclosed,
-                  n_dropped_parts=n_parts - 1, pitch=step, reoriented=reoriented)
+                  n_dropped_parts=n_parts - 1, pitch=step, reoriented=reoriented,
+                  input_volume=own)
 
 
 def make_watertight(
@@ -395,8 +454,10 @@ def decimate(
     Both refuse collapses that break manifoldness. (fast-simplification was tried first: its
     folds broke watertightness on real livers.) Neither checks that the surface does not pass
     through itself, and on thin parts they do: the result is checked, its crossings smoothed
-    away (`untangle`; QSlim's result, else shortest-edge collapse's if that has fewer left; a
-    warning names what remains), and its volume restored to the input's (`restore_volume`).
+    away (`untangle`) or, where smoothing leaves some, repaired locally against the input
+    (`repair_crossings`, whichever leaves fewer; QSlim's result, else shortest-edge
+    collapse's if that has fewer left; a warning names what remains), and its volume
+    restored to the input's (`restore_volume`). A repair may remove a few vertices.
     A mesh at or below the target is subdivided (midpoints) until it is above. For a closed
     surface F = 2V - 2*chi.
     """
@@ -419,6 +480,7 @@ def decimate(
     if target_faces >= len(f):
         return Mesh(v, f, name=mesh.name)
     volume = geo.signed_volume(v, f)
+    dense = Mesh(v, f, name=mesh.name)
     if method == "quadric" and len(f) > QUADRIC_PREDECIMATION * target_faces:
         # QSlim's cost grows with the input; a cheap shortest-edge pass first removes the
         # marching-cubes over-sampling (tiny edges), which QSlim would collapse first anyway.
@@ -426,19 +488,35 @@ def decimate(
     fn = igl.qslim if method == "quadric" else igl.decimate
     v2, f2 = _igl_collapse(fn, v, f, target_faces)
     collapsed = _drop_unused(Mesh(v2, f2, name=mesh.name))
-    out, n_crossing = untangle(collapsed)
+    out, n_crossing, changed = _uncross(collapsed, dense)
     if n_crossing and method == "quadric":
         # Shortest-edge collapses to midpoints fold thin parts less often than QSlim.
         v3, f3 = _igl_collapse(igl.decimate, v, f, target_faces)
-        other, n_other = untangle(_drop_unused(Mesh(v3, f3, name=mesh.name)))
+        other, n_other, other_changed = _uncross(_drop_unused(Mesh(v3, f3, name=mesh.name)),
+                                                  dense)
         if n_other < n_crossing:
-            out, n_crossing = other, n_other
+            out, n_crossing, changed = other, n_other, other_changed
     if n_crossing:
-        log.warning("%s: %d faces of the decimated surface cross others even after smoothing "
-                    "them", mesh.name, n_crossing)
-    # Smoothing shrinks: then the volume is always restored, else only beyond the slack.
+        log.warning("%s: %d faces of the decimated surface cross others even after repairing "
+                    "and smoothing them", mesh.name, n_crossing)
+    # Smoothing shrinks, and a repaired surface holds a little less: then the volume is
+    # always restored, else only beyond the slack.
     return restore_volume(out, volume=volume, n_crossing=n_crossing,
-                          slack=VOLUME_SLACK if out is collapsed else 0.0)
+                          slack=0.0 if changed else VOLUME_SLACK)
+
+
+def _uncross(mesh: Mesh, surface: Mesh) -> tuple[Mesh, int, bool]:
+    """`untangle`; where faces still cross, `repair_crossings` of `mesh` instead (then
+    `untangle` of what it leaves), if that leaves fewer.
+    -> (mesh, faces still crossing, whether it was changed: smoothed or repaired)"""
+    out, n_crossing = untangle(mesh)
+    if n_crossing:
+        repaired, n_left = repair_crossings(mesh, surface)
+        if n_left:
+            repaired, n_left = untangle(repaired)
+        if n_left < n_crossing:
+            out, n_crossing = repaired, n_left
+    return out, n_crossing, out is not mesh
 
 
 def untangle(mesh: Mesh, *, rounds: int = UNTANGLE_ROUNDS) -> tuple[Mesh, int]:
@@ -484,6 +562,201 @@ def untangle(mesh: Mesh, *, rounds: int = UNTANGLE_ROUNDS) -> tuple[Mesh, int]:
     log.info("%s: smoothed %s self-intersections after decimation", mesh.name,
              "away the" if len(bad) == 0 else "but could not remove all")
     return Mesh(v, f, name=mesh.name), len(bad)
+
+
+def repair_crossings(mesh: Mesh, surface: Mesh, *,
+                     rounds: int = REPAIR_ROUNDS) -> tuple[Mesh, int]:
+    """Remove self-intersections of a decimated `mesh` one local change at a time.
+
+    The crossings QSlim leaves on thin parts (measured on AMOS livers) are mostly a fold of a
+    vertex's fan over itself, and the rest small knots: a few vertices all joined to each
+    other around a tiny pinched handle. Each round tries, for every corner of a crossing face
+    and its neighbours, moves to the nearest point of `surface` (the surface before
+    decimation, which does not cross itself) from where it is and from the mean of its
+    neighbours, then halfway to that mean and the mean itself; then for every edge of a
+    crossing face its flip and its collapse (to its midpoint or either end, where the link
+    condition keeps the surface manifold); then, for each knot left, the faces around it (one
+    ring wider at a time, `REPAIR_KNOT_RINGS`) replaced by a fan around one new vertex on
+    `surface`, where their rim is one loop. A change is kept when it lowers the number of
+    crossing faces among the faces within `REPAIR_REACH` median edges and makes no face
+    degenerate (a collapse may also keep it). Collapses and fans remove a few vertices.
+    -> (mesh, number of faces still crossing; the same mesh where none crosses)
+    """
+    import igl
+    from scipy.sparse import csgraph
+    from scipy.spatial import cKDTree
+
+    from shapeatlas.mesh.validity import degenerate_mask, self_intersecting_faces
+
+    def crossing(faces: np.ndarray, verts: np.ndarray | None = None) -> int:
+        # A degenerate face is not judged for crossings: count it as worse than any crossing.
+        verts = v if verts is None else verts
+        return len(self_intersecting_faces(verts, faces)) + len(faces) * int(
+            degenerate_mask(verts, faces).any())
+
+    v = np.array(mesh.vertices, dtype=np.float64)
+    f = np.array(mesh.faces, dtype=np.int64)
+    vs = np.asarray(surface.vertices, dtype=np.float64)
+    fs = np.asarray(surface.faces, dtype=np.int64)
+    alive = np.ones(len(f), dtype=bool)
+    bad = self_intersecting_faces(v, f)
+    if len(bad) == 0:
+        return mesh, 0
+    e = geo.unique_edges(f)
+    reach = REPAIR_REACH * float(np.median(np.linalg.norm(v[e[:, 0]] - v[e[:, 1]], axis=1)))
+    for _ in range(rounds):
+        if len(bad) == 0:
+            break
+        changed = False
+        adj = _adjacency(f[alive], len(v))
+        tree = cKDTree(v[f].mean(axis=1))
+
+        def near(points: np.ndarray) -> np.ndarray:
+            hits = tree.query_ball_point(points, reach)
+            idx = np.unique(np.concatenate([np.asarray(h, dtype=np.int64) for h in hits]))
+            return idx[alive[idx]]
+
+        # Vertex moves: the crossing faces' corners first, then their neighbours.
+        corners = np.unique(f[np.flatnonzero(alive)[bad]])
+        ring = np.setdiff1d(np.unique(adj[corners].indices), corners)
+        for x in np.r_[corners, ring]:
+            nbrs = adj[x].indices
+            local = near(np.vstack([v[x], v[nbrs]]))
+            count = crossing(f[local])
+            if count == 0:
+                continue
+            mean = v[nbrs].mean(axis=0)
+            _, _, closest = igl.point_mesh_squared_distance(np.vstack([v[x], mean]), vs, fs)
+            start = v[x].copy()
+            best, best_count = start, count
+            # Points of the surface first: they keep a flat part (a cap, a cut) flat.
+            for cand in (closest[0], closest[1], 0.5 * (start + mean), mean):
+                v[x] = cand
+                n = crossing(f[local])
+                if n < best_count:
+                    best, best_count = cand.copy(), n
+            v[x] = best
+            changed |= best_count < count
+        # Edge flips and collapses at the crossing faces that are left.
+        bad = self_intersecting_faces(v, f[alive])
+        bad = np.flatnonzero(alive)[bad]
+        for a, b in sorted({tuple(sorted(p)) for t in f[bad] for p in ((t[0], t[1]),
+                                                                       (t[1], t[2]),
+                                                                       (t[2], t[0]))}):
+            both = np.flatnonzero(alive & (f == a).any(axis=1) & (f == b).any(axis=1))
+            if len(both) != 2:
+                continue  # an edge an earlier change removed
+            f1, f2 = f[both[0]], f[both[1]]
+            c = int(np.setdiff1d(f1, [a, b])[0])
+            d = int(np.setdiff1d(f2, [a, b])[0])
+            local = near(v[[a, b, c, d]])
+            count = crossing(f[local])
+            if count == 0:
+                continue
+            old_f, old_v = f.copy(), v.copy()
+            trials = []
+            if c != d and d not in adj[c].indices:  # else the flip would not be manifold
+                # Keep orientation: in f1 the edge runs p -> q; new faces (p, d, c), (q, c, d).
+                i = int(np.flatnonzero(f1 == a)[0])
+                p, q = (a, b) if f1[(i + 1) % 3] == b else (b, a)
+                trials.append(("flip", [[p, d, c], [q, c, d]]))
+            if len(np.intersect1d(adj[a].indices, adj[b].indices)) == 2:  # link condition
+                for where in (0.5 * (v[a] + v[b]), v[a].copy(), v[b].copy()):
+                    trials.append(("collapse", where))
+            kept = False
+            for kind, what in trials:
+                if kind == "flip":
+                    f[both] = what
+                else:  # b into a, at `where`; its two faces go
+                    f[f == b] = a
+                    v[a] = what
+                    alive[both] = False
+                after = local[alive[local]]
+                # A collapse may also leave the count as it is: it removes a vertex of a
+                # crumpled cluster, and the next change can then untie it (no cycle: each
+                # collapse has one vertex fewer to work with).
+                n = crossing(f[after])
+                if n < count or (kind == "collapse" and n == count):
+                    kept = True
+                    break
+                f[:], v[:] = old_f, old_v
+                alive[both] = True
+            if kept:
+                changed = True
+                adj = _adjacency(f[alive], len(v))
+        # A knot of a few vertices all joined to each other, where no single change helps:
+        # its faces are replaced by a fan around one new vertex (a collapse of the knot).
+        bad = np.flatnonzero(alive)[self_intersecting_faces(v, f[alive])]
+        _, label = csgraph.connected_components(_adjacency(f[bad], len(v)), directed=False)
+        for k in np.unique(label[np.unique(f[bad])]):
+            knot = np.flatnonzero(label == k)
+            adj = _adjacency(f[alive], len(v))
+            for _ in range(REPAIR_KNOT_RINGS + 1):
+                fixed = _refill(v, f, alive, knot, vs, fs, near, crossing)
+                if fixed is not None:
+                    v, f, alive = fixed
+                    changed = True
+                    break
+                knot = np.unique(np.r_[knot, adj[knot].indices])
+        bad = self_intersecting_faces(v, f[alive])
+        if not changed:
+            break
+    log.info("%s: %s crossings of the decimated surface by local changes", mesh.name,
+             "repaired the" if len(bad) == 0 else f"{len(bad)} faces still cross after repairing")
+    return _drop_unused(Mesh(v, f[alive], name=mesh.name)), len(bad)
+
+
+def _refill(v: np.ndarray, f: np.ndarray, alive: np.ndarray, knot: np.ndarray, vs: np.ndarray,
+            fs: np.ndarray, near, crossing):
+    """Replace the faces around the vertices `knot` by a fan around one new vertex, where their
+    rim is one loop and the fan crosses fewer faces nearby. -> (v, f, alive) or None"""
+    import igl
+
+    patch = np.flatnonzero(alive & np.isin(f, knot).any(axis=1))
+    pf = f[patch]
+    directed = pf[:, [[0, 1], [1, 2], [2, 0]]].reshape(-1, 2)
+    codes = directed[:, 0] * len(v) + directed[:, 1]
+    rim = directed[~np.isin(directed[:, 1] * len(v) + directed[:, 0], codes)]
+    # The rim must be one simple loop. The patch is then a disk or, where QSlim pinched a
+    # tiny handle (Euler characteristic below 1), a disk with handles, which the fan removes.
+    if len(rim) < 3 or len(np.unique(rim[:, 0])) != len(rim):
+        return None
+    after = dict(zip(rim[:, 0].tolist(), rim[:, 1].tolist()))
+    if set(after.values()) != set(after):
+        return None
+    start = int(rim[0, 0])
+    seen, node = 1, after[start]
+    while node != start:  # `after` is a permutation: this ends
+        seen, node = seen + 1, after[node]
+    if seen != len(rim):
+        return None
+    local = near(v[np.unique(pf)])
+    local = np.setdiff1d(local, patch)
+    count = crossing(f[np.r_[local, patch]])
+    knot_pts = v[np.setdiff1d(np.unique(pf), rim[:, 0])]
+    _, _, closest = igl.point_mesh_squared_distance(
+        np.vstack([v[rim[:, 0]].mean(axis=0), knot_pts.mean(axis=0) if len(knot_pts)
+                   else v[rim[:, 0]].mean(axis=0)]), vs, fs)
+    new_faces = np.c_[rim, np.full(len(rim), len(v))]
+    for centre in (closest[0], closest[1], v[rim[:, 0]].mean(axis=0)):
+        v2 = np.vstack([v, centre])
+        f2 = np.vstack([f, new_faces])
+        keep = np.r_[local, len(f) + np.arange(len(rim))]
+        if crossing(f2[keep], v2) < count:
+            alive2 = np.r_[alive, np.ones(len(rim), dtype=bool)]
+            alive2[patch] = False
+            return v2, f2, alive2
+    return None
+
+
+def _adjacency(faces: np.ndarray, n_vertices: int):
+    """Vertex adjacency of a triangle mesh as a (V, V) CSR matrix of ones."""
+    from scipy import sparse
+
+    e = geo.unique_edges(faces)
+    return sparse.coo_matrix((np.ones(2 * len(e)), (np.r_[e[:, 0], e[:, 1]],
+                                                    np.r_[e[:, 1], e[:, 0]])),
+                             shape=(n_vertices, n_vertices)).tocsr()
 
 
 def restore_volume(mesh: Mesh, *, volume: float, n_crossing: int | None = None,
