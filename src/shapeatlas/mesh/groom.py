@@ -180,13 +180,16 @@ def _prepare_one(path: str, opts: GroomOptions) -> dict:
         cap = planar_cap(mesh) if opts.cap_twist and opts.align != "none" else None
         if opts.target_vertices:
             mesh = decimate(mesh, target_vertices=opts.target_vertices, method=opts.decimation)
-        check = _volume_check(mesh, closed, checked=bool(opts.target_vertices))
+        validity = mesh_validity(mesh.vertices, mesh.faces)  # alignment changes none of it
+        check = _volume_check(mesh, closed, checked=bool(opts.target_vertices),
+                              n_cross=validity.n_self_intersecting)
         if check["verdict"] != "ok" and not opts.keep_failed:
             return {"ok": False, "volume_check": check,
                     "error": f"{path}: {check['problem']} (kept only with --keep-failed)"}
         return {
             "ok": True,
             "volume_check": check,
+            "validity": validity.as_dict(),
             "cap": cap,
             "vertices": np.asarray(mesh.vertices),
             "faces": np.asarray(mesh.faces),
@@ -200,12 +203,11 @@ def _prepare_one(path: str, opts: GroomOptions) -> dict:
         return {"ok": False, "error": f"{path}: unexpected {type(exc).__name__}: {exc}"}
 
 
-def _volume_check(mesh: Mesh, closed: Closed | None, *, checked: bool) -> dict:
+def _volume_check(mesh: Mesh, closed: Closed | None, *, checked: bool, n_cross: int) -> dict:
     """Groom's verdict on one shape: did it keep the input's volume (`VOLUME_TOLERANCE` of
     `Closed.reference_volume`, when the watertight step ran) and is it one closed surface that
-    does not cross itself (when it was closed or decimated)? -> a dict for the manifest"""
-    from shapeatlas.mesh.validity import self_intersecting_faces
-
+    does not cross itself (when it was closed or decimated)? n_cross: its self-intersecting
+    faces (`Validity.n_self_intersecting`). -> a dict for the manifest"""
     out: dict = {"verdict": "ok"}
     problems = []
     if closed is not None:
@@ -228,8 +230,7 @@ def _volume_check(mesh: Mesh, closed: Closed | None, *, checked: bool) -> dict:
                             f"({reference / 1000:.1f} mL in, "
                             f"{mesh.volume / 1000:.1f} mL out{parts})")
     if closed is not None or checked:
-        n_cross = len(self_intersecting_faces(mesh.vertices, mesh.faces))
-        out["self_intersecting_faces"] = n_cross
+        out["self_intersecting_faces"] = int(n_cross)
         out["closed"] = bool(mesh.is_watertight)
         if n_cross:
             problems.append(f"{n_cross} faces cross others")
@@ -238,6 +239,14 @@ def _volume_check(mesh: Mesh, closed: Closed | None, *, checked: bool) -> dict:
     if problems:
         out["verdict"] = "failed"
         out["problem"] = "; ".join(problems)
+    return out
+
+
+def _scaled_validity(validity: dict, scale: float) -> dict:
+    """A shape's `Validity.as_dict` after a similarity of `scale` (only the volume changes)."""
+    out = dict(validity)
+    if out.get("signed_volume") is not None:
+        out["signed_volume"] = out["signed_volume"] * scale**3
     return out
 
 
@@ -399,13 +408,6 @@ def _map(fn, items: Sequence, n_jobs: int, progress: Callable[[int], None] | Non
     return out
 
 
-def _unique_names(paths: Sequence[Path]) -> list[str]:
-    """Each file's output name (its stem); two files of the same stem are refused."""
-    from shapeatlas.outputs import output_names
-
-    return output_names(paths)
-
-
 def choose_reference(names: Sequence[str], sizes: Sequence[float], requested: str | None) -> int:
     """Index of the reference shape: the requested name, else the one of median size.
 
@@ -460,9 +462,9 @@ def groom_cohort(
             raise ShapeAtlasError(f"{inputs}: no mesh files (.obj .ply .stl .off .vtk .vtp) found")
     else:
         paths = [Path(p) for p in ([inputs] if isinstance(inputs, (str, Path)) else inputs)]
-    from shapeatlas.outputs import staged_output
+    from shapeatlas.outputs import output_names, staged_output
 
-    names = _unique_names(paths)
+    names = output_names(paths)
     given = [inputs] if isinstance(inputs, (str, Path)) and Path(inputs).is_dir() else []
     with staged_output(out_dir, verb="groom", overwrite=overwrite,
                        inputs=[*given, *paths]) as staging:
@@ -540,7 +542,7 @@ def _groom(paths: Sequence[Path], names: Sequence[str], out_dir: Path, opts: Gro
             "volume_ml": round(out_mesh.volume / 1000.0, 6) if out_mesh.is_watertight else None,
             "area_mm2": round(out_mesh.area, 4),
             "align_rms_mm": None if a["rms"] is None else round(float(a["rms"]), 6),
-            "validity": mesh_validity(out_mesh.vertices, out_mesh.faces).as_dict(),
+            "validity": _scaled_validity(prepared[i]["validity"], float(a["scale"])),
             # Groom's own check: volume kept, surface closed and not crossing itself.
             "volume_check": prepared[i]["volume_check"],
         }
