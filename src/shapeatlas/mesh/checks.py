@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from shapeatlas.mesh.core import Mesh
-from shapeatlas.mesh.units import TYPICAL_DIAGONAL_MM, unit_hint
+from shapeatlas.mesh.units import PLAUSIBLE_DIAGONAL_MM, implausible_size
 from shapeatlas.mesh.validity import (
     DEGENERATE_QUALITY,
     Validity,
@@ -19,8 +19,6 @@ from shapeatlas.mesh.validity import (
     mesh_validity,
 )
 
-#: Bounding-box diagonals (mm) outside this range suggest the file is not in millimetres.
-PLAUSIBLE_DIAGONAL_MM = (5.0, 2000.0)
 
 
 def unusable(mesh: Mesh) -> str | None:
@@ -62,11 +60,11 @@ def diagnose(mesh: Mesh, validity: Validity | None = None) -> list[str]:
     if n_dup:
         problems.append(f"{n_dup} duplicate faces")
     diag = float(np.linalg.norm(mesh.extent))
-    lo, hi = PLAUSIBLE_DIAGONAL_MM
-    if not lo <= diag <= hi:
-        hint = unit_hint(diag / TYPICAL_DIAGONAL_MM, tolerance=4.0)
+    hint = implausible_size(diag)
+    if hint:
+        small = diag < PLAUSIBLE_DIAGONAL_MM[0]
         problems.append(f"bounding-box diagonal is {diag:.3g}: too "
-                        f"{'small' if diag < lo else 'large'} for an organ in mm; {hint}")
+                        f"{'small' if small else 'large'} for an organ in mm; {hint}")
     if mesh.is_watertight and mesh.euler_characteristic != 2:
         genus = (2 - mesh.euler_characteristic) // 2
         problems.append(f"closed surface of genus {genus} (handles), not a sphere-like organ")

@@ -37,7 +37,7 @@ from shapeatlas.mesh.align import (
     symmetric_rms,
     translation,
 )
-from shapeatlas.mesh.checks import PLAUSIBLE_DIAGONAL_MM, unusable
+from shapeatlas.mesh.checks import unusable
 from shapeatlas.mesh.core import Mesh
 from shapeatlas.mesh.io import is_mesh_file, read_mesh, write_mesh
 from shapeatlas.mesh.remesh import (
@@ -58,12 +58,7 @@ from shapeatlas.mesh.twist import (
     planar_cap,
     turn_degrees,
 )
-from shapeatlas.mesh.units import (
-    TYPICAL_DIAGONAL_MM,
-    UNIT_SCALE,
-    size_outliers,
-    unit_hint,
-)
+from shapeatlas.mesh.units import UNIT_SCALE, implausible_size, size_outliers
 from shapeatlas.mesh.validity import mesh_validity
 
 log = logging.getLogger(__name__)
@@ -158,12 +153,10 @@ def _prepare_one(path: str, opts: GroomOptions) -> dict:
         if k != 1.0:
             mesh = mesh.with_vertices(mesh.vertices * k)
         diag = float(np.linalg.norm(mesh.extent))
-        if not PLAUSIBLE_DIAGONAL_MM[0] <= diag <= PLAUSIBLE_DIAGONAL_MM[1]:
-            raise MeshError(
-                path,
-                f"bounding-box diagonal is {diag:.4g} mm, implausible for an organ: "
-                + unit_hint(diag / TYPICAL_DIAGONAL_MM, opts.input_units, tolerance=4.0),
-            )
+        hint = implausible_size(diag, opts.input_units)
+        if hint:
+            raise MeshError(path, f"bounding-box diagonal is {diag:.4g} mm, implausible for an "
+                            f"organ: {hint}")
         reason = unusable(mesh)
         if reason:  # cleaning keeps near-collinear faces whose areas are all alike
             raise MeshError(path, reason)

@@ -24,6 +24,8 @@ UNIT_NAMES = {"um": "micrometres", "mm": "millimetres", "cm": "centimetres", "in
               "m": "metres"}
 #: A typical organ's bounding-box diagonal (mm), against which an implausible one is read.
 TYPICAL_DIAGONAL_MM = 150.0
+#: Bounding-box diagonals (mm) outside this range suggest the file is not in millimetres.
+PLAUSIBLE_DIAGONAL_MM = (5.0, 2000.0)
 #: Fewest shapes for which the cohort's median size means something.
 MIN_COHORT = 5
 #: Smallest size factor (RMS radius against the cohort's median) that flags a shape.
@@ -74,6 +76,15 @@ def unit_hint(factor: float, input_units: str = "mm", *, tolerance: float = UNIT
     if unit is None:
         return f"are its coordinates really in {UNIT_NAMES[input_units]}?"
     return f"is it in {UNIT_NAMES[unit]}? use --input-units {unit}"
+
+
+def implausible_size(diagonal_mm: float, input_units: str = "mm") -> str | None:
+    """`unit_hint` for a shape whose bounding-box diagonal (mm) is outside
+    `PLAUSIBLE_DIAGONAL_MM` (no organ is that size), or None for a plausible one."""
+    lo, hi = PLAUSIBLE_DIAGONAL_MM
+    if lo <= diagonal_mm <= hi:
+        return None
+    return unit_hint(diagonal_mm / TYPICAL_DIAGONAL_MM, input_units, tolerance=4.0)
 
 
 @dataclass(frozen=True)
