@@ -1,14 +1,16 @@
-"""Benchmark: Atlas-R-ASMG (hGCN, sGCN) vs CPD-PCA, same data, same metrics (the README table).
+"""Benchmark: Atlas-R-ASMG (hGCN, sGCN) vs CPD-PCA, same data, same metrics.
 
 Cohorts, each groomed once (watertight, aligned) and split in a fixed way:
 - `lv`: 60 synthetic LVs (healthy + dilated, seed 0); every 4th shape (sorted names) is a test
   shape: 45 train / 15 test.
-- `liver`: the 77 AMOS livers in ../shared/data/liver-amos77; every 5th file is a test shape:
-  61 train / 16 test.
+- `liver`: the 77 AMOS livers of `--livers DIR`; every 5th file is a test shape: 61 train /
+  16 test. (Once OUT/liver/groomed exists, `--livers` is read no more.)
 For every (cohort, method) row: `fit` on the training folder, then `evaluate` on the test folder
 (1,000 samples). A finished fit (OUT/COHORT/METHOD/fit_metrics.json) and a finished evaluation
-(OUT/COHORT/METHOD/evaluation/metrics.json) are reused, so an interrupted benchmark resumes (delete
-`evaluation/` to re-evaluate only); the table is printed at the end (Markdown).
+(OUT/COHORT/METHOD-evaluation/metrics.json) are reused, so an interrupted benchmark resumes (delete
+`METHOD-evaluation/` to re-evaluate only); the table is printed at the end (Markdown), and the rows
+are written to `--json` (default OUT/compare.json) with the commit and machine under
+"provenance".
 
 `hgcn` matches the results with the defaults (balanced transport, 30 over-relaxed Sinkhorn
 iterations since config version 9, 100 plain ones in version 8, the deformation smoothing since
@@ -21,10 +23,12 @@ correspondence network.
 `hgcn-ssm` refines them with the point-distribution model (`ssm_modes=4`) before the generator
 learns from them.
 
-    python bench/compare.py [--cohorts lv liver] [--methods hgcn sgcn cpd-pca hgcn-joint
-                                                            hgcn-transport hgcn-ssm
-                                                            hgcn-paper hgcn-v9]
-                            [--lv-epochs 30] [--liver-epochs 15] [--out /tmp/shapeatlas-compare]
+    python bench/compare.py --out OUT [--cohorts lv liver] [--livers LIVERS]
+                            [--methods hgcn sgcn cpd-pca hgcn-joint hgcn-transport hgcn-ssm
+                                       hgcn-paper hgcn-v9]
+                            [--lv-epochs 30] [--liver-epochs 15] [--json PATH]
+
+`--livers` is required when the liver cohort is asked for (the default asks for both).
 """
 
 from __future__ import annotations
@@ -36,32 +40,33 @@ import shutil
 import time
 from pathlib import Path
 
+from common import write_json
+
 from shapeatlas.data.synthetic_lv import write_lv_cohort
 from shapeatlas.evaluate import evaluate_run
 from shapeatlas.mesh.groom import GroomOptions, groom_cohort, load_manifest
 from shapeatlas.pipeline import fit_run
 from shapeatlas.training.config import FitConfig
 
-HERE = Path(__file__).resolve().parent
-LIVER = HERE.parents[1] / "shared" / "data" / "liver-amos77"
-METHODS = {"hgcn": dict(method="rasm", features="hybrid"),
-           "sgcn": dict(method="rasm", features="spatial"),
-           "cpd-pca": dict(method="cpd-pca"),
-           # the β-VAE trained end to end with the correspondence network (issue 4's option)
-           "hgcn-joint": dict(method="rasm", features="hybrid", generator_training="joint"),
+log = logging.getLogger("compare")
+METHODS = {"hgcn": {"method": "rasm", "features": "hybrid"},
+           "sgcn": {"method": "rasm", "features": "spatial"},
+           "cpd-pca": {"method": "cpd-pca"},
+           # the β-VAE trained end to end with the correspondence network
+           "hgcn-joint": {"method": "rasm", "features": "hybrid", "generator_training": "joint"},
            # hGCN with 30 transport iterations when matching (the generator learns from those
            # shapes; the default is 30 over-relaxed ones, the deformation smoothing and the
            # normal-only pull)
-           "hgcn-transport": dict(method="rasm", features="hybrid", transport_iterations=30,
-                                  transport_relaxation=1.0, deformation_smoothing=0,
-                                  refine_motion="free"),
+           "hgcn-transport": {"method": "rasm", "features": "hybrid", "transport_iterations": 30,
+                              "transport_relaxation": 1.0, "deformation_smoothing": 0,
+                              "refine_motion": "free"},
            # hGCN matched as in the paper and before config version 8: plain softmax, free pull
-           "hgcn-paper": dict(method="rasm", features="hybrid", transport_iterations=0,
-                              deformation_smoothing=0, refine_motion="free"),
+           "hgcn-paper": {"method": "rasm", "features": "hybrid", "transport_iterations": 0,
+                          "deformation_smoothing": 0, "refine_motion": "free"},
            # hGCN matched as in config version 9: the defaults without the deformation smoothing
-           "hgcn-v9": dict(method="rasm", features="hybrid", deformation_smoothing=0),
+           "hgcn-v9": {"method": "rasm", "features": "hybrid", "deformation_smoothing": 0},
            # hGCN with the point-distribution model (4 modes) refining the correspondences
-           "hgcn-ssm": dict(method="rasm", features="hybrid", ssm_modes=4)}
+           "hgcn-ssm": {"method": "rasm", "features": "hybrid", "ssm_modes": 4}}
 
 
 def split_groomed(groomed: Path, out: Path, every: int) -> tuple[Path, Path]:
@@ -81,7 +86,13 @@ def split_groomed(groomed: Path, out: Path, every: int) -> tuple[Path, Path]:
     return out / "train", out / "test"
 
 
-def prepare(cohort: str, out: Path) -> tuple[Path, Path]:
+#: The message when the liver cohort must be groomed and no folder was given.
+NO_LIVERS = "the liver cohort needs --livers DIR, a folder of the 77 AMOS liver surfaces"
+
+
+def prepare(cohort: str, out: Path, livers: str | Path | None = None) -> tuple[Path, Path]:
+    """Groom the cohort into OUT/COHORT/groomed once (the livers from the folder `livers`) and
+    split it. -> (train folder, test folder)"""
     root = out / cohort
     groomed = root / "groomed"
     if not (groomed / "groom.json").is_file():
@@ -89,15 +100,20 @@ def prepare(cohort: str, out: Path) -> tuple[Path, Path]:
             write_lv_cohort(root / "raw", n=60, seed=0, phenotypes="mixed")
             src = root / "raw"
         else:
-            src = LIVER
+            if livers is None:
+                raise SystemExit(NO_LIVERS)
+            if not Path(livers).is_dir():
+                raise SystemExit(f"--livers {livers}: not a folder")
+            src = Path(livers)
         groom_cohort(src, groomed, GroomOptions(watertight="auto", target_vertices=2000))
     return split_groomed(groomed, root, every=4 if cohort == "lv" else 5)
 
 
-def row(cohort: str, method: str, out: Path, epochs: int) -> dict:
-    train, test = prepare(cohort, out)
+def row(cohort: str, method: str, out: Path, epochs: int,
+        livers: str | Path | None = None) -> dict:
+    train, test = prepare(cohort, out, livers)
     run = out / cohort / method
-    ev = run / "evaluation"
+    ev = out / cohort / f"{method}-evaluation"  # beside the run: a run folder is an input
     if not (run / "fit_metrics.json").is_file():
         shutil.rmtree(run, ignore_errors=True)
         cfg = FitConfig(epochs=epochs, **METHODS[method])
@@ -105,7 +121,7 @@ def row(cohort: str, method: str, out: Path, epochs: int) -> dict:
     if not (ev / "metrics.json").is_file():
         t0 = time.perf_counter()
         evaluate_run(run, test, ev, n_samples=1000, seed=0)
-        logging.info("%s %s: evaluated in %.0f s", cohort, method, time.perf_counter() - t0)
+        log.info("%s %s: evaluated in %.0f s", cohort, method, time.perf_counter() - t0)
     m = json.loads((ev / "metrics.json").read_text())
     fit = json.loads((run / "fit_metrics.json").read_text())
     p = m["plausibility"]
@@ -147,16 +163,24 @@ def main() -> None:
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     p.add_argument("--lv-epochs", type=int, default=30)
     p.add_argument("--liver-epochs", type=int, default=15)
-    p.add_argument("--out", default="/tmp/shapeatlas-compare")
+    p.add_argument("--livers", metavar="DIR",
+                   help="folder of the 77 AMOS liver surfaces (mm); required for --cohorts liver")
+    p.add_argument("--out", required=True,
+                   help="working folder: cohorts, fits and evaluations (reused when present)")
+    p.add_argument("--json", default=None, metavar="PATH",
+                   help="where to write the rows (default OUT/compare.json)")
     args = p.parse_args()
+    if "liver" in args.cohorts and args.livers is None:
+        p.error(NO_LIVERS)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     out = Path(args.out)
     rows = []
     for cohort in args.cohorts:
         for method in args.methods:
             rows.append(row(cohort, method, out,
-                            args.lv_epochs if cohort == "lv" else args.liver_epochs))
-            (out / "rows.json").write_text(json.dumps(rows, indent=1))
+                            args.lv_epochs if cohort == "lv" else args.liver_epochs,
+                            args.livers))
+            write_json(args.json or out / "compare.json", {"rows": rows})
     print(table(rows))
 
 

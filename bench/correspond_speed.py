@@ -4,17 +4,21 @@ Loads a fitted run, corresponds MESH once to warm up, then `--repeat` times per 
 version's default matching (`FitConfig()`'s transport, deformation smoothing, pull motion and
 normal-pull steps, whatever the run was fitted with; matching changes no training) and with the
 paper's (plain softmax, no deformation smoothing, free pull), on 1 thread and on
-`inputs.ALIGN_WORKERS` threads for the rigid search (the poses are the same). Printed only.
+`inputs.ALIGN_WORKERS` threads for the rigid search (the poses are the same). Printed, and
+written to `--json` (default correspond_speed.json in the working folder) with the commit and
+machine under "provenance".
 
-    python bench/correspond_speed.py RUN_DIR MESH [--repeat 3]
-    # e.g. a bench/rasm_lv.py run and one of its cohort files:
-    python bench/correspond_speed.py /tmp/rasm-s0/run-v23 /tmp/rasm-s0/cohort/lv_014.ply
+    python bench/correspond_speed.py RUN_DIR MESH [--repeat 3] [--json PATH]
+    # e.g. the run of `bench/rasm_lv.py --out OUT` and one of its cohort files:
+    python bench/correspond_speed.py OUT/run-hybrid-s0 OUT/cohort/lv_014.ply --repeat 5
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+
+from common import write_json
 
 from shapeatlas.mesh.io import read_mesh
 from shapeatlas.models import inputs
@@ -27,21 +31,24 @@ def main() -> None:
     p.add_argument("run")
     p.add_argument("mesh")
     p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--json", default="correspond_speed.json", metavar="PATH",
+                   help="where to write the timings (default %(default)s)")
     args = p.parse_args()
     mesh = read_mesh(args.mesh)
     model = AtlasModel.load(args.run)
     threads = inputs.ALIGN_WORKERS
     print(f"{mesh.name}: {len(mesh.vertices)} vertices; atlas {len(model.atlas_vertices_)}")
     d = FitConfig()
-    settings = (("default matching", dict(
-                    transport_iterations=d.transport_iterations,
-                    transport_sharpness=d.transport_sharpness,
-                    transport_relaxation=d.transport_relaxation,
-                    deformation_smoothing=d.deformation_smoothing, refine_motion=d.refine_motion,
-                    normal_refine_steps=d.normal_refine_steps)),
-                ("paper's matching (softmax, free pull)",
-                 dict(transport_iterations=0, deformation_smoothing=0, refine_motion="free")))
+    default = {"transport_iterations": d.transport_iterations,
+               "transport_sharpness": d.transport_sharpness,
+               "transport_relaxation": d.transport_relaxation,
+               "deformation_smoothing": d.deformation_smoothing,
+               "refine_motion": d.refine_motion,
+               "normal_refine_steps": d.normal_refine_steps}
+    paper = {"transport_iterations": 0, "deformation_smoothing": 0, "refine_motion": "free"}
+    settings = (("default matching", default), ("paper's matching (softmax, free pull)", paper))
     fitted = model.config
+    timings = []
     try:
         for workers in sorted({1, threads}):
             inputs.ALIGN_WORKERS = workers
@@ -59,8 +66,13 @@ def main() -> None:
                     times.append(time.perf_counter() - t0)
                 print(f"{workers} search thread(s), {label}: "
                       + ", ".join(f"{t:.2f}" for t in times) + " s", flush=True)
+                timings.append({"search_threads": workers, "matching": label,
+                                "seconds": times})
     finally:
         inputs.ALIGN_WORKERS = threads
+    write_json(args.json, {"run": args.run, "mesh": args.mesh, "vertices": len(mesh.vertices),
+                           "atlas_vertices": len(model.atlas_vertices_), "repeat": args.repeat,
+                           "timings": timings})
 
 
 if __name__ == "__main__":

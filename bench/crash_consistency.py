@@ -9,9 +9,11 @@ that record times or dates), never a mix; and running the new command again must
 leave no staging folder behind (a killed fit is continued with --resume where its checkpoints
 were kept).
 
-    python bench/crash_consistency.py --kills 3 --seed 0
+    python bench/crash_consistency.py --kills 3 --seed 0 [--verbs fit groom] [--json PATH]
 
-Prints one line per kill and a summary; exit code 1 if any check failed.
+Prints one line per kill and a summary, and writes them to `--json` (default
+crash_consistency.json in the working folder) with the commit and machine under "provenance";
+exit code 1 if any check failed.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from common import write_json
 
 #: Files whose bytes legitimately differ between two runs of the same command (times, dates).
 VOLATILE = {"provenance.json", "samples.json", "metrics.json", "fit_metrics.json",
@@ -57,7 +61,7 @@ def is_new(snap: dict | None, ref: dict, *, fit: bool) -> bool:
 
 def run(argv: list[str], env: dict) -> float:
     t0 = time.perf_counter()
-    p = subprocess.run(argv, env=env, capture_output=True, text=True)
+    p = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
     if p.returncode != 0:
         raise SystemExit(f"failed: {' '.join(argv)}\n{p.stderr}")
     return time.perf_counter() - t0
@@ -118,12 +122,14 @@ def main() -> int:
     ap.add_argument("--kills", type=int, default=20, help="kills per verb (default 20)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--verbs", nargs="*", default=None, help="default: all")
+    ap.add_argument("--json", default="crash_consistency.json", metavar="PATH",
+                    help="where to write the results (default %(default)s)")
     args = ap.parse_args()
     rng = random.Random(args.seed)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     src = str(Path(__file__).resolve().parents[1] / "src")
     env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
-    failures, tally = 0, {}
+    failures, tally, kills = 0, {}, []
     with tempfile.TemporaryDirectory(prefix="shapeatlas-crash-") as tmp:
         root = Path(tmp)
         verbs = setup(root, env)
@@ -156,10 +162,14 @@ def main() -> int:
                 resume = fit and (stage / "new" / "checkpoint.pt").is_file()
                 again = cli(*new_cmd, "--out", str(out), "--overwrite", *q,
                             *(["--resume"] if resume else []))
-                ok_rerun = subprocess.run(again, env=env, capture_output=True).returncode == 0
+                rerun = subprocess.run(again, env=env, capture_output=True, check=False)
+                ok_rerun = rerun.returncode == 0
                 ok_rerun = ok_rerun and is_new(snapshot(out), ref, fit=fit) and not stage.exists()
                 bad = state == "MIX" or not ok_rerun
                 failures += bad
+                kills.append({"verb": verb, "kill": k + 1, "after_s": after, "new_run_s": t_new,
+                              "killed": killed, "out": state, "resumed": resume,
+                              "rerun_ok": ok_rerun, "failed": bad})
                 print(f"{verb:<12} kill {k + 1:>2} at {after:5.2f} s of {t_new:5.2f} s: "
                       f"{'killed' if killed else 'finished first'}, OUT = {state}, rerun"
                       f"{' --resume' if resume else ''} {'ok' if ok_rerun else 'FAILED'}"
@@ -167,6 +177,8 @@ def main() -> int:
             tally[verb] = counts
     print(json.dumps(tally))
     print(f"{failures} failure(s)")
+    write_json(args.json, {"seed": args.seed, "kills_per_verb": args.kills, "tally": tally,
+                           "failures": failures, "kills": kills})
     return 1 if failures else 0
 
 

@@ -11,7 +11,8 @@ so every one can be measured; alignment off, it moves no volume) and prints, per
   importable, whether TetGen tetrahedralises it;
 - groom's own verdict (`volume_check` in groom.json).
 
-Then a summary, and a JSON with the figures, the commit and the machine.
+Then a summary, and a JSON (`--json`, default groom_livers.json in the working folder) with the
+figures, and the commit and machine under "provenance".
 
     python bench/groom_livers.py DATA_FOLDER [--target-vertices 2500] [--jobs 1]
         [--json groom_livers.json] [--limit N]
@@ -25,14 +26,13 @@ import argparse
 import hashlib
 import json
 import os
-import platform
-import subprocess
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
+from common import write_json
 
 from shapeatlas.mesh.groom import GroomOptions, find_mesh_files, groom_cohort
 from shapeatlas.mesh.io import read_mesh
@@ -76,7 +76,7 @@ def tetgen_accepts(path: str) -> bool | None:
         try:
             tetgen.TetGen(np.asarray(m.vertices), np.asarray(m.faces)).tetrahedralize(quality=False)
             return True
-        except Exception:
+        except Exception:  # noqa: BLE001 - TetGen raises RuntimeError and others on refusal
             return False
         finally:
             os.chdir(cwd)
@@ -94,18 +94,6 @@ def check_output(path: str) -> dict:
 
 def _digest(path: Path) -> str:
     return hashlib.sha1(path.read_bytes()).hexdigest()
-
-
-def _commit() -> str:
-    try:
-        here = Path(__file__).resolve().parent
-        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here,
-                             capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               cwd=here, capture_output=True, text=True).stdout.strip()
-        return rev + ("+changes" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def _pmap(fn, items, jobs):
@@ -160,7 +148,7 @@ def main() -> None:
                      "verdict": verdict, **c})
         print(f"{s['name']:<12}{vin:9.1f}"
               + (f"{c['volume_ml']:9.1f}{diff:+8.2f}" if diff is not None else f"{'open':>17}")
-              + f"{str(c['valid']):>7}{str(c['tetgen']):>8}  {verdict}")
+              + f"{c['valid']!s:>7}{c['tetgen']!s:>8}  {verdict}")
     for f in result.failed:
         print(f"FAILED {f['name']}: {f['error']}")
     diffs = np.array([r["diff_percent"] if r["diff_percent"] is not None else np.nan
@@ -189,11 +177,8 @@ def main() -> None:
           f"with {args.jobs} job(s)"
           + (f"; CPU {summary['groom_cpu_seconds_per_shape']:.2f} s per shape" if args.jobs <= 1
              else ""))
-    Path(args.json).write_text(json.dumps({
-        "commit": _commit(),
-        "machine": f"{platform.node()} {platform.processor() or platform.machine()}, "
-                   f"{os.cpu_count()} CPUs, Python {platform.python_version()}",
-        "target_vertices": args.target_vertices, "summary": summary, "shapes": rows}, indent=1))
+    write_json(args.json, {"target_vertices": args.target_vertices, "summary": summary,
+                           "shapes": rows})
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Benchmark: mAtlas-R-ASMG with M atlases vs one, on the README's cohorts and splits.
+"""Benchmark: mAtlas-R-ASMG with M atlases vs one, on `bench/compare.py`'s cohorts and splits.
 
 Reuses the shared correspondence network of `bench/compare.py`'s hGCN fits (OUT/COHORT/hgcn,
 fitted first if missing), so every M is compared on the same network, the same data and the
@@ -10,10 +10,14 @@ same metrics:
 Each M is fitted (clustering + per-cluster β-VAEs) and evaluated (`evaluate`, 1,000 samples;
 on the LVs the virtual volumes are also compared with the known population, `population_ks`);
 M = 1 and the first M > 1 are refitted with seeds 1 and 2 (initialisation of the clustering
-and of the β-VAEs) to show how much the result depends on them. Results: OUT/multi-COHORT.json and a
-Markdown table.
+and of the β-VAEs) to show how much the result depends on them. Prints a Markdown table per
+cohort and writes the rows to `--json` (default OUT/multi_atlas.json), with the commit and
+machine under "provenance".
 
-    python bench/multi_atlas.py [--cohorts lv liver] [--out /tmp/shapeatlas-compare]
+    python bench/multi_atlas.py --out OUT [--cohorts lv liver] [--livers LIVERS] [--json PATH]
+
+OUT is `bench/compare.py`'s --out folder; `--livers` is needed only if its liver cohort has not
+been groomed there yet.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from common import write_json
 from compare import METHODS, prepare, row
 from scipy.stats import kstest, uniform
 from sklearn.metrics import adjusted_rand_score
@@ -47,6 +52,11 @@ def phenotypes(cohort: str, out: Path, meshes) -> np.ndarray | None:
     return np.array([truth[Path(m.name).stem].phenotype == "dilated" for m in meshes], int)
 
 
+def evaluation_dir(run: Path) -> Path:
+    """A run's evaluation folder, beside it (a run folder is an input and is never written)."""
+    return run.with_name(run.name + "-evaluation")
+
+
 def population_ks(cohort: str, run: Path) -> float | None:
     """KS distance between the virtual volumes and the LV population they imitate: the mixed
     cohort is half healthy, half dilated, each phenotype's volume uniform in its range. A
@@ -54,15 +64,18 @@ def population_ks(cohort: str, run: Path) -> float | None:
     steps of 0.022, and two samples of one distribution differ by about 0.13 on average)."""
     if cohort != "lv":
         return None
-    table = np.genfromtxt(run / "evaluation" / "samples.csv", delimiter=",", names=True)
+    table = np.genfromtxt(evaluation_dir(run) / "samples.csv", delimiter=",", names=True)
     vol = table["volume_ml"][np.isfinite(table["volume_ml"])]
     ranges = [PHENOTYPES[p]["edv_ml"] for p in ("healthy", "dilated")]
-    cdf = lambda v: np.mean([uniform(lo, hi - lo).cdf(v) for lo, hi in ranges], axis=0)  # noqa: E731
+
+    def cdf(v):
+        return np.mean([uniform(lo, hi - lo).cdf(v) for lo, hi in ranges], axis=0)
+
     return float(kstest(vol, cdf).statistic)
 
 
 def scores(cohort: str, run: Path, test: Path) -> dict:
-    m = evaluate_run(run, test, run / "evaluation", n_samples=1000, seed=0)
+    m = evaluate_run(run, test, evaluation_dir(run), n_samples=1000, seed=0)
     p = m["plausibility"]
     gen = m["generalization_mm"][-1]
     return {"gen": gen["mean"], "gen_se": gen["se"],
@@ -79,7 +92,7 @@ def one(cohort: str, out: Path, atlases, seed: int, base, base_seconds: float,
     train, test = prepare(cohort, out)
     run = out / cohort / f"multi-M{atlases}-s{seed}"
     done = run / "bench.json"
-    if done.is_file() and (not evaluate or (run / "evaluation" / "metrics.json").is_file()):
+    if done.is_file() and (not evaluate or (evaluation_dir(run) / "metrics.json").is_file()):
         res = json.loads(done.read_text())
         if evaluate and cohort == "lv" and res.get("ks_population") is None:
             res.update(scores(cohort, run, test))  # evaluated before samples.csv existed
@@ -114,9 +127,9 @@ def _num(x, digits: int = 3) -> str:
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| cohort | atlases | seed | M | π | ARI train / test | same clusters as seed 0 "
+    lines = [("| cohort | atlases | seed | M | π | ARI train / test | same clusters as seed 0 "
              "(ARI) | generalization (mm) | specificity (mm) | volume KS (training) | volume KS "
-             "(population) | acceptance | closed | fit beyond the shared network (s) |",
+             "(population) | acceptance | closed | fit beyond the shared network (s) |"),
              "|" + "---|" * 14]
     for r in rows:
         ari = (f"{r['ari_train']:.2f} / {r['ari_test']:.2f}" if "ari_train" in r else "–")
@@ -133,22 +146,30 @@ def table(rows: list[dict]) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--cohorts", nargs="+", default=["lv", "liver"], choices=["lv", "liver"])
-    p.add_argument("--out", default="/tmp/shapeatlas-compare")
+    p.add_argument("--out", required=True,
+                   help="bench/compare.py's --out folder (its hgcn fits are reused)")
+    p.add_argument("--livers", metavar="DIR",
+                   help="folder of the 77 AMOS liver surfaces, if OUT/liver is not groomed yet")
+    p.add_argument("--json", default=None, metavar="PATH",
+                   help="where to write the rows (default OUT/multi_atlas.json)")
     p.add_argument("--seed-eval", nargs="*", default=["lv", "liver"], choices=["lv", "liver"],
                    help="cohorts whose seed 1 and 2 refits are also evaluated (default both)")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     out = Path(args.out)
+    json_path = args.json or out / "multi_atlas.json"
+    results: dict[str, list] = {}
     for cohort in args.cohorts:
         assert "hgcn" in METHODS
-        row(cohort, "hgcn", out, EPOCHS[cohort])  # the shared network (reused when present)
+        # the shared network (reused when present)
+        row(cohort, "hgcn", out, EPOCHS[cohort], args.livers)
         base_dir = out / cohort / "hgcn"
         base = load_model(base_dir, device="cpu")
         base_seconds = json.loads((base_dir / "fit_metrics.json").read_text())["fit_seconds"]
-        rows = []
+        rows = results[cohort] = []
         for atlases in ATLASES[cohort]:
             rows.append(one(cohort, out, atlases, 0, base, base_seconds, evaluate=True))
-            (out / f"multi-{cohort}.json").write_text(json.dumps(rows, indent=1))
+            write_json(json_path, {"cohorts": results})
         first = next(a for a in ATLASES[cohort] if a != 1)
         for atlases in (1, first):  # seeds 1, 2: how much M = 1 and the first M > 1 vary
             ref = next(r for r in rows if r["atlases"] == atlases)
@@ -157,7 +178,7 @@ def main() -> None:
                         evaluate=cohort in args.seed_eval)
                 r["ari_vs_seed0"] = float(adjusted_rand_score(ref["labels"], r["labels"]))
                 rows.append(r)
-                (out / f"multi-{cohort}.json").write_text(json.dumps(rows, indent=1))
+                write_json(json_path, {"cohorts": results})
         print(table(rows))
 
 

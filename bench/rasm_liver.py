@@ -1,23 +1,27 @@
 """Benchmark: R-ASM matching accuracy on the 77 AMOS livers, fixed train/test split.
 
-Grooms all livers (watertight, 2,000 vertices, aligned), fits on the training split (every file
-whose index in sorted order is not a multiple of 5: 61 shapes) and corresponds the 16 held-out
-livers, reporting Chamfer and Hausdorff (mm) between each input and its refined normalised shape,
-with and without the test-time refinement: vertex to vertex (`chamfer_mm`, `hausdorff_mm`, as
-the paper) and vertex to triangle (`surface_chamfer_mm`, `surface_hausdorff_mm`,
-`pipeline.surface_matching`).
+Grooms the livers of `--data` (a folder of the 77 AMOS liver surfaces; watertight, 2,000
+vertices, aligned), fits on the training split (every file whose index in sorted order is not a
+multiple of 5: 61 shapes) and corresponds the 16 held-out livers, reporting Chamfer and
+Hausdorff (mm) between each input and its refined normalised shape, with and without the
+test-time refinement: vertex to vertex (`chamfer_mm`, `hausdorff_mm`, as the paper) and vertex
+to triangle (`surface_chamfer_mm`, `surface_hausdorff_mm`, `pipeline.surface_matching`).
 
-    python bench/rasm_liver.py [--features hybrid] [--epochs 15] [--sharpness L]
-                               [--normalisation shape] [--tag T] [--out /tmp/shapeatlas-rasm-liver]
+    python bench/rasm_liver.py --data LIVERS --out OUT [--features hybrid] [--epochs 15]
+                               [--sharpness L] [--normalisation shape] [--tag T] [--json PATH]
                                [--rematch --transport-iterations 30 --ssm-modes 4
                                 [--ssm-always] [--refine-motion free|normal]]
+
+The figures go to `--json` (default OUT/result-TAG.json), with the commit and machine under
+"provenance".
 
 `--rematch` fits nothing: it loads OUT/run-TAG and measures the test split again with the matching
 settings given (`--transport-iterations`, `--transport-sharpness`, `--transport-relaxation`,
 `--deformation-smoothing`, `--refine-motion`, `--normal-refine-steps`), which change no training;
-written to OUT/result-TAG-rematch-tN-lL[-wW][-dD][-normalS][-ssmD][-always].json. `--ssm-modes D`
-first fits a point-distribution model on the training split; as in `fit`, one that raises the
-training shapes' mean Chamfer by more than 5% is not kept (`--ssm-always` keeps it, to measure it).
+written by default to OUT/result-TAG-rematch-tN-lL[-wW][-dD][-normalS][-ssmD][-always].json.
+`--ssm-modes D` first fits a point-distribution model on the training split; as in `fit`, one
+that raises the training shapes' mean Chamfer by more than 5% is not kept (`--ssm-always` keeps
+it, to measure it).
 """
 
 from __future__ import annotations
@@ -30,18 +34,18 @@ import time
 from pathlib import Path
 
 import numpy as np
+from common import write_json
 
 from shapeatlas.mesh.groom import GroomOptions, groom_cohort, load_groomed
 from shapeatlas.models.atlas import AtlasModel
 from shapeatlas.pipeline import surface_matching
 from shapeatlas.training.config import FitConfig
 
-HERE = Path(__file__).resolve().parent
-
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data", default=str(HERE.parents[1] / "shared" / "data" / "liver-amos77"))
+    p.add_argument("--data", required=True, metavar="DIR",
+                   help="folder of the 77 AMOS liver surfaces (mm)")
     p.add_argument("--features", default="hybrid", choices=["hybrid", "spatial"])
     p.add_argument("--epochs", type=int, default=15)
     p.add_argument("--sharpness", type=float, default=None)
@@ -60,7 +64,11 @@ def parser() -> argparse.ArgumentParser:
                    "fitted before config version 8 loads with its refine_steps)")
     p.add_argument("--normalisation", default=None, choices=["cohort", "shape", "whiten"])
     p.add_argument("--tag", default=None, help="name of this run inside --out")
-    p.add_argument("--out", default="/tmp/shapeatlas-rasm-liver")
+    p.add_argument("--out", required=True,
+                   help="working folder: the groomed livers, the run (run-TAG) and the results")
+    p.add_argument("--json", default=None, metavar="PATH",
+                   help="where to write the figures (default OUT/result-TAG.json, or "
+                   "OUT/result-TAG-rematch-*.json with --rematch)")
     p.add_argument("--ssm-modes", type=int, default=None,
                    help="with --rematch: fit a point-distribution model of this many modes on "
                    "the training split first (FitConfig.ssm_modes)")
@@ -76,8 +84,10 @@ def run(args: argparse.Namespace) -> dict:
     out = Path(args.out)
     groomed = out / "groomed"
     if not (groomed / "groom.json").is_file():
+        if not Path(args.data).is_dir():
+            raise SystemExit(f"--data {args.data}: not a folder")
         groom_cohort(args.data, groomed, GroomOptions(watertight=True, target_vertices=2000))
-    meshes, manifest = load_groomed(groomed)
+    meshes, _ = load_groomed(groomed)
     train = [m for i, m in enumerate(meshes) if i % 5]
     test = [m for i, m in enumerate(meshes) if not i % 5]
     cfg = FitConfig(features=args.features, epochs=args.epochs).replace(
@@ -118,7 +128,7 @@ def run(args: argparse.Namespace) -> dict:
                 f"{f'-normal{c.normal_refine_steps}' if c.refine_motion == 'normal' else ''}"
                 f"{f'-ssm{args.ssm_modes}' if args.ssm_modes else ''}"
                 f"{'-always' if args.ssm_always else ''}.json")
-        (out / name).write_text(json.dumps(result, indent=1))
+        write_json(args.json or out / name, result)
         return result
     shutil.rmtree(run_dir, ignore_errors=True)
     t0 = time.perf_counter()
@@ -128,7 +138,7 @@ def run(args: argparse.Namespace) -> dict:
     result = {"n_train": len(train), "n_test": len(test), "features": args.features,
               "fit_seconds": fit_s, "epochs_run": len(model.history_),
               "rows": measure(model, test), "config": cfg.to_dict()}
-    (out / f"result-{tag}.json").write_text(json.dumps(result, indent=1))
+    write_json(args.json or out / f"result-{tag}.json", result)
     return result
 
 

@@ -23,19 +23,20 @@ second organ with ground truth.
    median |turn| and SD about the cohort's mean turn, groomed poses and matching poses).
 5. `--oracle-pose` (a diagnostic, not a method): groom as `fit` would, then re-pose every groomed
    shape by generalised Procrustes on its TRUE correspondences before fitting, to measure what
-   the model reaches when the pose is right (see bench/lv_alignment_diagnostics.py).
+   the model reaches when the pose is right (`common.true_correspondence_poses`).
 6. `--rematch`: no new cohort and no fit; load OUT/run-TAG and measure steps 2-4 again with the
    matching settings given (`--transport-iterations`, `--transport-sharpness`,
    `--transport-relaxation`, `--deformation-smoothing`, `--pose-iterations`, `--refine-motion`,
-   `--normal-refine-steps`), which change no
-   training. Written to
-   OUT/result-TAG-rematch-*.json.
+   `--normal-refine-steps`), which change no training.
 
-    python bench/rasm_lv.py [--organ lv|kidney] [--n 50] [--epochs 25] [--features hybrid]
-                            [--sharpness 1e4] [--no-refine-too] [--oracle-pose] [--groom-poses]
+The figures go to `--json` (default OUT/result-TAG.json, or OUT/result-TAG-rematch-*.json with
+`--rematch`), with the commit and machine under "provenance".
+
+    python bench/rasm_lv.py --out OUT [--organ lv|kidney] [--seed 0] [--n 50] [--epochs 25]
+                            [--features hybrid] [--sharpness 1e4] [--no-refine-too]
+                            [--oracle-pose] [--groom-poses]
                             [--rematch --tag TAG --transport-iterations 30]
-                            [--refine-motion free|normal] [--normal-refine-steps N]
-                            [--out /tmp/shapeatlas-rasm-ORGAN]
+                            [--refine-motion free|normal] [--normal-refine-steps N] [--json PATH]
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from common import rotation_residual, true_correspondence_poses, write_json
 
 from shapeatlas.data import load_cohort_truth, write_kidney_cohort, write_lv_cohort
 from shapeatlas.mesh.groom import (
@@ -100,7 +102,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--groom-poses", action="store_true",
                    help="match in the groomed poses as they are, without the local refinement on "
                    "the atlas that 'shapeatlas correspond' gives a training file")
-    p.add_argument("--out", default=None, help="default /tmp/shapeatlas-rasm-ORGAN")
+    p.add_argument("--out", required=True,
+                   help="working folder: the cohort, the run (run-TAG) and the results")
+    p.add_argument("--json", default=None, metavar="PATH",
+                   help="where to write the figures (default OUT/result-TAG.json, or "
+                   "OUT/result-TAG-rematch-*.json with --rematch)")
     p.add_argument("--reuse-cohort", action="store_true")
     p.add_argument("--atlas-init", default=None, help="medoid (default), random, or a mesh path")
     p.add_argument("--tag", default=None, help="name of this run inside --out")
@@ -128,8 +134,6 @@ def parser() -> argparse.ArgumentParser:
 def groom_oracle(cohort: Path, out: Path, cfg: FitConfig, truth: dict) -> Path:
     """Groom `cohort` into `out` as `fit` would, then re-pose every groomed mesh (and its
     manifest transform) by generalised Procrustes on the true correspondences."""
-    from lv_alignment_diagnostics import true_correspondence_poses
-
     groom_cohort(cohort, out, GroomOptions(target_vertices=cfg.groom_target_vertices,
                                            watertight="auto",
                                            consensus_rounds=cfg.groom_consensus_rounds))
@@ -146,7 +150,7 @@ def groom_oracle(cohort: Path, out: Path, cfg: FitConfig, truth: dict) -> Path:
 
 
 def run(args: argparse.Namespace) -> dict:
-    out = Path(args.out or f"/tmp/shapeatlas-rasm-{args.organ}")
+    out = Path(args.out)
     tag = args.tag or f"{args.features}-s{args.fit_seed}"
     cohort, run = out / "cohort", out / f"run-{tag}"
     if args.rematch:
@@ -184,7 +188,7 @@ def run(args: argparse.Namespace) -> dict:
         **extra, "rows": rows,
         "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
     }
-    (out / f"result-{tag}.json").write_text(json.dumps(result, indent=1))
+    write_json(args.json or out / f"result-{tag}.json", result)
     return result
 
 
@@ -229,7 +233,7 @@ def rematch(args: argparse.Namespace, out: Path, run: Path, tag: str) -> dict:
             f"{f'-normal{c.normal_refine_steps}' if c.refine_motion == 'normal' else ''}"
             f"{f'-ssm{args.ssm_modes}' if args.ssm_modes is not None else ''}"
             f"{'-always' if args.ssm_always else ''}.json")
-    (out / name).write_text(json.dumps(result, indent=1))
+    write_json(args.json or out / name, result)
     return result
 
 
@@ -266,15 +270,13 @@ def measure(args: argparse.Namespace, model: AtlasModel, run: Path, cohort: Path
             "correspond_s_per_shape": per_shape_s + pose_s,
         }
     base = np.concatenate(baseline_pair_errors(transforms, truth, names))
-    # The issue's "rigid alignment" baseline: the groomed poses without grooming's cap turn,
-    # which is not part of a plain rigid alignment.
+    # The "rigid alignment" baseline: the groomed poses without grooming's cap turn, which is
+    # not part of a plain rigid alignment.
     base_rigid = np.concatenate(baseline_pair_errors(rigid_transforms(manifest), truth, names))
     # The baseline again in the poses R-ASM matched in, so neither side has the better alignment.
     base_same = np.concatenate(baseline_pair_errors(dict(zip(names, poses)), truth, names))
     # How far each pose is turned about the organ's long axis from the cohort's mean turn,
-    # against the truth (the cap twist's job; see bench/lv_alignment_diagnostics.py).
-    from lv_alignment_diagnostics import rotation_residual
-
+    # against the truth (the cap twist's job).
     axis = type(truth[names[0]]).LONG_AXIS
     twist = {}
     for what, pose in (("groomed", transforms), ("matching", dict(zip(names, poses)))):

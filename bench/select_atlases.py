@@ -9,19 +9,24 @@ two-phenotype training LVs (2), the healthy LVs alone (1), the dilated LVs alone
 - the gap statistic (uniform references in the principal box, one-standard-error rule);
 - BIC of scikit-learn Gaussian mixtures, every covariance type, in 2, 3, 5 and 8 principal modes
   (with the adjusted Rand index of the chosen mixture against the phenotype).
-Writes OUT/select-atlases.json and prints a table.
+Prints one line per set and writes the choices to `--json` (default OUT/select-atlases.json),
+with the commit and machine under "provenance".
 
-    python bench/select_atlases.py [--out /tmp/shapeatlas-compare]
+    python bench/select_atlases.py [--out OUT] [--livers LIVERS] [--json PATH]
+
+OUT is `bench/compare.py`'s --out folder (default: shapeatlas-compare in the system's temporary
+folder); `--livers` is needed only if its liver cohort has not been groomed there yet.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
+from common import write_json
 from compare import prepare, row
 from sklearn.metrics import adjusted_rand_score
 from sklearn.mixture import GaussianMixture
@@ -79,12 +84,18 @@ def bic_choices(shapes: np.ndarray, max_clusters: int, truth) -> list[dict]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", default="/tmp/shapeatlas-compare")
+    p.add_argument("--out", default=str(Path(tempfile.gettempdir()) / "shapeatlas-compare"),
+                   help="bench/compare.py's --out folder (its hgcn fits are reused; default "
+                   "%(default)s)")
+    p.add_argument("--livers", metavar="DIR",
+                   help="folder of the 77 AMOS liver surfaces, if OUT/liver is not groomed yet")
+    p.add_argument("--json", default=None, metavar="PATH",
+                   help="where to write the choices (default OUT/select-atlases.json)")
     args = p.parse_args()
     out = Path(args.out)
     sets = {}
     for cohort in ("lv", "liver"):
-        row(cohort, "hgcn", out, EPOCHS[cohort])
+        row(cohort, "hgcn", out, EPOCHS[cohort], args.livers)
         base = load_model(out / cohort / "hgcn", device="cpu")
         aligned, _, _ = rigid_consensus(base.training_shapes_)
         if cohort == "lv":
@@ -117,7 +128,7 @@ def main() -> None:
               f"{sorted({b['chosen'] for b in r['bic']})} over the mixtures"
               + (f" (best ARI {max(b['ari'] for b in r['bic']):.2f})" if truth is not None
                  else ""), flush=True)
-    (out / "select-atlases.json").write_text(json.dumps(rows, indent=1))
+    write_json(args.json or out / "select-atlases.json", {"sets": rows})
 
 
 if __name__ == "__main__":

@@ -388,6 +388,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
     print(f"sampling {sec['sampling']:.2f} s, validity checks {sec['validity']:.1f} s, writing "
           f"{sec['writing']:.1f} s; {100 * s['valid_share']:.1f}% valid (closed, manifold, "
           "outward, no self-intersections, no degenerate or inverted faces)")
+    if s["n_projected"]:
+        print(f"{s['n_projected']} of {s['n']} decoded shapes were moved locally onto valid "
+              "meshes (samples.json: projection)")
     if s["n_invalid"]:
         print(f"{s['n_invalid']} of {s['n']} shapes failed the mesh check (written anyway; "
               "samples.json says why)")

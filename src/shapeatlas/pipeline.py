@@ -342,8 +342,9 @@ def collect_mesh_paths(items: Sequence[str | Path]) -> list[Path]:
 
 def write_correspondence(c: Correspondence, faces: np.ndarray, out_dir: Path, name: str):
     """DIR/NAME.ply (atlas topology, input frame) and DIR/NAME.npz (points, confidence, ...,
-    and the mesh check of the matched shape: `valid`, `problems`, `self_intersecting_faces`).
-    Written even when the check fails. -> the `Validity`"""
+    and the mesh check of the matched shape: `valid`, `problems`, `self_intersecting_faces`;
+    with `projected_vertices` and `projection_max_move_mm` when the points were projected onto
+    a valid mesh). Written even when the check fails. -> the `Validity`"""
     from shapeatlas.mesh.validity import mesh_validity
 
     ok = mesh_validity(c.points, faces)
@@ -355,6 +356,9 @@ def write_correspondence(c: Correspondence, faces: np.ndarray, out_dir: Path, na
         "hausdorff_mm": np.float64(c.hausdorff_mm), "valid": np.bool_(ok.valid),
         "problems": np.asarray(ok.problems, dtype=str),
         "self_intersecting_faces": np.int64(ok.n_self_intersecting),
+        **({} if c.projection is None else {
+            "projected_vertices": np.int64(c.projection.changed),
+            "projection_max_move_mm": np.float64(c.projection.max_move_mm)}),
         **({} if c.atlas is None else {"atlas": np.int64(c.atlas),
                                        "memberships": np.asarray(c.memberships)})})
     return ok
@@ -453,6 +457,8 @@ def _correspond_into(model, paths: Sequence[Path], out_dir: Path, poses: dict, r
                          "chamfer_mm": c.chamfer_mm,
                          "hausdorff_mm": c.hausdorff_mm,
                          "mean_confidence": float(c.confidence.mean()),
+                         **({} if c.projection is None else {
+                             "projection": c.projection.as_dict()}),
                          **({} if c.atlas is None else {
                              "atlas": c.atlas, "memberships": c.memberships.tolist()})})
         except ShapeAtlasError as exc:

@@ -114,18 +114,21 @@ def _sample_into(model, run_dir: str | Path, out_dir: Path, *, n: int, seed: int
         z = z_all[start:start + SAMPLE_BLOCK]
         cl = None if c_all is None else c_all[start:start + SAMPLE_BLOCK]
         t = time.perf_counter()
-        verts = model.decode(z, relax=relax, cluster=cl).vertices
+        decoded = model.decode(z, relax=relax, cluster=cl)
+        verts = decoded.vertices
+        moved = decoded.projection or [None] * len(verts)
         t_decode += time.perf_counter() - t
         t = time.perf_counter()
         checks = sample_validity(model, verts)
         t_check += time.perf_counter() - t
         t = time.perf_counter()
-        for k, (v, c) in enumerate(zip(verts, checks)):
+        for k, (v, c, p) in enumerate(zip(verts, checks, moved)):
             name = f"sample_{start + k:05d}"
             write_mesh(Mesh(v, model.atlas_faces_, name=name), out_dir / f"{name}.{fmt}")
             rows.append({"name": name, "file": f"{name}.{fmt}",
                          **({} if cl is None else {"cluster": int(cl[k])}),
-                         "latent": [round(float(x), 6) for x in z[k]], **c})
+                         "latent": [round(float(x), 6) for x in z[k]], **c,
+                         **({} if p is None else {"projection": p.as_dict()})})
         t_write += time.perf_counter() - t
         if mesher is not None:
             t = time.perf_counter()
@@ -153,6 +156,7 @@ def _sample_into(model, run_dir: str | Path, out_dir: Path, *, n: int, seed: int
                     **({} if mesher is None else {"volume_meshing": t_tet})},
         "valid_share": float(np.mean(valid)),
         "n_invalid": int(n - sum(valid)),
+        "n_projected": sum(bool(r.get("projection", {}).get("changed_vertices")) for r in rows),
         "volume_mesh": None if mesher is None else {
             "mesher": "TetGen", "meshed": sum(r["volume_mesh"] for r in rows),
             "refused": sum(not r["volume_mesh"] for r in rows)},

@@ -4,7 +4,8 @@ Generated shapes (a decoder's or PCA's output) inherit the small tangential jitt
 training correspondences; random combinations of it fold thin triangles even where the surface is
 smooth. Each step moves every vertex towards the mean of its neighbours with the component along
 the vertex normal removed, so the vertices slide along the surface: on the LV samples measured it
-removed most folds while the enclosed volume changed by about 0.01% (`bench/generator_choices.py`).
+removed most folds while the enclosed volume changed by about 0.01%. What relaxation leaves is
+removed by the projection onto valid meshes (`shapeatlas.mesh.projection`).
 Vectorised over a batch of shapes that share one set of faces.
 """
 

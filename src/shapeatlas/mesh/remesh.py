@@ -36,6 +36,7 @@ from shapeatlas.errors import MeshError
 from shapeatlas.mesh import geometry as geo
 from shapeatlas.mesh.core import Mesh
 from shapeatlas.mesh.io import merge_duplicate_vertices
+from shapeatlas.mesh.projection import Projector
 
 log = logging.getLogger(__name__)
 
@@ -780,7 +781,14 @@ def restore_volume(mesh: Mesh, *, volume: float, n_crossing: int | None = None,
         v = v + (gap / geo.face_areas(v, f).sum()) * geo.vertex_normals(v, f)
     if len(self_intersecting_faces(v, f)) <= n_crossing:
         return Mesh(v, f, name=mesh.name)
-    # The move made faces cross (a pointed apex, a sharp rim): smooth them apart again.
+    if n_crossing == 0:
+        # The move made faces cross (a pointed apex, a sharp rim): the move, not the surface,
+        # is smoothed where they do, which keeps almost all of the volume it restores.
+        projected, report = Projector(f, v0)(v)
+        if report.valid and abs(geo.signed_volume(projected, f) - volume) < \
+                abs(geo.signed_volume(v0, f) - volume):
+            return Mesh(projected, f, name=mesh.name)
+    # Else the surface is smoothed apart again.
     again, n_left = untangle(Mesh(v, f, name=mesh.name))
     if n_left <= n_crossing and abs(again.volume - volume) < abs(mesh.volume - volume):
         return again

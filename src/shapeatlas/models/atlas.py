@@ -24,6 +24,7 @@ import torch
 from shapeatlas import validate
 from shapeatlas.errors import ShapeAtlasError
 from shapeatlas.mesh.core import Mesh
+from shapeatlas.mesh.projection import ProjectionReport
 from shapeatlas.mesh.remesh import even_out
 from shapeatlas.models import inputs, persistence
 from shapeatlas.models.generative import GenerativeMixin
@@ -70,6 +71,8 @@ class Correspondence:
     transform: (4, 4) input frame -> model (aligned) frame.
     chamfer_mm, hausdorff_mm: symmetric distances between the input and `points` (mm).
     atlas, memberships: multi-atlas models only: the assigned atlas and the (M,) memberships.
+    projection: how far the matched points were moved to make them a valid mesh
+        (`shapeatlas.mesh.projection`); None when they were not projected.
     """
 
     name: str
@@ -81,6 +84,7 @@ class Correspondence:
     hausdorff_mm: float
     atlas: int | None = None
     memberships: np.ndarray | None = None
+    projection: ProjectionReport | None = None
 
     @property
     def aligned_points(self) -> np.ndarray:
@@ -453,8 +457,8 @@ class AtlasModel(GenerativeMixin):
         return t
 
     def correspond(self, meshes: Sequence[Mesh], *, transforms: Sequence[np.ndarray] | None = None,
-                   refine: bool = True, pose_iterations: int | None = None
-                   ) -> list[Correspondence]:
+                   refine: bool = True, pose_iterations: int | None = None,
+                   project: bool = True) -> list[Correspondence]:
         """Map every atlas vertex onto each mesh, without retraining.
 
         transforms: optional (4, 4) maps from each mesh's frame to the model's aligned frame
@@ -465,6 +469,8 @@ class AtlasModel(GenerativeMixin):
         pose_iterations: rounds of pose refinement on each mesh's own correspondences
         (`_refine_pose`; None: `config.pose_iterations`, 0: off). Each result's `transform` is
         the pose used.
+        project: make each matched shape a valid mesh (closed and free of crossing, folded or
+        degenerate faces) by the smallest local change `shapeatlas.mesh.projection` finds.
         """
         iterations = self.config.pose_iterations if pose_iterations is None else pose_iterations
         if iterations < 0:
@@ -486,6 +492,10 @@ class AtlasModel(GenerativeMixin):
             if iterations:
                 t = self._refine_pose(mesh, t, atlas, atlas_emb, iterations)
             m, mm = self._match_at(mesh, t, atlas, atlas_emb=atlas_emb, refine=refine)
+            report = None
+            if project:
+                projected, (report,) = self.project_shapes(mm[None])
+                mm = projected[0]
             inv = np.linalg.inv(t)
             points = mm @ inv[:3, :3].T + inv[:3, 3]
             d = point_set_distances(np.asarray(mesh.vertices), points)
@@ -494,6 +504,7 @@ class AtlasModel(GenerativeMixin):
                 confidence=m.confidence.cpu().numpy(),
                 atlas_vertex=m.best_atlas_vertex.cpu().numpy(),
                 transform=t, chamfer_mm=d.chamfer, hausdorff_mm=d.hausdorff,
+                projection=report,
             ))
         return results
 

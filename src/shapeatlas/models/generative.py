@@ -18,7 +18,9 @@ from shapeatlas import validate
 from shapeatlas.errors import ShapeAtlasError
 from shapeatlas.mesh import geometry as geo
 from shapeatlas.mesh.core import Mesh
+from shapeatlas.mesh.projection import ProjectionReport, Projector
 from shapeatlas.mesh.relax import relax_tangentially
+from shapeatlas.mesh.remesh import untangle
 from shapeatlas.metrics.ssm import extents, principal_axes
 from shapeatlas.models.generator import generator_from_state
 
@@ -36,6 +38,9 @@ class Samples:
     faces: np.ndarray
     cluster: np.ndarray | None = None
     """(S,) the atlas (cluster) each sample was drawn from, for multi-atlas models."""
+    projection: tuple[ProjectionReport, ...] | None = None
+    """How far each sample was moved to make it a valid mesh (`shapeatlas.mesh.projection`);
+    None when the decoder's output was returned as is."""
 
     def meshes(self, *, prefix: str = "sample") -> list[Mesh]:
         return [Mesh(v, self.faces, name=f"{prefix}_{i:04d}") for i, v in enumerate(self.vertices)]
@@ -75,13 +80,14 @@ class GenerativeMixin:
             raise ShapeAtlasError("this model has no shape generator (it was fitted by an older "
                                   "shapeatlas or with the generator switched off): refit it")
 
-    def sample(self, n: int, *, seed: int = 0, relax: int | None = None) -> Samples:
-        """n virtual shapes, in atlas topology, in the aligned frame (mm)."""
+    def sample(self, n: int, *, seed: int = 0, relax: int | None = None,
+               project: bool = True) -> Samples:
+        """n virtual shapes, in atlas topology, in the aligned frame (mm); see `decode`."""
         self._check_generator()
         if n < 1:
             raise ShapeAtlasError(f"the number of samples must be at least 1, got {n}")
         z, cluster = self.sample_codes(n, np.random.default_rng(seed))
-        return self.decode(z, relax=relax, cluster=cluster)
+        return self.decode(z, relax=relax, cluster=cluster, project=project)
 
     def sample_codes(self, n: int, rng: np.random.Generator
                      ) -> tuple[np.ndarray, np.ndarray | None]:
@@ -90,9 +96,10 @@ class GenerativeMixin:
         return self.generator_.sample_latent(n, rng), None
 
     def decode(self, z: np.ndarray, *, relax: int | None = None,
-               cluster: np.ndarray | None = None) -> Samples:
+               cluster: np.ndarray | None = None, project: bool = True) -> Samples:
         """Shapes for given latent codes (S, D), tangentially relaxed by `relax` steps (default:
-        the config's `sample_relax`; see `shapeatlas.mesh.relax`)."""
+        the config's `sample_relax`; see `shapeatlas.mesh.relax`) and, with `project`, each made
+        a valid mesh (`project_shapes`)."""
         self._check_generator()
         if cluster is not None:
             raise ShapeAtlasError("this model has a single atlas: decode takes no clusters")
@@ -102,7 +109,39 @@ class GenerativeMixin:
                                   f"got {z.shape[1]}")
         steps = self.config.relax_steps if relax is None else relax
         verts = relax_tangentially(self.generator_.decode(z), self.atlas_faces_, iterations=steps)
-        return Samples(vertices=verts, latent=z, faces=self.atlas_faces_)
+        reports = None
+        if project:
+            verts, reports = self.project_shapes(verts)
+        return Samples(vertices=verts, latent=z, faces=self.atlas_faces_, projection=reports)
+
+    def _projection_references(self) -> list[np.ndarray]:
+        """The valid meshes (vertices with `atlas_faces_`) shapes are projected against: the
+        atlas; a multi-atlas model has one per cluster."""
+        return [self.atlas_vertices_]
+
+    def project_shapes(self, vertices: np.ndarray, cluster: np.ndarray | None = None
+                       ) -> tuple[np.ndarray, tuple[ProjectionReport, ...]]:
+        """Shapes (S, K, 3) in the aligned frame, with the atlas faces, each made a valid mesh
+        by the smallest local change `shapeatlas.mesh.projection` finds (a valid shape is
+        returned as is). cluster: (S,) the atlas of each shape (multi-atlas models).
+        -> (shapes, one report per shape)"""
+        refs = self._projection_references()
+        cache = self.__dict__.setdefault("_projectors", {})  # by the reference's bytes
+        out = np.array(vertices, dtype=np.float64)
+        reports = []
+        for i, v in enumerate(out):
+            ref = np.ascontiguousarray(refs[0 if cluster is None else int(cluster[i])],
+                                       dtype=np.float64)
+            key = ref.tobytes()
+            if key not in cache:
+                cache[key] = Projector(self.atlas_faces_, ref)
+                if not cache[key].reference_valid:
+                    # An atlas that crosses itself (a mean of thin parts) is smoothed apart.
+                    smoothed, _ = untangle(Mesh(ref, self.atlas_faces_, name="atlas"))
+                    cache[key] = Projector(self.atlas_faces_, smoothed.vertices)
+            out[i], rep = cache[key](v)
+            reports.append(rep)
+        return out, tuple(reports)
 
     def traverse(self, *, directions: int = 3, steps: int = 5) -> dict[int, Samples]:
         """Shapes along each of the first `directions` latent directions (by training variance),
@@ -139,7 +178,8 @@ class GenerativeMixin:
         """Each mesh through the model: correspond, encode, decode; in the input's frame."""
         self._check_generator()
         shapes, corr = self.normalised_shapes(meshes, transforms=transforms)
-        recon = self.generator_.reconstruct(shapes, n_components=n_components)
+        recon, _ = self.project_shapes(self.generator_.reconstruct(shapes,
+                                                                   n_components=n_components))
         out = []
         for r, c in zip(recon, corr):
             inv = np.linalg.inv(c.transform)

@@ -633,7 +633,8 @@ class MultiAtlasModel(GenerativeMixin):
             out.append(Correspondence(
                 name=c.name, points=c.points, confidence=c.confidence,
                 atlas_vertex=c.atlas_vertex, transform=c.transform, chamfer_mm=c.chamfer_mm,
-                hausdorff_mm=c.hausdorff_mm, atlas=m, memberships=r[k]))
+                hausdorff_mm=c.hausdorff_mm, atlas=m, memberships=r[k],
+                projection=c.projection))
         return out
 
     def score(self, meshes: Sequence[Mesh], *,
@@ -650,10 +651,11 @@ class MultiAtlasModel(GenerativeMixin):
         return self.generator_.sample(n, rng)
 
     def decode(self, z: np.ndarray, *, relax: int | None = None,
-               cluster: np.ndarray | None = None) -> Samples:
+               cluster: np.ndarray | None = None, project: bool = True) -> Samples:
         """Shapes for latent codes (S, D) of clusters (S,) (default: the most populated). D is
         the largest cluster's latent size (`generator_.latent_dim`); cluster m reads the first
-        `generator_.latent_dims[m]` columns."""
+        `generator_.latent_dims[m]` columns. project: make each a valid mesh against its
+        cluster's atlas (`project_shapes`)."""
         self._check_generator()
         z = np.atleast_2d(np.asarray(z, dtype=np.float64))
         if z.shape[1] != self.generator_.latent_dim:
@@ -667,7 +669,14 @@ class MultiAtlasModel(GenerativeMixin):
         steps = self.config.relax_steps if relax is None else relax
         verts = relax_tangentially(self.generator_.decode(z, cluster), self.atlas_faces_,
                                    iterations=steps)
-        return Samples(vertices=verts, latent=z, faces=self.atlas_faces_, cluster=cluster)
+        reports = None
+        if project:
+            verts, reports = self.project_shapes(verts, cluster)
+        return Samples(vertices=verts, latent=z, faces=self.atlas_faces_, cluster=cluster,
+                       projection=reports)
+
+    def _projection_references(self) -> list[np.ndarray]:
+        return list(self.atlases_)
 
     def traverse(self, *, directions: int = 3, steps: int = 5, cluster: int | None = None
                  ) -> dict[int, Samples]:

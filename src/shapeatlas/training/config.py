@@ -350,7 +350,7 @@ class FitConfig:
     """"after": the β-VAE learns from the final normalised shapes once R-ASM is trained (two
     stages). "joint": it is also trained in every R-ASM step on the batch's normalised shapes,
     its loss back-propagated into the correspondence network (end-to-end), then continued for
-    `vae_epochs` steps on the final shapes. See bench/joint_training.py for the comparison.
+    `vae_epochs` steps on the final shapes (docs/method.md, Generation).
     Range: one of 'after', 'joint'."""
     w_generator: float = 1e-3
     """Joint training only: weight of the β-VAE loss (per coordinate) in the R-ASM objective.
@@ -376,7 +376,7 @@ class FitConfig:
     """Tangential relaxation steps applied to generated shapes (vertices slide along the decoded
     surface, removing most folds; 0 keeps the raw output). None: the method's default, 5 for
     rasm (self-intersection-free samples 30% -> 97% on LVs) and 0 for cpd-pca (where relaxing
-    flips a few thin atlas triangles in every sample); see bench/generator_choices.py.
+    flips a few thin atlas triangles in every sample).
     Range: an integer in [0, 1,000] or null."""
     cpd_beta: float = 1.0
     """cpd-pca: width of CPD's Gaussian motion kernel, in atlas RMS radii.
