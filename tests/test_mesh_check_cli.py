@@ -149,3 +149,35 @@ def test_correspond_and_reconstruct_record_the_check(tmp_path, capsys):
     assert row["name"] == "egg" and row["valid"] == row["validity"]["valid"]
     assert row["problems"] == row["validity"]["problems"]
     assert "wrote 1 reconstructions" in capsys.readouterr().out
+
+
+def test_sample_projects_a_crossing_decoder_output_onto_a_valid_mesh(tmp_path, capsys,
+                                                                     monkeypatch):
+    from shapeatlas.mesh.validity import mesh_validity
+    from shapeatlas.models.generator import PCAGenerator
+    from shapeatlas.pipeline import load_model
+
+    run = save_cpd_model(tmp_path / "run")
+    atlas = load_model(run, device="cpu").atlas_vertices_
+    real = PCAGenerator.decode
+
+    def first_pushed_through(self, z):
+        out = real(self, z)
+        top = np.argmax(out[0][:, 2])
+        out[0][top] = out[0][top] * [1.0, 1.0, -1.2]  # the top vertex pushed out of the bottom
+        return out
+
+    monkeypatch.setattr(PCAGenerator, "decode", first_pushed_through)
+    raw = load_model(run, device="cpu").sample(3, project=False)
+    assert not mesh_validity(raw.vertices[0], raw.faces, reference=atlas).valid
+    assert main(["sample", str(run), "-n", "3", "--out", str(tmp_path / "s"), "--device",
+                 "cpu", "-q"]) == 0
+    out = capsys.readouterr().out
+    assert "1 of 3 decoded shapes were moved locally onto valid meshes" in out
+    assert "failed the mesh check" not in out
+    s = json.loads((tmp_path / "s" / "samples.json").read_text())
+    assert s["n_invalid"] == 0 and s["n_projected"] == 1
+    first, second = s["samples"][0], s["samples"][1]
+    assert first["valid"] and first["projection"]["changed_vertices"] > 0
+    assert second["projection"] == {"changed_vertices": 0, "max_move_mm": 0.0,
+                                    "mean_move_mm": 0.0, "rounds": 0}

@@ -1,12 +1,54 @@
 """shapeatlas: statistical shape atlases and virtual populations from anatomical surface meshes.
 
 The top level re-exports the objects most users need; everything else lives in topic modules
-(`shapeatlas.mesh`, `shapeatlas.data`, `shapeatlas.metrics`).
+(`shapeatlas.mesh`, `shapeatlas.data`, `shapeatlas.metrics`, `shapeatlas.models`).
+
+    import shapeatlas
+    model = shapeatlas.load_run("RUN")            # any run folder that `shapeatlas fit` wrote
+    samples = model.sample(100)
+
+The estimators and the functions behind the verbs pull in torch, which takes seconds to import,
+so they are resolved on first use (PEP 562 `__getattr__`): `import shapeatlas` and the command
+line's `--help` stay fast.
 """
+
+from importlib import import_module
 
 from shapeatlas.errors import MeshError, ShapeAtlasError
 from shapeatlas.mesh import Mesh, read_mesh, write_mesh
 
 __version__ = "0.1.0"
 
-__all__ = ["Mesh", "MeshError", "ShapeAtlasError", "read_mesh", "write_mesh", "__version__"]
+#: Name -> (module, attribute) of the objects imported on first use.
+_LAZY = {
+    "load_run": ("shapeatlas.pipeline", "load_model"),
+    "fit_run": ("shapeatlas.pipeline", "fit_run"),
+    "correspond_files": ("shapeatlas.pipeline", "correspond_files"),
+    "sample_run": ("shapeatlas.virtual", "sample_run"),
+    "reconstruct_files": ("shapeatlas.virtual", "reconstruct_files"),
+    "evaluate_run": ("shapeatlas.evaluate", "evaluate_run"),
+    "run_demo": ("shapeatlas.demo", "run_demo"),
+    "groom_cohort": ("shapeatlas.mesh.groom", "groom_cohort"),
+    "GroomOptions": ("shapeatlas.mesh.groom", "GroomOptions"),
+    "AtlasModel": ("shapeatlas.models.atlas", "AtlasModel"),
+    "MultiAtlasModel": ("shapeatlas.models.multi_atlas", "MultiAtlasModel"),
+    "CPDPCAModel": ("shapeatlas.models.cpd_pca", "CPDPCAModel"),
+    "FitConfig": ("shapeatlas.training.config", "FitConfig"),
+    "mesh_validity": ("shapeatlas.mesh.validity", "mesh_validity"),
+}
+
+__all__ = ["Mesh", "MeshError", "ShapeAtlasError", "read_mesh", "write_mesh", "__version__",
+           *_LAZY]
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'shapeatlas' has no attribute {name!r}")
+    module, attr = _LAZY[name]
+    value = getattr(import_module(module), attr)
+    globals()[name] = value  # resolved once
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

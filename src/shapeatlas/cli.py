@@ -2,6 +2,10 @@
 
 Bad arguments exit with code 2 and a one-line reason; a problem with the data exits with 1 and a
 one-line message naming the file; progress bars are drawn here and nowhere else.
+
+Each verb imports its library module when it runs, the one place in the package with imports
+inside functions: the library pulls in torch and PyTorch Geometric (several seconds), which
+`shapeatlas --help`, `info` and a mistyped option should not wait for.
 """
 
 from __future__ import annotations
@@ -201,7 +205,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from shapeatlas.pipeline import run_demo
+    from shapeatlas.demo import run_demo
 
     progress = _Progress(enabled=not args.quiet)
     t0 = time.perf_counter()

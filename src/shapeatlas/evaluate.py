@@ -28,6 +28,11 @@ from shapeatlas.mesh.groom import (
 )
 from shapeatlas.metrics import ssm
 from shapeatlas.metrics.surface import hausdorff95
+from shapeatlas.models.generative import latent_sizes
+from shapeatlas.outputs import check_output, staged_output
+from shapeatlas.pipeline import load_model, training_sources
+from shapeatlas.report.figures import write_figures
+from shapeatlas.virtual import sample_validity
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +66,6 @@ def _test_meshes(test_dir: Path, out_dir: Path, model, progress) -> list:
     if getattr(model, "point_model_", None) is not None:
         # The point model was fitted on the training shapes' original files and the generator
         # learnt from them; QSlim-decimated copies are matched differently (docs/results.md).
-        from shapeatlas.pipeline import training_sources
 
         sources = training_sources(groomed, meshes)
         if sources is not None:
@@ -88,8 +92,6 @@ def evaluate_run(
     beside it and moved into place at the end (`shapeatlas.outputs`).
     -> the metrics dict (also written to OUT/metrics.json).
     """
-    from shapeatlas.outputs import check_output, staged_output
-    from shapeatlas.pipeline import load_model
 
     inputs = [run_dir, test_dir]
     check_output(out_dir, overwrite=overwrite, inputs=inputs)
@@ -104,8 +106,6 @@ def evaluate_run(
 def _evaluate_into(model, run_dir: str | Path, test_dir: str | Path, out_dir: Path, *,
                    n_samples: int, seed: int, figures: bool, progress: Callable | None) -> dict:
     """`evaluate_run`'s work, in the staging folder `out_dir`."""
-    from shapeatlas.models.generative import latent_sizes
-    from shapeatlas.virtual import sample_validity
 
     meshes = _test_meshes(Path(test_dir), out_dir, model, progress)
 
@@ -208,7 +208,6 @@ def _evaluate_into(model, run_dir: str | Path, test_dir: str | Path, out_dir: Pa
     write_text_atomic(out_dir / "samples.csv", samples_table(checks, samples.cluster))
     write_text_atomic(out_dir / "metrics.json", json.dumps(metrics, indent=1) + "\n")
     if figures:
-        from shapeatlas.report.figures import write_figures
 
         metrics["figures"] = write_figures(
             metrics, out_dir, virtual_volumes=virtual_vol, real_volumes=real_vol[finite],

@@ -44,6 +44,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
+from shapeatlas import __version__
 from shapeatlas.atomic import write_text_atomic
 from shapeatlas.errors import ShapeAtlasError
 
@@ -168,7 +169,6 @@ def output_names(paths: Sequence[str | Path]) -> list[str]:
 def _versions() -> dict:
     from importlib import metadata
 
-    from shapeatlas import __version__
 
     torch = sys.modules.get("torch")
     try:

@@ -21,6 +21,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from shapeatlas import validate
 from shapeatlas.atomic import write_npz_atomic, write_text_atomic
 from shapeatlas.errors import ShapeAtlasError
 from shapeatlas.mesh.core import Mesh
@@ -31,9 +32,15 @@ from shapeatlas.mesh.groom import (
     groom_cohort,
     load_groomed,
     load_manifest,
-    rigid_transforms,
 )
 from shapeatlas.mesh.io import is_mesh_file, read_mesh, write_mesh
+from shapeatlas.mesh.units import size_outliers
+from shapeatlas.mesh.validity import mesh_validity
+from shapeatlas.metrics.correspondence import (
+    nearest_point_baseline_error,
+    paired_atlas_error,
+)
+from shapeatlas.metrics.surface import mesh_surface_distances, point_to_surface_distance
 from shapeatlas.models.atlas import MODEL_FORMAT as RASM_FORMAT
 from shapeatlas.models.atlas import AtlasModel, Correspondence
 from shapeatlas.models.cpd_pca import MODEL_FORMAT as CPD_FORMAT
@@ -43,7 +50,15 @@ from shapeatlas.models.inputs import refine_pose_on_atlas
 from shapeatlas.models.multi_atlas import MODEL_FORMAT as MULTI_FORMAT
 from shapeatlas.models.multi_atlas import MultiAtlasModel
 from shapeatlas.models.persistence import read_model_meta
+from shapeatlas.outputs import (
+    adopt,
+    check_output,
+    output_names,
+    staged_output,
+    staging_dir,
+)
 from shapeatlas.training.config import FitConfig
+from shapeatlas.validate import regular_file
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +94,6 @@ def load_cohort(data_dir: str | Path, run_dir: Path, cfg: FitConfig,
 def check_cohort_sizes(meshes: Sequence[Mesh], source: Path, *, keep: bool) -> None:
     """Refuse a groomed cohort with shapes far from its median size (`units.size_outliers`:
     most likely saved in another unit), unless `keep` (then a warning)."""
-    from shapeatlas.mesh.units import size_outliers
 
     outliers = size_outliers(meshes, names=[Path(m.name).name for m in meshes])
     if not outliers:
@@ -105,7 +119,6 @@ def training_sources(groomed_dir: str | Path, meshes: Sequence[Mesh] | None = No
     frame -> aligned frame), in the order of the groomed meshes; None (logged) when the groomed
     folder has no manifest, or a source cannot be read or no longer matches its groomed shape
     (`SOURCE_MISMATCH`). meshes: the folder's groomed meshes if already loaded."""
-    from shapeatlas.metrics.surface import point_to_surface_distance
 
     try:
         if meshes is None:
@@ -138,7 +151,6 @@ def check_source(path: str | Path) -> Path:
     is a regular file of at most `MAX_SOURCE_BYTES` (never a device or FIFO, which could hang
     a read); else `ShapeAtlasError`. A manifest's `source` may point anywhere, so it is checked
     before it is opened."""
-    from shapeatlas.validate import regular_file
 
     path = Path(path)
     if not is_mesh_file(path):
@@ -150,7 +162,6 @@ def check_source(path: str | Path) -> Path:
 def file_sha256(path: str | Path, *, max_bytes: int = MAX_SOURCE_BYTES) -> str:
     """Hex SHA-256 of a regular file's bytes (`ShapeAtlasError` for anything else, or a file
     larger than `max_bytes`; at most that many bytes are read)."""
-    from shapeatlas.validate import regular_file
 
     regular_file(path, max_bytes=max_bytes)
     h = hashlib.sha256()
@@ -190,7 +201,6 @@ MAX_POSES_BYTES = 64 * 1024 * 1024
 def read_training_poses(run_dir: str | Path) -> dict[str, np.ndarray]:
     """SHA-256 -> (4, 4) pose of the fit's own files (empty for a run written before them);
     `ShapeAtlasError` naming the file and the field for a file that is not one."""
-    from shapeatlas import validate
 
     path = Path(run_dir) / TRAINING_POSES_NAME
     if not path.exists():
@@ -232,7 +242,6 @@ def fit_run(data_dir: str | Path, run_dir: str | Path, cfg: FitConfig, *, resume
     and `resume=True` continues it. resume on a finished run returns its model.
     overwrite: replace a non-empty `run_dir` whole (else refused before any work).
     """
-    from shapeatlas.outputs import adopt, staged_output, staging_dir
 
     target = Path(run_dir)
     if resume and not staging_dir(target).exists():
@@ -334,7 +343,6 @@ def collect_mesh_paths(items: Sequence[str | Path]) -> list[Path]:
             paths.append(p)
     if not paths:
         raise ShapeAtlasError("no mesh files to correspond")
-    from shapeatlas.outputs import output_names
 
     output_names(paths)
     return paths
@@ -345,7 +353,6 @@ def write_correspondence(c: Correspondence, faces: np.ndarray, out_dir: Path, na
     and the mesh check of the matched shape: `valid`, `problems`, `self_intersecting_faces`;
     with `projected_vertices` and `projection_max_move_mm` when the points were projected onto
     a valid mesh). Written even when the check fails. -> the `Validity`"""
-    from shapeatlas.mesh.validity import mesh_validity
 
     ok = mesh_validity(c.points, faces)
     write_mesh(Mesh(c.points, faces, name=name), out_dir / f"{name}.ply",
@@ -394,7 +401,6 @@ def correspond_files(run_dir: str | Path, items: Sequence[str | Path], out_dir: 
     `AtlasModel.set_deformation_smoothing`).
     point_model: False matches without the run's point-distribution model (`ssm_modes`).
     refine_motion: override the run's `refine_motion` ("free" or "normal"; R-ASM runs)."""
-    from shapeatlas.outputs import check_output, staged_output
 
     paths = collect_mesh_paths(items)
     inputs = [run_dir, *items, *paths]
@@ -479,7 +485,6 @@ def atlas_pair_errors(points: dict, truth: dict, names: Sequence[str]) -> list[n
     points: NAME -> (K, 3) atlas points in that file's frame; truth: from `load_truth`.
     -> per pair, (K,) distances in mm (see `metrics.correspondence.paired_atlas_error`).
     """
-    from shapeatlas.metrics.correspondence import paired_atlas_error
 
     return [paired_atlas_error(points[a], points[b], a_vertices=truth[a].vertices_file,
                                a_faces=truth[a].faces, a_domain=truth[a].domain,
@@ -496,7 +501,6 @@ def surface_matching(meshes: Sequence, corr: Sequence, atlas_faces: np.ndarray) 
     of the input (a QSlim-decimated LV cap has no vertex inside its rim) is as far from every
     vertex as the triangle is wide, though it lies on the surface. -> {"surface_chamfer_mm",
     "surface_hausdorff_mm"}"""
-    from shapeatlas.metrics.surface import mesh_surface_distances
 
     d = [mesh_surface_distances(m, (c.points, atlas_faces)) for m, c in zip(meshes, corr)]
     return {"surface_chamfer_mm": float(np.mean([x.chamfer for x in d])),
@@ -508,7 +512,6 @@ def baseline_pair_errors(transforms: dict, truth: dict, names: Sequence[str]) ->
 
     -> per pair, (V_A,) distances in mm, one per vertex of the source shape.
     """
-    from shapeatlas.metrics.correspondence import nearest_point_baseline_error
 
     out = []
     for a, b in consecutive_pairs(names):
@@ -519,87 +522,3 @@ def baseline_pair_errors(transforms: dict, truth: dict, names: Sequence[str]) ->
             b_faces=tb.faces, b_vertices=xb, a_domain=ta.domain, b_domain=tb.domain,
             b_to_file=np.linalg.inv(fb)))
     return out
-
-
-#: The demo's fit: small enough for a laptop CPU in about a minute, big enough to beat the baseline.
-DEMO_CONFIG = FitConfig(atlas_vertices=800, epochs=8, atlas_rounds=2, refine_steps=40)
-#: Virtual shapes the demo samples (and uses for specificity), and new LVs it evaluates on.
-DEMO_SAMPLES = 200
-DEMO_TEST = 6
-
-
-def run_demo(out: str | Path, *, n: int = 12, seed: int = 0, target_vertices: int = 1500,
-             overwrite: bool = False,
-             progress: Callable[[str, int, int], None] | None = None,
-             step_progress: Callable[[dict], None] | None = None,
-             announce: Callable[[str], None] | None = None) -> dict:
-    """The whole pipeline on a built-in synthetic LV cohort; returns a summary.
-
-    synth (healthy + dilated) -> groom -> fit (R-ASM + β-VAE) -> correspond every original file
-    (ground-truth correspondence error of the atlas method and of the rigid + nearest-point
-    baseline on consecutive pairs) -> sample a virtual cohort -> evaluate on new LVs.
-    The folder `out` (new or empty, or replaced whole with `overwrite`) is built beside it, in
-    `outputs.work_dir(out)`, and moved into place at the end.
-    """
-    from shapeatlas.outputs import staged_output
-
-    with staged_output(out, verb="demo", overwrite=overwrite) as staging:
-        summary = _demo_in(staging.path, n=n, seed=seed, target_vertices=target_vertices,
-                           progress=progress, step_progress=step_progress, announce=announce)
-    summary["out"] = str(Path(out).resolve())
-    return summary
-
-
-def _demo_in(out: Path, *, n: int, seed: int, target_vertices: int,
-             progress: Callable[[str, int, int], None] | None,
-             step_progress: Callable[[dict], None] | None,
-             announce: Callable[[str], None] | None) -> dict:
-    """`run_demo`'s work, in the staging folder `out`."""
-    from shapeatlas.data.synthetic_lv import load_truth, write_lv_cohort
-    from shapeatlas.evaluate import evaluate_run
-    from shapeatlas.virtual import sample_run
-
-    say = announce or (lambda s: None)
-    cohort, groomed, run, corr_dir = (out / "cohort", out / "groomed", out / "run",
-                                      out / "correspond")
-    virtual, test, evaluation = out / "virtual", out / "test-cohort", out / "evaluation"
-    say(f"[1/6] synthesising {n} left ventricles (healthy + dilated) in {cohort}")
-    write_lv_cohort(cohort, n=n, seed=seed, phenotypes="mixed",
-                    progress=(lambda d, t: progress("synth", 1, t)) if progress else None)
-    say(f"[2/6] grooming them (clean, align, {target_vertices} vertices) into {groomed}")
-    result = groom_cohort(cohort, groomed, GroomOptions(target_vertices=target_vertices),
-                          progress=progress)
-    say(f"[3/6] fitting Atlas-R-ASMG (R-ASM atlas of {DEMO_CONFIG.atlas_vertices} vertices + "
-        f"β-VAE) into {run}")
-    fit_run(groomed, run, DEMO_CONFIG.replace(seed=seed), progress=step_progress)
-    say(f"[4/6] corresponding the original files (any pose) into {corr_dir}")
-    done, errors = correspond_files(run, [cohort], corr_dir)
-    if errors:
-        raise ShapeAtlasError("demo: " + "; ".join(errors))
-    truth = load_truth(cohort)
-    names = [s["name"] for s in result.shapes]
-    pts = {nm: np.load(corr_dir / f"{nm}.npz")["points"] for nm in names}
-    ours = [e.mean() for e in atlas_pair_errors(pts, truth, names)]
-    # The baseline's alignment is the plain rigid one, without grooming's cap turn.
-    base = [e.mean() for e in baseline_pair_errors(rigid_transforms(result.manifest), truth,
-                                                   names)]
-    say(f"[5/6] sampling a virtual cohort of {DEMO_SAMPLES} shapes into {virtual}")
-    sampled = sample_run(run, virtual, n=DEMO_SAMPLES, seed=seed, traverse=2)
-    say(f"[6/6] evaluating on {DEMO_TEST} new LVs (another seed) into {evaluation}")
-    write_lv_cohort(test, n=DEMO_TEST, seed=seed + 1000, phenotypes="mixed")
-    ev = evaluate_run(run, test, evaluation, n_samples=DEMO_SAMPLES, seed=seed)
-    metrics = json.loads((run / "fit_metrics.json").read_text())
-    return {
-        "out": str(out.resolve()),
-        "shapes": [{"name": s["name"], "phenotype": truth[s["name"]].phenotype,
-                    "truth_ml": truth[s["name"]].volume_ml, "groomed_ml": s["volume_ml"],
-                    "align_rms_mm": s["align_rms_mm"]} for s in result.shapes],
-        "correspond": done,
-        "fit_seconds": metrics["fit_seconds"],
-        "long_axis_mm": float(np.mean([truth[nm].long_axis_mm for nm in names])),
-        "gt_error_mm": float(np.mean(ours)),
-        "baseline_gt_error_mm": float(np.mean(base)),
-        "samples": {k: sampled[k] for k in ("n", "seconds", "valid_share", "volume_ml")},
-        "evaluation": {k: ev[k] for k in ("n_test", "matching", "generalization_mm",
-                                          "specificity_mm", "plausibility", "figures")},
-    }

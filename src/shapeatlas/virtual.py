@@ -17,10 +17,15 @@ from typing import Callable, Literal, Sequence
 import numpy as np
 
 from shapeatlas.atomic import write_text_atomic
-from shapeatlas.errors import ShapeAtlasError
+from shapeatlas.errors import MeshError, ShapeAtlasError
 from shapeatlas.mesh.core import Mesh
 from shapeatlas.mesh.io import read_mesh, write_mesh
 from shapeatlas.mesh.validity import mesh_validity
+from shapeatlas.mesh.volume import Tetrahedralizer, require_mesher, write_vtu
+from shapeatlas.metrics.ssm import symmetric_surface_distance
+from shapeatlas.models.generative import latent_sizes
+from shapeatlas.outputs import check_output, output_names, staged_output
+from shapeatlas.pipeline import collect_mesh_paths, load_model
 
 log = logging.getLogger(__name__)
 
@@ -67,16 +72,13 @@ def sample_run(run_dir: str | Path, out_dir: str | Path, *, n: int, seed: int = 
     out_dir/traverse/ (dir{r}_step{s}.FMT, from -2 to +2 sd).
     relax: tangential relaxation steps (None: the run's `sample_relax`; 0: raw decoder output).
     """
-    from shapeatlas.pipeline import load_model
 
     if fmt not in FORMATS:
         raise ShapeAtlasError(f"format must be one of {FORMATS}, got {fmt!r}")
     if n < 1:
         raise ShapeAtlasError(f"the number of samples must be at least 1, got {n}")
-    from shapeatlas.outputs import check_output, staged_output
 
     if volume_mesh:
-        from shapeatlas.mesh.volume import require_mesher
 
         require_mesher("volume_mesh=True")
     check_output(out_dir, overwrite=overwrite, inputs=[run_dir])
@@ -94,10 +96,8 @@ def _sample_into(model, run_dir: str | Path, out_dir: Path, *, n: int, seed: int
                  progress: Callable[[int], None] | None, volume_mesh: bool = False,
                  mesher=None) -> dict:
     """`sample_run`'s work, in the staging folder `out_dir`."""
-    from shapeatlas.models.generative import latent_sizes
 
     if volume_mesh and mesher is None:  # one mesher process for the whole cohort
-        from shapeatlas.mesh.volume import Tetrahedralizer
 
         with Tetrahedralizer() as mesher:
             return _sample_into(model, run_dir, out_dir, n=n, seed=seed, fmt=fmt,
@@ -170,8 +170,6 @@ def _sample_into(model, run_dir: str | Path, out_dir: Path, *, n: int, seed: int
 
 def _volume_mesh(mesher, mesh: Mesh, path: Path) -> dict:
     """Tetrahedralise one shape into `path` (.vtu) -> its samples.json fields."""
-    from shapeatlas.errors import MeshError
-    from shapeatlas.mesh.volume import write_vtu
 
     try:
         points, tets = mesher(mesh)
@@ -192,9 +190,6 @@ def reconstruct_files(run_dir: str | Path, paths: Sequence[str | Path], out_dir:
     out_dir must be new or empty unless `overwrite` (then it is replaced whole); it is built
     beside it and moved into place at the end (`shapeatlas.outputs`). Two inputs of the same
     stem are refused, naming both."""
-    from shapeatlas.metrics.ssm import symmetric_surface_distance
-    from shapeatlas.outputs import check_output, output_names, staged_output
-    from shapeatlas.pipeline import collect_mesh_paths, load_model
 
     items = [Path(p) for p in paths]
     paths = collect_mesh_paths(items)

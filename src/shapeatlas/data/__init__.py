@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from shapeatlas import validate
 from shapeatlas.data.synthetic_kidney import load_kidney_truth, write_kidney_cohort
 from shapeatlas.data.synthetic_lv import load_truth, lv_surface, write_lv_cohort
 from shapeatlas.errors import ShapeAtlasError
@@ -15,7 +16,6 @@ __all__ = ["load_cohort_truth", "load_kidney_truth", "load_truth", "lv_surface",
 def load_cohort_truth(directory: str | Path) -> dict:
     """The ground truth of any synthetic cohort (LV or kidney), by the generator its truth.json
     names: shape name -> truth record (`domain`, `faces`, `vertices_file`, `long_axis_mm`)."""
-    from shapeatlas import validate
 
     index = Path(directory) / "truth.json"
     if not index.is_file():

@@ -46,6 +46,7 @@ from shapeatlas.data.truth_files import (
 )
 from shapeatlas.errors import ShapeAtlasError
 from shapeatlas.mesh import geometry as geo
+from shapeatlas.outputs import staged_output
 
 log = logging.getLogger(__name__)
 
@@ -301,7 +302,6 @@ def write_kidney_cohort(
     >>> load_kidney_truth("kidneys")["kidney_000"].long_axis_mm      # doctest: +SKIP
     """
     lo, hi = cohort_vertex_range(n, n_vertices, MIN_VERTICES)
-    from shapeatlas.outputs import staged_output
 
     with staged_output(out_dir, verb="synth kidney", overwrite=overwrite) as staging:
         paths = _write_kidney_cohort(staging.path, n=n, seed=seed, lo=lo, hi=hi,

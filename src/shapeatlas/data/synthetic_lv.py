@@ -49,6 +49,7 @@ from shapeatlas.data.truth_files import (
 )
 from shapeatlas.errors import ShapeAtlasError
 from shapeatlas.mesh import geometry as geo
+from shapeatlas.outputs import staged_output
 
 log = logging.getLogger(__name__)
 
@@ -548,7 +549,6 @@ def write_lv_cohort(
     lo, hi = cohort_vertex_range(n, n_vertices, MIN_VERTICES)
     if phenotypes not in ("healthy", "mixed"):
         raise ValueError(f"phenotypes must be 'healthy' or 'mixed', got {phenotypes!r}")
-    from shapeatlas.outputs import staged_output
 
     with staged_output(out_dir, verb="synth lv", overwrite=overwrite) as staging:
         paths = _write_lv_cohort(staging.path, n=n, seed=seed, phenotypes=phenotypes, lo=lo,

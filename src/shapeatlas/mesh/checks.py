@@ -20,7 +20,6 @@ from shapeatlas.mesh.validity import (
 )
 
 
-
 def unusable(mesh: Mesh) -> str | None:
     """Why `mesh` cannot be used for shape modelling (no surface to model), or None.
 

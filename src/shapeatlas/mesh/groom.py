@@ -27,6 +27,7 @@ from typing import Callable, Literal, Sequence
 
 import numpy as np
 
+from shapeatlas import validate
 from shapeatlas.atomic import write_text_atomic
 from shapeatlas.errors import MeshError, ShapeAtlasError
 from shapeatlas.mesh.align import (
@@ -60,6 +61,8 @@ from shapeatlas.mesh.twist import (
 )
 from shapeatlas.mesh.units import UNIT_SCALE, implausible_size, size_outliers
 from shapeatlas.mesh.validity import mesh_validity
+from shapeatlas.outputs import output_names, staged_output
+from shapeatlas.validate import regular_file
 
 log = logging.getLogger(__name__)
 
@@ -455,7 +458,6 @@ def groom_cohort(
             raise ShapeAtlasError(f"{inputs}: no mesh files (.obj .ply .stl .off .vtk .vtp) found")
     else:
         paths = [Path(p) for p in ([inputs] if isinstance(inputs, (str, Path)) else inputs)]
-    from shapeatlas.outputs import output_names, staged_output
 
     names = output_names(paths)
     given = [inputs] if isinstance(inputs, (str, Path)) and Path(inputs).is_dir() else []
@@ -590,7 +592,6 @@ def load_manifest(folder: str | Path) -> dict:
     """Read and check a `groom.json`: every shape's `name`, `output` (a file inside `folder`),
     `source` (a path string) and `transform` (a finite 4x4 matrix); one clear error naming the
     file and the field otherwise."""
-    from shapeatlas import validate
 
     path = Path(folder) / MANIFEST_NAME
     if not path.is_file():
@@ -636,7 +637,6 @@ MAX_GROOMED_BYTES = 2 * 1024**3
 
 def load_groomed(folder: str | Path) -> tuple[list[Mesh], dict]:
     """The groomed meshes of a folder (in manifest order) and its manifest (`load_manifest`)."""
-    from shapeatlas.validate import regular_file
 
     manifest = load_manifest(folder)
     meshes = []

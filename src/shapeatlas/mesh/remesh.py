@@ -37,6 +37,7 @@ from shapeatlas.mesh import geometry as geo
 from shapeatlas.mesh.core import Mesh
 from shapeatlas.mesh.io import merge_duplicate_vertices
 from shapeatlas.mesh.projection import Projector
+from shapeatlas.mesh.validity import degenerate_mask, self_intersecting_faces
 
 log = logging.getLogger(__name__)
 
@@ -532,7 +533,6 @@ def untangle(mesh: Mesh, *, rounds: int = UNTANGLE_ROUNDS) -> tuple[Mesh, int]:
     """
     from scipy import sparse
 
-    from shapeatlas.mesh.validity import self_intersecting_faces
 
     v = np.array(mesh.vertices, dtype=np.float64)
     f = np.asarray(mesh.faces, dtype=np.int64)
@@ -587,7 +587,6 @@ def repair_crossings(mesh: Mesh, surface: Mesh, *,
     from scipy.sparse import csgraph
     from scipy.spatial import cKDTree
 
-    from shapeatlas.mesh.validity import degenerate_mask, self_intersecting_faces
 
     def crossing(faces: np.ndarray, verts: np.ndarray | None = None) -> int:
         # A degenerate face is not judged for crossings: count it as worse than any crossing.
@@ -767,7 +766,6 @@ def restore_volume(mesh: Mesh, *, volume: float, n_crossing: int | None = None,
     within `slack` (a share) of it already. Where the move makes more faces cross others than
     `n_crossing` (default: counted here), they are smoothed apart (`untangle`), and where that
     fails too the mesh is returned as it was. Decimation and smoothing shrink a little."""
-    from shapeatlas.mesh.validity import self_intersecting_faces
 
     v0 = np.array(mesh.vertices, dtype=np.float64)
     f = np.asarray(mesh.faces, dtype=np.int64)

@@ -23,8 +23,10 @@ import sys
 import tempfile
 from pathlib import Path
 
+import meshio
 import numpy as np
 
+from shapeatlas.atomic import write_atomic
 from shapeatlas.errors import MeshError, ShapeAtlasError
 from shapeatlas.mesh.core import Mesh
 
@@ -187,10 +189,6 @@ def tet_volumes(points: np.ndarray, tets: np.ndarray) -> np.ndarray:
 
 def write_vtu(path: str | Path, points: np.ndarray, tets: np.ndarray) -> None:
     """Write a tetrahedral mesh as VTK XML unstructured grid (.vtu), atomically."""
-    import meshio
-
-    from shapeatlas.atomic import write_atomic
-
     grid = meshio.Mesh(np.asarray(points, dtype=np.float64),
                        [("tetra", np.asarray(tets, dtype=np.int64))])
     write_atomic(path, lambda tmp: meshio.write(tmp, grid, file_format="vtu"))

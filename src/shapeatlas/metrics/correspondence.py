@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.spatial import cKDTree
 
+from shapeatlas.metrics.surface import closest_points_on_surface
+
 #: A query within this chord distance of a domain vertex is that vertex (exact interpolation).
 VERTEX_SNAP_EPS = 1e-12
 #: Barycentric coordinates down to minus this still count as inside a face (rounding at edges).
@@ -210,7 +212,6 @@ def domain_of_surface_points(points: np.ndarray, *, vertices: np.ndarray, faces:
     coordinates are interpolated barycentrically and renormalised to the unit sphere.
     points: (K, 3), vertices: (V, 3) (same frame), faces: (F, 3), domain: (V, 3) -> (K, 3)
     """
-    from shapeatlas.metrics.surface import closest_points_on_surface
 
     x = _points(vertices, "vertices")
     f = np.asarray(faces, dtype=np.int64)
@@ -246,7 +247,6 @@ def nearest_point_baseline_error(*, a_aligned: np.ndarray, b_aligned: np.ndarray
     b_to_file: (4, 4) from the aligned frame back to B's vertex frame (`b_vertices`).
     -> (Va,) distances from each of A's vertices' nearest point on B to its true correspondent.
     """
-    from shapeatlas.metrics.surface import closest_points_on_surface
 
     near = closest_points_on_surface(_points(a_aligned, "a_aligned"),
                                      _points(b_aligned, "b_aligned"), b_faces).points

@@ -23,9 +23,11 @@ import torch
 
 from shapeatlas import validate
 from shapeatlas.errors import ShapeAtlasError
+from shapeatlas.mesh.align import relaxed_rigid_step
 from shapeatlas.mesh.core import Mesh
 from shapeatlas.mesh.projection import ProjectionReport
 from shapeatlas.mesh.remesh import even_out
+from shapeatlas.metrics.surface import point_set_distances
 from shapeatlas.models import inputs, persistence
 from shapeatlas.models.generative import GenerativeMixin
 from shapeatlas.models.generator import VAEGenerator, VAESettings, new_shape_vae
@@ -439,7 +441,6 @@ class AtlasModel(GenerativeMixin):
         """
         from scipy.spatial.transform import Rotation
 
-        from shapeatlas.mesh.align import relaxed_rigid_step
 
         start = t
         for _ in range(iterations):
@@ -476,7 +477,6 @@ class AtlasModel(GenerativeMixin):
         if iterations < 0:
             raise ShapeAtlasError(f"pose_iterations must be 0 or more, got {iterations}")
         self._check_fitted()
-        from shapeatlas.metrics.surface import point_set_distances
 
         self.net_.eval()
         atlas, atlas_emb = self._atlas_embedding()

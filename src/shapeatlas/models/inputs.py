@@ -16,8 +16,18 @@ from scipy.spatial import cKDTree
 
 from shapeatlas.errors import MeshError, ShapeAtlasError
 from shapeatlas.mesh import geometry as geo
-from shapeatlas.mesh.align import solid_frame
+from shapeatlas.mesh.align import align_to_reference, solid_frame, symmetric_icp
 from shapeatlas.mesh.core import Mesh
+from shapeatlas.mesh.io import read_mesh
+from shapeatlas.mesh.remesh import decimate, decimate_even
+from shapeatlas.mesh.twist import (
+    CapReference,
+    basin_turn,
+    cap_twist,
+    cohort_turns,
+    covers_cohort,
+    turn_degrees,
+)
 from shapeatlas.nn.graph import mesh_graph, node_features
 from shapeatlas.nn.rasm import AtlasGraph, GraphInput
 
@@ -210,8 +220,6 @@ def initial_atlas(meshes: Sequence[Mesh], *, init: str, seed: int,
     few large triangles).
     -> (the chosen shape, the K-vertex atlas mesh)
     """
-    from shapeatlas.mesh.io import read_mesh
-    from shapeatlas.mesh.remesh import decimate, decimate_even
 
     if init == "medoid":
         start = meshes[medoid_index(meshes)]
@@ -269,7 +277,6 @@ def refine_pose_on_atlas(mesh: Mesh, atlas: Mesh, start: np.ndarray, *, cap=None
     about the long axis, which grooming set from the caps (on the 50 synthetic LVs, from a
     median 0.87 to 1.22 degrees off the truth; turning it back gained 0.1 mm of ground-truth
     error, docs/results.md). -> (4, 4)"""
-    from shapeatlas.mesh.align import symmetric_icp
 
     start = np.asarray(start, dtype=np.float64)
     scaled = not np.isclose(np.cbrt(np.linalg.det(start[:3, :3])), 1.0, atol=1e-6)
@@ -288,7 +295,6 @@ def cohort_cap(meshes: Sequence[Mesh], reference: Mesh):
     `cap_twist`. A cohort groomed without it keeps other turns, which a new shape turned to
     the cap would not share. -> `twist.CapReference` or None
     """
-    from shapeatlas.mesh.twist import CapReference, cohort_turns, covers_cohort, turn_degrees
 
     ref = CapReference.of(reference)
     if ref is None:
@@ -315,7 +321,6 @@ def turn_cap(mesh: Mesh, t: np.ndarray, cap, *, surface: np.ndarray | None = Non
     atlas's vertices); with it, a shape whose outline lines up only beyond the turn's window
     is first moved to the basin the outline points to where the surface fits as well
     (`twist.basin_turn`), as grooming does. A shape without such a cap keeps `t`. -> (4, 4)"""
-    from shapeatlas.mesh.twist import basin_turn, cap_twist
 
     if cap is None:
         return t
@@ -337,7 +342,6 @@ def cap_tensors(cap) -> dict[str, torch.Tensor]:
 def cap_from_tensors(tensors: dict[str, torch.Tensor], *, source: str):
     """The cap outline a model file holds (`cap_tensors`), or None for a file without one
     (written before it existed, or by a fit on a cohort without caps)."""
-    from shapeatlas.mesh.twist import CapReference
 
     if not any(k.startswith("cap.") for k in tensors):
         return None
@@ -349,7 +353,6 @@ def transform_to_atlas(mesh: Mesh, atlas: Mesh, *, cohort_scale: float) -> np.nd
     """Rigid (4, 4) map of a new mesh onto the atlas, refusing meshes that cannot be the organ:
     a size far from the cohort's (`cohort_scale`: mean RMS radius, mm) or a poor fit. The
     search skips starts by `NEW_SHAPE_AXIS_SD_RATIO`."""
-    from shapeatlas.mesh.align import align_to_reference
 
     r = _rms_radius(mesh)
     ratio = r / cohort_scale

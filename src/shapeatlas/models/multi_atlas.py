@@ -65,6 +65,7 @@ from shapeatlas.atomic import write_text_atomic
 from shapeatlas.errors import ShapeAtlasError
 from shapeatlas.mesh.align import similarity_fit
 from shapeatlas.mesh.core import Mesh
+from shapeatlas.mesh.io import write_mesh
 from shapeatlas.mesh.relax import relax_tangentially
 from shapeatlas.metrics.ssm import principal_axes
 from shapeatlas.models import persistence
@@ -711,7 +712,6 @@ class MultiAtlasModel(GenerativeMixin):
                 "weights": self.weights_.tolist(), "spread_mm2": self.spread_,
                 "selection": self.selection_, "shared": SHARED_DIR, "generator": gen_meta}
         out = persistence.write_model_folder(path, tensors, meta, atlas=self.atlas_mesh)
-        from shapeatlas.mesh.io import write_mesh
 
         for mesh in self.atlas_meshes():
             write_mesh(mesh, path / f"{mesh.name}.ply")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -20,10 +19,10 @@ from shapeatlas.atomic import atomic_path, write_text_atomic
 from shapeatlas.errors import ShapeAtlasError
 from shapeatlas.mesh.core import Mesh
 from shapeatlas.mesh.io import write_mesh
+from shapeatlas.models.inputs import Normalisation, cap_from_tensors
+from shapeatlas.models.point_model import PointModel
+from shapeatlas.training.config import FitConfig
 from shapeatlas.validate import shown
-
-if TYPE_CHECKING:
-    from shapeatlas.training.config import FitConfig
 
 META_NAME = "model.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -93,7 +92,6 @@ def read_model_tensors(path: str | Path) -> dict[str, torch.Tensor]:
 
 def config_of(meta: dict, source: str | Path) -> FitConfig:
     """The `config` field of a `model.json`, checked field by field."""
-    from shapeatlas.training.config import FitConfig
 
     if "config" not in meta:
         raise validate.field_error(source, "config", "is missing")
@@ -113,7 +111,6 @@ def atlas_of(tensors: dict[str, torch.Tensor], source: str | Path
 
 def normalisation_of(meta: dict, source: str | Path):
     """The `normalisation` field of a `model.json` (centre, scale, optional matrix), checked."""
-    from shapeatlas.models.inputs import Normalisation
 
     d = validate.mapping(meta.get("normalisation"), source, "normalisation")
     validate.matrix(d, "center", (3,), source, prefix="normalisation.")
@@ -125,7 +122,6 @@ def normalisation_of(meta: dict, source: str | Path):
 
 def cap_of(tensors: dict[str, torch.Tensor], source: str | Path):
     """The cap outline of a model file (`cap.*` tensors), or None; checked."""
-    from shapeatlas.models.inputs import cap_from_tensors
 
     caps = {k: torch.from_numpy(validate.tensor(tensors, k, source))
             for k in tensors if k.startswith("cap.")}
@@ -134,7 +130,6 @@ def cap_of(tensors: dict[str, torch.Tensor], source: str | Path):
 
 def point_model_of(tensors: dict[str, torch.Tensor], n_vertices: int, source: str | Path):
     """The point-distribution model of a model file (`point_model.*`), or None; checked."""
-    from shapeatlas.models.point_model import PointModel
 
     if not any(k.startswith("point_model.") for k in tensors):
         return None

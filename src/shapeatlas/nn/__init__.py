@@ -6,12 +6,12 @@ FeaStConv), `encoder` (GraphVAE), `attention` (soft correspondence), `refine` (g
 mesh regularisers), `losses` (Chamfer, KL, L1).
 """
 
-from shapeatlas.nn.attention import Correspondence, attention_correspondence
+from shapeatlas.nn.attention import AttentionMatch, attention_correspondence
 from shapeatlas.nn.encoder import (
     EncoderConfig,
     GraphVAE,
+    GraphVAEOutput,
     Posterior,
-    VAEOutput,
     reparameterize,
 )
 from shapeatlas.nn.feast import ReorderedFeaStConv
@@ -27,13 +27,13 @@ from shapeatlas.nn.refine import (
 )
 
 __all__ = [
-    "Correspondence",
+    "AttentionMatch",
     "EncoderConfig",
     "GraphVAE",
     "PackedGraphs",
     "Posterior",
     "ReorderedFeaStConv",
-    "VAEOutput",
+    "GraphVAEOutput",
     "attention_correspondence",
     "chamfer_loss",
     "edge_length_loss",

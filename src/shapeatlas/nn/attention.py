@@ -65,7 +65,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint as _checkpoint
 
-__all__ = ["Correspondence", "attention_correspondence", "rows_per_chunk", "transport_potential"]
+__all__ = ["AttentionMatch", "attention_correspondence", "rows_per_chunk", "transport_potential"]
 
 #: Embedding norms below this are treated as this when normalising for the cosine similarity.
 COSINE_EPS = 1e-8
@@ -87,7 +87,7 @@ TRANSPORT_LOG_BOUND = -math.log(TRANSPORT_TINY)
 
 
 @dataclass(frozen=True, eq=False)
-class Correspondence:
+class AttentionMatch:
     """Where each atlas vertex lands on a shape, and how sure the attention is.
 
     points: (K, 3) soft-corresponded positions A^T P.
@@ -169,7 +169,7 @@ def attention_correspondence(
     transport_relaxation: float = 1.0,
     atlas_weights: Tensor | None = None,
     shape_weights: Tensor | None = None,
-) -> Correspondence:
+) -> AttentionMatch:
     """Soft correspondence of atlas vertices onto a shape's points by cosine attention.
 
     Parameters
@@ -190,7 +190,7 @@ def attention_correspondence(
 
     Returns
     -------
-    Correspondence with points (K, 3), confidence (K,) and best_atlas_vertex (V,), on the inputs'
+    AttentionMatch with points (K, 3), confidence (K,) and best_atlas_vertex (V,), on the inputs'
     device; points and confidence in shape_points' dtype.
 
     Examples
@@ -258,7 +258,7 @@ def attention_correspondence(
         shape_unit.detach(),
         rows=rows_per_chunk(k, memory_budget_mb=memory_budget_mb, itemsize=itemsize),
     )
-    return Correspondence(
+    return AttentionMatch(
         points=torch.cat(out_points).to(shape_points.dtype),
         confidence=torch.cat(out_conf).to(shape_points.dtype),
         best_atlas_vertex=best,

@@ -27,7 +27,7 @@ from torch_geometric.nn.norm import GraphNorm, LayerNorm
 
 from shapeatlas.nn.feast import NeighbourTable, ReorderedFeaStConv, neighbour_table
 
-__all__ = ["EncoderConfig", "GraphVAE", "Posterior", "VAEOutput", "reparameterize"]
+__all__ = ["EncoderConfig", "GraphVAE", "Posterior", "GraphVAEOutput", "reparameterize"]
 
 #: Log-variances are clipped to this range before exponentiating, so one wild activation early in
 #: training cannot overflow exp() (e^20 ~ 5e8 is already far beyond any useful variance).
@@ -76,7 +76,7 @@ class Posterior:
 
 
 @dataclass(frozen=True, eq=False)
-class VAEOutput:
+class GraphVAEOutput:
     """Result of `GraphVAE.forward`.
 
     mu: (N, D) posterior means (the vertex embeddings).
@@ -142,7 +142,7 @@ class GraphVAE(nn.Module):
     ------
     x: (N, C) packed node features; edge_index: (2, E) packed, symmetric; batch: (N,) mesh index
     of each vertex (None means a single mesh)
-    -> VAEOutput with mu, logvar, z: (N, D) and recon: (N, C).
+    -> GraphVAEOutput with mu, logvar, z: (N, D) and recon: (N, C).
 
     In training mode z is a reparameterised sample (drawn with `generator` if given); in eval mode
     z = mu, so the output is deterministic.
@@ -180,12 +180,12 @@ class GraphVAE(nn.Module):
         batch: Tensor | None = None,
         *,
         generator: torch.Generator | None = None,
-    ) -> VAEOutput:
+    ) -> GraphVAEOutput:
         self._check_inputs(x, edge_index, batch)
         graph = self._graph(x, edge_index, batch)
         post = self._encode(x, graph)
         z = reparameterize(post.mu, post.logvar, generator=generator) if self.training else post.mu
-        return VAEOutput(mu=post.mu, logvar=post.logvar, z=z, recon=self._decode(z, graph))
+        return GraphVAEOutput(mu=post.mu, logvar=post.logvar, z=z, recon=self._decode(z, graph))
 
     def encode(self, x: Tensor, edge_index: Tensor, batch: Tensor | None = None) -> Posterior:
         """The per-vertex posterior. x: (N, C), edge_index: (2, E), batch: (N,) -> (N, D) each."""

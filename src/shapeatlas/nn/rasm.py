@@ -139,7 +139,7 @@ class RASM(nn.Module):
         self.attention_memory_mb = float(attention_memory_mb)
 
     def embed(self, graphs: Sequence[GraphInput], *, generator: torch.Generator | None = None):
-        """Encode several meshes in one packed pass. -> (VAEOutput, PackedGraphs)"""
+        """Encode several meshes in one packed pass. -> (GraphVAEOutput, PackedGraphs)"""
         packed = pack_graphs([(g.x, g.edge_index) for g in graphs])
         out = self.vae(packed.x, packed.edge_index, packed.batch, generator=generator)
         return out, packed

@@ -21,7 +21,7 @@ from torch import nn
 
 
 @dataclass(frozen=True)
-class VAEOutput:
+class ShapeVAEOutput:
     """recon: (B, 3K) reconstruction in mm; mu, logvar: (B, D) posterior parameters."""
 
     recon: torch.Tensor
@@ -48,7 +48,7 @@ class ShapeVAE(nn.Module):
         mean, scale: (3K,) the training mean in mm and the scalar standardisation scale (mm).
 
     Shapes:
-        forward: x (B, 3K) mm -> VAEOutput(recon (B, 3K) mm, mu (B, D), logvar (B, D)).
+        forward: x (B, 3K) mm -> ShapeVAEOutput(recon (B, 3K) mm, mu (B, D), logvar (B, D)).
         decode: z (B, D) -> (B, 3K) mm.
     """
 
@@ -71,7 +71,7 @@ class ShapeVAE(nn.Module):
         return self.mean + self.scale * self.decoder(z)
 
     def forward(self, x: torch.Tensor, *, sample: bool = True,
-                generator: torch.Generator | None = None) -> VAEOutput:
+                generator: torch.Generator | None = None) -> ShapeVAEOutput:
         """Encode, draw z = mu + eps * sd (eps from `generator`, on its device, when given;
         mu itself when `sample` is False), decode."""
         mu, logvar = self.encode(x)
@@ -84,10 +84,10 @@ class ShapeVAE(nn.Module):
                 eps = torch.randn(mu.shape, generator=generator,
                                   device=generator.device).to(mu.device)
             z = mu + eps * torch.exp(0.5 * logvar)
-        return VAEOutput(recon=self.decode(z), mu=mu, logvar=logvar)
+        return ShapeVAEOutput(recon=self.decode(z), mu=mu, logvar=logvar)
 
 
-def elbo_terms(x: torch.Tensor, out: VAEOutput, *, noise_mm: float
+def elbo_terms(x: torch.Tensor, out: ShapeVAEOutput, *, noise_mm: float
                ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-shape reconstruction term ||x - x_hat||^2 / (2 noise_mm^2) and KL(q || N(0, I)).
     x: (B, 3K) mm -> (B,), (B,)"""
@@ -96,7 +96,7 @@ def elbo_terms(x: torch.Tensor, out: VAEOutput, *, noise_mm: float
     return rec, kl
 
 
-def beta_vae_loss(x: torch.Tensor, out: VAEOutput, *, beta: float, noise_mm: float,
+def beta_vae_loss(x: torch.Tensor, out: ShapeVAEOutput, *, beta: float, noise_mm: float,
                   weights: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
     """Negative β-ELBO per shape, averaged over the batch (weighted by `weights` (B,), e.g. a
     cluster's memberships, when given). x: (B, 3K) mm -> (loss, terms)."""

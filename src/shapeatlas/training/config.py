@@ -17,7 +17,17 @@ from typing import Any, Literal
 from shapeatlas.errors import ShapeAtlasError
 from shapeatlas.nn.encoder import EncoderConfig
 from shapeatlas.nn.rasm import PULL_MOTIONS
-from shapeatlas.validate import Bool, Choice, Float, Int, IntList, Invalid, Str, shown
+from shapeatlas.validate import (
+    Bool,
+    Choice,
+    Float,
+    Int,
+    IntList,
+    Invalid,
+    Str,
+    read_json,
+    shown,
+)
 
 #: Bumped when a saved config can no longer be read by older code.
 CONFIG_VERSION = 11
@@ -493,7 +503,6 @@ class FitConfig:
 
     @classmethod
     def from_json(cls, path: str | Path) -> "FitConfig":
-        from shapeatlas.validate import read_json
 
         path = Path(path)
         if not path.exists():
