@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import trimesh
 
-from shapeatlas.errors import MeshError, OpenMeshError
-from shapeatlas.mesh import Mesh
+from shapeatlas.errors import OpenMeshError
+from shapeatlas.mesh import Mesh, closest
 from shapeatlas.metrics import (
+    ClosestPoints,
     SurfaceDistances,
     chamfer_distance,
     closest_points_on_surface,
@@ -44,11 +45,6 @@ def inscribed_radius(vertices: np.ndarray, faces: np.ndarray) -> float:
     n = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
     n /= np.linalg.norm(n, axis=1, keepdims=True)
     return float(np.abs(np.einsum("ij,ij->i", n, tri[:, 0])).min())
-
-
-def random_directions(n: int, seed: int) -> np.ndarray:
-    d = np.random.default_rng(seed).normal(size=(n, 3))
-    return d / np.linalg.norm(d, axis=1, keepdims=True)
 
 
 # --------------------------------------------------------------------------- point sets
@@ -148,81 +144,14 @@ def test_bad_weights_raise_value_error():
 
 
 # ---------------------------------------------------------------------- point to surface
-BIG_TRIANGLE_V = np.array([[0.0, 0.0, 0.0], [30.0, 0.0, 0.0], [0.0, 30.0, 0.0]])
-BIG_TRIANGLE_F = np.array([[0, 1, 2]])
-
-
-def test_point_above_a_big_triangle_interior_gets_its_exact_height():
-    centre = BIG_TRIANGLE_V.mean(axis=0)  # (10, 10, 0), far (14 mm+) from every corner
-    p = centre + [0.0, 0.0, 0.25]
-    res = closest_points_on_surface(p[None], BIG_TRIANGLE_V, BIG_TRIANGLE_F)
-    assert res.distances[0] == pytest.approx(0.25, abs=1e-12)
-    np.testing.assert_allclose(res.points[0], centre, atol=1e-12)
-    assert res.face_index[0] == 0
-    # From below, too.
-    d = point_to_surface_distance((centre - [0, 0, 4.0])[None], BIG_TRIANGLE_V, BIG_TRIANGLE_F)
-    assert d[0] == pytest.approx(4.0, abs=1e-12)
-
-
-def test_points_beside_a_triangle_are_measured_to_its_edge_or_corner():
-    pts = np.array([[-1.0, 5.0, 0.0], [-3.0, -4.0, 0.0], [20.0, 20.0, 0.0], [5.0, -2.0, 2.0]])
-    res = closest_points_on_surface(pts, BIG_TRIANGLE_V, BIG_TRIANGLE_F)
-    np.testing.assert_allclose(res.distances, [1.0, 5.0, np.sqrt(2) * 5.0, np.sqrt(8.0)])
-    np.testing.assert_allclose(
-        res.points, [[0, 5, 0], [0, 0, 0], [15, 15, 0], [5, 0, 0]], atol=1e-12
-    )
-
-
-@pytest.mark.parametrize("r_points, r_surface", [(2.0, 1.0), (0.5, 1.0), (1.02, 1.0)])
-def test_points_on_a_concentric_sphere_are_radius_difference_away(r_points, r_surface):
-    v, f = icosphere(r_surface, subdivisions=4)
-    pts = r_points * random_directions(1000, seed=3)
-    d = point_to_surface_distance(pts, v, f)
-    r_in = inscribed_radius(v, f)
-    # The polyhedron lies between its inscribed sphere and the sphere through its vertices.
-    lo, hi = (r_points - r_surface, r_points - r_in) if r_points > r_surface else (
-        r_in - r_points, r_surface - r_points)
-    assert np.all(d >= lo - 1e-12) and np.all(d <= hi + 1e-12)
-    np.testing.assert_allclose(d, abs(r_points - r_surface), atol=r_surface - r_in + 1e-12)
-    assert r_surface - r_in < 2e-3 * r_surface  # so the tolerance above is tight
-
-
-def test_closest_points_lie_on_the_surface_at_the_reported_distance():
-    v, f = icosphere(10.0, subdivisions=3)
-    pts = np.random.default_rng(4).normal(size=(500, 3)) * 8.0
-    res = closest_points_on_surface(pts, v, f)
-    np.testing.assert_allclose(np.linalg.norm(pts - res.points, axis=1), res.distances, atol=1e-9)
-    # Each closest point lies in the plane of its reported face.
-    tri = v[f[res.face_index]]
-    n = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
-    off_plane = np.einsum("ij,ij->i", res.points - tri[:, 0], n) / np.linalg.norm(n, axis=1)
-    np.testing.assert_allclose(off_plane, 0.0, atol=1e-9)
-
-
-def test_matches_trimesh_on_a_bumpy_mesh_with_uneven_triangles():
-    rng = np.random.default_rng(5)
-    v, f = icosphere(20.0, subdivisions=3)
-    v = v * (1.0 + 0.08 * rng.standard_normal((len(v), 1)))
-    # Add one huge triangle far larger than the others, beside the sphere.
-    v = np.vstack([v, [[-60.0, -60.0, -25.0], [60.0, -60.0, -25.0], [0.0, 60.0, -25.0]]])
-    f = np.vstack([f, [[len(v) - 3, len(v) - 2, len(v) - 1]]])
-    pts = rng.uniform(-40.0, 40.0, size=(3000, 3))
-    ours = closest_points_on_surface(pts, v, f)
-    _, ref, _ = trimesh.proximity.closest_point(trimesh.Trimesh(v, f, process=False), pts)
-    np.testing.assert_allclose(ours.distances, ref, atol=1e-9)
-
-
-def test_single_triangle_and_mesh_argument():
-    m = Mesh(BIG_TRIANGLE_V, BIG_TRIANGLE_F, name="tri")
-    d = point_to_surface_distance(np.array([[10.0, 10.0, 3.0]]), m)
-    assert d[0] == pytest.approx(3.0)
-
-
-def test_surface_arguments_are_validated():
-    with pytest.raises(ValueError, match="faces"):
-        point_to_surface_distance(np.zeros((1, 3)), BIG_TRIANGLE_V)
-    with pytest.raises(MeshError, match="surface.*out of range"):
-        point_to_surface_distance(np.zeros((1, 3)), BIG_TRIANGLE_V, np.array([[0, 1, 5]]))
+def test_point_to_surface_is_re_exported_from_mesh_closest():
+    # The engine and its tests live in shapeatlas.mesh.closest (tests/mesh/test_closest.py).
+    assert closest_points_on_surface is closest.closest_points_on_surface
+    assert point_to_surface_distance is closest.point_to_surface_distance
+    assert ClosestPoints is closest.ClosestPoints
+    v, f = icosphere(2.0, subdivisions=2)
+    assert point_to_surface_distance(np.zeros((1, 3)), v, f)[0] == pytest.approx(
+        inscribed_radius(v, f))
 
 
 # ------------------------------------------------------------------------ mesh to mesh

@@ -13,13 +13,13 @@ from sklearn.metrics import adjusted_rand_score
 
 from shapeatlas.data.synthetic_lv import load_truth
 from shapeatlas.errors import ShapeAtlasError
-from shapeatlas.models.multi_atlas import (
+from shapeatlas.models.clustering import (
     ClusterWarning,
-    MultiAtlasModel,
     prediction_strength,
     rigid_consensus,
     soft_cluster,
 )
+from shapeatlas.models.multi_atlas import MultiAtlasModel
 from shapeatlas.pipeline import load_model
 from shapeatlas.training.config import FitConfig
 
@@ -93,7 +93,7 @@ def test_prediction_strength_finds_one_two_or_three_groups():
 
 def test_clusters_keep_their_own_latent_sizes():
     from shapeatlas.models.generator import VAEGenerator, VAESettings
-    from shapeatlas.models.multi_atlas import MixtureGenerator
+    from shapeatlas.models.mixture import MixtureGenerator
 
     rng = np.random.default_rng(4)
     shapes, labels = _groups(rng, sizes=(12, 5), k=20)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.spatial import cKDTree
 
-from shapeatlas.metrics.surface import closest_points_on_surface
+from shapeatlas.mesh.closest import closest_points_on_surface
 
 #: A query within this chord distance of a domain vertex is that vertex (exact interpolation).
 VERTEX_SNAP_EPS = 1e-12

@@ -17,39 +17,33 @@ Conventions
   default; with weights, see `weighted_percentile`.
 - Mesh-to-mesh distances (`mesh_surface_distances`) are area-weighted so that they do not depend
   on how finely or evenly either surface is triangulated.
+
+Point-to-surface distances (`closest_points_on_surface`, `point_to_surface_distance`,
+`ClosestPoints`) live in `shapeatlas.mesh.closest` (libigl) and are re-exported here.
 """
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
-from itertools import chain
 
 import numpy as np
 from scipy.spatial import cKDTree
 
 from shapeatlas.errors import OpenMeshError
 from shapeatlas.mesh import geometry as geo
+from shapeatlas.mesh.closest import (
+    ClosestPoints,
+    _as_mesh,
+    _as_points,
+    closest_points_on_surface,
+    point_to_surface_distance,
+)
 from shapeatlas.mesh.core import Mesh
-
-log = logging.getLogger(__name__)
 
 #: Cubic millimetres in one millilitre.
 MM3_PER_ML = 1000.0
 #: The percentile used by `hausdorff95` and `SurfaceDistances.hd95`.
 HD_PERCENTILE = 95.0
-#: A triangle whose doubled area is below this fraction of its longest edge squared is treated as
-#: a segment (only its edges are searched), so its plane normal is never divided by ~0.
-SLIVER_REL_EPS = 1e-12
-#: Slack, as a fraction of the scene's bounding-box diagonal, added to candidate-search radii so
-#: that round-off can never drop the truly nearest triangle.
-CANDIDATE_SLACK_REL = 1e-9
-#: Nearest sub-triangle centres tried first for each query point before the exactness check.
-KNN_CANDIDATES = 16
-#: Sub-triangle centres indexed per triangle, on average at most, when large faces are cut up.
-SUBDIVISION_BUDGET = 4
-#: At most this many (point, triangle) pairs are evaluated at once, which bounds memory.
-MAX_PAIRS_PER_CHUNK = 500_000
 
 
 @dataclass(frozen=True)
@@ -70,52 +64,7 @@ class SurfaceDistances:
     mean_ba: float
 
 
-@dataclass(frozen=True)
-class ClosestPoints:
-    """Nearest surface points of a set of query points.
-
-    distances: (N,) unsquared distances.
-    points: (N, 3) closest points on the surface.
-    face_index: (N,) index of the triangle each closest point lies on.
-    """
-
-    distances: np.ndarray
-    points: np.ndarray
-    face_index: np.ndarray
-
-
 # ------------------------------------------------------------------------------------ helpers
-def _as_points(x, name: str) -> np.ndarray:
-    """A validated (N, 3) float64 array from an array-like or a `Mesh` (its vertices)."""
-    if isinstance(x, Mesh):
-        return x.vertices
-    p = np.asarray(x, dtype=np.float64)
-    if p.ndim != 2 or p.shape[1] != 3:
-        raise ValueError(f"{name} must have shape (N, 3), got {p.shape}")
-    if p.shape[0] == 0:
-        raise ValueError(f"{name} is empty; at least one point is needed")
-    if not np.isfinite(p).all():
-        raise ValueError(f"{name} contains NaN or infinite coordinates")
-    return p
-
-
-def _as_mesh(vertices, faces, name: str) -> Mesh:
-    """A `Mesh` from a `Mesh`, a ``(vertices, faces)`` pair, or separate arrays.
-
-    Building a `Mesh` runs its checks (shapes, finiteness, face indices in range), which raise
-    `MeshError` (a `ValueError`) naming ``name``.
-    """
-    if isinstance(vertices, Mesh):
-        if faces is not None:
-            raise ValueError(f"{name}: pass either a Mesh or (vertices, faces) arrays, not both")
-        return vertices
-    if faces is None and isinstance(vertices, tuple) and len(vertices) == 2:
-        vertices, faces = vertices
-    if faces is None:
-        raise ValueError(f"{name}: faces (F, 3) are required when vertices is an array")
-    return Mesh(vertices, faces, name=name)
-
-
 def _as_weights(w, n: int, name: str) -> np.ndarray | None:
     if w is None:
         return None
@@ -234,206 +183,6 @@ def hausdorff95(a_points, b_points, *, a_weights=None, b_weights=None) -> float:
         weighted_percentile(d_ab, HD_PERCENTILE, weights=w_a),
         weighted_percentile(d_ba, HD_PERCENTILE, weights=w_b),
     )
-
-
-# ---------------------------------------------------------------------- point-to-surface distance
-def _dot(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Row-wise dot products of component-first arrays. (3, P), (3, P) -> (P,)"""
-    return x[0] * y[0] + x[1] * y[1] + x[2] * y[2]
-
-
-def _cross(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Cross products of component-first arrays. (3, P), (3, P) -> (3, P)"""
-    return np.stack(
-        [x[1] * y[2] - x[2] * y[1], x[2] * y[0] - x[0] * y[2], x[0] * y[1] - x[1] * y[0]]
-    )
-
-
-def _triangle_table(tri: np.ndarray) -> dict[str, np.ndarray]:
-    """Per-triangle quantities the point-triangle kernel reuses. tri: (F, 3, 3) -> arrays (.., F)
-
-    Component-first ``(3, F)`` layout so that gathered rows are contiguous. ``start[k]`` and
-    ``edge[k]`` describe edge k (a->b, b->c, c->a); ``inward[k]`` is perpendicular to it, in the
-    plane, pointing into the triangle; ``unit_normal`` is zero for slivers, which are then
-    searched by their edges only.
-    """
-    a, b, c = (np.ascontiguousarray(tri[:, i].T) for i in range(3))
-    edge = np.stack([b - a, c - b, a - c])  # (3 edges, 3, F)
-    len2 = np.stack([_dot(e, e) for e in edge])  # (3, F)
-    n = _cross(edge[0], -edge[2])
-    nn = _dot(n, n)
-    flat = nn > (SLIVER_REL_EPS * len2.max(axis=0)) ** 2
-    unit_normal = np.where(flat, n / np.sqrt(np.where(flat, nn, 1.0)), 0.0)
-    return {
-        "start": np.stack([a, b, c]),
-        "edge": edge,
-        "inv_len2": np.where(len2 > 0.0, 1.0 / np.where(len2 > 0.0, len2, 1.0), 0.0),
-        "inward": np.stack([_cross(n, e) for e in edge]),
-        "unit_normal": unit_normal,
-        "flat": flat,
-    }
-
-
-def _closest_on_triangles(p: np.ndarray, table: dict, face: np.ndarray):
-    """Exact closest points on triangles ``face`` to points p.
-
-    p: (3, P), face: (P,) -> closest points (3, P), squared distances (P,)
-
-    If p projects inside its triangle the answer is that projection; otherwise it lies on the
-    boundary, so it is the nearest of the three edge points.
-    """
-    inside = table["flat"][face]
-    best_q, best_d2 = None, None
-    for k in range(3):
-        s, e = table["start"][k][:, face], table["edge"][k][:, face]
-        w = p - s
-        u = np.clip(_dot(w, e) * table["inv_len2"][k][face], 0.0, 1.0)
-        q = s + u * e
-        d = p - q
-        d2 = _dot(d, d)
-        if best_q is None:
-            best_q, best_d2 = q, d2
-        else:
-            better = d2 < best_d2
-            best_q = np.where(better, q, best_q)
-            best_d2 = np.where(better, d2, best_d2)
-        inside &= _dot(w, table["inward"][k][:, face]) >= 0.0
-        if k == 0:
-            w0 = w
-    if inside.any():
-        nrm = table["unit_normal"][:, face[inside]]
-        h = _dot(w0[:, inside], nrm)
-        best_q[:, inside] = p[:, inside] - h * nrm
-        best_d2[inside] = h * h
-    return best_q, best_d2
-
-
-def _subdivision_centres(tri: np.ndarray, reach: np.ndarray):
-    """Centres of congruent sub-triangles that cut large triangles into small pieces.
-
-    tri: (F, 3, 3), reach: (F,) largest centre-to-corner distance of each triangle
-    -> centres (S, 3), parent triangle of each (S,), reach of each sub-triangle (S,)
-
-    Triangle t is cut into ``n_t**2`` similar sub-triangles with ``n_t = ceil(reach_t / delta)``,
-    each of reach ``reach_t / n_t <= delta``, so every point of t lies within that distance of a
-    centre. ``delta`` is the smallest of a few reach quantiles that keeps the count at most
-    ``SUBDIVISION_BUDGET * F``: one centre for most triangles, more only for the large ones.
-    """
-    n_faces = tri.shape[0]
-    for q in (0.5, 0.75, 0.9, 1.0):
-        delta = max(float(np.quantile(reach, q)), np.finfo(float).tiny)
-        with np.errstate(over="ignore"):  # a huge (even inf) count just fails the budget test
-            n_sub = np.maximum(np.ceil(reach / delta), 1.0)
-        if (n_sub**2).sum() <= SUBDIVISION_BUDGET * n_faces:
-            break  # always reached by q = 1.0, where every n_sub is 1
-    n_sub = n_sub.astype(np.int64)
-    centres, parents, sub_reach = [], [], []
-    for n in np.unique(n_sub):
-        idx = np.flatnonzero(n_sub == n)
-        i, j = (g.ravel() for g in np.meshgrid(np.arange(n), np.arange(n), indexing="ij"))
-        up, down = i + j <= n - 1, i + j <= n - 2
-        # Barycentric (u, v) of the centres of the n^2 sub-triangles: "up" ones, then "down" ones.
-        u = np.concatenate([i[up] + 1 / 3, i[down] + 2 / 3]) / n
-        v = np.concatenate([j[up] + 1 / 3, j[down] + 2 / 3]) / n
-        a, b, c = tri[idx, 0], tri[idx, 1], tri[idx, 2]
-        pts = a[:, None] + u[None, :, None] * (b - a)[:, None] + v[None, :, None] * (c - a)[:, None]
-        centres.append(pts.reshape(-1, 3))
-        parents.append(np.repeat(idx, u.size))
-        sub_reach.append(np.repeat(reach[idx] / n, u.size))
-    return np.concatenate(centres), np.concatenate(parents), np.concatenate(sub_reach)
-
-
-def closest_points_on_surface(points, vertices, faces=None) -> ClosestPoints:
-    """Exact nearest points on a triangle surface (on the triangles, not only the vertices).
-
-    points: (N, 3); vertices: (V, 3) and faces: (F, 3), or a `Mesh` as ``vertices`` with
-    ``faces`` left out -> `ClosestPoints` with distances (N,), points (N, 3), face_index (N,).
-
-    Candidates come from a k-d tree over the centres of sub-triangles, large triangles being cut
-    into pieces of reach (centre-to-corner distance) at most ``delta`` so that one big face does
-    not widen every search. The ``KNN_CANDIDATES`` nearest centres give exact distances and an
-    upper bound ``u`` per point. Every untried triangle is at least ``d_k - delta`` away (``d_k``
-    the k-th centre's distance), so only points with ``d_k - delta < u`` search further: all
-    centres within ``u + delta``, which include one of every triangle closer than ``u``, pruned
-    by each sub-triangle's own reach. The result is exact up to round-off. Points deep inside a
-    closed surface, nearly equidistant to much of it, cost the most.
-    """
-    pts = _as_points(points, "points")
-    mesh = _as_mesh(vertices, faces, "surface")
-    tri = mesh.vertices[mesh.faces]  # (F, 3, 3)
-    reach = np.sqrt(((tri - tri.mean(axis=1, keepdims=True)) ** 2).sum(axis=2).max(axis=1))
-    centres, parents, sub_reach = _subdivision_centres(tri, reach)
-    delta = float(sub_reach.max())
-    table = _triangle_table(tri)
-    p_all = np.ascontiguousarray(pts.T)
-    scene = np.concatenate([mesh.bounds, pts.min(axis=0)[None], pts.max(axis=0)[None]])
-    slack = CANDIDATE_SLACK_REL * float(np.linalg.norm(scene.max(axis=0) - scene.min(axis=0)))
-
-    n, n_centres, n_faces = pts.shape[0], centres.shape[0], mesh.n_faces
-    best_d2 = np.full(n, np.inf)
-    best_q = np.zeros((3, n))
-    best_f = np.zeros(n, dtype=np.int64)
-
-    def evaluate(pair_p: np.ndarray, pair_f: np.ndarray) -> None:
-        # Several centres of one big triangle often hit the same point: try each pair once.
-        key = np.unique(pair_p * n_faces + pair_f)
-        pair_p, pair_f = key // n_faces, key % n_faces
-        for lo in range(0, pair_p.size, MAX_PAIRS_PER_CHUNK):
-            pp = pair_p[lo : lo + MAX_PAIRS_PER_CHUNK]
-            ff = pair_f[lo : lo + MAX_PAIRS_PER_CHUNK]
-            q, d2 = _closest_on_triangles(p_all[:, pp], table, ff)
-            order = np.lexsort((d2, pp))  # by point, then distance: first of each run is its min
-            pp_sorted = pp[order]
-            first = order[np.r_[True, pp_sorted[1:] != pp_sorted[:-1]]]
-            sel = first[d2[first] < best_d2[pp[first]]]
-            who = pp[sel]
-            best_d2[who], best_q[:, who], best_f[who] = d2[sel], q[:, sel], ff[sel]
-
-    tree = cKDTree(centres)
-    k = min(KNN_CANDIDATES, n_centres)
-    dist, idx = tree.query(pts, k=k)
-    dist, idx = dist.reshape(n, k), idx.reshape(n, k)
-    evaluate(np.repeat(np.arange(n), k), parents[idx.ravel()])
-    if k == n_centres:
-        return _closest_result(best_d2, best_q, best_f)
-
-    # Centres not yet tried are at least dist[:, -1] away, so their triangles at least
-    # dist[:, -1] - delta: only points where that could beat the best so far search further,
-    # within upper + delta, which reaches a centre of every triangle closer than upper.
-    upper = np.sqrt(best_d2)
-    todo = np.flatnonzero(dist[:, -1] - delta - slack < upper)
-    log.debug("closest_points_on_surface: %d of %d points need a radius search", todo.size, n)
-    if todo.size == 0:
-        return _closest_result(best_d2, best_q, best_f)
-    radius = upper[todo] + delta + slack
-    counts = tree.query_ball_point(pts[todo], radius, return_length=True)
-    # Chunks of points whose hits together stay within MAX_PAIRS_PER_CHUNK bound memory.
-    chunk_id = np.cumsum(counts) // MAX_PAIRS_PER_CHUNK
-    for c in np.unique(chunk_id):
-        sel = chunk_id == c
-        ids = todo[sel]
-        hits = tree.query_ball_point(pts[ids], radius[sel], return_sorted=False)
-        n_hits = np.fromiter(map(len, hits), dtype=np.int64, count=len(hits))
-        cand = np.fromiter(chain.from_iterable(hits), dtype=np.int64, count=int(n_hits.sum()))
-        rows = np.repeat(ids, n_hits)
-        # A triangle can beat the best so far only if one of its sub-triangles can.
-        gap = pts[rows] - centres[cand]
-        keep = np.sqrt(np.einsum("ij,ij->i", gap, gap)) - sub_reach[cand] - slack < upper[rows]
-        evaluate(rows[keep], parents[cand[keep]])
-    return _closest_result(best_d2, best_q, best_f)
-
-
-def _closest_result(best_d2, best_q, best_f) -> ClosestPoints:
-    return ClosestPoints(distances=np.sqrt(best_d2), points=best_q.T.copy(), face_index=best_f)
-
-
-def point_to_surface_distance(points, vertices, faces=None) -> np.ndarray:
-    """Distance from each point to the nearest point of a triangle surface (not just its vertices).
-
-    points: (N, 3); vertices: (V, 3) and faces: (F, 3), or a `Mesh` as ``vertices`` -> (N,)
-    Unsquared, in the input's units (mm). See `closest_points_on_surface` for the method.
-    """
-    return closest_points_on_surface(points, vertices, faces).distances
 
 
 # ------------------------------------------------------------------------ mesh-to-mesh distances

@@ -44,6 +44,9 @@ the 45-shape two-phenotype LV cohort (right answer 2) and of each phenotype alon
   is spread uniformly in size, and a distortion criterion rewards cutting a uniform spread;
 - prediction strength chose 2 for the cohort and 1 for each phenotype, for 3 seeds (and 1 for
   the livers, as did the gap statistic).
+
+The clustering maths (steps 2, 3 and the choice of M) lives in `shapeatlas.models.clustering`,
+the mixture generator in `shapeatlas.models.mixture`.
 """
 
 from __future__ import annotations
@@ -53,7 +56,6 @@ import json
 import logging
 import time
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -70,315 +72,30 @@ from shapeatlas.mesh.relax import relax_tangentially
 from shapeatlas.metrics.ssm import principal_axes
 from shapeatlas.models import persistence
 from shapeatlas.models.atlas import AtlasModel, Correspondence, vae_settings
+from shapeatlas.models.clustering import (
+    MIN_CLUSTER_SHAPES,
+    ClusterWarning,
+    m_step,
+    matched_energies,
+    memberships,
+    prediction_strength,
+    principal_scores,  # noqa: F401  (imported from here by bench/select_atlases.py)
+    rigid_consensus,
+    soft_cluster,
+)
 from shapeatlas.models.generative import GenerativeMixin, Samples, cohort_summary
 from shapeatlas.models.generator import DEFAULT_LATENT, VAEGenerator, effective_size
+from shapeatlas.models.mixture import MixtureGenerator
 from shapeatlas.training.config import FitConfig
 
 log = logging.getLogger(__name__)
 
 MODEL_FORMAT = "shapeatlas-multi-atlas-model"
 MODEL_VERSION = 2  # 2: clusters may have different latent sizes
-#: Each cluster needs at least this much membership (in shapes) for its β-VAE.
-MIN_CLUSTER_SHAPES = 3
 #: Where the shared correspondence network (an AtlasModel folder) lives inside a run folder.
 SHARED_DIR = "shared"
 #: Written next to the shared network once it is trained; `fit --resume` then reuses it.
 SHARED_SUMMARY = "fit_summary.json"
-#: Share of variance kept by the principal subspace in which "auto" compares M (2 to 10 modes).
-SELECT_VARIANCE = 0.9
-#: Random halvings of the cohort behind each M's prediction strength.
-SELECT_SPLITS = 50
-#: "auto" takes the largest M whose prediction strength reaches this. Tibshirani & Walther
-#: suggest 0.8 to 0.9. At 0.8 the dilated LVs alone would be split in two (strength 0.83 to
-#: 0.88 at M = 2, seeds 0 to 2); the two-phenotype cohort reaches 0.94 to 0.96
-#: (bench/select_atlases.py).
-SELECT_THRESHOLD = 0.9
-
-
-class ClusterWarning(UserWarning):
-    """Recoverable clustering trouble (an emptied cluster re-seeded)."""
-
-
-# --------------------------------------------------------------------------- clustering maths
-def rigid_consensus(shapes: np.ndarray, *, iterations: int = 10
-                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Generalised Procrustes without scaling. shapes: (N, K, 3) in correspondence, mm.
-
-    -> aligned (N, K, 3), transforms (N, 4, 4) mapping each shape onto the consensus, and the
-    consensus (K, 3) (their mean).
-    """
-    shapes = np.asarray(shapes, dtype=np.float64)
-    ref = shapes.mean(axis=0)
-    for _ in range(iterations):
-        mats = np.stack([similarity_fit(x, ref, scale=False)[0] for x in shapes])
-        aligned = np.einsum("nij,nkj->nki", mats[:, :3, :3], shapes) + mats[:, None, :3, 3]
-        new = aligned.mean(axis=0)
-        done = np.sqrt(((new - ref) ** 2).sum(axis=1).mean()) < 1e-6
-        ref = new
-        if done:
-            break
-    return aligned, mats, ref
-
-
-def energies(shapes: np.ndarray, atlases: np.ndarray) -> np.ndarray:
-    """Mean squared distance (mm²) of every shape to every atlas. (N, K, 3), (M, K, 3) -> (N, M)"""
-    s = shapes.reshape(len(shapes), -1)
-    a = atlases.reshape(len(atlases), -1)
-    d2 = (s**2).sum(1)[:, None] - 2.0 * s @ a.T + (a**2).sum(1)[None]
-    return np.maximum(d2, 0.0) / shapes.shape[1]
-
-
-def memberships(e: np.ndarray, weights: np.ndarray, *, temperature: float, spread: float
-                ) -> np.ndarray:
-    """r(k, m) ∝ weights_m exp(-e(k, m) / (temperature * spread)). (N, M) -> (N, M)"""
-    from scipy.special import softmax
-
-    return softmax(np.log(np.maximum(weights, 1e-300))[None] - e / (temperature * spread), axis=1)
-
-
-def matched_energies(per_cluster: np.ndarray, atlases: np.ndarray) -> np.ndarray:
-    """E(k, m) of shapes matched to each atlas separately. (N, M, K, 3), (M, K, 3) -> (N, M)"""
-    return np.stack([energies(per_cluster[:, m], atlases[m:m + 1])[:, 0]
-                     for m in range(len(atlases))], axis=1)
-
-
-@dataclass(frozen=True)
-class Clustering:
-    """memberships (N, M); weights (M,) π; atlases (M, K, 3) mm; spread s² (mm²);
-    distortion: Σ r E / N (mm²); reseeded: clusters re-seeded on the way."""
-
-    memberships: np.ndarray
-    weights: np.ndarray
-    atlases: np.ndarray
-    spread: float
-    distortion: float
-    reseeded: int = 0
-
-
-def m_step(per_cluster: np.ndarray, r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """π and the membership-weighted mean atlases of shapes matched to each atlas.
-    per_cluster: (N, M, K, 3) (a broadcast view when one set of shapes serves every atlas);
-    r: (N, M) -> (M,), (M, K, 3)"""
-    mass = r.sum(axis=0)
-    atlases = np.einsum("nm,nmkd->mkd", r, per_cluster) / np.maximum(mass, 1e-12)[:, None, None]
-    return mass / len(per_cluster), atlases
-
-
-def soft_cluster(shapes: np.ndarray, n_clusters: int, *, temperature: float, restarts: int,
-                 seed: int, max_iter: int = 200, tol: float = 1e-8) -> Clustering:
-    """Tempered soft k-means of (N, K, 3) shapes into `n_clusters` atlases (see module doc)."""
-    from sklearn.cluster import kmeans_plusplus
-
-    n = len(shapes)
-    if n_clusters == 1:
-        a = shapes.mean(axis=0, keepdims=True)
-        e = energies(shapes, a)
-        return Clustering(np.ones((n, 1)), np.ones(1), a, float(e.mean()), float(e.mean()))
-    flat = shapes.reshape(n, -1)
-    best = None
-    for rep in range(restarts):
-        _, idx = kmeans_plusplus(flat, n_clusters, random_state=seed + rep)
-        atlases, pi = shapes[idx].copy(), np.full(n_clusters, 1.0 / n_clusters)
-        e = energies(shapes, atlases)
-        spread = float(e.min(axis=1).mean())
-        reseeded, last = 0, np.inf
-        for _ in range(max_iter):
-            r = memberships(e, pi, temperature=temperature, spread=spread)
-            empty = np.flatnonzero(r.sum(axis=0) < min(MIN_CLUSTER_SHAPES, n / n_clusters) / 2)
-            for m in empty:  # re-seed at the shape the other atlases explain worst
-                worst = int(np.argmax((r * e).sum(axis=1)))
-                r[worst] = 0.0
-                r[worst, m] = 1.0
-                reseeded += 1
-            pi, atlases = m_step(np.broadcast_to(shapes[:, None], (n, *r.shape[1:],
-                                                                   *shapes.shape[1:])), r)
-            e = energies(shapes, atlases)
-            spread = max(float((r * e).sum() / n), 1e-12)
-            if abs(last - spread) <= tol * spread and not len(empty):
-                break
-            last = spread
-        r = memberships(e, pi, temperature=temperature, spread=spread)
-        fit = Clustering(r, r.mean(axis=0), atlases, spread, float((r * e).sum() / n), reseeded)
-        if best is None or fit.distortion < best.distortion:
-            best = fit
-    if best.reseeded:
-        warnings.warn(f"clustering into {n_clusters} atlases emptied a cluster {best.reseeded} "
-                      "time(s); it was re-seeded at the worst-explained shape. Consider fewer "
-                      "atlases.", ClusterWarning, stacklevel=2)
-    return best
-
-
-def principal_scores(shapes: np.ndarray) -> np.ndarray:
-    """Shapes (N, K, 3) -> their scores on the principal modes that keep SELECT_VARIANCE of the
-    variance (2 to 10 modes), as (N, 1, d) "shapes of one vertex" that `soft_cluster` takes."""
-    n = len(shapes)
-    flat = shapes.reshape(n, -1)
-    flat = flat - flat.mean(axis=0)
-    u, sv, _ = np.linalg.svd(flat, full_matrices=False)
-    share = np.cumsum(sv**2) / max((sv**2).sum(), 1e-300)
-    d = int(np.clip(np.searchsorted(share, SELECT_VARIANCE) + 1, 2, min(10, len(sv))))
-    return (u[:, :d] * sv[:d])[:, None, :]
-
-
-def prediction_strength(shapes: np.ndarray, max_clusters: int, *, seed: int,
-                        temperature: float, restarts: int, splits: int = SELECT_SPLITS,
-                        threshold: float = SELECT_THRESHOLD) -> dict:
-    """Choose M in 1..max_clusters by prediction strength (Tibshirani & Walther 2005).
-
-    The descriptors (principal scores, `principal_scores`) are split into random halves
-    `splits` times. Both halves are clustered into M atlases; the atlases of one half then
-    assign the shapes of the other. Prediction strength of M: over the other half's own
-    clusters of two shapes or more, the smallest share of its pairs of shapes that the first
-    half's atlases keep together, averaged over the splits. It is 1 for M = 1 and
-    stays near 1 only while the clusters are reproducible rather than arbitrary cuts of a
-    continuum. Chosen: the largest M whose strength is at least `threshold`. M is tried up to
-    `max_clusters`, and only while half the cohort can hold M clusters of MIN_CLUSTER_SHAPES.
-    -> {"chosen": M, "criterion": "prediction strength", "threshold", "modes", "splits",
-    "curve": [{"atlases", "strength", "se"}]}
-    """
-    scores = principal_scores(shapes)
-    n = len(scores)
-    # a half must be able to hold M clusters of MIN_CLUSTER_SHAPES; beyond that single-shape
-    # clusters (left out of the score) would make large M look reproducible
-    max_clusters = max(1, min(max_clusters, (n // 2) // MIN_CLUSTER_SHAPES))
-    rng = np.random.default_rng(seed)
-    halves = [rng.permutation(n) for _ in range(splits)]
-    curve = []
-    for m in range(1, max_clusters + 1):
-        strength = []
-        for rep, order in enumerate(halves):
-            a, b = scores[order[:n // 2]], scores[order[n // 2:]]
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", ClusterWarning)
-                ca = soft_cluster(a, m, temperature=temperature, restarts=restarts,
-                                  seed=seed + rep)
-                cb = soft_cluster(b, m, temperature=temperature, restarts=restarts,
-                                  seed=seed + rep)
-            own = cb.memberships.argmax(axis=1)
-            told = energies(b, ca.atlases).argmin(axis=1)
-            kept = []
-            for k in np.unique(own):
-                members = told[own == k]
-                if len(members) > 1:
-                    same = (members[:, None] == members[None]).sum() - len(members)
-                    kept.append(same / (len(members) * (len(members) - 1)))
-            strength.append(min(kept, default=0.0))
-        curve.append({"atlases": m, "strength": float(np.mean(strength)),
-                      "se": float(np.std(strength) / np.sqrt(len(strength)))})
-    chosen = max((c["atlases"] for c in curve if c["strength"] >= threshold), default=1)
-    return {"chosen": chosen, "criterion": "prediction strength", "threshold": threshold,
-            "modes": int(scores.shape[2]), "splits": splits, "curve": curve}
-
-
-# ------------------------------------------------------------------------------ the generator
-class MixtureGenerator:
-    """M β-VAEs, one per atlas, with mixing weights π (the generator interface of
-    `shapeatlas.models.generator`, so `evaluate` scores it like any other)."""
-
-    kind = "mixture-beta-vae"
-
-    def __init__(self, generators: Sequence[VAEGenerator], weights: np.ndarray,
-                 atlases: np.ndarray, *, spread: float, temperature: float):
-        self.generators = list(generators)
-        self.weights_ = np.asarray(weights, dtype=np.float64)
-        self.atlases_ = np.asarray(atlases, dtype=np.float64)
-        self.spread_ = float(spread)
-        self.temperature = float(temperature)
-
-    @property
-    def latent_dim(self) -> int:
-        """Columns of a latent code: the largest cluster's D (cluster m reads the first D_m)."""
-        return max(g.latent_dim for g in self.generators)
-
-    @property
-    def latent_dims(self) -> list[int]:
-        return [g.latent_dim for g in self.generators]
-
-    def assign(self, shapes: np.ndarray) -> np.ndarray:
-        """Memberships (B, M) of normalised shapes (consensus frame, mm) from their energies."""
-        return memberships(energies(np.asarray(shapes, dtype=np.float64), self.atlases_),
-                           self.weights_, temperature=self.temperature, spread=self.spread_)
-
-    def sample(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """Ancestral: cluster m ~ Cat(π), then z from cluster m's prior. -> (n, D), (n,); the
-        columns beyond a cluster's own D_m are 0."""
-        cluster = rng.choice(len(self.generators), size=n, p=self.weights_ / self.weights_.sum())
-        z = np.zeros((n, self.latent_dim))
-        for m, g in enumerate(self.generators):
-            pick = np.flatnonzero(cluster == m)
-            if len(pick):
-                z[pick, :g.latent_dim] = g.sample_latent(len(pick), rng)
-        return z, cluster
-
-    def decode(self, z: np.ndarray, cluster: np.ndarray) -> np.ndarray:
-        out = np.zeros((len(z), self.atlases_.shape[1], 3))
-        for m, g in enumerate(self.generators):
-            pick = np.flatnonzero(np.asarray(cluster) == m)
-            if len(pick):
-                out[pick] = g.decode(z[pick, :g.latent_dim])
-        return out
-
-    def reconstruct(self, shapes: np.ndarray, *, n_components: int | None = None) -> np.ndarray:
-        """Each shape through the β-VAE of its most probable cluster. (B, K, 3) -> (B, K, 3)"""
-        shapes = np.asarray(shapes, dtype=np.float64)
-        best = self.assign(shapes).argmax(axis=1)
-        out = np.zeros_like(shapes)
-        for m, g in enumerate(self.generators):
-            pick = np.flatnonzero(best == m)
-            if len(pick):
-                keep = None if n_components is None else min(n_components, g.latent_dim)
-                out[pick] = g.reconstruct(shapes[pick], n_components=keep)
-        return out
-
-    def log_likelihood(self, shapes_per_cluster: np.ndarray) -> np.ndarray:
-        """log Σ_m π_m exp(ELBO_m) per shape (nats, a lower bound of log p(x)).
-        shapes_per_cluster: (B, M, K, 3) each shape matched to each atlas -> (B,)"""
-        from scipy.special import logsumexp
-
-        lp = np.stack([np.log(self.weights_[m]) + g.elbo(shapes_per_cluster[:, m])
-                       for m, g in enumerate(self.generators)], axis=1)
-        return logsumexp(lp, axis=1)
-
-    def state(self) -> tuple[dict[str, torch.Tensor], dict]:
-        tensors = {"weights": torch.as_tensor(self.weights_),
-                   "atlases": torch.as_tensor(self.atlases_)}
-        metas = []
-        for m, g in enumerate(self.generators):
-            t, meta = g.state()
-            tensors.update({f"c{m}.{k}": v for k, v in t.items()})
-            metas.append(meta)
-        return tensors, {"kind": self.kind, "latent_dim": self.latent_dim,
-                         "latent_dims": self.latent_dims,
-                         "spread": self.spread_, "temperature": self.temperature,
-                         "clusters": metas}
-
-    @classmethod
-    def from_state(cls, tensors: dict[str, torch.Tensor], meta: dict, *, source: str = "model",
-                   prefix: str = "", n_vertices: int | None = None) -> "MixtureGenerator":
-        """Rebuild from `state()`, every field and tensor checked (`ShapeAtlasError` naming
-        `source`; `n_vertices`: the atlas's K)."""
-        meta = validate.mapping(meta, source, "generator")
-        clusters = validate.items(meta, "clusters", source, prefix="generator.", max_len=64)
-        m_count = len(clusters)
-        if m_count < 1:
-            raise validate.field_error(source, "generator.clusters", "must not be empty")
-        weights = validate.tensor(tensors, "weights", source, shape=(m_count,), prefix=prefix)
-        if (weights < 0).any() or not weights.sum() > 0:
-            raise ShapeAtlasError(f"{source}: tensor '{prefix}weights' must be >= 0 with a "
-                                  "positive sum")
-        atlases = validate.tensor(tensors, "atlases", source, shape=(m_count, n_vertices, 3),
-                                  prefix=prefix)
-        gens = []
-        for m, gm in enumerate(clusters):
-            p = f"c{m}."
-            gens.append(VAEGenerator.from_state(
-                {k[len(p):]: v for k, v in tensors.items() if k.startswith(p)}, gm,
-                source=source, prefix=prefix + p, n_vertices=atlases.shape[1]))
-        positive = validate.Float(0.0, 1e12, lo_open=True)
-        return cls(gens, weights, atlases,
-                   spread=validate.get(meta, "spread", positive, source, prefix="generator."),
-                   temperature=validate.get(meta, "temperature", positive, source,
-                                            prefix="generator."))
 
 
 # -------------------------------------------------------------------------------- the model

@@ -22,7 +22,7 @@ ground-truth error of the matching by 0.16-0.24 mm (0.08-0.18 mm on top of balan
 transport); on held-out real livers it made the matching worse, so it is off by default. No
 maintained library offers this step on given correspondences (ShapeWorks optimises its own
 particles), hence the few lines here; the Procrustes fit is `mesh.align.similarity_fit` and the
-closest points `metrics.surface.closest_points_on_surface`.
+closest points `mesh.closest.closest_points_on_surface`.
 """
 
 from __future__ import annotations
@@ -34,8 +34,9 @@ import numpy as np
 
 from shapeatlas.errors import ShapeAtlasError
 from shapeatlas.mesh.align import similarity_fit
+from shapeatlas.mesh.closest import closest_points_on_surface
 from shapeatlas.mesh.core import Mesh
-from shapeatlas.metrics.surface import closest_points_on_surface, point_set_distances
+from shapeatlas.metrics.surface import point_set_distances
 
 #: Mode weights of a new shape are clamped to this many standard deviations of the training set.
 CLAMP_SD = 3.0

@@ -1,0 +1,202 @@
+"""Clustering maths of the multi-atlas model: pure numpy on shapes in correspondence.
+
+Rigid consensus alignment (generalised Procrustes without scaling), energies of shapes to
+atlases and tempered soft memberships, the M-step, tempered soft k-means with k-means++ seeding
+(`soft_cluster`), and the choice of the number of atlases M by prediction strength
+(`prediction_strength`). Why these choices: the module docstring of
+`shapeatlas.models.multi_atlas`, which fits its clusters with them.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.special import softmax
+from sklearn.cluster import kmeans_plusplus
+
+from shapeatlas.mesh.align import similarity_fit
+
+#: Each cluster needs at least this much membership (in shapes) for its β-VAE.
+MIN_CLUSTER_SHAPES = 3
+#: Share of variance kept by the principal subspace in which "auto" compares M (2 to 10 modes).
+SELECT_VARIANCE = 0.9
+#: Random halvings of the cohort behind each M's prediction strength.
+SELECT_SPLITS = 50
+#: "auto" takes the largest M whose prediction strength reaches this. Tibshirani & Walther
+#: suggest 0.8 to 0.9. At 0.8 the dilated LVs alone would be split in two (strength 0.83 to
+#: 0.88 at M = 2, seeds 0 to 2); the two-phenotype cohort reaches 0.94 to 0.96
+#: (bench/select_atlases.py).
+SELECT_THRESHOLD = 0.9
+
+
+class ClusterWarning(UserWarning):
+    """Recoverable clustering trouble (an emptied cluster re-seeded)."""
+
+
+def rigid_consensus(shapes: np.ndarray, *, iterations: int = 10
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Generalised Procrustes without scaling. shapes: (N, K, 3) in correspondence, mm.
+
+    -> aligned (N, K, 3), transforms (N, 4, 4) mapping each shape onto the consensus, and the
+    consensus (K, 3) (their mean).
+    """
+    shapes = np.asarray(shapes, dtype=np.float64)
+    ref = shapes.mean(axis=0)
+    for _ in range(iterations):
+        mats = np.stack([similarity_fit(x, ref, scale=False)[0] for x in shapes])
+        aligned = np.einsum("nij,nkj->nki", mats[:, :3, :3], shapes) + mats[:, None, :3, 3]
+        new = aligned.mean(axis=0)
+        done = np.sqrt(((new - ref) ** 2).sum(axis=1).mean()) < 1e-6
+        ref = new
+        if done:
+            break
+    return aligned, mats, ref
+
+
+def energies(shapes: np.ndarray, atlases: np.ndarray) -> np.ndarray:
+    """Mean squared distance (mm²) of every shape to every atlas. (N, K, 3), (M, K, 3) -> (N, M)"""
+    s = shapes.reshape(len(shapes), -1)
+    a = atlases.reshape(len(atlases), -1)
+    d2 = (s**2).sum(1)[:, None] - 2.0 * s @ a.T + (a**2).sum(1)[None]
+    return np.maximum(d2, 0.0) / shapes.shape[1]
+
+
+def memberships(e: np.ndarray, weights: np.ndarray, *, temperature: float, spread: float
+                ) -> np.ndarray:
+    """r(k, m) ∝ weights_m exp(-e(k, m) / (temperature * spread)). (N, M) -> (N, M)"""
+
+    return softmax(np.log(np.maximum(weights, 1e-300))[None] - e / (temperature * spread), axis=1)
+
+
+def matched_energies(per_cluster: np.ndarray, atlases: np.ndarray) -> np.ndarray:
+    """E(k, m) of shapes matched to each atlas separately. (N, M, K, 3), (M, K, 3) -> (N, M)"""
+    return np.stack([energies(per_cluster[:, m], atlases[m:m + 1])[:, 0]
+                     for m in range(len(atlases))], axis=1)
+
+
+@dataclass(frozen=True)
+class Clustering:
+    """memberships (N, M); weights (M,) π; atlases (M, K, 3) mm; spread s² (mm²);
+    distortion: Σ r E / N (mm²); reseeded: clusters re-seeded on the way."""
+
+    memberships: np.ndarray
+    weights: np.ndarray
+    atlases: np.ndarray
+    spread: float
+    distortion: float
+    reseeded: int = 0
+
+
+def m_step(per_cluster: np.ndarray, r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """π and the membership-weighted mean atlases of shapes matched to each atlas.
+    per_cluster: (N, M, K, 3) (a broadcast view when one set of shapes serves every atlas);
+    r: (N, M) -> (M,), (M, K, 3)"""
+    mass = r.sum(axis=0)
+    atlases = np.einsum("nm,nmkd->mkd", r, per_cluster) / np.maximum(mass, 1e-12)[:, None, None]
+    return mass / len(per_cluster), atlases
+
+
+def soft_cluster(shapes: np.ndarray, n_clusters: int, *, temperature: float, restarts: int,
+                 seed: int, max_iter: int = 200, tol: float = 1e-8) -> Clustering:
+    """Tempered soft k-means of (N, K, 3) shapes into `n_clusters` atlases (see multi_atlas)."""
+    n = len(shapes)
+    if n_clusters == 1:
+        a = shapes.mean(axis=0, keepdims=True)
+        e = energies(shapes, a)
+        return Clustering(np.ones((n, 1)), np.ones(1), a, float(e.mean()), float(e.mean()))
+    flat = shapes.reshape(n, -1)
+    best = None
+    for rep in range(restarts):
+        _, idx = kmeans_plusplus(flat, n_clusters, random_state=seed + rep)
+        atlases, pi = shapes[idx].copy(), np.full(n_clusters, 1.0 / n_clusters)
+        e = energies(shapes, atlases)
+        spread = float(e.min(axis=1).mean())
+        reseeded, last = 0, np.inf
+        for _ in range(max_iter):
+            r = memberships(e, pi, temperature=temperature, spread=spread)
+            empty = np.flatnonzero(r.sum(axis=0) < min(MIN_CLUSTER_SHAPES, n / n_clusters) / 2)
+            for m in empty:  # re-seed at the shape the other atlases explain worst
+                worst = int(np.argmax((r * e).sum(axis=1)))
+                r[worst] = 0.0
+                r[worst, m] = 1.0
+                reseeded += 1
+            pi, atlases = m_step(np.broadcast_to(shapes[:, None], (n, *r.shape[1:],
+                                                                   *shapes.shape[1:])), r)
+            e = energies(shapes, atlases)
+            spread = max(float((r * e).sum() / n), 1e-12)
+            if abs(last - spread) <= tol * spread and not len(empty):
+                break
+            last = spread
+        r = memberships(e, pi, temperature=temperature, spread=spread)
+        fit = Clustering(r, r.mean(axis=0), atlases, spread, float((r * e).sum() / n), reseeded)
+        if best is None or fit.distortion < best.distortion:
+            best = fit
+    if best.reseeded:
+        warnings.warn(f"clustering into {n_clusters} atlases emptied a cluster {best.reseeded} "
+                      "time(s); it was re-seeded at the worst-explained shape. Consider fewer "
+                      "atlases.", ClusterWarning, stacklevel=2)
+    return best
+
+
+def principal_scores(shapes: np.ndarray) -> np.ndarray:
+    """Shapes (N, K, 3) -> their scores on the principal modes that keep SELECT_VARIANCE of the
+    variance (2 to 10 modes), as (N, 1, d) "shapes of one vertex" that `soft_cluster` takes."""
+    n = len(shapes)
+    flat = shapes.reshape(n, -1)
+    flat = flat - flat.mean(axis=0)
+    u, sv, _ = np.linalg.svd(flat, full_matrices=False)
+    share = np.cumsum(sv**2) / max((sv**2).sum(), 1e-300)
+    d = int(np.clip(np.searchsorted(share, SELECT_VARIANCE) + 1, 2, min(10, len(sv))))
+    return (u[:, :d] * sv[:d])[:, None, :]
+
+
+def prediction_strength(shapes: np.ndarray, max_clusters: int, *, seed: int,
+                        temperature: float, restarts: int, splits: int = SELECT_SPLITS,
+                        threshold: float = SELECT_THRESHOLD) -> dict:
+    """Choose M in 1..max_clusters by prediction strength (Tibshirani & Walther 2005).
+
+    The descriptors (principal scores, `principal_scores`) are split into random halves
+    `splits` times. Both halves are clustered into M atlases; the atlases of one half then
+    assign the shapes of the other. Prediction strength of M: over the other half's own
+    clusters of two shapes or more, the smallest share of its pairs of shapes that the first
+    half's atlases keep together, averaged over the splits. It is 1 for M = 1 and
+    stays near 1 only while the clusters are reproducible rather than arbitrary cuts of a
+    continuum. Chosen: the largest M whose strength is at least `threshold`. M is tried up to
+    `max_clusters`, and only while half the cohort can hold M clusters of MIN_CLUSTER_SHAPES.
+    -> {"chosen": M, "criterion": "prediction strength", "threshold", "modes", "splits",
+    "curve": [{"atlases", "strength", "se"}]}
+    """
+    scores = principal_scores(shapes)
+    n = len(scores)
+    # a half must be able to hold M clusters of MIN_CLUSTER_SHAPES; beyond that single-shape
+    # clusters (left out of the score) would make large M look reproducible
+    max_clusters = max(1, min(max_clusters, (n // 2) // MIN_CLUSTER_SHAPES))
+    rng = np.random.default_rng(seed)
+    halves = [rng.permutation(n) for _ in range(splits)]
+    curve = []
+    for m in range(1, max_clusters + 1):
+        strength = []
+        for rep, order in enumerate(halves):
+            a, b = scores[order[:n // 2]], scores[order[n // 2:]]
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ClusterWarning)
+                ca = soft_cluster(a, m, temperature=temperature, restarts=restarts,
+                                  seed=seed + rep)
+                cb = soft_cluster(b, m, temperature=temperature, restarts=restarts,
+                                  seed=seed + rep)
+            own = cb.memberships.argmax(axis=1)
+            told = energies(b, ca.atlases).argmin(axis=1)
+            kept = []
+            for k in np.unique(own):
+                members = told[own == k]
+                if len(members) > 1:
+                    same = (members[:, None] == members[None]).sum() - len(members)
+                    kept.append(same / (len(members) * (len(members) - 1)))
+            strength.append(min(kept, default=0.0))
+        curve.append({"atlases": m, "strength": float(np.mean(strength)),
+                      "se": float(np.std(strength) / np.sqrt(len(strength)))})
+    chosen = max((c["atlases"] for c in curve if c["strength"] >= threshold), default=1)
+    return {"chosen": chosen, "criterion": "prediction strength", "threshold": threshold,
+            "modes": int(scores.shape[2]), "splits": splits, "curve": curve}
