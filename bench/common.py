@@ -118,7 +118,7 @@ def true_correspondence_poses(names, truth, poses, *, n_points: int = 4000,
     """Oracle poses: generalised Procrustes (rotation + translation) of every shape's points at
     the same random domain coordinates (true correspondences), started from `poses`.
     -> NAME -> (4, 4) file -> aligned."""
-    from shapeatlas.models.multi_atlas import rigid_consensus
+    from shapeatlas.models.clustering import rigid_consensus
 
     u = np.random.default_rng(seed).normal(size=(n_points, 3))
     u /= np.linalg.norm(u, axis=1, keepdims=True)

@@ -53,7 +53,7 @@ self-intersections).
     python bench/real_warps.py DATA --out OUT --skip-fit [--transport-iterations N]
                                [--transport-sharpness L] [--transport-relaxation W]
                                [--deformation-smoothing N] [--refine-motion free|normal]
-                               [--pose-iterations N] [--realign]
+                               [--pose-iterations N] [--surface-cpd N] [--realign]
 
 `--skip-fit` reuses OUT/cohort, OUT/truth and OUT/run and only corresponds and scores again, into
 OUT/corr-TAG (TAG names the matching options given); the figures go to `--json` (default
@@ -122,7 +122,7 @@ ROUND_TRIP_TOLERANCE_MM = 1e-3
 #: Matching options passed to `correspond_files` (argparse dest -> short tag in OUT/corr-TAG).
 MATCHING_OPTIONS = {"transport_iterations": "t", "transport_sharpness": "l",
                     "transport_relaxation": "w", "deformation_smoothing": "d",
-                    "refine_motion": "", "pose_iterations": "p"}
+                    "refine_motion": "", "pose_iterations": "p", "surface_cpd": "c"}
 
 
 @dataclass(frozen=True)
@@ -396,6 +396,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--deformation-smoothing", type=int, default=None)
     p.add_argument("--refine-motion", default=None, choices=["free", "normal"])
     p.add_argument("--pose-iterations", type=int, default=None)
+    p.add_argument("--surface-cpd", type=int, default=None)
     p.add_argument("--realign", action="store_true",
                    help="correspond: align every copy to the atlas from scratch")
     p.add_argument("--json", type=Path, default=None,

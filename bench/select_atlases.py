@@ -33,7 +33,7 @@ from sklearn.mixture import GaussianMixture
 
 from shapeatlas.data.synthetic_lv import load_truth
 from shapeatlas.mesh.groom import load_groomed
-from shapeatlas.models.multi_atlas import (
+from shapeatlas.models.clustering import (
     ClusterWarning,
     prediction_strength,
     principal_scores,

@@ -353,6 +353,7 @@ def cmd_correspond(args: argparse.Namespace) -> int:
                                         realign=args.realign,
                                         point_model=not args.no_point_model,
                                         refine_motion=args.refine_motion,
+                                        surface_cpd=args.surface_cpd,
                                         overwrite=args.overwrite,
                                         progress=lambda k: progress("match", k, len(args.meshes)))
     finally:
@@ -625,6 +626,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="smooth each matched shape's displacement from the atlas for N "
                    "iterations (default: the run's deformation_smoothing: 8 for runs since "
                    "model format 10, else 0, off)")
+    c.add_argument("--surface-cpd", type=int, default=None, metavar="N",
+                   help="iterations of the CPD refinement of each matched shape, started from "
+                   "the network's match (default: the run's surface_cpd_iterations: 15 for runs "
+                   "since model format 12, else 0, off)")
     c.add_argument("--refine-motion", choices=["free", "normal"], default=None,
                    help="how the test-time pull moves the points: normal (only along each "
                    "point's normal: no sliding along the surface; less ground-truth error, "

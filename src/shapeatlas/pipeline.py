@@ -34,6 +34,7 @@ from shapeatlas.mesh.groom import (
     load_manifest,
 )
 from shapeatlas.mesh.io import is_mesh_file, read_mesh, write_mesh
+from shapeatlas.mesh.projection import ProjectionReport
 from shapeatlas.mesh.units import size_outliers
 from shapeatlas.mesh.validity import mesh_validity
 from shapeatlas.metrics.correspondence import (
@@ -348,27 +349,44 @@ def collect_mesh_paths(items: Sequence[str | Path]) -> list[Path]:
     return paths
 
 
-def write_correspondence(c: Correspondence, faces: np.ndarray, out_dir: Path, name: str):
-    """DIR/NAME.ply (atlas topology, input frame) and DIR/NAME.npz (points, confidence, ...,
-    and the mesh check of the matched shape: `valid`, `problems`, `self_intersecting_faces`;
-    with `projected_vertices` and `projection_max_move_mm` when the points were projected onto
-    a valid mesh). Written even when the check fails. -> the `Validity`"""
+def write_correspondence(c: Correspondence, faces: np.ndarray, out_dir: Path, name: str, *,
+                         surface: np.ndarray | None = None,
+                         projection: ProjectionReport | None = None):
+    """DIR/NAME.ply and DIR/NAME.npz of one correspondence, written even when the mesh check
+    fails. -> the `Validity` of the written surface
 
-    ok = mesh_validity(c.points, faces)
-    write_mesh(Mesh(c.points, faces, name=name), out_dir / f"{name}.ply",
+    NAME.ply is the matched surface in atlas topology, in the input's frame: `surface` (K, 3)
+    when given (the points projected onto a valid mesh, `projection` saying what moved), else
+    the points themselves. NAME.npz holds the correspondence (`points`, `confidence`,
+    `atlas_vertex`, `transform`, distances), `surface_points` (the .ply's vertices), the mesh
+    check of that surface (`valid`, `problems`, `self_intersecting_faces`) and, with a
+    projection, `projected_vertices` and `projection_max_move_mm`."""
+    surface = c.points if surface is None else np.asarray(surface, dtype=np.float64)
+    ok = mesh_validity(surface, faces)
+    write_mesh(Mesh(surface, faces, name=name), out_dir / f"{name}.ply",
                point_data={"confidence": c.confidence.astype(np.float32)})
     write_npz_atomic(out_dir / f"{name}.npz", {
-        "points": c.points, "confidence": c.confidence, "atlas_vertex": c.atlas_vertex,
+        "points": c.points, "surface_points": surface, "confidence": c.confidence,
+        "atlas_vertex": c.atlas_vertex,
         "transform": c.transform, "chamfer_mm": np.float64(c.chamfer_mm),
         "hausdorff_mm": np.float64(c.hausdorff_mm), "valid": np.bool_(ok.valid),
         "problems": np.asarray(ok.problems, dtype=str),
         "self_intersecting_faces": np.int64(ok.n_self_intersecting),
-        **({} if c.projection is None else {
-            "projected_vertices": np.int64(c.projection.changed),
-            "projection_max_move_mm": np.float64(c.projection.max_move_mm)}),
+        **({} if projection is None else {
+            "projected_vertices": np.int64(projection.changed),
+            "projection_max_move_mm": np.float64(projection.max_move_mm)}),
         **({} if c.atlas is None else {"atlas": np.int64(c.atlas),
                                        "memberships": np.asarray(c.memberships)})})
     return ok
+
+
+def matched_surface(model, c: Correspondence) -> tuple[np.ndarray, ProjectionReport]:
+    """The matched points of `c` projected onto a valid mesh (in the model's frame, against
+    the atlas of `c`), back in the input's frame. -> ((K, 3), the projection's report)"""
+    cluster = None if c.atlas is None else np.array([c.atlas])
+    projected, (report,) = model.project_shapes(c.aligned_points[None], cluster)
+    inv = np.linalg.inv(c.transform)
+    return projected[0] @ inv[:3, :3].T + inv[:3, 3], report
 
 
 def correspond_files(run_dir: str | Path, items: Sequence[str | Path], out_dir: str | Path, *,
@@ -379,7 +397,7 @@ def correspond_files(run_dir: str | Path, items: Sequence[str | Path], out_dir: 
                      transport_relaxation: float | None = None,
                      deformation_smoothing: int | None = None, realign: bool = False,
                      point_model: bool = True, refine_motion: str | None = None,
-                     overwrite: bool = False,
+                     surface_cpd: int | None = None, overwrite: bool = False,
                      progress: Callable[[int], None] | None = None) -> tuple[list[dict], list[str]]:
     """Correspond every mesh to a fitted run; returns per-file summaries and error lines.
 
@@ -400,7 +418,8 @@ def correspond_files(run_dir: str | Path, items: Sequence[str | Path], out_dir: 
     deformation_smoothing: override the run's `deformation_smoothing` (R-ASM runs;
     `AtlasModel.set_deformation_smoothing`).
     point_model: False matches without the run's point-distribution model (`ssm_modes`).
-    refine_motion: override the run's `refine_motion` ("free" or "normal"; R-ASM runs)."""
+    refine_motion: override the run's `refine_motion` ("free" or "normal"; R-ASM runs).
+    surface_cpd: override the run's `surface_cpd_iterations` (R-ASM runs; 0: off)."""
 
     paths = collect_mesh_paths(items)
     inputs = [run_dir, *items, *paths]
@@ -420,6 +439,10 @@ def correspond_files(run_dir: str | Path, items: Sequence[str | Path], out_dir: 
             raise ShapeAtlasError(f"{run_dir}: --deformation-smoothing needs an R-ASM run, not "
                                   "CPD-PCA")
         model.set_deformation_smoothing(deformation_smoothing)
+    if surface_cpd is not None:
+        if isinstance(model, CPDPCAModel):
+            raise ShapeAtlasError(f"{run_dir}: --surface-cpd needs an R-ASM run, not CPD-PCA")
+        model.set_surface_cpd(surface_cpd)
     if refine_motion is not None:
         if isinstance(model, CPDPCAModel):
             raise ShapeAtlasError(f"{run_dir}: --refine-motion needs an R-ASM run, not CPD-PCA")
@@ -457,14 +480,15 @@ def _correspond_into(model, paths: Sequence[Path], out_dir: Path, poses: dict, r
             c = model.correspond([mesh], refine=refine, transforms=None if pose is None else [pose],
                                  **extra)[0]
             dt = time.perf_counter() - t0
-            ok = write_correspondence(c, model.atlas_faces_, out_dir, path.stem)
+            surface, report = matched_surface(model, c)
+            ok = write_correspondence(c, model.atlas_faces_, out_dir, path.stem,
+                                      surface=surface, projection=report)
             done.append({"name": path.stem, "seconds": dt, "pose": how,
                          "valid": ok.valid, "problems": ok.problems,
                          "chamfer_mm": c.chamfer_mm,
                          "hausdorff_mm": c.hausdorff_mm,
                          "mean_confidence": float(c.confidence.mean()),
-                         **({} if c.projection is None else {
-                             "projection": c.projection.as_dict()}),
+                         "projection": report.as_dict(),
                          **({} if c.atlas is None else {
                              "atlas": c.atlas, "memberships": c.memberships.tolist()})})
         except ShapeAtlasError as exc:

@@ -98,7 +98,7 @@ def test_a_new_shape_gets_the_pruned_search_then_the_local_refinement(fitted, mo
         refined.append((start, out))
         return out
 
-    monkeypatch.setattr(align, "align_to_reference", recording_align)
+    monkeypatch.setattr(inputs, "align_to_reference", recording_align)
     monkeypatch.setattr(inputs, "refine_pose_on_atlas", recording_refine)
     c = model.correspond([meshes[2].transformed(_turn(70.0, [1.0, 0.3, 0.0]))])[0]
     assert ratios == [(inputs.NEW_SHAPE_AXIS_SD_RATIO, inputs.NEW_SHAPE_FINALIST_RMS_RATIO)]
@@ -636,3 +636,38 @@ def test_atlas_reestimation_uses_the_free_pull_whatever_the_results_use(tiny_coh
     # generator's shapes as correspond matches them, with the normal pull's.
     n = len(meshes)
     assert calls == [("free", 5)] * n + [("normal", 3)] * n
+
+
+def test_surface_cpd_pulls_scattered_matches_back_into_a_smooth_deformation():
+    import trimesh
+
+    from shapeatlas.mesh.closest import closest_points_on_surface, point_to_surface_distance
+    from shapeatlas.training.config import FitConfig
+
+    with pytest.raises(ShapeAtlasError, match="surface_cpd_iterations"):
+        FitConfig(surface_cpd_iterations=-1)
+    d = FitConfig().to_dict()
+    assert d["surface_cpd_iterations"] == 15
+    old = {k: v for k, v in d.items() if k != "surface_cpd_iterations"}
+    assert FitConfig.from_dict({**old, "version": 11}).surface_cpd_iterations == 0
+    sphere = trimesh.creation.icosphere(subdivisions=3, radius=40.0)
+    atlas = np.asarray(sphere.vertices) * [1.0, 0.8, 0.6]
+    model = AtlasModel(FitConfig(surface_cpd_iterations=15))
+    model.atlas_vertices_ = atlas
+
+    def warp(x):  # a smooth deformation of realistic size (a few mm)
+        return 1.05 * x + 4.0 * np.sin(x[:, [1, 2, 0]] / 25.0)
+
+    shape = Mesh(warp(atlas), sphere.faces, name="warped")
+    truth = warp(atlas)
+    rng = np.random.default_rng(0)
+    # the network's match: each point scattered by ~2 mm, then put back on the surface
+    scattered = truth + rng.normal(0.0, 2.0, truth.shape)
+    matched = closest_points_on_surface(scattered, shape).points
+    before = np.linalg.norm(matched - truth, axis=1).mean()
+    refined = model._surface_cpd(shape, matched)
+    after = np.linalg.norm(refined - truth, axis=1).mean()
+    assert after < 0.6 * before
+    assert point_to_surface_distance(refined, shape).max() < 1e-6  # on the surface
+    model.set_surface_cpd(0)
+    assert model.config.surface_cpd_iterations == 0

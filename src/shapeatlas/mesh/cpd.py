@@ -60,15 +60,22 @@ def normalising_frame(points: np.ndarray) -> tuple[np.ndarray, float]:
 
 def cpd_nonrigid(moving: np.ndarray, target: np.ndarray, *, kernel: LowRankKernel,
                  lam: float = 2.0, w: float = 0.0, iterations: int = 100,
-                 tolerance: float = 1e-5) -> CPDResult:
+                 tolerance: float = 1e-5, start: np.ndarray | None = None,
+                 sigma2: float | None = None) -> CPDResult:
     """Deform `moving` (M, 3) onto `target` (N, 3); both already in the same normalised units
-    that `kernel` was built in (see `normalising_frame`)."""
+    that `kernel` was built in (see `normalising_frame`).
+
+    start: (M, 3) positions of the moving points for the first E-step (default: `moving`),
+    e.g. a match found otherwise; sigma2: the first E-step's variance (default: the mean
+    squared distance between the two sets, CPD's own start). The deformation is still of
+    `moving`: T(Y) = Y + G W."""
     y = np.asarray(moving, dtype=np.float64)
     x = np.asarray(target, dtype=np.float64)
     m, n = len(y), len(x)
     q, lv = kernel.q, kernel.values
-    ty = y.copy()
-    sigma2 = float(np.square(x[None, :, :] - y[:, None, :]).sum() / (3.0 * m * n))
+    ty = y.copy() if start is None else np.array(start, dtype=np.float64)
+    if sigma2 is None:
+        sigma2 = float(np.square(x[None, :, :] - ty[:, None, :]).sum() / (3.0 * m * n))
     x32 = x.astype(np.float32)
     xx = np.square(x).sum(axis=1)
     p = np.zeros((m, n), dtype=np.float32)

@@ -7,7 +7,8 @@ sheets cross, faces turned over or collapsed. `project_valid` removes those fail
 smallest local change it finds, and leaves a valid shape untouched:
 
 1. The atlas (a valid mesh with the same faces) is mapped onto the shape by the least-squares
-   affine map (a similarity where that map would turn it inside out), and the shape is written as
+   similarity (rotation, scale, translation: it keeps every angle, so the mapped atlas is valid;
+   an affine map could flatten a fold below the check's angle), and the shape is written as
    that mapped atlas plus a displacement per vertex.
 2. Around the failing faces (self-intersecting, touching or folded flat, degenerate, or turned
    over against the atlas), the displacement is smoothed over the atlas graph, on a region grown
@@ -50,7 +51,8 @@ class ProjectionReport:
 
     changed: vertices moved (0 for a shape that was already valid).
     max_move_mm / mean_move_mm: largest and mean move of the moved vertices (0 when none).
-    valid: the result passes the geometric checks (always, unless the reference fails them).
+    valid: the result passes the geometric checks (always, unless the reference fails them; the
+        shape is then returned unchanged).
     rounds: rounds of smoothing it took; beyond `SMOOTH_ROUNDS` the displacement was also halved,
         and `SMOOTH_ROUNDS + SHRINK_ROUNDS + 1` means the mapped atlas itself was used.
     """
@@ -78,13 +80,9 @@ def failing_faces(vertices: np.ndarray, faces: np.ndarray, reference: np.ndarray
     return np.flatnonzero(bad)
 
 
-def _fit_affine(reference: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """reference mapped onto target by the least-squares affine map, or by the least-squares
-    similarity where the affine map is not orientation-preserving. (K, 3) x2 -> (K, 3)"""
-    h = np.c_[reference, np.ones(len(reference))]
-    m, *_ = np.linalg.lstsq(h, target, rcond=None)
-    if np.linalg.det(m[:3]) > 0:
-        return h @ m
+def _fit_similarity(reference: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """reference mapped onto target by the least-squares similarity (rotation, scale and
+    translation), which keeps every angle: a valid reference stays valid. (K, 3) x2 -> (K, 3)"""
     a, b = reference - reference.mean(0), target - target.mean(0)
     u, s, vt = np.linalg.svd(a.T @ b)
     d = np.sign(np.linalg.det(u @ vt)) or 1.0
@@ -122,7 +120,7 @@ class Projector:
         bad = failing_faces(x, f, self.reference)
         if len(bad) == 0:
             return x, ProjectionReport()
-        base = _fit_affine(self.reference, x)
+        base = _fit_similarity(self.reference, x)
         d = x - base
         region = np.zeros(len(x), dtype=bool)
         v, rounds = x, SMOOTH_ROUNDS + SHRINK_ROUNDS + 1
@@ -141,7 +139,9 @@ class Projector:
                 rounds = r + 1
                 break
         if len(bad):
-            v = base  # the mapped atlas itself: valid whenever the atlas is
+            if not self.reference_valid:  # nothing valid to fall back on: keep the shape
+                return x, ProjectionReport(changed=0, valid=False, rounds=rounds)
+            v = base  # the mapped atlas itself, valid since the atlas is
             bad = failing_faces(v, f, self.reference)
         move = np.linalg.norm(v - x, axis=1)
         moved = move > 0

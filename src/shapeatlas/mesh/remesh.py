@@ -521,7 +521,8 @@ def _uncross(mesh: Mesh, surface: Mesh) -> tuple[Mesh, int, bool]:
     return out, n_crossing, out is not mesh
 
 
-def untangle(mesh: Mesh, *, rounds: int = UNTANGLE_ROUNDS) -> tuple[Mesh, int]:
+def untangle(mesh: Mesh, *, rounds: int = UNTANGLE_ROUNDS,
+             context: str = "after decimation") -> tuple[Mesh, int]:
     """Smooth the surface around its self-intersecting faces until none is left.
 
     A collapse that is fine for the quadric error can fold a thin part (a liver's lobe edge a
@@ -529,7 +530,8 @@ def untangle(mesh: Mesh, *, rounds: int = UNTANGLE_ROUNDS) -> tuple[Mesh, int]:
     faces (`validity.self_intersecting_faces`) and moves their vertices and `UNTANGLE_RINGS`
     rings around them (one more every round) `UNTANGLE_STEPS` times towards the mean of their
     neighbours; where `rounds` rounds do not clear them, the same again from the start with
-    one ring and twice the steps. -> (mesh, number of faces still crossing; 0 when it succeeded)
+    one ring and twice the steps. context: how the log line says where the crossings came from.
+    -> (mesh, number of faces still crossing; 0 when it succeeded)
     """
     from scipy import sparse
 
@@ -560,8 +562,8 @@ def untangle(mesh: Mesh, *, rounds: int = UNTANGLE_ROUNDS) -> tuple[Mesh, int]:
                 break
         if len(bad) == 0:
             break
-    log.info("%s: smoothed %s self-intersections after decimation", mesh.name,
-             "away the" if len(bad) == 0 else "but could not remove all")
+    log.info("%s: smoothed %s self-intersections %s", mesh.name,
+             "away the" if len(bad) == 0 else "but could not remove all", context)
     return Mesh(v, f, name=mesh.name), len(bad)
 
 

@@ -24,12 +24,14 @@ import torch
 from shapeatlas import validate
 from shapeatlas.errors import ShapeAtlasError
 from shapeatlas.mesh.align import relaxed_rigid_step
+from shapeatlas.mesh.closest import closest_points_on_surface
 from shapeatlas.mesh.core import Mesh
+from shapeatlas.mesh.cpd import LowRankKernel, cpd_nonrigid, normalising_frame
 from shapeatlas.mesh.projection import ProjectionReport
 from shapeatlas.mesh.remesh import even_out
 from shapeatlas.metrics.surface import point_set_distances
 from shapeatlas.models import inputs, persistence
-from shapeatlas.models.generative import GenerativeMixin
+from shapeatlas.models.generative import GenerativeMixin, valid_atlas
 from shapeatlas.models.generator import VAEGenerator, VAESettings, new_shape_vae
 from shapeatlas.models.point_model import (
     MAX_CHAMFER_RISE,
@@ -49,6 +51,13 @@ POSE_TOLERANCE_DEG = 0.05
 MAX_POSE_CHANGE_DEG = 30.0
 
 log = logging.getLogger(__name__)
+
+#: The CPD refinement of a matched shape (`FitConfig.surface_cpd_iterations`): weight of the
+#: motion-coherence prior (CPD's usual 2), spread of the first posterior around the matched
+#: points (mm), and the most surface vertices it reads (a random subset beyond).
+SURFACE_CPD_LAMBDA = 2.0
+SURFACE_CPD_START_MM = 1.0
+SURFACE_CPD_MAX_POINTS = 6000
 
 MODEL_FORMAT = "shapeatlas-atlas-model"
 MODEL_VERSION = 1
@@ -209,7 +218,11 @@ class AtlasModel(GenerativeMixin):
             self.net_, shapes, self._atlas_graph, points0, reestimate, cfg,
             run_dir=run, resume=resume, progress=progress, joint=joint,
         )
-        self.atlas_vertices_ = self.normalisation_.to_mm(points.detach().cpu().double().numpy())
+        # The mean of thin parts can cross itself: the atlas is made a valid mesh against the
+        # initial atlas (same faces), so that every shape projected against it can be too.
+        self.atlas_vertices_ = valid_atlas(
+            self.normalisation_.to_mm(points.detach().cpu().double().numpy()), self.atlas_faces_,
+            reference=np.asarray(atlas0.vertices, dtype=np.float64))
         self.net_.eval()
         self._atlas_cache = None
         self.rasm_seconds_ = time.perf_counter() - t0
@@ -298,6 +311,12 @@ class AtlasModel(GenerativeMixin):
         self.net_.deformation_smoothing = self.config.deformation_smoothing
         return self
 
+    def set_surface_cpd(self, iterations: int) -> "AtlasModel":
+        """Iterations of the CPD refinement of matched shapes (`FitConfig.surface_cpd_iterations`;
+        0: off) on a fitted model, without retraining. -> self"""
+        self.config = self.config.replace(surface_cpd_iterations=iterations)  # validates
+        return self
+
     def set_refine_motion(self, motion: str) -> "AtlasModel":
         """Change how the test-time refinement moves the points (`FitConfig.refine_motion`:
         "free" or "normal") on a fitted model; training never uses it. -> self"""
@@ -339,6 +358,35 @@ class AtlasModel(GenerativeMixin):
                                    steps=c.normal_refine_steps if motion == "normal"
                                    else c.refine_steps, lr=c.refine_lr,
                                    weights=loss_weights(c), motion=motion)
+
+    def _surface_cpd(self, aligned: Mesh, matched: np.ndarray) -> np.ndarray:
+        """`config.surface_cpd_iterations` of CPD of the atlas onto `aligned` (the mesh in the
+        model's frame), started from the `matched` points (K, 3), then each point moved to the
+        closest point of the surface. -> (K, 3) mm, aligned frame"""
+        cfg = self.config
+        atlas = np.asarray(self.atlas_vertices_, dtype=np.float64)
+        centre, radius = normalising_frame(atlas)
+        cache = self.__dict__.setdefault("_cpd_kernels", {})  # by atlas and width
+        key = (atlas.tobytes(), cfg.surface_cpd_beta, cfg.cpd_rank)
+        if key not in cache:
+            cache[key] = LowRankKernel.of((atlas - centre) / radius, beta=cfg.surface_cpd_beta,
+                                          rank=cfg.cpd_rank)
+        target = np.asarray(aligned.vertices, dtype=np.float64)
+        if len(target) > SURFACE_CPD_MAX_POINTS:  # bounds the (K, N) posterior
+            keep = np.random.default_rng(0).choice(len(target), SURFACE_CPD_MAX_POINTS,
+                                                   replace=False)
+            target = target[np.sort(keep)]
+        res = cpd_nonrigid((atlas - centre) / radius, (target - centre) / radius,
+                           kernel=cache[key], lam=SURFACE_CPD_LAMBDA,
+                           iterations=cfg.surface_cpd_iterations,
+                           start=(matched - centre) / radius,
+                           sigma2=(SURFACE_CPD_START_MM / radius) ** 2)
+        moved = res.moved * radius + centre
+        if not np.isfinite(moved).all():
+            log.warning("%s: the CPD refinement diverged; the network's match is kept",
+                        aligned.name)
+            return matched
+        return closest_points_on_surface(moved, aligned).points
 
     def _match_at(self, mesh: Mesh, t: np.ndarray, atlas: AtlasGraph, *,
                   atlas_emb: torch.Tensor, refine: bool, point_model: bool = True):
@@ -459,7 +507,7 @@ class AtlasModel(GenerativeMixin):
 
     def correspond(self, meshes: Sequence[Mesh], *, transforms: Sequence[np.ndarray] | None = None,
                    refine: bool = True, pose_iterations: int | None = None,
-                   project: bool = True) -> list[Correspondence]:
+                   project: bool = False) -> list[Correspondence]:
         """Map every atlas vertex onto each mesh, without retraining.
 
         transforms: optional (4, 4) maps from each mesh's frame to the model's aligned frame
@@ -471,7 +519,10 @@ class AtlasModel(GenerativeMixin):
         (`_refine_pose`; None: `config.pose_iterations`, 0: off). Each result's `transform` is
         the pose used.
         project: make each matched shape a valid mesh (closed and free of crossing, folded or
-        degenerate faces) by the smallest local change `shapeatlas.mesh.projection` finds.
+        degenerate faces) by the smallest local change `shapeatlas.mesh.projection` finds. Off
+        by default: the projection moves points that are the correspondence (on real livers
+        deformed by known warps it raised the ground-truth error from 3.84 to 4.82 mm), so
+        `shapeatlas correspond` keeps the points and projects only the surface it writes.
         """
         iterations = self.config.pose_iterations if pose_iterations is None else pose_iterations
         if iterations < 0:
@@ -492,6 +543,8 @@ class AtlasModel(GenerativeMixin):
             if iterations:
                 t = self._refine_pose(mesh, t, atlas, atlas_emb, iterations)
             m, mm = self._match_at(mesh, t, atlas, atlas_emb=atlas_emb, refine=refine)
+            if refine and self.config.surface_cpd_iterations:
+                mm = self._surface_cpd(mesh.transformed(t), mm)
             report = None
             if project:
                 projected, (report,) = self.project_shapes(mm[None])

@@ -8,6 +8,7 @@ the normalised shapes, sample virtual cohorts, traverse the latent space, recons
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -20,9 +21,11 @@ from shapeatlas.mesh import geometry as geo
 from shapeatlas.mesh.core import Mesh
 from shapeatlas.mesh.projection import ProjectionReport, Projector
 from shapeatlas.mesh.relax import relax_tangentially
-from shapeatlas.mesh.remesh import untangle
+from shapeatlas.mesh.remesh import UNTANGLE_ROUNDS, untangle
 from shapeatlas.metrics.ssm import extents, principal_axes
 from shapeatlas.models.generator import generator_from_state
+
+log = logging.getLogger(__name__)
 
 #: Standard deviations covered on each side by a latent traversal.
 TRAVERSE_SPAN = 2.0
@@ -58,6 +61,32 @@ def cohort_summary(meshes: Sequence[Mesh], axes: np.ndarray) -> tuple[np.ndarray
     vols = np.array([m.volume / 1000.0 if m.is_watertight else np.nan for m in meshes])
     ext = np.array([extents(m.vertices, axes) for m in meshes])
     return vols, ext
+
+
+def valid_atlas(vertices: np.ndarray, faces: np.ndarray, *,
+                reference: np.ndarray | None = None) -> np.ndarray:
+    """An atlas (K, 3) that passes the mesh check, for the projection to start from: as it is
+    when it does; else projected onto a valid `reference` with the same faces (the initial
+    atlas, a decimated training shape) when one is given; else smoothed apart around its
+    crossing faces (`remesh.untangle`, with more rounds where the default leaves some)."""
+    v = np.asarray(vertices, dtype=np.float64)
+    f = np.asarray(faces, dtype=np.int64)
+    if Projector(f, v).reference_valid:
+        return v
+    if reference is not None:
+        proj = Projector(f, reference)
+        if proj.reference_valid:
+            out, report = proj(v)
+            if report.valid:
+                return out
+    for rounds in (UNTANGLE_ROUNDS, 4 * UNTANGLE_ROUNDS):
+        smoothed, left = untangle(Mesh(v, f, name="atlas"), rounds=rounds,
+                                  context="of the atlas")
+        if left == 0 and Projector(f, smoothed.vertices).reference_valid:
+            return np.asarray(smoothed.vertices, dtype=np.float64)
+    log.warning("the atlas crosses itself and could not be smoothed apart: shapes projected "
+                "against it may still fail the mesh check")
+    return v
 
 
 class GenerativeMixin:
@@ -119,6 +148,11 @@ class GenerativeMixin:
         atlas; a multi-atlas model has one per cluster."""
         return [self.atlas_vertices_]
 
+    def _atlas_fallback(self) -> np.ndarray | None:
+        """A valid mesh with the atlas faces to make a crossing reference valid against
+        (`valid_atlas`); None: smoothing only."""
+        return None
+
     def project_shapes(self, vertices: np.ndarray, cluster: np.ndarray | None = None
                        ) -> tuple[np.ndarray, tuple[ProjectionReport, ...]]:
         """Shapes (S, K, 3) in the aligned frame, with the atlas faces, each made a valid mesh
@@ -134,11 +168,8 @@ class GenerativeMixin:
                                        dtype=np.float64)
             key = ref.tobytes()
             if key not in cache:
-                cache[key] = Projector(self.atlas_faces_, ref)
-                if not cache[key].reference_valid:
-                    # An atlas that crosses itself (a mean of thin parts) is smoothed apart.
-                    smoothed, _ = untangle(Mesh(ref, self.atlas_faces_, name="atlas"))
-                    cache[key] = Projector(self.atlas_faces_, smoothed.vertices)
+                cache[key] = Projector(self.atlas_faces_, valid_atlas(
+                    ref, self.atlas_faces_, reference=self._atlas_fallback()))
             out[i], rep = cache[key](v)
             reports.append(rep)
         return out, tuple(reports)

@@ -79,7 +79,6 @@ from shapeatlas.models.clustering import (
     matched_energies,
     memberships,
     prediction_strength,
-    principal_scores,  # noqa: F401  (imported from here by bench/select_atlases.py)
     rigid_consensus,
     soft_cluster,
 )
@@ -319,6 +318,14 @@ class MultiAtlasModel(GenerativeMixin):
         self.__dict__.pop("_matchers", None)
         return self
 
+    def set_surface_cpd(self, iterations: int) -> "MultiAtlasModel":
+        """`AtlasModel.set_surface_cpd` for the shared network. -> self"""
+        self._check_fitted()
+        self.base_.set_surface_cpd(iterations)
+        self.config = self.config.replace(surface_cpd_iterations=iterations)
+        self.__dict__.pop("_matchers", None)
+        return self
+
     def set_refine_motion(self, motion: str) -> "MultiAtlasModel":
         """`AtlasModel.set_refine_motion` for the shared network. -> self"""
         self._check_fitted()
@@ -395,6 +402,9 @@ class MultiAtlasModel(GenerativeMixin):
 
     def _projection_references(self) -> list[np.ndarray]:
         return list(self.atlases_)
+
+    def _atlas_fallback(self) -> np.ndarray | None:
+        return self.base_.atlas_vertices_  # the shared network's atlas, valid since its fit
 
     def traverse(self, *, directions: int = 3, steps: int = 5, cluster: int | None = None
                  ) -> dict[int, Samples]:
