@@ -384,9 +384,11 @@ def matched_surface(model, c: Correspondence) -> tuple[np.ndarray, ProjectionRep
     """The matched points of `c` projected onto a valid mesh (in the model's frame, against
     the atlas of `c`), back in the input's frame. -> ((K, 3), the projection's report)"""
     cluster = None if c.atlas is None else np.array([c.atlas])
-    projected, (report,) = model.project_shapes(c.aligned_points[None], cluster)
+    aligned = c.aligned_points
+    projected, (report,) = model.project_shapes(aligned[None], cluster)
     inv = np.linalg.inv(c.transform)
-    return projected[0] @ inv[:3, :3].T + inv[:3, 3], report
+    moved = np.any(projected[0] != aligned, axis=1, keepdims=True)  # the rest: bit for bit
+    return np.where(moved, projected[0] @ inv[:3, :3].T + inv[:3, 3], c.points), report
 
 
 def correspond_files(run_dir: str | Path, items: Sequence[str | Path], out_dir: str | Path, *,

@@ -182,7 +182,7 @@ def test_transport_settings_old_configs_and_what_they_change(fitted):
         with pytest.raises(ShapeAtlasError, match=next(iter(bad))):
             FitConfig(**bad)
     d = FitConfig().to_dict()
-    assert d["version"] == 11
+    assert d["version"] == 12
     assert (d["transport_iterations"], d["transport_relaxation"]) == (30, 1.5)
     # A config written before version 8 (or before transport existed) keeps its matching: the
     # paper's softmax and free pull.

@@ -23,7 +23,7 @@ import torch
 
 from shapeatlas import validate
 from shapeatlas.errors import ShapeAtlasError
-from shapeatlas.mesh.align import relaxed_rigid_step
+from shapeatlas.mesh.align import relaxed_rigid_step, similarity_fit
 from shapeatlas.mesh.closest import closest_points_on_surface
 from shapeatlas.mesh.core import Mesh
 from shapeatlas.mesh.cpd import LowRankKernel, cpd_nonrigid, normalising_frame
@@ -54,7 +54,8 @@ log = logging.getLogger(__name__)
 
 #: The CPD refinement of a matched shape (`FitConfig.surface_cpd_iterations`): weight of the
 #: motion-coherence prior (CPD's usual 2), spread of the first posterior around the matched
-#: points (mm), and the most surface vertices it reads (a random subset beyond).
+#: points (mm of the atlas, scaled with the shape), and the most surface vertices it reads (a
+#: random subset beyond).
 SURFACE_CPD_LAMBDA = 2.0
 SURFACE_CPD_START_MM = 1.0
 SURFACE_CPD_MAX_POINTS = 6000
@@ -365,22 +366,28 @@ class AtlasModel(GenerativeMixin):
         closest point of the surface. -> (K, 3) mm, aligned frame"""
         cfg = self.config
         atlas = np.asarray(self.atlas_vertices_, dtype=np.float64)
-        centre, radius = normalising_frame(atlas)
+        atlas_centre, atlas_radius = normalising_frame(atlas)
         cache = self.__dict__.setdefault("_cpd_kernels", {})  # by atlas and width
         key = (atlas.tobytes(), cfg.surface_cpd_beta, cfg.cpd_rank)
         if key not in cache:
-            cache[key] = LowRankKernel.of((atlas - centre) / radius, beta=cfg.surface_cpd_beta,
-                                          rank=cfg.cpd_rank)
+            cache[key] = LowRankKernel.of((atlas - atlas_centre) / atlas_radius,
+                                          beta=cfg.surface_cpd_beta, rank=cfg.cpd_rank)
+        # The atlas is placed on the match by a similarity and everything is measured in the
+        # atlas's radius at that scale: the result scales and turns with the shape (as the
+        # network's match does), and the kernel, which sees only distances, is the cached one.
+        to_match, scale = similarity_fit(atlas, matched, scale=True)
+        moving = atlas @ to_match[:3, :3].T + to_match[:3, 3]
+        centre, radius = moving.mean(axis=0), scale * atlas_radius
         target = np.asarray(aligned.vertices, dtype=np.float64)
         if len(target) > SURFACE_CPD_MAX_POINTS:  # bounds the (K, N) posterior
             keep = np.random.default_rng(0).choice(len(target), SURFACE_CPD_MAX_POINTS,
                                                    replace=False)
             target = target[np.sort(keep)]
-        res = cpd_nonrigid((atlas - centre) / radius, (target - centre) / radius,
+        res = cpd_nonrigid((moving - centre) / radius, (target - centre) / radius,
                            kernel=cache[key], lam=SURFACE_CPD_LAMBDA,
                            iterations=cfg.surface_cpd_iterations,
                            start=(matched - centre) / radius,
-                           sigma2=(SURFACE_CPD_START_MM / radius) ** 2)
+                           sigma2=(SURFACE_CPD_START_MM / atlas_radius) ** 2)
         moved = res.moved * radius + centre
         if not np.isfinite(moved).all():
             log.warning("%s: the CPD refinement diverged; the network's match is kept",

@@ -246,14 +246,15 @@ class FitConfig:
     at a 1 mm spread), then every point moved to the closest point of the surface; 0: off. A
     smooth deformation of the whole atlas keeps neighbouring points where the attention may
     scatter them on a real organ. On real livers deformed by known smooth warps
-    (`bench/real_warps.py`) it took the ground-truth error from 5.53 to 2.35 mm (rigid
-    baseline 5.24 mm); on synthetic LVs from 1.38 to 1.36 mm (docs/results.md). Configs before
-    version 12: 0. Range: an integer in [0, 10,000]."""
+    (`bench/real_warps.py`) it took the ground-truth error from 3.84 to 2.74 mm (rigid
+    baseline 5.24 mm); on 12 synthetic LVs from 1.38 to 1.28 mm (docs/results.md). Configs
+    before version 12: 0. Range: an integer in [0, 10,000]."""
     surface_cpd_beta: float = 3.0
     """Width of that CPD's Gaussian motion kernel, in atlas RMS radii: wide, so that the
-    refinement moves the matched points as a whole rather than one by one (1 or 2 kept more of
-    the attention's scatter: 3.35 and 2.67 mm on the same real-warp livers; on synthetic LVs 1
-    and 2 were worse than no refinement). Range: a finite number in (0, 1,000]."""
+    refinement moves the matched points as a whole rather than one by one (on an earlier fit
+    of the real-warp livers, 1 and 2 kept more of the attention's scatter: 3.35 and 2.67 mm
+    against 2.35 at 3; on synthetic LVs 1 and 2 were worse than no refinement).
+    Range: a finite number in (0, 1,000]."""
     attention_memory_mb: float = 256.0
     """Upper bound on the similarity buffers the attention holds at once.
     Range: a finite number in (0, 1,000,000]."""
