@@ -132,7 +132,8 @@ class Projector:
                 d[region] += SMOOTH_WEIGHT * ((self._mean @ d)[region] - d[region])
             if r >= SMOOTH_ROUNDS:
                 d[region] *= 0.5
-            v = base + d
+            v = x.copy()  # outside the region, the shape bit for bit
+            v[region] = base[region] + d[region]
             active = region[f].any(axis=1)
             bad = failing_faces(v, f, self.reference, active=active)
             if len(bad) == 0:
