@@ -60,3 +60,17 @@ def groomed_lv_cohort(root: Path, *, n: int, seed: int):
     write_lv_cohort(root / "raw", n=n, seed=seed, phenotypes="mixed", n_vertices=(1000, 1200))
     groom_cohort(root / "raw", root / "groomed", GroomOptions(target_vertices=500, n_jobs=1))
     return load_groomed(root / "groomed")
+
+
+def icosphere(radius: float, subdivisions: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    """Vertices and faces of an origin-centred icosphere (trimesh)."""
+    s = trimesh.creation.icosphere(subdivisions=subdivisions, radius=radius)
+    return np.array(s.vertices), np.array(s.faces)
+
+
+def inscribed_radius(vertices: np.ndarray, faces: np.ndarray) -> float:
+    """Smallest distance from the origin to a face plane of a convex, origin-centred mesh."""
+    tri = vertices[faces]
+    n = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    n /= np.linalg.norm(n, axis=1, keepdims=True)
+    return float(np.abs(np.einsum("ij,ij->i", n, tri[:, 0])).min())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import trimesh
+from shapes import icosphere, inscribed_radius
 
 from shapeatlas.errors import MeshError
 from shapeatlas.mesh.closest import (
@@ -16,19 +17,6 @@ from shapeatlas.mesh.core import Mesh
 
 BIG_TRIANGLE_V = np.array([[0.0, 0.0, 0.0], [30.0, 0.0, 0.0], [0.0, 30.0, 0.0]])
 BIG_TRIANGLE_F = np.array([[0, 1, 2]])
-
-
-def icosphere(radius: float, subdivisions: int) -> tuple[np.ndarray, np.ndarray]:
-    s = trimesh.creation.icosphere(subdivisions=subdivisions, radius=radius)
-    return np.array(s.vertices), np.array(s.faces)
-
-
-def inscribed_radius(vertices: np.ndarray, faces: np.ndarray) -> float:
-    """Smallest distance from the origin to a face plane of a convex, origin-centred mesh."""
-    tri = vertices[faces]
-    n = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
-    n /= np.linalg.norm(n, axis=1, keepdims=True)
-    return float(np.abs(np.einsum("ij,ij->i", n, tri[:, 0])).min())
 
 
 def random_directions(n: int, seed: int) -> np.ndarray:

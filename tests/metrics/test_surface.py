@@ -7,6 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 import trimesh
+from shapes import icosphere, inscribed_radius
 
 from shapeatlas.errors import OpenMeshError
 from shapeatlas.mesh import Mesh, closest
@@ -32,19 +33,6 @@ TET_F = np.array([[0, 2, 1], [0, 1, 3], [0, 3, 2], [1, 2, 3]])
 def unit_cube() -> tuple[np.ndarray, np.ndarray]:
     box = trimesh.creation.box(extents=(1.0, 1.0, 1.0))
     return np.array(box.vertices), np.array(box.faces)
-
-
-def icosphere(radius: float, subdivisions: int = 4) -> tuple[np.ndarray, np.ndarray]:
-    s = trimesh.creation.icosphere(subdivisions=subdivisions, radius=radius)
-    return np.array(s.vertices), np.array(s.faces)
-
-
-def inscribed_radius(vertices: np.ndarray, faces: np.ndarray) -> float:
-    """Smallest distance from the origin to a face plane of a convex, origin-centred mesh."""
-    tri = vertices[faces]
-    n = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
-    n /= np.linalg.norm(n, axis=1, keepdims=True)
-    return float(np.abs(np.einsum("ij,ij->i", n, tri[:, 0])).min())
 
 
 # --------------------------------------------------------------------------- point sets
