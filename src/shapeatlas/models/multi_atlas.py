@@ -299,40 +299,39 @@ class MultiAtlasModel(GenerativeMixin):
                         temperature=self.config.cluster_temperature, spread=self.spread_)
         return matched, per_cluster, r
 
+    def _matching_changed(self, **fields) -> "MultiAtlasModel":
+        """After a matching setter of the shared network: the same fields in this model's
+        config, and the per-atlas matchers (copies of the network) rebuilt on next use."""
+        self.config = self.config.replace(**fields)
+        self.__dict__.pop("_matchers", None)
+        return self
+
     def set_transport(self, iterations: int | None = None, sharpness: float | None = None,
                       relaxation: float | None = None) -> "MultiAtlasModel":
         """`AtlasModel.set_transport` for the shared network (every atlas's matching). -> self"""
         self._check_fitted()
         self.base_.set_transport(iterations, sharpness, relaxation)
-        self.config = self.config.replace(transport_iterations=iterations,
-                                          transport_sharpness=sharpness,
-                                          transport_relaxation=relaxation)
-        self.__dict__.pop("_matchers", None)
-        return self
+        return self._matching_changed(transport_iterations=iterations,
+                                      transport_sharpness=sharpness,
+                                      transport_relaxation=relaxation)
 
     def set_deformation_smoothing(self, iterations: int) -> "MultiAtlasModel":
         """`AtlasModel.set_deformation_smoothing` for the shared network. -> self"""
         self._check_fitted()
         self.base_.set_deformation_smoothing(iterations)
-        self.config = self.config.replace(deformation_smoothing=iterations)
-        self.__dict__.pop("_matchers", None)
-        return self
+        return self._matching_changed(deformation_smoothing=iterations)
 
     def set_surface_cpd(self, iterations: int) -> "MultiAtlasModel":
         """`AtlasModel.set_surface_cpd` for the shared network. -> self"""
         self._check_fitted()
         self.base_.set_surface_cpd(iterations)
-        self.config = self.config.replace(surface_cpd_iterations=iterations)
-        self.__dict__.pop("_matchers", None)
-        return self
+        return self._matching_changed(surface_cpd_iterations=iterations)
 
     def set_refine_motion(self, motion: str) -> "MultiAtlasModel":
         """`AtlasModel.set_refine_motion` for the shared network. -> self"""
         self._check_fitted()
         self.base_.set_refine_motion(motion)
-        self.config = self.config.replace(refine_motion=motion)
-        self.__dict__.pop("_matchers", None)
-        return self
+        return self._matching_changed(refine_motion=motion)
 
     def predict_proba(self, meshes: Sequence[Mesh], *,
                       transforms: Sequence[np.ndarray] | None = None) -> np.ndarray:
