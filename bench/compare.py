@@ -17,11 +17,10 @@ iterations since config version 9, 100 plain ones in version 8, the deformation 
 version 10, and the normal-only pull); `hgcn-paper` with the paper's plain softmax and free pull
 (the defaults before config version 8), `hgcn-transport` with 30 plain iterations and the free
 pull (neither with the deformation smoothing), `hgcn-v9` with the defaults but no deformation
-smoothing (config version 9's matching); the generator
-learns from the shapes so matched. `hgcn-joint` trains the β-VAE end to end with the
-correspondence network.
-`hgcn-ssm` refines them with the point-distribution model (`ssm_modes=4`) before the generator
-learns from them.
+smoothing (config version 9's matching); the generator learns from the shapes so matched
+(each run's `matching` section). `hgcn-joint` trains the β-VAE end to end with the
+correspondence network (`generator.mode` "joint"). `hgcn-ssm` refines the correspondences with
+the point-distribution model (`model.ssm_modes` 4) before the generator learns from them.
 
     python bench/compare.py --out OUT [--cohorts lv liver] [--livers LIVERS]
                             [--methods hgcn sgcn cpd-pca hgcn-joint hgcn-transport hgcn-ssm
@@ -49,24 +48,28 @@ from shapeatlas.pipeline import fit_run
 from shapeatlas.training.config import FitConfig
 
 log = logging.getLogger("compare")
-METHODS = {"hgcn": {"method": "rasm", "features": "hybrid"},
-           "sgcn": {"method": "rasm", "features": "spatial"},
+#: Each method's FitConfig fields (sections as dicts of their fields); `row` adds the epochs.
+HGCN = {"method": "rasm", "model": {"features": "hybrid"}}
+METHODS = {"hgcn": HGCN,
+           "sgcn": {"method": "rasm", "model": {"features": "spatial"}},
            "cpd-pca": {"method": "cpd-pca"},
            # the β-VAE trained end to end with the correspondence network
-           "hgcn-joint": {"method": "rasm", "features": "hybrid", "generator_training": "joint"},
+           "hgcn-joint": {**HGCN, "generator": {"mode": "joint"}},
            # hGCN with 30 transport iterations when matching (the generator learns from those
            # shapes; the default is 30 over-relaxed ones, the deformation smoothing and the
            # normal-only pull)
-           "hgcn-transport": {"method": "rasm", "features": "hybrid", "transport_iterations": 30,
-                              "transport_relaxation": 1.0, "deformation_smoothing": 0,
-                              "refine_motion": "free"},
+           "hgcn-transport": {**HGCN, "matching": {"transport_iterations": 30,
+                                                   "transport_relaxation": 1.0,
+                                                   "deformation_smoothing": 0,
+                                                   "refine_motion": "free"}},
            # hGCN matched as in the paper and before config version 8: plain softmax, free pull
-           "hgcn-paper": {"method": "rasm", "features": "hybrid", "transport_iterations": 0,
-                          "deformation_smoothing": 0, "refine_motion": "free"},
+           "hgcn-paper": {**HGCN, "matching": {"transport_iterations": 0,
+                                               "deformation_smoothing": 0,
+                                               "refine_motion": "free"}},
            # hGCN matched as in config version 9: the defaults without the deformation smoothing
-           "hgcn-v9": {"method": "rasm", "features": "hybrid", "deformation_smoothing": 0},
+           "hgcn-v9": {**HGCN, "matching": {"deformation_smoothing": 0}},
            # hGCN with the point-distribution model (4 modes) refining the correspondences
-           "hgcn-ssm": {"method": "rasm", "features": "hybrid", "ssm_modes": 4}}
+           "hgcn-ssm": {"method": "rasm", "model": {"features": "hybrid", "ssm_modes": 4}}}
 
 
 def split_groomed(groomed: Path, out: Path, every: int) -> tuple[Path, Path]:
@@ -116,7 +119,7 @@ def row(cohort: str, method: str, out: Path, epochs: int,
     ev = out / cohort / f"{method}-evaluation"  # beside the run: a run folder is an input
     if not (run / "fit_metrics.json").is_file():
         shutil.rmtree(run, ignore_errors=True)
-        cfg = FitConfig(epochs=epochs, **METHODS[method])
+        cfg = FitConfig(**METHODS[method]).replace(training={"epochs": epochs})
         fit_run(train, run, cfg)
     if not (ev / "metrics.json").is_file():
         t0 = time.perf_counter()

@@ -1,9 +1,10 @@
 """Benchmark: seconds for `correspond` of one new mesh (aligned from scratch), after loading.
 
 Loads a fitted run, corresponds MESH once to warm up, then `--repeat` times per setting, with this
-version's default matching (`FitConfig()`'s transport, deformation smoothing, pull motion and
-normal-pull steps, whatever the run was fitted with; matching changes no training) and with the
-paper's (plain softmax, no deformation smoothing, free pull), on 1 thread and on
+version's default matching (`MatchConfig()`'s transport, deformation smoothing, pull motion and
+normal-pull steps, whatever the run was fitted with; the rest of the run's `config.matching` is
+kept, and matching changes no training) and with the paper's (plain softmax, no deformation
+smoothing, free pull), each passed to `correspond` as its `match`, on 1 thread and on
 `inputs.ALIGN_WORKERS` threads for the rigid search (the poses are the same). Printed, and
 written to `--json` (default correspond_speed.json in the working folder) with the commit and
 machine under "provenance".
@@ -23,7 +24,7 @@ from common import write_json
 from shapeatlas.mesh.io import read_mesh
 from shapeatlas.models import inputs
 from shapeatlas.models.atlas import AtlasModel
-from shapeatlas.training.config import FitConfig
+from shapeatlas.training.config import MatchConfig
 
 
 def main() -> None:
@@ -38,7 +39,7 @@ def main() -> None:
     model = AtlasModel.load(args.run)
     threads = inputs.ALIGN_WORKERS
     print(f"{mesh.name}: {len(mesh.vertices)} vertices; atlas {len(model.atlas_vertices_)}")
-    d = FitConfig()
+    d = MatchConfig()
     default = {"transport_iterations": d.transport_iterations,
                "transport_sharpness": d.transport_sharpness,
                "transport_relaxation": d.transport_relaxation,
@@ -47,22 +48,18 @@ def main() -> None:
                "normal_refine_steps": d.normal_refine_steps}
     paper = {"transport_iterations": 0, "deformation_smoothing": 0, "refine_motion": "free"}
     settings = (("default matching", default), ("paper's matching (softmax, free pull)", paper))
-    fitted = model.config
+    fitted = model.config.matching
     timings = []
     try:
         for workers in sorted({1, threads}):
             inputs.ALIGN_WORKERS = workers
             for label, fields in settings:
-                model.config = fitted.replace(**fields)
-                model.set_transport(model.config.transport_iterations,
-                                    model.config.transport_sharpness,
-                                    model.config.transport_relaxation)
-                model.set_deformation_smoothing(model.config.deformation_smoothing)
-                model.correspond([mesh])  # warm-up
+                match = fitted.replace(**fields)
+                model.correspond([mesh], match=match)  # warm-up
                 times = []
                 for _ in range(args.repeat):
                     t0 = time.perf_counter()
-                    model.correspond([mesh])
+                    model.correspond([mesh], match=match)
                     times.append(time.perf_counter() - t0)
                 print(f"{workers} search thread(s), {label}: "
                       + ", ".join(f"{t:.2f}" for t in times) + " s", flush=True)

@@ -90,14 +90,17 @@ def setup(root: Path, env: dict) -> dict:
     cohort, run_dir = root / "cohort", root / "run"
     run(cli("synth", "lv", "--n", "4", "--out", str(cohort), "--min-vertices", "400",
             "--max-vertices", "500", "-q"), env)
-    cpd = FitConfig(method="cpd-pca", atlas_vertices=120, atlas_rounds=1, cpd_iterations=15,
-                    groom_target_vertices=300)
+    cpd = FitConfig(method="cpd-pca", model={"atlas_vertices": 120},
+                    training={"atlas_rounds": 1}, cpd={"iterations": 15},
+                    grooming={"target_vertices": 300})
     (root / "cpd.json").write_text(cpd.to_json())
     run(cli("fit", str(cohort), "--out", str(run_dir), "--config", str(root / "cpd.json"),
             "--latent-dim", "2", "-q"), env)
-    rasm = FitConfig(encoder=EncoderConfig(widths=(16, 16), heads=2, latent_dim=16),
-                     atlas_vertices=120, epochs=8, atlas_rounds=1, refine_steps=3,
-                     groom_target_vertices=300, vae_epochs=100, device="cpu")
+    rasm = FitConfig(device="cpu",
+                     model={"encoder": EncoderConfig(widths=(16, 16), heads=2, latent_dim=16),
+                            "atlas_vertices": 120},
+                     training={"epochs": 8, "atlas_rounds": 1}, matching={"refine_steps": 3},
+                     grooming={"target_vertices": 300}, generator={"epochs": 100})
     (root / "rasm.json").write_text(rasm.to_json())
     c, r = str(cohort), str(run_dir)
     return {  # verb: (old command, new command), both without --out

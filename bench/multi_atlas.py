@@ -102,7 +102,7 @@ def one(cohort: str, out: Path, atlases, seed: int, base, base_seconds: float,
     test_meshes, _ = load_groomed(test)
     shutil.rmtree(run, ignore_errors=True)
     base.fit_seconds_ = base_seconds
-    cfg = base.config.replace(atlases=atlases, seed=seed)
+    cfg = base.config.replace(seed=seed, clustering={"atlases": atlases})
     t0 = time.perf_counter()
     model = MultiAtlasModel(cfg).fit(meshes, base=base)
     extra = time.perf_counter() - t0

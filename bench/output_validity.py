@@ -13,7 +13,8 @@ projection onto valid meshes (`shapeatlas.mesh.projection`):
 Usage:
     python bench/output_validity.py RUN TEST_DIR [--n 200] [--seed 0] --json OUT.json
 
-The figures go to `--json`, with the commit and machine under "provenance". TetGen is the optional `tetgen` package (`pip install 'shapeatlas[volume]'`).
+The figures go to `--json`, with the commit and machine under "provenance". TetGen is the
+optional `tetgen` package (`pip install 'shapeatlas[volume]'`).
 """
 
 from __future__ import annotations

@@ -17,8 +17,10 @@ The figures go to `--json` (default OUT/result-TAG.json), with the commit and ma
 
 `--rematch` fits nothing: it loads OUT/run-TAG and measures the test split again with the matching
 settings given (`--transport-iterations`, `--transport-sharpness`, `--transport-relaxation`,
-`--deformation-smoothing`, `--refine-motion`, `--normal-refine-steps`), which change no training;
+`--deformation-smoothing`, `--refine-motion`, `--normal-refine-steps`), which change no training
+(the run's `config.matching` with those fields replaced, passed to `correspond` as its `match`);
 written by default to OUT/result-TAG-rematch-tN-lL[-wW][-dD][-normalS][-ssmD][-always].json.
+Without `--rematch` the same flags set the fit's `matching` section.
 `--ssm-modes D` first fits a point-distribution model on the training split; as in `fit`, one
 that raises the training shapes' mean Chamfer by more than 5% is not kept (`--ssm-always` keeps
 it, to measure it).
@@ -39,7 +41,7 @@ from common import write_json
 from shapeatlas.mesh.groom import GroomOptions, groom_cohort, load_groomed
 from shapeatlas.models.atlas import AtlasModel
 from shapeatlas.pipeline import surface_matching
-from shapeatlas.training.config import FitConfig
+from shapeatlas.training.config import FitConfig, MatchConfig
 
 
 def parser() -> argparse.ArgumentParser:
@@ -56,12 +58,11 @@ def parser() -> argparse.ArgumentParser:
                    help="over-relaxation omega of the Sinkhorn steps (1: plain)")
     p.add_argument("--deformation-smoothing", type=int, default=None,
                    help="smoothing iterations of the matched shape's displacement from the atlas "
-                   "(FitConfig.deformation_smoothing; 0: off)")
+                   "(matching.deformation_smoothing; 0: off)")
     p.add_argument("--refine-motion", default=None, choices=["free", "normal"],
-                   help="how the test-time pull moves the points (FitConfig.refine_motion)")
+                   help="how the test-time pull moves the points (matching.refine_motion)")
     p.add_argument("--normal-refine-steps", type=int, default=None,
-                   help="steps of the normal-only pull (FitConfig.normal_refine_steps; a run "
-                   "fitted before config version 8 loads with its refine_steps)")
+                   help="steps of the normal-only pull (matching.normal_refine_steps)")
     p.add_argument("--normalisation", default=None, choices=["cohort", "shape", "whiten"])
     p.add_argument("--tag", default=None, help="name of this run inside --out")
     p.add_argument("--out", required=True,
@@ -71,13 +72,35 @@ def parser() -> argparse.ArgumentParser:
                    "OUT/result-TAG-rematch-*.json with --rematch)")
     p.add_argument("--ssm-modes", type=int, default=None,
                    help="with --rematch: fit a point-distribution model of this many modes on "
-                   "the training split first (FitConfig.ssm_modes)")
+                   "the training split first (model.ssm_modes)")
     p.add_argument("--ssm-always", action="store_true",
                    help="keep that model even where it raises the training Chamfer by more "
                    "than 5%% (AtlasModel.fit_point_model)")
     p.add_argument("--rematch", action="store_true",
                    help="no fit: re-measure OUT/run-TAG with the matching flags given")
     return p
+
+
+def matching_fields(args: argparse.Namespace) -> dict:
+    """The matching flags given, as `MatchConfig` fields (None: not given, which `replace`
+    ignores)."""
+    return {"transport_iterations": args.transport_iterations,
+            "transport_sharpness": args.transport_sharpness,
+            "transport_relaxation": args.transport_relaxation,
+            "deformation_smoothing": args.deformation_smoothing,
+            "refine_motion": args.refine_motion, "normal_refine_steps": args.normal_refine_steps}
+
+
+def fit_config(args: argparse.Namespace) -> FitConfig:
+    """The fit's configuration: the defaults with the flags given."""
+    return FitConfig(model={"features": args.features}, training={"epochs": args.epochs}).replace(
+        model={"sharpness": args.sharpness, "normalisation": args.normalisation},
+        matching=matching_fields(args))
+
+
+def rematch_config(args: argparse.Namespace, model: AtlasModel) -> MatchConfig:
+    """`--rematch`'s matching: the run's own with the flags given."""
+    return model.config.matching.replace(**matching_fields(args))
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -90,42 +113,30 @@ def run(args: argparse.Namespace) -> dict:
     meshes, _ = load_groomed(groomed)
     train = [m for i, m in enumerate(meshes) if i % 5]
     test = [m for i, m in enumerate(meshes) if not i % 5]
-    cfg = FitConfig(features=args.features, epochs=args.epochs).replace(
-        sharpness=args.sharpness,
-        transport_iterations=args.transport_iterations,
-        transport_sharpness=args.transport_sharpness,
-        transport_relaxation=args.transport_relaxation,
-        deformation_smoothing=args.deformation_smoothing, normalisation=args.normalisation,
-        refine_motion=args.refine_motion,
-        normal_refine_steps=args.normal_refine_steps)
+    cfg = fit_config(args)
     tag = args.tag or args.features
     run_dir = out / f"run-{tag}"
     if args.rematch:
         if not (run_dir / "model.json").is_file():
             raise SystemExit(f"--rematch needs a finished run {run_dir}")
-        model = AtlasModel.load(run_dir).set_transport(args.transport_iterations,
-                                                       args.transport_sharpness,
-                                                       args.transport_relaxation)
-        if args.deformation_smoothing is not None:
-            model.set_deformation_smoothing(args.deformation_smoothing)
-        if args.refine_motion is not None:
-            model.set_refine_motion(args.refine_motion)
-        if args.normal_refine_steps is not None:
-            model.config = model.config.replace(normal_refine_steps=args.normal_refine_steps)
+        model = AtlasModel.load(run_dir)
+        match = rematch_config(args, model)
         t0 = time.perf_counter()
         if args.ssm_modes:  # as fit does, on the training shapes (groomed: the test ones are too)
             model.fit_point_model(train, [np.eye(4)] * len(train), modes=args.ssm_modes,
+                                  match=match,
                                   **({"max_chamfer_rise": None} if args.ssm_always else {}))
         point_model_s = time.perf_counter() - t0 if args.ssm_modes else None
-        c = model.config
+        c = model.config.replace(matching=match)
+        m = c.matching
         result = {"n_train": len(train), "n_test": len(test), "rematch_of": str(run_dir),
                   "point_model_seconds": point_model_s,
                   "point_model": getattr(model, "point_model_report_", None),
-                  "rows": measure(model, test), "config": c.to_dict()}
-        name = (f"result-{tag}-rematch-t{c.transport_iterations}-l{c.transport_sharpness:g}"
-                f"{f'-w{c.transport_relaxation:g}' if c.transport_relaxation != 1 else ''}"
-                f"{f'-d{c.deformation_smoothing}' if c.deformation_smoothing else ''}"
-                f"{f'-normal{c.normal_refine_steps}' if c.refine_motion == 'normal' else ''}"
+                  "rows": measure(model, test, match), "config": c.to_dict()}
+        name = (f"result-{tag}-rematch-t{m.transport_iterations}-l{m.transport_sharpness:g}"
+                f"{f'-w{m.transport_relaxation:g}' if m.transport_relaxation != 1 else ''}"
+                f"{f'-d{m.deformation_smoothing}' if m.deformation_smoothing else ''}"
+                f"{f'-normal{m.normal_refine_steps}' if m.refine_motion == 'normal' else ''}"
                 f"{f'-ssm{args.ssm_modes}' if args.ssm_modes else ''}"
                 f"{'-always' if args.ssm_always else ''}.json")
         write_json(args.json or out / name, result)
@@ -142,13 +153,14 @@ def run(args: argparse.Namespace) -> dict:
     return result
 
 
-def measure(model: AtlasModel, test: list) -> dict:
+def measure(model: AtlasModel, test: list, match: MatchConfig | None = None) -> dict:
     """Chamfer / Hausdorff (mm) and seconds per shape on the test split, with and without the
-    test-time pull."""
+    test-time pull, matched with `match` (None: the run's own `config.matching`)."""
     rows = {}
     for refine in (True, False):
         t1 = time.perf_counter()
-        corr = model.correspond(test, transforms=[np.eye(4)] * len(test), refine=refine)
+        corr = model.correspond(test, transforms=[np.eye(4)] * len(test), refine=refine,
+                                match=match)
         dt = (time.perf_counter() - t1) / len(test)
         rows["refined" if refine else "attention+smoothing"] = {
             "chamfer_mm": float(np.mean([c.chamfer_mm for c in corr])),

@@ -27,7 +27,9 @@ second organ with ground truth.
 6. `--rematch`: no new cohort and no fit; load OUT/run-TAG and measure steps 2-4 again with the
    matching settings given (`--transport-iterations`, `--transport-sharpness`,
    `--transport-relaxation`, `--deformation-smoothing`, `--pose-iterations`, `--refine-motion`,
-   `--normal-refine-steps`), which change no training.
+   `--normal-refine-steps`, `--surface-cpd`), which change no training: the run's
+   `config.matching` with those fields replaced, passed to `correspond` as its `match`.
+   Without `--rematch` the same flags set the fit's `matching` section.
 
 The figures go to `--json` (default OUT/result-TAG.json, or OUT/result-TAG-rematch-*.json with
 `--rematch`), with the commit and machine under "provenance".
@@ -36,7 +38,8 @@ The figures go to `--json` (default OUT/result-TAG.json, or OUT/result-TAG-remat
                             [--features hybrid] [--sharpness 1e4] [--no-refine-too]
                             [--oracle-pose] [--groom-poses]
                             [--rematch --tag TAG --transport-iterations 30]
-                            [--refine-motion free|normal] [--normal-refine-steps N] [--json PATH]
+                            [--refine-motion free|normal] [--normal-refine-steps N]
+                            [--surface-cpd N] [--json PATH]
 """
 
 from __future__ import annotations
@@ -70,7 +73,17 @@ from shapeatlas.pipeline import (
     surface_matching,
     training_sources,
 )
-from shapeatlas.training.config import FitConfig
+from shapeatlas.training.config import FitConfig, MatchConfig
+
+#: The matching flags: argparse dest -> `MatchConfig` field. All set a fit's `matching`;
+#: `--rematch` takes all but --pose-relaxation (its result's file name does not record it).
+MATCHING_FLAGS = {"transport_iterations": "transport_iterations",
+                  "transport_sharpness": "transport_sharpness",
+                  "transport_relaxation": "transport_relaxation",
+                  "deformation_smoothing": "deformation_smoothing",
+                  "pose_iterations": "pose_iterations", "pose_relaxation": "pose_relaxation",
+                  "refine_motion": "refine_motion", "normal_refine_steps": "normal_refine_steps",
+                  "surface_cpd": "surface_cpd_iterations"}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -91,12 +104,14 @@ def parser() -> argparse.ArgumentParser:
                    help="over-relaxation omega of the Sinkhorn steps (1: plain)")
     p.add_argument("--deformation-smoothing", type=int, default=None,
                    help="smoothing iterations of the matched shape's displacement from the atlas "
-                   "(FitConfig.deformation_smoothing; 0: off)")
+                   "(matching.deformation_smoothing; 0: off)")
     p.add_argument("--refine-motion", default=None, choices=["free", "normal"],
-                   help="how the test-time pull moves the points (FitConfig.refine_motion)")
+                   help="how the test-time pull moves the points (matching.refine_motion)")
     p.add_argument("--normal-refine-steps", type=int, default=None,
-                   help="steps of the normal-only pull (FitConfig.normal_refine_steps; a run "
-                   "fitted before config version 8 loads with its refine_steps)")
+                   help="steps of the normal-only pull (matching.normal_refine_steps)")
+    p.add_argument("--surface-cpd", type=int, default=None, metavar="N",
+                   help="iterations of the CPD refinement of each match "
+                   "(matching.surface_cpd_iterations; 0: off)")
     p.add_argument("--atlas-vertices", type=int, default=None)
     p.add_argument("--no-refine-too", action="store_true", help="also evaluate without refinement")
     p.add_argument("--groom-poses", action="store_true",
@@ -112,13 +127,15 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--tag", default=None, help="name of this run inside --out")
     p.add_argument("--normalisation", default=None, choices=["cohort", "shape", "whiten"])
     p.add_argument("--consensus-rounds", type=int, default=None,
-                   help="groom_consensus_rounds of the fit (its grooming of the raw cohort)")
+                   help="grooming.consensus_rounds of the fit (its grooming of the raw "
+                   "cohort)")
     p.add_argument("--pose-iterations", type=int, default=None,
-                   help="pose refinement rounds when corresponding (FitConfig.pose_iterations)")
+                   help="pose refinement rounds when corresponding (matching.pose_iterations)")
     p.add_argument("--pose-relaxation", type=float, default=None,
-                   help="over-relaxation of each pose-refinement step (FitConfig.pose_relaxation)")
+                   help="over-relaxation of each pose-refinement step "
+                   "(matching.pose_relaxation; fit only)")
     p.add_argument("--ssm-modes", type=int, default=None,
-                   help="point-distribution model refinement (FitConfig.ssm_modes; with "
+                   help="point-distribution model refinement (model.ssm_modes; with "
                    "--rematch it is fitted as fit does, on the original files in their fit "
                    "poses, and nothing else is refitted)")
     p.add_argument("--ssm-always", action="store_true",
@@ -131,12 +148,35 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def matching_fields(args: argparse.Namespace, *, rematch: bool = False) -> dict:
+    """The matching flags given, as `MatchConfig` fields (`MATCHING_FLAGS`; None: not given, which
+    `replace` ignores)."""
+    return {field: getattr(args, dest) for dest, field in MATCHING_FLAGS.items()
+            if not (rematch and dest == "pose_relaxation")}
+
+
+def fit_config(args: argparse.Namespace) -> FitConfig:
+    """The fit's configuration: the defaults with the flags given."""
+    return FitConfig(seed=args.fit_seed, model={"features": args.features}).replace(
+        model={"sharpness": args.sharpness, "atlas_vertices": args.atlas_vertices,
+               "atlas_init": args.atlas_init, "normalisation": args.normalisation,
+               "ssm_modes": args.ssm_modes},
+        training={"epochs": args.epochs, "atlas_rounds": args.rounds},
+        matching=matching_fields(args),
+        grooming={"consensus_rounds": args.consensus_rounds})
+
+
+def rematch_config(args: argparse.Namespace, model: AtlasModel) -> MatchConfig:
+    """`--rematch`'s matching: the run's own with the flags given."""
+    return model.config.matching.replace(**matching_fields(args, rematch=True))
+
+
 def groom_oracle(cohort: Path, out: Path, cfg: FitConfig, truth: dict) -> Path:
     """Groom `cohort` into `out` as `fit` would, then re-pose every groomed mesh (and its
     manifest transform) by generalised Procrustes on the true correspondences."""
-    groom_cohort(cohort, out, GroomOptions(target_vertices=cfg.groom_target_vertices,
+    groom_cohort(cohort, out, GroomOptions(target_vertices=cfg.grooming.target_vertices,
                                            watertight="auto",
-                                           consensus_rounds=cfg.groom_consensus_rounds))
+                                           consensus_rounds=cfg.grooming.consensus_rounds))
     meshes, manifest = load_groomed(out)
     names = [s["name"] for s in manifest["shapes"]]
     groomed = {s["name"]: np.asarray(s["transform"]) for s in manifest["shapes"]}
@@ -162,17 +202,7 @@ def run(args: argparse.Namespace) -> dict:
         else:
             write_lv_cohort(cohort, n=args.n, seed=args.seed, phenotypes="mixed")
     shutil.rmtree(run, ignore_errors=True)
-    cfg = FitConfig(features=args.features, seed=args.fit_seed).replace(
-        epochs=args.epochs, atlas_rounds=args.rounds, sharpness=args.sharpness,
-        transport_iterations=args.transport_iterations,
-        transport_sharpness=args.transport_sharpness,
-        transport_relaxation=args.transport_relaxation,
-        deformation_smoothing=args.deformation_smoothing,
-        atlas_vertices=args.atlas_vertices, atlas_init=args.atlas_init,
-        normalisation=args.normalisation, groom_consensus_rounds=args.consensus_rounds,
-        pose_iterations=args.pose_iterations, pose_relaxation=args.pose_relaxation,
-        ssm_modes=args.ssm_modes, refine_motion=args.refine_motion,
-        normal_refine_steps=args.normal_refine_steps)
+    cfg = fit_config(args)
     truth = load_cohort_truth(cohort)
     t0 = time.perf_counter()
     data = groom_oracle(cohort, run / "groomed", cfg, truth) if args.oracle_pose else cohort
@@ -196,17 +226,8 @@ def rematch(args: argparse.Namespace, out: Path, run: Path, tag: str) -> dict:
     """Re-measure a finished run with other matching settings (no new cohort, no fit)."""
     if not (run / "model.json").is_file() or not (out / "cohort").is_dir():
         raise SystemExit(f"--rematch needs a finished run {run} and its cohort {out / 'cohort'}")
-    model = AtlasModel.load(run).set_transport(args.transport_iterations,
-                                               args.transport_sharpness,
-                                               args.transport_relaxation)
-    if args.deformation_smoothing is not None:
-        model.set_deformation_smoothing(args.deformation_smoothing)
-    if args.pose_iterations is not None:
-        model.config = model.config.replace(pose_iterations=args.pose_iterations)
-    if args.refine_motion is not None:
-        model.set_refine_motion(args.refine_motion)
-    if args.normal_refine_steps is not None:
-        model.config = model.config.replace(normal_refine_steps=args.normal_refine_steps)
+    model = AtlasModel.load(run)
+    match = rematch_config(args, model)
     point_model_s = None
     if args.ssm_modes is not None:
         t0 = time.perf_counter()
@@ -215,31 +236,35 @@ def rematch(args: argparse.Namespace, out: Path, run: Path, tag: str) -> dict:
             if sources is None:
                 groomed, _ = load_groomed(run / "groomed")
                 sources = (groomed, [np.eye(4)] * len(groomed))
-            model.fit_point_model(*sources, modes=args.ssm_modes,
+            model.fit_point_model(*sources, modes=args.ssm_modes, match=match,
                                   **({"max_chamfer_rise": None} if args.ssm_always else {}))
         else:
             model.point_model_ = None
         point_model_s = time.perf_counter() - t0
-    rows, extra = measure(args, model, run, out / "cohort", load_cohort_truth(out / "cohort"))
-    c = model.config
+    rows, extra = measure(args, model, run, out / "cohort", load_cohort_truth(out / "cohort"),
+                          match=match)
+    c = model.config.replace(matching=match)
+    m = c.matching
     result = {"organ": args.organ, "n": extra.pop("n"), "rematch_of": str(run),
               "config": c.to_dict(), "point_model_seconds": point_model_s,
               "point_model": getattr(model, "point_model_report_", None), **extra, "rows": rows,
               "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
-    name = (f"result-{tag}-rematch-t{c.transport_iterations}-l{c.transport_sharpness:g}"
-                f"{f'-w{c.transport_relaxation:g}' if c.transport_relaxation != 1 else ''}"
-            f"{f'-d{c.deformation_smoothing}' if c.deformation_smoothing else ''}"
-            f"-p{c.pose_iterations}{'-groom' if args.groom_poses else ''}"
-            f"{f'-normal{c.normal_refine_steps}' if c.refine_motion == 'normal' else ''}"
+    name = (f"result-{tag}-rematch-t{m.transport_iterations}-l{m.transport_sharpness:g}"
+            f"{f'-w{m.transport_relaxation:g}' if m.transport_relaxation != 1 else ''}"
+            f"{f'-d{m.deformation_smoothing}' if m.deformation_smoothing else ''}"
+            f"-p{m.pose_iterations}{'-groom' if args.groom_poses else ''}"
+            f"{f'-normal{m.normal_refine_steps}' if m.refine_motion == 'normal' else ''}"
             f"{f'-ssm{args.ssm_modes}' if args.ssm_modes is not None else ''}"
-            f"{'-always' if args.ssm_always else ''}.json")
+            f"{'-always' if args.ssm_always else ''}"
+            f"{f'-cpd{m.surface_cpd_iterations}' if args.surface_cpd is not None else ''}.json")
     write_json(args.json or out / name, result)
     return result
 
 
 def measure(args: argparse.Namespace, model: AtlasModel, run: Path, cohort: Path,
-            truth: dict) -> tuple[dict, dict]:
-    """Steps 2-4 on every original file of the cohort. -> (rows, cohort-level figures)"""
+            truth: dict, match: MatchConfig | None = None) -> tuple[dict, dict]:
+    """Steps 2-4 on every original file of the cohort, matched with `match` (None: the run's
+    own `config.matching`). -> (rows, cohort-level figures)"""
     manifest = load_manifest(run / "groomed")
     names = [s["name"] for s in manifest["shapes"]]
     transforms = {s["name"]: np.asarray(s["transform"]) for s in manifest["shapes"]}
@@ -257,7 +282,7 @@ def measure(args: argparse.Namespace, model: AtlasModel, run: Path, cohort: Path
     rows = {}
     for refine in ([True, False] if args.no_refine_too else [True]):
         t1 = time.perf_counter()
-        corr = model.correspond(meshes, transforms=poses, refine=refine)
+        corr = model.correspond(meshes, transforms=poses, refine=refine, match=match)
         per_shape_s = (time.perf_counter() - t1) / len(meshes)
         pts = {n: c.points for n, c in zip(names, corr)}
         errs = np.concatenate(atlas_pair_errors(pts, truth, names))

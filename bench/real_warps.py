@@ -11,11 +11,11 @@ copies, every one deformed by a known warp, posed and remeshed at its own resolu
    30-60 mm (`RBF_WIDTH_MM`), directions of a_j random, magnitudes normal and rescaled so that
    the RMS of |d| over the vertices is uniform in 4-8 mm (`RBF_RMS_MM`); a draw whose largest
    |d| exceeds 15 mm (`RBF_MAX_MM`) is redrawn (about 40% of draws on livers, mostly the
-   larger ones, so the accepted RMS has a median of about 5 mm). S = Q diag(s) Q^T is an anisotropic scale
-   along random orthogonal axes Q, each s_i uniform in 0.92-1.08 (`SCALE_RANGE`). A draw is
-   also redrawn unless the warp is a diffeomorphism near the surface (Jacobian determinant of
-   the whole warp above 0.2 at every vertex, `MIN_JACOBIAN`) and the warped dense surface is
-   free of self-intersections (`validity.mesh_validity`).
+   larger ones, so the accepted RMS has a median of about 5 mm). S = Q diag(s) Q^T is an
+   anisotropic scale along random orthogonal axes Q, each s_i uniform in 0.92-1.08
+   (`SCALE_RANGE`). A draw is also redrawn unless the warp is a diffeomorphism near the
+   surface (Jacobian determinant of the whole warp above 0.2 at every vertex, `MIN_JACOBIAN`)
+   and the warped dense surface is free of self-intersections (`validity.mesh_validity`).
 2. Pose: any rotation (uniform) about c, then a translation in a random direction of length
    uniform in 0-100 mm (`MAX_TRANSLATION_MM`).
 3. Remesh: `remesh.decimate` (QSlim, which moves the vertices off the dense vertex set) to a
@@ -57,7 +57,10 @@ self-intersections).
 
 `--skip-fit` reuses OUT/cohort, OUT/truth and OUT/run and only corresponds and scores again, into
 OUT/corr-TAG (TAG names the matching options given); the figures go to `--json` (default
-OUT/real_warps[-TAG].json), with the commit and machine under "provenance".
+OUT/real_warps[-TAG].json), with the commit and machine under "provenance". The matching options
+replace those fields of the run's `config.matching` (`--surface-cpd`: its
+`surface_cpd_iterations`), and the result is `correspond_files`' `match`; without them the run
+matches with its own.
 
 Time on 2 CPU cores (shared with another job): the cohort about 15 s per base (closing, dense
 decimation) plus 5-10 s per copy; `correspond` about 4 s per shape, the baseline about 1.6 s
@@ -94,7 +97,7 @@ from shapeatlas.pipeline import (
     fit_run,
     run_is_complete,
 )
-from shapeatlas.training.config import FitConfig
+from shapeatlas.training.config import FitConfig, MatchConfig
 
 log = logging.getLogger("real_warps")
 
@@ -119,10 +122,13 @@ COPY_VERTICES = (1500, 4000)
 DECIMATION_TRIES = 5
 #: The largest round-trip error A -> B -> A the truth may have (mm).
 ROUND_TRIP_TOLERANCE_MM = 1e-3
-#: Matching options passed to `correspond_files` (argparse dest -> short tag in OUT/corr-TAG).
+#: Matching options (argparse dest -> short tag in OUT/corr-TAG), in the tag's order; each
+#: replaces one field of the run's `config.matching` (`MATCHING_FIELDS`) for `correspond_files`.
 MATCHING_OPTIONS = {"transport_iterations": "t", "transport_sharpness": "l",
                     "transport_relaxation": "w", "deformation_smoothing": "d",
                     "refine_motion": "", "pose_iterations": "p", "surface_cpd": "c"}
+#: The `MatchConfig` field of each matching option whose dest is not the field's name.
+MATCHING_FIELDS = {"surface_cpd": "surface_cpd_iterations"}
 
 
 @dataclass(frozen=True)
@@ -411,6 +417,14 @@ def matching_tag(args: argparse.Namespace) -> str:
     return "-".join(parts + (["realign"] if args.realign else []))
 
 
+def match_config(args: argparse.Namespace, run_config: FitConfig) -> MatchConfig | None:
+    """The matching options given, over the run's `config.matching` (None when none is given:
+    the run matches with its own)."""
+    changes = {MATCHING_FIELDS.get(k, k): getattr(args, k) for k in MATCHING_OPTIONS
+               if getattr(args, k) is not None}
+    return run_config.matching.replace(**changes) if changes else None
+
+
 def prepare(args: argparse.Namespace) -> tuple[dict, float | None]:
     """Build the cohort and fit, or check that both are there (`--skip-fit`).
     -> (cohort summary, fit seconds)"""
@@ -429,8 +443,8 @@ def prepare(args: argparse.Namespace) -> tuple[dict, float | None]:
     summary = build_cohort(args.data, out, args.bases, args.copies, args.cohort_seed)
     summary["seconds"] = time.perf_counter() - t0
     (out / "cohort.json").write_text(json.dumps(summary, indent=1) + "\n")
-    cfg = FitConfig().replace(epochs=args.epochs, seed=args.seed,
-                              atlas_vertices=args.atlas_vertices)
+    cfg = FitConfig().replace(seed=args.seed, training={"epochs": args.epochs},
+                              model={"atlas_vertices": args.atlas_vertices})
     t0 = time.perf_counter()
     fit_run(out / "cohort", out / "run", cfg, overwrite=args.overwrite)
     return summary, time.perf_counter() - t0
@@ -448,9 +462,10 @@ def run(args: argparse.Namespace) -> dict:
     cohort_summary, fit_s = prepare(args)
     tag = matching_tag(args)
     corr = args.out / ("corr" + (f"-{tag}" if tag else ""))
+    run_cfg = FitConfig.from_json(args.out / "run" / "config.json")
     done, failed = correspond_files(
         args.out / "run", [args.out / "cohort"], corr, realign=args.realign,
-        overwrite=args.overwrite, **{k: getattr(args, k) for k in MATCHING_OPTIONS})
+        overwrite=args.overwrite, match=match_config(args, run_cfg))
     truth = load_truth(args.out / "truth")
     names = sorted(d["name"] for d in done)
     meshes = {n: read_mesh(args.out / "cohort" / f"{n}.ply") for n in names}
@@ -460,7 +475,6 @@ def run(args: argparse.Namespace) -> dict:
     t0 = time.perf_counter()
     base = np.concatenate(baseline_errors(meshes, pairs, truth))
     base_s = (time.perf_counter() - t0) / len(pairs)
-    run_cfg = json.loads((args.out / "run" / "config.json").read_text())
     result = {
         "bases": len(cohort_summary["bases"]), "copies": len(cohort_summary["copies"]),
         "pairs": len(pairs), "matching_tag": tag or None,
@@ -474,7 +488,8 @@ def run(args: argparse.Namespace) -> dict:
         "truth_check": truth_check(meshes, pairs, truth),
         "warp": magnitudes(cohort_summary["copies"]),
         "cohort_seconds": cohort_summary.get("seconds"), "fit_seconds": fit_s,
-        "fit_config": {k: run_cfg.get(k) for k in ("epochs", "seed", "atlas_vertices")},
+        "fit_config": {"epochs": run_cfg.training.epochs, "seed": run_cfg.seed,
+                       "atlas_vertices": run_cfg.model.atlas_vertices},
         "cohort": cohort_summary,
     }
     write_json(args.json or args.out / f"real_warps{'-' + tag if tag else ''}.json", result)

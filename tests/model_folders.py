@@ -15,7 +15,8 @@ import trimesh
 
 from shapeatlas.models.atlas import AtlasModel
 from shapeatlas.models.cpd_pca import CPDPCAModel
-from shapeatlas.models.generator import PCAGenerator, VAEGenerator, VAESettings
+from shapeatlas.models.generator import PCAGenerator, VAEGenerator
+from shapeatlas.training.config import GeneratorConfig
 from shapeatlas.models.inputs import Normalisation
 from shapeatlas.nn.encoder import EncoderConfig
 from shapeatlas.training.config import FitConfig
@@ -38,8 +39,10 @@ def _summaries(model, shapes: np.ndarray) -> None:
 
 def save_atlas_model(path: str | Path) -> Path:
     """An `AtlasModel` folder (untrained R-ASM network, β-VAE generator, 42-vertex atlas)."""
-    cfg = FitConfig(encoder=EncoderConfig(widths=(8,), heads=1, latent_dim=8), device="cpu",
-                    atlas_vertices=100, vae_hidden=(8,), vae_epochs=3)
+    cfg = FitConfig(device="cpu",
+                    model={"encoder": EncoderConfig(widths=(8,), heads=1, latent_dim=8),
+                           "atlas_vertices": 100},
+                    generator={"hidden": (8,), "epochs": 3})
     model = AtlasModel(cfg)
     model.device_ = torch.device("cpu")
     model.net_ = model._new_net().eval()
@@ -48,7 +51,7 @@ def save_atlas_model(path: str | Path) -> Path:
     model.atlas_init_name_ = "medoid"
     model.cap_reference_ = None
     model.point_model_ = None
-    model.generator_ = VAEGenerator(VAESettings(latent_dim=2, hidden=(8,), epochs=3)).fit(
+    model.generator_ = VAEGenerator(GeneratorConfig(latent_dim=2, hidden=(8,), epochs=3)).fit(
         shapes, seed=0, device=torch.device("cpu"))
     _summaries(model, shapes)
     return model.save(path)
@@ -73,10 +76,10 @@ def save_multi_atlas_model(path: str | Path) -> Path:
 
     path = Path(path)
     base = AtlasModel.load(save_atlas_model(path / "shared"), device="cpu")
-    model = MultiAtlasModel(base.config.replace(atlases=2))
+    model = MultiAtlasModel(base.config.replace(clustering={"atlases": 2}))
     model.base_ = base
     verts, faces, shapes = _atlas_and_shapes(8)
-    gens = [VAEGenerator(VAESettings(latent_dim=2, hidden=(8,), epochs=3)).fit(
+    gens = [VAEGenerator(GeneratorConfig(latent_dim=2, hidden=(8,), epochs=3)).fit(
         shapes[m::2], seed=0, device=torch.device("cpu")) for m in range(2)]
     atlases = np.stack([shapes[0::2].mean(0), shapes[1::2].mean(0)])
     model.generator_ = MixtureGenerator(gens, np.array([0.5, 0.5]), atlases, spread=1.0,

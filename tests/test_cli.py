@@ -17,6 +17,13 @@ from shapeatlas.mesh.core import Mesh
 from shapeatlas.mesh.io import read_mesh, write_mesh
 
 
+
+def _matching(folder: Path, **fields) -> str:
+    """A --matching file of `fields` in `folder` (one per set of fields)."""
+    path = folder / ("matching-" + "-".join(f"{k}{v}" for k, v in fields.items()) + ".json")
+    path.write_text(json.dumps(fields))
+    return str(path)
+
 def test_help_of_every_verb(capsys):
     for verb in (["info"], ["groom"], ["synth"], ["synth", "lv"], ["synth", "kidney"], ["fit"], ["correspond"],
                  ["sample"], ["reconstruct"], ["evaluate"], ["demo"]):
@@ -134,9 +141,10 @@ def test_fit_and_correspond(tmp_path, capsys):
     torch.set_num_threads(1)
     assert main(["synth", "lv", "--n", "4", "--out", str(tmp_path / "lv"), "-q",
                  "--min-vertices", "1000", "--max-vertices", "1100"]) == 0
-    cfg = FitConfig(encoder=EncoderConfig(widths=(16, 16), heads=2, latent_dim=16),
-                    atlas_vertices=150, epochs=1, atlas_rounds=1, refine_steps=3,
-                    groom_target_vertices=400, vae_epochs=200)
+    cfg = FitConfig(model={"encoder": EncoderConfig(widths=(16, 16), heads=2, latent_dim=16),
+                           "atlas_vertices": 150},
+                    training={"epochs": 1, "atlas_rounds": 1}, matching={"refine_steps": 3},
+                    grooming={"target_vertices": 400}, generator={"epochs": 200})
     (tmp_path / "cfg.json").write_text(cfg.to_json())
     run = tmp_path / "run"
     # Too many point-model modes for 4 shapes: named before any training.
@@ -216,8 +224,9 @@ def test_fit_and_correspond(tmp_path, capsys):
     assert "training_poses.json: field 'poses' must be a JSON object" in capsys.readouterr().err
     (run / "training_poses.json").write_text(poses)
     # Pose refinement at correspond time: same outputs, in the input frame, the pose it used.
-    assert main(["correspond", str(run), str(tmp_path / "lv" / "lv_000.ply"),
-                 "--pose-iterations", "2", "--out", str(tmp_path / "p"), "-q"]) == 0
+    assert main(["correspond", str(run), str(tmp_path / "lv" / "lv_000.ply"), "--matching",
+                 _matching(tmp_path, pose_iterations=2), "--out", str(tmp_path / "p"),
+                 "-q"]) == 0
     zp = np.load(tmp_path / "p" / "lv_000.npz")
     assert zp["points"].shape == (150, 3)
     r = zp["transform"][:3, :3]
@@ -227,39 +236,51 @@ def test_fit_and_correspond(tmp_path, capsys):
     # lv_000, as `correspond` refuses steps that spread a shape's points worse.)
     for flag, out_dir in (([], "pm"), (["--no-point-model"], "np")):
         assert main(["correspond", str(run), str(tmp_path / "lv" / "lv_000.ply"), *flag,
-                     "--transport-iterations", "0", "--out", str(tmp_path / out_dir), "-q"]) == 0
+                     "--matching", _matching(tmp_path, transport_iterations=0),
+                     "--out", str(tmp_path / out_dir), "-q"]) == 0
     assert np.abs(np.load(tmp_path / "np" / "lv_000.npz")["points"]
                   - np.load(tmp_path / "pm" / "lv_000.npz")["points"]).max() > 1e-3
     # Other transport iterations chosen at correspond time (20 plain ones, against the default
     # 30 over-relaxed): other points, same outputs; bad values are named before any file is
     # read.
-    assert main(["correspond", str(run), str(tmp_path / "lv" / "lv_000.ply"),
-                 "--transport-iterations", "20", "--transport-relaxation", "1",
+    assert main(["correspond", str(run), str(tmp_path / "lv" / "lv_000.ply"), "--matching",
+                 _matching(tmp_path, transport_iterations=20, transport_relaxation=1),
                  "--out", str(tmp_path / "t"), "-q"]) == 0
     zt = np.load(tmp_path / "t" / "lv_000.npz")
     assert zt["points"].shape == (150, 3)
     assert np.abs(zt["points"] - z["points"]).max() > 1e-3
     capsys.readouterr()
-    assert main(["correspond", str(run), str(tmp_path / "lv" / "lv_000.ply"),
-                 "--transport-iterations", "-3", "--out", str(tmp_path / "t2"), "-q"]) == 1
-    assert "field 'transport_iterations' must be an integer in [0," in capsys.readouterr().err
-    assert main(["correspond", str(run), str(tmp_path / "lv" / "lv_000.ply"),
-                 "--transport-relaxation", "2.5", "--out", str(tmp_path / "t3"), "-q"]) == 1
-    assert "field 'transport_relaxation' must be a finite number in [1, 2)" in \
+    bad = _matching(tmp_path, transport_iterations=-3)
+    assert main(["correspond", str(run), str(tmp_path / "lv" / "lv_000.ply"), "--matching",
+                 bad, "--out", str(tmp_path / "t2"), "-q"]) == 1
+    err = capsys.readouterr().err
+    assert f"{bad}: field 'matching.transport_iterations' must be an integer in [0," in err
+    assert "Traceback" not in err and not (tmp_path / "t2").exists()
+    assert main(["correspond", str(run), str(tmp_path / "lv" / "lv_000.ply"), "--matching",
+                 _matching(tmp_path, transport_relaxation=2.5), "--out", str(tmp_path / "t3"),
+                 "-q"]) == 1
+    assert "field 'matching.transport_relaxation' must be a finite number in [1, 2)" in \
         capsys.readouterr().err
     # The deformation smoothing too (off, against the default 8 iterations).
-    assert main(["correspond", str(run), str(tmp_path / "lv" / "lv_000.ply"),
-                 "--deformation-smoothing", "0", "--out", str(tmp_path / "d0"), "-q"]) == 0
+    assert main(["correspond", str(run), str(tmp_path / "lv" / "lv_000.ply"), "--matching",
+                 _matching(tmp_path, deformation_smoothing=0), "--out", str(tmp_path / "d0"),
+                 "-q"]) == 0
     assert np.abs(np.load(tmp_path / "d0" / "lv_000.npz")["points"] - z["points"]).max() > 1e-3
+    # The paper's matching by name, and the run's own config.json as a matching file (the
+    # same points as the default).
+    assert main(["correspond", str(run), str(tmp_path / "lv" / "lv_000.ply"),
+                 "--matching", "paper", "--out", str(tmp_path / "nm"), "-q"]) == 0
+    assert np.abs(np.load(tmp_path / "nm" / "lv_000.npz")["points"] - z["points"]).max() > 1e-3
+    assert main(["correspond", str(run), str(tmp_path / "lv" / "lv_000.ply"),
+                 "--matching", str(run / "config.json"), "--out", str(tmp_path / "own"),
+                 "-q"]) == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "own" / "lv_000.npz")["points"],
+                                  z["points"])
     capsys.readouterr()
     assert main(["correspond", str(run), str(tmp_path / "lv" / "lv_000.ply"),
-                 "--deformation-smoothing", "-1", "--out", str(tmp_path / "d1"), "-q"]) == 1
-    assert "field 'deformation_smoothing' must be an integer in [0," in capsys.readouterr().err
-    # The paper's free pull, chosen at correspond time (the default moves along the normals
-    # only): other points.
-    assert main(["correspond", str(run), str(tmp_path / "lv" / "lv_000.ply"),
-                 "--refine-motion", "free", "--out", str(tmp_path / "nm"), "-q"]) == 0
-    assert np.abs(np.load(tmp_path / "nm" / "lv_000.npz")["points"] - z["points"]).max() > 1e-3
+                 "--matching", "fastest", "--out", str(tmp_path / "nf"), "-q"]) == 1
+    assert "fastest: neither a matching preset (default, paper) nor a JSON file" in \
+        capsys.readouterr().err
     # evaluate matches a run with a point model on the original files its groom.json names
     # (as the model was fitted), other runs on the groomed meshes.
     from shapeatlas.evaluate import _test_meshes
@@ -278,8 +299,8 @@ def test_cpd_pca_fit_sample_evaluate_reconstruct(tmp_path, capsys):
 
     assert main(["synth", "lv", "--out", str(tmp_path / "lv"), "--n", "6", "-q",
                  "--min-vertices", "1000", "--max-vertices", "1100"]) == 0
-    cfg = FitConfig(method="cpd-pca", atlas_vertices=150, atlas_rounds=1, cpd_iterations=30,
-                    groom_target_vertices=400)
+    cfg = FitConfig(method="cpd-pca", model={"atlas_vertices": 150}, training={"atlas_rounds": 1},
+                    cpd={"iterations": 30}, grooming={"target_vertices": 400})
     (tmp_path / "cfg.json").write_text(cfg.to_json())
     run = tmp_path / "run"
     assert main(["fit", str(tmp_path / "lv"), "--out", str(run), "--config",
@@ -309,14 +330,8 @@ def test_cpd_pca_fit_sample_evaluate_reconstruct(tmp_path, capsys):
         assert (tmp_path / "e" / f).read_bytes()[:4] == b"\x89PNG"
     assert "specificity (50 samples)" in capsys.readouterr().out
     assert main(["correspond", str(run), str(tmp_path / "lv" / "lv_000.ply"), "--out",
-                 str(tmp_path / "c"), "--transport-iterations", "10", "-q"]) == 1
-    assert "needs an R-ASM run" in capsys.readouterr().err
-    assert main(["correspond", str(run), str(tmp_path / "lv" / "lv_000.ply"), "--out",
-                 str(tmp_path / "c"), "--refine-motion", "normal", "-q"]) == 1
-    assert "needs an R-ASM run" in capsys.readouterr().err
-    assert main(["correspond", str(run), str(tmp_path / "lv" / "lv_000.ply"), "--out",
-                 str(tmp_path / "c"), "--deformation-smoothing", "4", "-q"]) == 1
-    assert "--deformation-smoothing needs an R-ASM run" in capsys.readouterr().err
+                 str(tmp_path / "c"), "--matching", "paper", "-q"]) == 1
+    assert "matching settings need an R-ASM run, not CPD-PCA" in capsys.readouterr().err
     assert main(["reconstruct", str(run), str(tmp_path / "lv" / "lv_000.ply"),
                  "--out", str(tmp_path / "r")]) == 0
     assert read_mesh(tmp_path / "r" / "lv_000.ply").n_vertices == 150
@@ -345,9 +360,11 @@ def test_multi_atlas_fit_correspond_sample_evaluate(tmp_path, capsys):
         assert main(["synth", "lv", "--n", str(n), "--seed", str(seed), "--phenotypes", "mixed",
                      "--out", str(tmp_path / name), "-q", "--min-vertices", "1000",
                      "--max-vertices", "1100"]) == 0
-    cfg = FitConfig(encoder=EncoderConfig(widths=(16, 16), heads=2, latent_dim=16),
-                    atlas_vertices=150, epochs=2, atlas_rounds=1, refine_steps=3,
-                    groom_target_vertices=400, vae_epochs=100, cluster_restarts=2)
+    cfg = FitConfig(model={"encoder": EncoderConfig(widths=(16, 16), heads=2, latent_dim=16),
+                           "atlas_vertices": 150},
+                    training={"epochs": 2, "atlas_rounds": 1}, matching={"refine_steps": 3},
+                    grooming={"target_vertices": 400}, generator={"epochs": 100},
+                    clustering={"restarts": 2})
     (tmp_path / "cfg.json").write_text(cfg.to_json())
     run = tmp_path / "run"
     assert main(["fit", str(tmp_path / "lv"), "--out", str(run), "--config",
@@ -359,10 +376,10 @@ def test_multi_atlas_fit_correspond_sample_evaluate(tmp_path, capsys):
     assert main(["correspond", str(run), str(tmp_path / "test"), "--out", str(tmp_path / "c"),
                  "-q"]) == 0
     assert main(["correspond", str(run), str(tmp_path / "test"), "--out", str(tmp_path / "p"),
-                 "--pose-iterations", "2", "-q"]) == 1
+                 "--matching", _matching(tmp_path, pose_iterations=2), "-q"]) == 1
     assert "single-atlas" in capsys.readouterr().err
     assert main(["correspond", str(run), str(tmp_path / "test"), "--out", str(tmp_path / "t"),
-                 "--transport-iterations", "10", "-q"]) == 0
+                 "--matching", _matching(tmp_path, transport_iterations=10), "-q"]) == 0
     z = np.load(tmp_path / "c" / "lv_000.npz")
     assert np.abs(np.load(tmp_path / "t" / "lv_000.npz")["points"] - z["points"]).max() > 1e-3
     assert z["memberships"].shape == (2,) and int(z["atlas"]) in (0, 1)

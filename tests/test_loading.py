@@ -5,6 +5,7 @@ traceback, a hang, or a file read from outside its folder."""
 from __future__ import annotations
 
 import ast
+import dataclasses
 import json
 import math
 import os
@@ -30,33 +31,47 @@ from shapeatlas.pipeline import (
     training_sources,
     write_training_poses,
 )
-from shapeatlas.training.config import FIELD_SPECS, FitConfig
+from shapeatlas.training.config import (
+    SECTIONS,
+    FitConfig,
+    MatchConfig,
+    configuration_markdown,
+    field_docs,
+    load_match_config,
+)
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "shapeatlas"
 
 
 # ------------------------------------------------------------------------------ configs
-@pytest.mark.parametrize("name, value, fragment", [
-    ("epochs", "two", "field 'epochs' must be an integer in [1, 10,000], got 'two'"),
-    ("epochs", 25.0, "field 'epochs' must be an integer"),
-    ("sample_relax", 10**9, "field 'sample_relax' must be an integer in [0, 1,000]"),
-    ("sample_relax", 1e9, "field 'sample_relax' must be an integer"),
-    ("normal_refine_steps", 10**8, "field 'normal_refine_steps'"),
-    ("attention_memory_mb", -1, "field 'attention_memory_mb' must be a finite number in (0,"),
-    ("smooth_gamma", math.nan, "field 'smooth_gamma' must be a finite number"),
-    ("w_kl", math.inf, "field 'w_kl'"),
-    ("lr_decay", 1.5, "field 'lr_decay'"),
-    ("even_edges", "yes", "field 'even_edges' must be true or false"),
-    ("device", 3, "field 'device' must be one of"),
-    ("atlases", 0, "field 'atlases' must be 'auto' or an integer"),
-    ("vae_hidden", [256, "x"], "field 'vae_hidden'"),
-    ("encoder", [1, 2], "field 'encoder' must be a JSON object"),
-    ("encoder", {"heads": 10**6}, "field 'encoder.heads'"),
-    ("encoder", {"depth": 3}, "field 'encoder' has unknown fields ['depth']"),
+@pytest.mark.parametrize("config, fragment", [
+    ({"training": {"epochs": "two"}},
+     "field 'training.epochs' must be an integer in [1, 10,000], got 'two'"),
+    ({"training": {"epochs": 25.0}}, "field 'training.epochs' must be an integer"),
+    ({"generator": {"relax": 10**9}}, "field 'generator.relax' must be an integer in [0, 1,000]"),
+    ({"generator": {"relax": 1e9}}, "field 'generator.relax' must be an integer"),
+    ({"matching": {"normal_refine_steps": 10**8}}, "field 'matching.normal_refine_steps'"),
+    ({"model": {"attention_memory_mb": -1}},
+     "field 'model.attention_memory_mb' must be a finite number in (0,"),
+    ({"model": {"smooth_gamma": math.nan}}, "field 'model.smooth_gamma' must be a finite number"),
+    ({"training": {"w_kl": math.inf}}, "field 'training.w_kl'"),
+    ({"training": {"lr_decay": 1.5}}, "field 'training.lr_decay'"),
+    ({"model": {"even_edges": "yes"}}, "field 'model.even_edges' must be true or false"),
+    ({"device": 3}, "field 'device' must be one of"),
+    ({"clustering": {"atlases": 0}}, "field 'clustering.atlases' must be 'auto' or an integer"),
+    ({"generator": {"hidden": [256, "x"]}}, "field 'generator.hidden'"),
+    ({"model": {"encoder": [1, 2]}}, "field 'model.encoder' must be a JSON object"),
+    ({"model": {"encoder": {"heads": 10**6}}}, "field 'model.encoder' field 'heads'"),
+    ({"model": {"encoder": {"depth": 3}}}, "field 'model.encoder' has unknown fields ['depth']"),
+    ({"training": [1]}, "field 'training' must be a JSON object"),
+    ({"training": {"epoch": 3}}, "section 'training' has unknown fields ['epoch']"),
+    ({"epochs": 3}, "unknown configuration fields ['epochs']"),
+    ({"format": "shapeatlas-fit-config", "epochs": 3}, "flat configuration"),
+    ({"version": 2}, "written by a newer shapeatlas"),
 ])
-def test_config_field_of_the_wrong_type_or_range_is_named(name, value, fragment):
+def test_config_field_of_the_wrong_type_or_range_is_named(config, fragment):
     with pytest.raises(ShapeAtlasError) as info:
-        FitConfig.from_dict({name: value}, source="RUN/model.json")
+        FitConfig.from_dict(config, source="RUN/model.json")
     message = str(info.value)
     assert message.startswith("RUN/model.json: ") and fragment in message
     assert "\n" not in message
@@ -83,26 +98,61 @@ def test_cli_values_go_through_the_same_checks(tmp_path, capsys):
     code = main(["fit", str(tmp_path / "data"), "--out", str(tmp_path / "run"),
                  "--epochs", "1000000"])
     err = capsys.readouterr().err
-    assert code == 1 and "field 'epochs' must be an integer in [1, 10,000]" in err
+    assert code == 1 and "field 'training.epochs' must be an integer in [1, 10,000]" in err
     assert "Traceback" not in err
 
 
-def test_every_field_has_a_spec_and_documents_its_range():
-    tree = ast.parse((SRC / "training" / "config.py").read_text())
-    cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "FitConfig")
-    docs = {a.target.id: b.value.value for a, b in zip(cls.body, cls.body[1:])
-            if isinstance(a, ast.AnnAssign) and isinstance(b, ast.Expr)}
-    assert set(docs) == set(FIELD_SPECS) | {"encoder"}
-    for name, spec in FIELD_SPECS.items():
-        if spec is not None:
-            assert "Range: " + spec.describe() + "." in " ".join(docs[name].split()), name
+def test_every_field_has_a_spec_and_a_docstring():
+    for cls in (FitConfig, *SECTIONS.values()):
+        specs = cls.TOP_SPECS if cls is FitConfig else cls.SPECS
+        names = {f.name for f in dataclasses.fields(cls)} - set(SECTIONS)
+        assert names == set(specs), cls.__name__
+        docs = field_docs(cls)
+        assert all(len(docs.get(n, "")) > 20 for n in names), cls.__name__
 
 
-def test_the_default_config_round_trips_and_old_ints_become_floats():
+def test_the_configuration_page_is_generated_from_the_fields():
+    page = (SRC.parents[1] / "docs" / "configuration.md").read_text()
+    assert page == configuration_markdown(), (
+        "docs/configuration.md is out of date: python -m shapeatlas.training.config "
+        "> docs/configuration.md")
+    assert "| `matching.surface_cpd_iterations` | `15` | an integer in [0, 10,000] |" in page
+
+
+def test_the_default_config_round_trips_and_ints_become_floats():
     cfg = FitConfig()
     assert FitConfig.from_dict(json.loads(cfg.to_json())) == cfg
-    assert FitConfig.from_dict({"lr": 1}).lr == 1.0 and isinstance(FitConfig.from_dict(
-        {"lr": 1}).lr, float)
+    lr = FitConfig.from_dict({"training": {"lr": 1}}).training.lr
+    assert lr == 1.0 and isinstance(lr, float)
+
+
+def test_replace_changes_fields_within_a_section_and_checks_them():
+    cfg = FitConfig().replace(seed=3, training={"epochs": 5, "lr": None},
+                              matching=MatchConfig.paper())
+    assert (cfg.seed, cfg.training.epochs, cfg.training.lr) == (3, 5, 1e-3)
+    assert cfg.matching.transport_iterations == 0 and cfg.matching.refine_motion == "free"
+    assert cfg.model == FitConfig().model
+    with pytest.raises(ShapeAtlasError, match="field 'training.epochs'"):
+        cfg.replace(training={"epochs": 0})
+    with pytest.raises(ShapeAtlasError, match="pose_iterations needs a single-atlas"):
+        FitConfig(clustering={"atlases": 2}, matching={"pose_iterations": 3})
+
+
+def test_matching_presets_and_files(tmp_path):
+    assert load_match_config(None) is None
+    assert load_match_config("paper") == MatchConfig.paper()
+    assert load_match_config("default") == MatchConfig()
+    run_config = tmp_path / "config.json"
+    run_config.write_text(FitConfig(matching={"deformation_smoothing": 3}).to_json())
+    assert load_match_config(run_config).deformation_smoothing == 3
+    bare = tmp_path / "m.json"
+    bare.write_text('{"surface_cpd_iterations": 0}')
+    assert load_match_config(bare) == MatchConfig(surface_cpd_iterations=0)
+    bare.write_text('{"surface_cpd": 0}')
+    with pytest.raises(ShapeAtlasError, match=f"^{bare}: section 'matching' has unknown"):
+        load_match_config(bare)
+    with pytest.raises(ShapeAtlasError, match="neither a matching preset"):
+        load_match_config(tmp_path / "nope.json")
 
 
 # ------------------------------------------------------------------------ model folders
@@ -152,11 +202,12 @@ def test_saved_models_load(folders, kind):
 @pytest.mark.parametrize("kind", ["rasm", "cpd"])
 @pytest.mark.parametrize("edit, fragment", [
     (lambda m: [m], "model.json: the file must be a JSON object, got list"),
-    (lambda m: {**m, "config": {**m["config"], "epochs": "two"}},
-     "model.json: field 'epochs' must be an integer in [1, 10,000], got 'two'"),
-    (lambda m: {**m, "config": {**m["config"], "sample_relax": 10**9}}, "field 'sample_relax'"),
-    (lambda m: {**m, "config": {**m["config"], "normal_refine_steps": 10**8}},
-     "field 'normal_refine_steps'"),
+    (lambda m: {**m, "config": {**m["config"], "training": {"epochs": "two"}}},
+     "model.json: field 'training.epochs' must be an integer in [1, 10,000], got 'two'"),
+    (lambda m: {**m, "config": {**m["config"], "generator": {"relax": 10**9}}},
+     "field 'generator.relax'"),
+    (lambda m: {**m, "config": {**m["config"], "matching": {"normal_refine_steps": 10**8}}},
+     "field 'matching.normal_refine_steps'"),
     (lambda m: {k: v for k, v in m.items() if k != "config"}, "field 'config' is missing"),
     (lambda m: {**m, "version": "1"}, "field 'version'"),
     (lambda m: {**m, "generator": {**m["generator"], "n_vertices": 7}},
@@ -207,8 +258,9 @@ def test_network_weights_are_checked_before_the_network_is_built(copy_of):
     _edit_tensors(folder, lambda t: t["net.vae.encoder.0.conv.bias"].fill_(float("inf")))
     _refused(folder, "tensor 'net.vae.encoder.0.conv.bias' holds NaN or infinite values")
     # A config asking for a huge network is compared with the weights before it is built.
-    _edit_meta(folder, lambda m: {**m, "config": {**m["config"], "encoder": {
-        **m["config"]["encoder"], "widths": [4096] * 16, "heads": 64}}})
+    _edit_meta(folder, lambda m: {**m, "config": {**m["config"], "model": {
+        **m["config"]["model"], "encoder": {**m["config"]["model"]["encoder"],
+                                            "widths": [4096] * 16, "heads": 64}}}})
     _refused(folder, "weights do not fit the saved configuration (tensor 'net.")
     (folder / "model.json").write_text(original)
 

@@ -244,8 +244,8 @@ def cpd_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("cpd")
     assert main(["synth", "lv", "--n", "5", "--out", str(root / "lv"), "-q",
                  "--min-vertices", "400", "--max-vertices", "500"]) == 0
-    cfg = FitConfig(method="cpd-pca", atlas_vertices=120, atlas_rounds=1, cpd_iterations=15,
-                    groom_target_vertices=300)
+    cfg = FitConfig(method="cpd-pca", model={"atlas_vertices": 120}, training={"atlas_rounds": 1},
+                    cpd={"iterations": 15}, grooming={"target_vertices": 300})
     (root / "cfg.json").write_text(cfg.to_json())
     assert main(["fit", str(root / "lv"), "--out", str(root / "run"), "--config",
                  str(root / "cfg.json"), "--latent-dim", "2", "-q"]) == 0
@@ -400,9 +400,10 @@ def test_interrupted_fit_is_kept_and_resumed(tmp_path, capsys, monkeypatch):
     torch.set_num_threads(1)
     assert main(["synth", "lv", "--n", "4", "--out", str(tmp_path / "lv"), "-q",
                  "--min-vertices", "400", "--max-vertices", "500"]) == 0
-    cfg = FitConfig(encoder=EncoderConfig(widths=(16, 16), heads=2, latent_dim=16),
-                    atlas_vertices=120, epochs=3, atlas_rounds=1, refine_steps=3,
-                    groom_target_vertices=300, vae_epochs=50)
+    cfg = FitConfig(model={"encoder": EncoderConfig(widths=(16, 16), heads=2, latent_dim=16),
+                           "atlas_vertices": 120},
+                    training={"epochs": 3, "atlas_rounds": 1}, matching={"refine_steps": 3},
+                    grooming={"target_vertices": 300}, generator={"epochs": 50})
     (tmp_path / "cfg.json").write_text(cfg.to_json())
     save = loop.save_checkpoint
 

@@ -34,6 +34,13 @@ _LAZY = {
     "MultiAtlasModel": ("shapeatlas.models.multi_atlas", "MultiAtlasModel"),
     "CPDPCAModel": ("shapeatlas.models.cpd_pca", "CPDPCAModel"),
     "FitConfig": ("shapeatlas.training.config", "FitConfig"),
+    "MatchConfig": ("shapeatlas.training.config", "MatchConfig"),
+    "ModelConfig": ("shapeatlas.training.config", "ModelConfig"),
+    "TrainingConfig": ("shapeatlas.training.config", "TrainingConfig"),
+    "GeneratorConfig": ("shapeatlas.training.config", "GeneratorConfig"),
+    "ClusterConfig": ("shapeatlas.training.config", "ClusterConfig"),
+    "GroomConfig": ("shapeatlas.training.config", "GroomConfig"),
+    "CPDConfig": ("shapeatlas.training.config", "CPDConfig"),
     "mesh_validity": ("shapeatlas.mesh.validity", "mesh_validity"),
 }
 

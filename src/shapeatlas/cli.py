@@ -250,12 +250,29 @@ def _fit_config(args: argparse.Namespace):
     from shapeatlas.training.config import FitConfig
 
     cfg = FitConfig.from_json(args.config) if args.config else FitConfig()
-    return cfg.replace(method=args.method, features=args.features, epochs=args.epochs,
-                       atlas_vertices=args.atlas_vertices, seed=args.seed, device=args.device,
-                       latent_dim=args.latent_dim, beta=args.beta,
-                       generator_training=args.generator_training, atlases=args.atlases,
-                       ssm_modes=args.ssm_modes,
-                       groom_keep_outliers=True if args.keep_outliers else None)
+    return cfg.replace(
+        method=args.method, seed=args.seed, device=args.device,
+        model={"features": args.features, "atlas_vertices": args.atlas_vertices,
+               "ssm_modes": args.ssm_modes},
+        training={"epochs": args.epochs},
+        generator={"latent_dim": args.latent_dim, "beta": args.beta,
+                   "mode": args.generator_training},
+        clustering={"atlases": args.atlases},
+        grooming={"keep_outliers": True if args.keep_outliers else None})
+
+
+def _match_config(args: argparse.Namespace):
+    from shapeatlas.training.config import load_match_config
+
+    return load_match_config(args.matching)
+
+
+def _matching_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--matching", default=None, metavar="NAME|FILE",
+                   help="how to match each shape onto the atlas: 'default', 'paper' (the "
+                   "published Atlas-R-ASMG matching) or a JSON file of matching settings (a "
+                   "config.json's 'matching' object, or the object itself; "
+                   "docs/configuration.md); default: the run's own")
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
@@ -345,15 +362,9 @@ def cmd_correspond(args: argparse.Namespace) -> int:
     progress = _Progress(enabled=not args.quiet)
     try:
         done, errors = correspond_files(args.run, args.meshes, args.out, refine=not args.no_refine,
-                                        device=args.device, pose_iterations=args.pose_iterations,
-                                        transport_iterations=args.transport_iterations,
-                                        transport_sharpness=args.transport_sharpness,
-                                        transport_relaxation=args.transport_relaxation,
-                                        deformation_smoothing=args.deformation_smoothing,
+                                        device=args.device, match=_match_config(args),
                                         realign=args.realign,
                                         point_model=not args.no_point_model,
-                                        refine_motion=args.refine_motion,
-                                        surface_cpd=args.surface_cpd,
                                         overwrite=args.overwrite,
                                         progress=lambda k: progress("match", k, len(args.meshes)))
     finally:
@@ -416,7 +427,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
 
     done, errors = reconstruct_files(args.run, args.meshes, args.out,
                                      n_components=args.components, device=args.device,
-                                     overwrite=args.overwrite)
+                                     match=_match_config(args), overwrite=args.overwrite)
     for d in done:
         print(f"{d['name']}: reconstruction to input surface {d['surface_distance_mm']:.2f} mm"
               + ("" if d["valid"] else "; FAILED the mesh check: " + "; ".join(d["problems"])))
@@ -436,7 +447,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     progress = _Progress(enabled=not args.quiet)
     try:
         m = evaluate_run(args.run, args.test, args.out, n_samples=args.samples, seed=args.seed,
-                         device=args.device, progress=progress, overwrite=args.overwrite)
+                         device=args.device, match=_match_config(args), progress=progress,
+                         overwrite=args.overwrite)
     finally:
         progress.close()
     mt, sp, pl = m["matching"], m["specificity_mm"], m["plausibility"]
@@ -578,7 +590,10 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--ssm-modes", type=int, default=None, metavar="D",
                    help="refine the correspondences together with a point-distribution model "
                    "of D modes (default 0: off; 4 was measured, see docs/results.md)")
-    f.add_argument("--epochs", type=_positive_int, default=None, help="epochs per atlas round")
+    f.add_argument("--epochs", type=_positive_int, default=None,
+                   help="most epochs per atlas round (default 25); a fit trains "
+                   "training.atlas_rounds rounds (2 by default), so up to twice this, and early "
+                   "stopping may end a round sooner")
     f.add_argument("--atlas-vertices", type=_positive_int, default=None, metavar="K",
                    help="atlas vertex count (default 1500)")
     f.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
@@ -608,33 +623,7 @@ def build_parser() -> argparse.ArgumentParser:
     _overwrite_argument(c)
     c.add_argument("--no-refine", action="store_true",
                    help="skip the test-time pull onto the surface (attention + smoothing only)")
-    c.add_argument("--pose-iterations", type=int, default=None, metavar="N",
-                   help="refine each input's pose on its own correspondences for up to N rounds "
-                   "(default: the run's pose_iterations; 0: off)")
-    c.add_argument("--transport-iterations", type=int, default=None, metavar="N",
-                   help="balance each match into a transport plan with N Sinkhorn iterations "
-                   "(default: the run's transport_iterations: 30 for runs since model format "
-                   "9, 100 for format 8; 0: the paper's softmax, which has the larger "
-                   "ground-truth error on the synthetic cohorts, see docs/results.md)")
-    c.add_argument("--transport-sharpness", type=float, default=None, metavar="LAMBDA",
-                   help="attention sharpness when transport is on (default: the run's "
-                   "transport_sharpness)")
-    c.add_argument("--transport-relaxation", type=float, default=None, metavar="OMEGA",
-                   help="over-relaxation of the Sinkhorn steps, in [1, 2) (default: the run's "
-                   "transport_relaxation: 1.5 for runs since model format 9, else 1, plain)")
-    c.add_argument("--deformation-smoothing", type=int, default=None, metavar="N",
-                   help="smooth each matched shape's displacement from the atlas for N "
-                   "iterations (default: the run's deformation_smoothing: 8 for runs since "
-                   "model format 10, else 0, off)")
-    c.add_argument("--surface-cpd", type=int, default=None, metavar="N",
-                   help="iterations of the CPD refinement of each matched shape, started from "
-                   "the network's match (default: the run's surface_cpd_iterations: 15 for runs "
-                   "since model format 12, else 0, off)")
-    c.add_argument("--refine-motion", choices=["free", "normal"], default=None,
-                   help="how the test-time pull moves the points: normal (only along each "
-                   "point's normal: no sliding along the surface; less ground-truth error, "
-                   "larger Chamfer) or free (the paper's); default: the run's refine_motion, "
-                   "normal for runs since model format 8")
+    _matching_argument(c)
     c.add_argument("--no-point-model", action="store_true",
                    help="match without the run's point-distribution model (fit --ssm-modes)")
     c.add_argument("--realign", action="store_true",
@@ -657,7 +646,7 @@ def build_parser() -> argparse.ArgumentParser:
     sa.add_argument("--traverse", type=int, default=0, metavar="R",
                     help="also write traversals of the first R latent directions (-2..+2 sd)")
     sa.add_argument("--relax", type=int, default=None, metavar="N",
-                    help="tangential relaxation steps (default: the run's sample_relax: 5 for "
+                    help="tangential relaxation steps (default: the run's generator.relax: 5 for "
                     "rasm, 0 for cpd-pca; 0 writes the raw output)")
     sa.add_argument("--volume-mesh", action="store_true",
                     help="also write a tetrahedral mesh of each shape (NAME.vtu) with the "
@@ -676,6 +665,7 @@ def build_parser() -> argparse.ArgumentParser:
     _overwrite_argument(rc)
     rc.add_argument("--components", type=_positive_int, default=None, metavar="M",
                     help="keep only the first M latent directions")
+    _matching_argument(rc)
     rc.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     rc.set_defaults(func=cmd_reconstruct, _parser=rc)
 
@@ -692,6 +682,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--samples", type=_positive_int, default=1000,
                     help="virtual shapes for specificity and plausibility (default 1000)")
     ev.add_argument("--seed", type=int, default=0)
+    _matching_argument(ev)
     ev.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     ev.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     ev.set_defaults(func=cmd_evaluate, _parser=ev)

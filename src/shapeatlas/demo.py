@@ -27,7 +27,8 @@ from shapeatlas.training.config import FitConfig
 from shapeatlas.virtual import sample_run
 
 #: The demo's fit: small enough for a laptop CPU in about a minute, big enough to beat the baseline.
-DEMO_CONFIG = FitConfig(atlas_vertices=800, epochs=8, atlas_rounds=2, refine_steps=40)
+DEMO_CONFIG = FitConfig(model={"atlas_vertices": 800}, training={"epochs": 8, "atlas_rounds": 2},
+                        matching={"refine_steps": 40})
 #: Virtual shapes the demo samples (and uses for specificity), and new LVs it evaluates on.
 DEMO_SAMPLES = 200
 DEMO_TEST = 6
@@ -68,7 +69,7 @@ def _demo_in(out: Path, *, n: int, seed: int, target_vertices: int,
     say(f"[2/6] grooming them (clean, align, {target_vertices} vertices) into {groomed}")
     result = groom_cohort(cohort, groomed, GroomOptions(target_vertices=target_vertices),
                           progress=progress)
-    say(f"[3/6] fitting Atlas-R-ASMG (R-ASM atlas of {DEMO_CONFIG.atlas_vertices} vertices + "
+    say(f"[3/6] fitting Atlas-R-ASMG (R-ASM atlas of {DEMO_CONFIG.model.atlas_vertices} vertices + "
         f"β-VAE) into {run}")
     fit_run(groomed, run, DEMO_CONFIG.replace(seed=seed), progress=step_progress)
     say(f"[4/6] corresponding the original files (any pose) into {corr_dir}")

@@ -30,8 +30,9 @@ from shapeatlas.metrics import ssm
 from shapeatlas.metrics.surface import hausdorff95
 from shapeatlas.models.generative import latent_sizes
 from shapeatlas.outputs import check_output, staged_output
-from shapeatlas.pipeline import load_model, training_sources
+from shapeatlas.pipeline import check_match, load_model, training_sources
 from shapeatlas.report.figures import write_figures
+from shapeatlas.training.config import MatchConfig
 from shapeatlas.virtual import sample_validity
 
 log = logging.getLogger(__name__)
@@ -54,7 +55,7 @@ def _test_meshes(test_dir: Path, out_dir: Path, model, progress) -> list:
         if not test_dir.is_dir():
             raise ShapeAtlasError(f"{test_dir}: not a folder")
         groomed = out_dir / "groomed-test"
-        target = model.config.groom_target_vertices
+        target = model.config.grooming.target_vertices
         log.info("%s has no %s: grooming it into %s", test_dir, MANIFEST_NAME, groomed)
         groom_cohort(
             test_dir,
@@ -83,13 +84,15 @@ def evaluate_run(
     seed: int = 0,
     device: str = "auto",
     figures: bool = True,
+    match: MatchConfig | None = None,
     overwrite: bool = False,
     progress: Callable | None = None,
 ) -> dict:
     """Matching, compactness, generalization, specificity and plausibility of a run.
 
     out_dir must be new or empty unless `overwrite` (then it is replaced whole); it is built
-    beside it and moved into place at the end (`shapeatlas.outputs`).
+    beside it and moved into place at the end (`shapeatlas.outputs`). match: how to
+    correspond the test shapes (`MatchConfig`; None: the run's own; R-ASM runs).
     -> the metrics dict (also written to OUT/metrics.json).
     """
 
@@ -97,14 +100,16 @@ def evaluate_run(
     check_output(out_dir, overwrite=overwrite, inputs=inputs)
     model = load_model(run_dir, device=device)
     model._check_generator()
+    check_match(model, match, run_dir)
     with staged_output(out_dir, verb="evaluate", overwrite=overwrite, inputs=inputs,
                        device=str(getattr(model, "device_", "cpu"))) as staging:
         return _evaluate_into(model, run_dir, test_dir, staging.path, n_samples=n_samples,
-                              seed=seed, figures=figures, progress=progress)
+                              seed=seed, figures=figures, match=match, progress=progress)
 
 
 def _evaluate_into(model, run_dir: str | Path, test_dir: str | Path, out_dir: Path, *,
-                   n_samples: int, seed: int, figures: bool, progress: Callable | None) -> dict:
+                   n_samples: int, seed: int, figures: bool, match: MatchConfig | None,
+                   progress: Callable | None) -> dict:
     """`evaluate_run`'s work, in the staging folder `out_dir`."""
 
     meshes = _test_meshes(Path(test_dir), out_dir, model, progress)
@@ -114,7 +119,7 @@ def _evaluate_into(model, run_dir: str | Path, test_dir: str | Path, out_dir: Pa
     corr, kept, skipped = [], [], []
     for m in meshes:
         try:
-            corr.append(model.correspond([m])[0])
+            corr.append(model.correspond([m], match=match)[0])
             kept.append(m)
         except ShapeAtlasError as exc:
             skipped.append(str(exc))

@@ -58,7 +58,7 @@ from shapeatlas.outputs import (
     staged_output,
     staging_dir,
 )
-from shapeatlas.training.config import FitConfig
+from shapeatlas.training.config import FitConfig, MatchConfig
 from shapeatlas.validate import regular_file
 
 log = logging.getLogger(__name__)
@@ -74,15 +74,15 @@ def load_cohort(data_dir: str | Path, run_dir: Path, cfg: FitConfig,
     data_dir = Path(data_dir)
     if (data_dir / MANIFEST_NAME).is_file():
         meshes, manifest = load_groomed(data_dir)
-        check_cohort_sizes(meshes, data_dir / MANIFEST_NAME, keep=cfg.groom_keep_outliers)
+        check_cohort_sizes(meshes, data_dir / MANIFEST_NAME, keep=cfg.grooming.keep_outliers)
         write_training_poses(run_dir, data_dir, manifest)
         return meshes, {"groomed_by_fit": False, "data": str(data_dir.resolve())}
     if not data_dir.is_dir():
         raise ShapeAtlasError(f"{data_dir}: not a folder")
     out = run_dir / "groomed"
-    opts = GroomOptions(target_vertices=cfg.groom_target_vertices, watertight="auto",
-                        consensus_rounds=cfg.groom_consensus_rounds,
-                        cap_twist=cfg.groom_cap_twist, keep_outliers=cfg.groom_keep_outliers)
+    opts = GroomOptions(target_vertices=cfg.grooming.target_vertices, watertight="auto",
+                        consensus_rounds=cfg.grooming.consensus_rounds,
+                        cap_twist=cfg.grooming.cap_twist, keep_outliers=cfg.grooming.keep_outliers)
     log.info("%s has no %s: grooming it into %s", data_dir, MANIFEST_NAME, out)
     # (inside the run's own staging folder: a resumed fit grooms again, the same)
     result = groom_cohort(data_dir, out, opts, progress=progress, overwrite=True)
@@ -274,10 +274,10 @@ def _fit_in(data_dir: str | Path, run_dir: Path, cfg: FitConfig, *, resume: bool
     write_text_atomic(cfg_path, cfg.to_json())
     meshes, data_info = load_cohort(data_dir, run_dir, cfg, groom_progress)
     model_cls = (CPDPCAModel if cfg.method == "cpd-pca"
-                 else AtlasModel if cfg.atlases == 1 else MultiAtlasModel)
+                 else AtlasModel if cfg.clustering.atlases == 1 else MultiAtlasModel)
     groomed_dir = run_dir / "groomed" if data_info["groomed_by_fit"] else Path(data_dir)
     extra = ({"sources": training_sources(groomed_dir, meshes)}
-             if cfg.method == "rasm" and cfg.atlases == 1 and cfg.ssm_modes else {})
+             if cfg.single_atlas_rasm and cfg.model.ssm_modes else {})
     model = model_cls(cfg).fit(meshes, run_dir=run_dir, resume=resume, progress=progress,
                                **extra)
     model.save(run_dir)
@@ -391,15 +391,23 @@ def matched_surface(model, c: Correspondence) -> tuple[np.ndarray, ProjectionRep
     return np.where(moved, projected[0] @ inv[:3, :3].T + inv[:3, 3], c.points), report
 
 
+def check_match(model, match: MatchConfig | None, run_dir: str | Path) -> None:
+    """Refuse, before any file is read, matching settings that the run cannot use."""
+    if match is None:
+        return
+    if isinstance(model, CPDPCAModel):
+        raise ShapeAtlasError(f"{run_dir}: matching settings need an R-ASM run, not CPD-PCA "
+                              "(its registration is set by the fit's config.cpd)")
+    try:
+        model.match_config(match)
+    except ShapeAtlasError as exc:
+        raise ShapeAtlasError(f"{run_dir}: {exc}") from None
+
+
 def correspond_files(run_dir: str | Path, items: Sequence[str | Path], out_dir: str | Path, *,
                      refine: bool = True, device: str = "auto",
-                     pose_iterations: int | None = None,
-                     transport_iterations: int | None = None,
-                     transport_sharpness: float | None = None,
-                     transport_relaxation: float | None = None,
-                     deformation_smoothing: int | None = None, realign: bool = False,
-                     point_model: bool = True, refine_motion: str | None = None,
-                     surface_cpd: int | None = None, overwrite: bool = False,
+                     match: MatchConfig | None = None, realign: bool = False,
+                     point_model: bool = True, overwrite: bool = False,
                      progress: Callable[[int], None] | None = None) -> tuple[list[dict], list[str]]:
     """Correspond every mesh to a fitted run; returns per-file summaries and error lines.
 
@@ -414,14 +422,8 @@ def correspond_files(run_dir: str | Path, items: Sequence[str | Path], out_dir: 
     aligned to the atlas from scratch, by the multi-start search, then refined the same way
     (`inputs.new_shape_pose`). realign: treat every file as new.
 
-    pose_iterations: override the run's `pose_iterations` (single-atlas R-ASM runs only).
-    transport_iterations, transport_sharpness, transport_relaxation: override the run's
-    balanced transport (R-ASM runs, single or multi-atlas; `AtlasModel.set_transport`).
-    deformation_smoothing: override the run's `deformation_smoothing` (R-ASM runs;
-    `AtlasModel.set_deformation_smoothing`).
-    point_model: False matches without the run's point-distribution model (`ssm_modes`).
-    refine_motion: override the run's `refine_motion` ("free" or "normal"; R-ASM runs).
-    surface_cpd: override the run's `surface_cpd_iterations` (R-ASM runs; 0: off)."""
+    match: how to match (`MatchConfig`; None: the run's own `config.matching`; R-ASM runs).
+    point_model: False matches without the run's point-distribution model (`ssm_modes`)."""
 
     paths = collect_mesh_paths(items)
     inputs = [run_dir, *items, *paths]
@@ -429,42 +431,15 @@ def correspond_files(run_dir: str | Path, items: Sequence[str | Path], out_dir: 
     model = load_model(run_dir, device=device)
     if not point_model and getattr(model, "point_model_", None) is not None:
         model.point_model_ = None
-    if any(x is not None for x in (transport_iterations, transport_sharpness,
-                                   transport_relaxation)):
-        if isinstance(model, CPDPCAModel):
-            raise ShapeAtlasError(f"{run_dir}: balanced transport (--transport-iterations, "
-                                  "--transport-sharpness, --transport-relaxation) needs an "
-                                  "R-ASM run, not CPD-PCA")
-        model.set_transport(transport_iterations, transport_sharpness, transport_relaxation)
-    if deformation_smoothing is not None:
-        if isinstance(model, CPDPCAModel):
-            raise ShapeAtlasError(f"{run_dir}: --deformation-smoothing needs an R-ASM run, not "
-                                  "CPD-PCA")
-        model.set_deformation_smoothing(deformation_smoothing)
-    if surface_cpd is not None:
-        if isinstance(model, CPDPCAModel):
-            raise ShapeAtlasError(f"{run_dir}: --surface-cpd needs an R-ASM run, not CPD-PCA")
-        model.set_surface_cpd(surface_cpd)
-    if refine_motion is not None:
-        if isinstance(model, CPDPCAModel):
-            raise ShapeAtlasError(f"{run_dir}: --refine-motion needs an R-ASM run, not CPD-PCA")
-        model.set_refine_motion(refine_motion)
-    extra = {}
-    if pose_iterations is not None:
-        if not isinstance(model, AtlasModel):
-            raise ShapeAtlasError(f"{run_dir}: pose refinement (--pose-iterations) needs a "
-                                  "single-atlas R-ASM run")
-        if pose_iterations < 0:
-            raise ShapeAtlasError(f"--pose-iterations must be 0 or more, got {pose_iterations}")
-        extra["pose_iterations"] = pose_iterations
+    check_match(model, match, run_dir)
     poses = {} if realign else read_training_poses(run_dir)
     with staged_output(out_dir, verb="correspond", overwrite=overwrite, inputs=inputs,
                        device=str(getattr(model, "device_", "cpu"))) as staging:
-        return _correspond_into(model, paths, staging.path, poses, refine, extra, progress)
+        return _correspond_into(model, paths, staging.path, poses, refine, match, progress)
 
 
 def _correspond_into(model, paths: Sequence[Path], out_dir: Path, poses: dict, refine: bool,
-                     extra: dict, progress: Callable[[int], None] | None
+                     match: MatchConfig | None, progress: Callable[[int], None] | None
                      ) -> tuple[list[dict], list[str]]:
     """`correspond_files`' work: each file matched and written into `out_dir`."""
     done, errors = [], []
@@ -480,7 +455,7 @@ def _correspond_into(model, paths: Sequence[Path], out_dir: Path, poses: dict, r
                                             cap=getattr(model, "cap_reference_", None))
                 how = "fit, refined on the atlas"
             c = model.correspond([mesh], refine=refine, transforms=None if pose is None else [pose],
-                                 **extra)[0]
+                                 match=match)[0]
             dt = time.perf_counter() - t0
             surface, report = matched_surface(model, c)
             ok = write_correspondence(c, model.atlas_faces_, out_dir, path.stem,

@@ -25,7 +25,8 @@ from shapeatlas.mesh.volume import Tetrahedralizer, require_mesher, write_vtu
 from shapeatlas.metrics.ssm import symmetric_surface_distance
 from shapeatlas.models.generative import latent_sizes
 from shapeatlas.outputs import check_output, output_names, staged_output
-from shapeatlas.pipeline import collect_mesh_paths, load_model
+from shapeatlas.pipeline import check_match, collect_mesh_paths, load_model
+from shapeatlas.training.config import MatchConfig
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,7 @@ def sample_run(run_dir: str | Path, out_dir: str | Path, *, n: int, seed: int = 
 
     traverse: also write shapes along the first `traverse` latent directions into
     out_dir/traverse/ (dir{r}_step{s}.FMT, from -2 to +2 sd).
-    relax: tangential relaxation steps (None: the run's `sample_relax`; 0: raw decoder output).
+    relax: tangential relaxation steps (None: the run's `generator.relax`; 0: raw decoder output).
     """
 
     if fmt not in FORMATS:
@@ -182,14 +183,17 @@ def _volume_mesh(mesher, mesh: Mesh, path: Path) -> dict:
 
 def reconstruct_files(run_dir: str | Path, paths: Sequence[str | Path], out_dir: str | Path, *,
                       n_components: int | None = None, device: str = "auto",
+                      match: MatchConfig | None = None,
                       overwrite: bool = False) -> tuple[list[dict], list[str]]:
     """Each mesh (paths: mesh files or folders of them) through the model (correspond, encode,
-    decode), written as OUT/NAME.ply in the input's own frame, and OUT/reconstruct.json; returns per-file summaries (each with the
-    mesh check: `valid`, `problems`, `validity`; a failing shape is still written) and error lines.
+    decode), written as OUT/NAME.ply in the input's own frame, and OUT/reconstruct.json;
+    returns per-file summaries (each with the mesh check: `valid`, `problems`, `validity`; a
+    failing shape is still written) and error lines.
 
     out_dir must be new or empty unless `overwrite` (then it is replaced whole); it is built
     beside it and moved into place at the end (`shapeatlas.outputs`). Two inputs of the same
-    stem are refused, naming both."""
+    stem are refused, naming both. match: how to correspond (`MatchConfig`; None: the run's
+    own; R-ASM runs)."""
 
     items = [Path(p) for p in paths]
     paths = collect_mesh_paths(items)
@@ -198,20 +202,22 @@ def reconstruct_files(run_dir: str | Path, paths: Sequence[str | Path], out_dir:
     check_output(out_dir, overwrite=overwrite, inputs=inputs)
     model = load_model(run_dir, device=device)
     model._check_generator()
+    check_match(model, match, run_dir)
     with staged_output(out_dir, verb="reconstruct", overwrite=overwrite, inputs=inputs,
                        device=str(getattr(model, "device_", "cpu"))) as staging:
-        return _reconstruct_into(model, paths, staging.path, n_components,
+        return _reconstruct_into(model, paths, staging.path, n_components, match,
                                  symmetric_surface_distance)
 
 
 def _reconstruct_into(model, paths: Sequence[Path], out_dir: Path, n_components: int | None,
-                      symmetric_surface_distance) -> tuple[list[dict], list[str]]:
+                      match: MatchConfig | None, symmetric_surface_distance
+                      ) -> tuple[list[dict], list[str]]:
     """`reconstruct_files`' work, in the staging folder `out_dir`."""
     done, errors = [], []
     for path in paths:
         try:
             mesh = read_mesh(path)
-            rec = model.reconstruct([mesh], n_components=n_components)[0]
+            rec = model.reconstruct([mesh], n_components=n_components, match=match)[0]
             write_mesh(rec, out_dir / f"{path.stem}.ply")
             err = symmetric_surface_distance(np.asarray(rec.vertices), np.asarray(rec.faces),
                                              np.asarray(mesh.vertices), np.asarray(mesh.faces))

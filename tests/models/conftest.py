@@ -28,8 +28,9 @@ def tiny_cohort(tmp_path_factory):
 
 @pytest.fixture
 def tiny_config() -> FitConfig:
-    return FitConfig(
-        encoder=EncoderConfig(widths=(16, 16), heads=2, latent_dim=16),
-        atlas_vertices=200, epochs=2, atlas_rounds=2, batch_size=2, refine_steps=5,
-        groom_target_vertices=500, device="cpu", vae_epochs=200,
-    )
+    return FitConfig(device="cpu",
+                     model={"encoder": EncoderConfig(widths=(16, 16), heads=2, latent_dim=16),
+                            "atlas_vertices": 200},
+                     training={"epochs": 2, "atlas_rounds": 2, "batch_size": 2},
+                     matching={"refine_steps": 5}, grooming={"target_vertices": 500},
+                     generator={"epochs": 200})

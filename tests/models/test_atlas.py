@@ -13,6 +13,7 @@ from scipy.spatial.transform import Rotation
 from shapeatlas.errors import MeshError, ShapeAtlasError
 from shapeatlas.mesh.core import Mesh
 from shapeatlas.models.atlas import AtlasModel
+from shapeatlas.training.config import MatchConfig
 from shapeatlas.training.loop import CHECKPOINT_NAME, TrainingError
 
 
@@ -34,9 +35,11 @@ def fitted(tiny_cohort, tmp_path_factory):
     from shapeatlas.training.config import FitConfig
 
     torch.set_num_threads(1)
-    cfg = FitConfig(encoder=EncoderConfig(widths=(16, 16), heads=2, latent_dim=16),
-                    atlas_vertices=200, epochs=2, atlas_rounds=2, batch_size=2,
-                    refine_steps=5, device="cpu", vae_epochs=200)
+    cfg = FitConfig(device="cpu",
+                    model={"encoder": EncoderConfig(widths=(16, 16), heads=2, latent_dim=16),
+                           "atlas_vertices": 200},
+                    training={"epochs": 2, "atlas_rounds": 2, "batch_size": 2},
+                    matching={"refine_steps": 5}, generator={"epochs": 200})
     _, meshes, _ = tiny_cohort
     return AtlasModel(cfg).fit(meshes), meshes
 
@@ -135,14 +138,17 @@ def test_pose_refinement_recovers_the_pose_from_exact_correspondences(fitted, mo
     start = _turn(10.0, [0.3, 1.0, 0.2]) @ np.linalg.inv(pose)
     real_match = model._match
 
-    def exact(atlas, shape, *, atlas_emb, refine=True):
-        return real_match(atlas, shape, atlas_emb=atlas_emb, refine=False)[0], shape.points
+    def exact(atlas, shape, *, atlas_emb, match, refine=True):
+        return (real_match(atlas, shape, atlas_emb=atlas_emb, match=match, refine=False)[0],
+                shape.points)
 
     monkeypatch.setattr(model, "_match", exact)
-    monkeypatch.setattr(model, "_pull", lambda start, shape, atlas: start)
-    plain = model.correspond([moved], transforms=[start])[0]
+    monkeypatch.setattr(model, "_pull", lambda start, shape, atlas, match: start)
+    no_cpd = MatchConfig(surface_cpd_iterations=0)
+    plain = model.correspond([moved], transforms=[start], match=no_cpd)[0]
     np.testing.assert_array_equal(plain.transform, start)
-    c = model.correspond([moved], transforms=[start], pose_iterations=3)[0]
+    c = model.correspond([moved], transforms=[start],
+                         match=no_cpd.replace(pose_iterations=3))[0]
     np.testing.assert_allclose(c.transform, np.linalg.inv(pose), atol=1e-4)
     np.testing.assert_allclose(c.points, moved.vertices, atol=1e-3)  # back in the input frame
 
@@ -153,7 +159,8 @@ def test_pose_refinement_that_turns_too_far_keeps_the_start(fitted, monkeypatch,
     model, meshes = fitted
     monkeypatch.setattr(atlas_module, "MAX_POSE_CHANGE_DEG", 1e-3)
     start = _turn(10.0, [0.3, 1.0, 0.2])
-    c = model.correspond([meshes[2]], transforms=[start], pose_iterations=3)[0]
+    c = model.correspond([meshes[2]], transforms=[start],
+                         match=MatchConfig(pose_iterations=3))[0]
     np.testing.assert_array_equal(c.transform, start)
     assert meshes[2].name in caplog.text and "keeping its starting pose" in caplog.text
 
@@ -163,134 +170,104 @@ def test_pose_settings_are_checked(fitted):
 
     model, meshes = fitted
     with pytest.raises(ShapeAtlasError, match="pose_iterations"):
-        model.correspond(meshes[:1], pose_iterations=-2)
+        model.correspond(meshes[:1], match=MatchConfig(pose_iterations=-2))
+    with pytest.raises(ShapeAtlasError, match="match must be a MatchConfig"):
+        model.correspond(meshes[:1], match={"pose_iterations": 2})
     with pytest.raises(ShapeAtlasError, match="single-atlas"):
-        FitConfig(pose_iterations=4, atlases=2)
+        FitConfig(matching={"pose_iterations": 4}, clustering={"atlases": 2})
     with pytest.raises(ShapeAtlasError, match="single-atlas"):
-        FitConfig(pose_iterations=4, method="cpd-pca")
+        FitConfig(method="cpd-pca", matching={"pose_iterations": 4})
     for bad in ({"pose_iterations": -1}, {"pose_relaxation": 0.0}, {"pose_relaxation": 6.0}):
         with pytest.raises(ShapeAtlasError, match=next(iter(bad))):
-            FitConfig(**bad)
+            FitConfig(matching=bad)
 
 
-def test_transport_settings_old_configs_and_what_they_change(fitted):
-    from shapeatlas.training.config import FitConfig
-
+def test_transport_settings_and_what_they_change(fitted):
     for bad in ({"transport_iterations": -1}, {"transport_sharpness": 0.0},
                 {"transport_sharpness": float("inf")}, {"transport_relaxation": 2.0},
                 {"transport_relaxation": 0.9}):
         with pytest.raises(ShapeAtlasError, match=next(iter(bad))):
-            FitConfig(**bad)
-    d = FitConfig().to_dict()
-    assert d["version"] == 12
-    assert (d["transport_iterations"], d["transport_relaxation"]) == (30, 1.5)
-    # A config written before version 8 (or before transport existed) keeps its matching: the
-    # paper's softmax and free pull.
-    old = {k: v for k, v in d.items()
-           if not k.startswith("transport_") and k not in ("refine_motion", "normal_refine_steps")}
-    for version in (3, 7):
-        c = FitConfig.from_dict({**old, "version": version, "refine_steps": 40})
-        assert (c.transport_iterations, c.refine_motion) == (0, "free")
-        assert c.transport_relaxation == 1.0
-        assert c.normal_refine_steps == 40  # the normal pull took refine_steps then
-    c = FitConfig.from_dict({**old, "version": 8})
-    assert (c.transport_iterations, c.refine_motion, c.normal_refine_steps) == (100, "normal", 20)
-    assert c.transport_relaxation == 1.0  # plain Sinkhorn steps before version 9
-    c = FitConfig.from_dict({**d, "version": 8, "transport_iterations": 70})
-    assert (c.transport_iterations, c.transport_relaxation) == (70, 1.5)  # explicit: kept
-    # An old config's explicit choice is kept.
-    c = FitConfig.from_dict({**old, "version": 7, "transport_iterations": 30})
-    assert c.transport_iterations == 30
+            MatchConfig(**bad)
     # Transport moves the correspondences but keeps them on the surface; 0 is the plain softmax.
     model, meshes = fitted
-    saved = (model.config.transport_iterations, model.config.transport_sharpness,
-             model.config.transport_relaxation)
-    try:
-        plain = model.set_transport(0).correspond(meshes[:1], refine=False)[0]
-        ot = model.set_transport(30, 200.0, 1.0).correspond(meshes[:1], refine=False)[0]
-        assert (model.net_.transport_iterations, model.net_.transport_sharpness,
-                model.net_.transport_relaxation) == (30, 200.0, 1.0)
-        relaxed = model.set_transport(relaxation=1.5).correspond(meshes[:1], refine=False)[0]
-        assert model.net_.transport_relaxation == 1.5 and model.config.transport_iterations == 30
-        assert np.abs(relaxed.points - ot.points).max() > 1e-4
-        assert model.config.transport_iterations == 30  # what save() would record
-        # A bad value is refused with the field's name and changes nothing.
-        with pytest.raises(ShapeAtlasError, match="transport_sharpness"):
-            model.set_transport(sharpness=-1.0)
-        assert model.net_.transport_sharpness == 200.0
-    finally:
-        model.set_transport(*saved)
+    before = model.config
+    plain = model.correspond(meshes[:1], refine=False,
+                             match=MatchConfig(transport_iterations=0))[0]
+    ot_match = MatchConfig(transport_iterations=30, transport_sharpness=200.0,
+                           transport_relaxation=1.0)
+    ot = model.correspond(meshes[:1], refine=False, match=ot_match)[0]
+    relaxed = model.correspond(meshes[:1], refine=False,
+                               match=ot_match.replace(transport_relaxation=1.5))[0]
+    assert np.abs(relaxed.points - ot.points).max() > 1e-4
     assert np.abs(ot.points - plain.points).max() > 1e-3
     assert ot.chamfer_mm < 2 * plain.chamfer_mm + 0.5
+    assert model.config == before  # matching never changes the fitted model
+    # The model's own matching is what None gives.
+    own = model.correspond(meshes[:1], refine=False)[0]
+    same = model.correspond(meshes[:1], refine=False, match=model.config.matching)[0]
+    np.testing.assert_array_equal(own.points, same.points)
 
 
-def test_deformation_smoothing_settings_old_configs_and_what_they_change(fitted):
+def test_deformation_smoothing_and_what_it_changes(fitted):
     from shapeatlas.models import inputs
-    from shapeatlas.training.config import FitConfig
 
     with pytest.raises(ShapeAtlasError, match="deformation_smoothing"):
-        FitConfig(deformation_smoothing=-1)
-    d = FitConfig().to_dict()
-    assert d["deformation_smoothing"] == 8
-    old = {k: v for k, v in d.items() if k != "deformation_smoothing"}
-    assert FitConfig.from_dict({**old, "version": 9}).deformation_smoothing == 0
-    assert FitConfig.from_dict({**d, "version": 9}).deformation_smoothing == 8  # explicit: kept
+        MatchConfig(deformation_smoothing=-1)
+    assert MatchConfig().deformation_smoothing == 8
     model, meshes = fitted
-    saved = model.config.deformation_smoothing
-    try:
-        off = model.set_deformation_smoothing(0).correspond(meshes[:1], refine=False)[0]
-        on = model.set_deformation_smoothing(8).correspond(meshes[:1], refine=False)[0]
-        assert model.net_.deformation_smoothing == 8 == model.config.deformation_smoothing
-        assert np.abs(on.points - off.points).max() > 1e-4
-        # Smoothing the displacement keeps the shape's size (smoothing positions would shrink
-        # it) and the match on the surface.
-        def rms(x):
-            return np.sqrt(((x - x.mean(0)) ** 2).sum(1).mean())
+    off = model.correspond(meshes[:1], refine=False,
+                           match=MatchConfig(deformation_smoothing=0))[0]
+    on = model.correspond(meshes[:1], refine=False,
+                          match=MatchConfig(deformation_smoothing=8))[0]
+    assert np.abs(on.points - off.points).max() > 1e-4
+    # Smoothing the displacement keeps the shape's size (smoothing positions would shrink
+    # it) and the match on the surface.
+    def rms(x):
+        return np.sqrt(((x - x.mean(0)) ** 2).sum(1).mean())
 
-        assert abs(rms(on.points) / rms(off.points) - 1) < 0.02
-        assert on.chamfer_mm < 1.5 * off.chamfer_mm + 0.5
-        # Training steps never use it: their match is the same either way.
-        atlas, emb = model._atlas_embedding()
-        aligned = meshes[0].transformed(on.transform)
-        shape = inputs.graph_input(aligned, model._norm_for(aligned),
-                                   features=model.config.features, device=model.device_)
-        with torch.no_grad():
-            train_on = model.net_.match(emb, shape, model._embed(shape), atlas).smoothed
-            model.set_deformation_smoothing(0)
-            train_off = model.net_.match(emb, shape, model._embed(shape), atlas).smoothed
-        assert torch.equal(train_on, train_off)
-        with pytest.raises(ShapeAtlasError, match="deformation_smoothing"):
-            model.set_deformation_smoothing(-2)
-        assert model.net_.deformation_smoothing == 0
-    finally:
-        model.set_deformation_smoothing(saved)
+    assert abs(rms(on.points) / rms(off.points) - 1) < 0.02
+    assert on.chamfer_mm < 1.5 * off.chamfer_mm + 0.5
+    # Training steps (no matching settings) never use it.
+    atlas, emb = model._atlas_embedding()
+    aligned = meshes[0].transformed(on.transform)
+    shape = inputs.graph_input(aligned, model._norm_for(aligned),
+                               features=model.config.model.features, device=model.device_)
+    with torch.no_grad():
+        train = model.net_.match(emb, shape, model._embed(shape), atlas).smoothed
+        results = model.net_.match(emb, shape, model._embed(shape), atlas,
+                                   matching=MatchConfig(transport_iterations=0)).smoothed
+        unsmoothed = model.net_.match(
+            emb, shape, model._embed(shape), atlas,
+            matching=MatchConfig(transport_iterations=0, deformation_smoothing=0)).smoothed
+    assert torch.equal(train, unsmoothed) and not torch.equal(train, results)
 
 
-def test_refine_motion_is_set_on_a_fitted_model_and_changes_only_the_pull(fitted):
-    from shapeatlas.training.config import FitConfig
-
+def test_refine_motion_changes_only_the_pull(fitted):
     with pytest.raises(ShapeAtlasError, match="refine_motion"):
-        FitConfig(refine_motion="sideways")
-    assert FitConfig().refine_motion == "normal"  # the default since config version 8
+        MatchConfig(refine_motion="sideways")
+    assert MatchConfig().refine_motion == "normal"
     model, meshes = fitted
-    saved = model.config.refine_motion
-    try:
-        free = model.set_refine_motion("free").correspond(meshes[:1])[0]
-        assert model.config.refine_motion == "free"
-        plain = model.correspond(meshes[:1], refine=False)[0]
-        normal = model.set_refine_motion("normal").correspond(meshes[:1])[0]
-        assert model.config.refine_motion == "normal"  # what save() would record
-        with pytest.raises(ShapeAtlasError, match="refine_motion"):
-            model.set_refine_motion("sideways")
-        assert model.config.refine_motion == "normal"
-        unpulled = model.correspond(meshes[:1], refine=False)[0]
-    finally:
-        model.set_refine_motion(saved)
+    no_cpd = MatchConfig(surface_cpd_iterations=0)
+    free = model.correspond(meshes[:1], match=no_cpd.replace(refine_motion="free"))[0]
+    normal = model.correspond(meshes[:1], match=no_cpd)[0]
+    plain = model.correspond(meshes[:1], refine=False,
+                             match=no_cpd.replace(refine_motion="free"))[0]
+    unpulled = model.correspond(meshes[:1], refine=False, match=no_cpd)[0]
     # Without the pull nothing changes; with it the points differ from the free pull's and
     # lie nearer the input than without a pull.
     np.testing.assert_allclose(unpulled.points, plain.points)
     assert np.abs(normal.points - free.points).max() > 1e-3
     assert normal.chamfer_mm < plain.chamfer_mm
+
+
+def test_the_papers_matching_preset(fitted):
+    model, meshes = fitted
+    paper = MatchConfig.paper()
+    assert (paper.transport_iterations, paper.deformation_smoothing,
+            paper.surface_cpd_iterations, paper.refine_motion) == (0, 0, 0, "free")
+    a = model.correspond(meshes[:1], match=paper)[0]
+    b = model.correspond(meshes[:1])[0]
+    assert np.abs(a.points - b.points).max() > 1e-3
 
 
 def test_correspond_refuses_wrong_units_and_too_coarse_meshes(fitted):
@@ -341,7 +318,7 @@ def test_unfitted_model_says_so():
 
 def test_resume_after_a_kill_gives_the_same_model(tiny_cohort, tiny_config, tmp_path):
     _, meshes, _ = tiny_cohort
-    cfg = tiny_config.replace(epochs=3)
+    cfg = tiny_config.replace(training={"epochs": 3})
     full = AtlasModel(cfg).fit(meshes, run_dir=tmp_path / "full")
 
     class Killed(Exception):
@@ -396,7 +373,8 @@ def test_nan_in_training_names_the_shape_and_keeps_the_checkpoint(tiny_cohort, t
 
 def test_shape_normalisation_is_size_invariant(tiny_cohort, tiny_config):
     _, meshes, _ = tiny_cohort
-    model = AtlasModel(tiny_config.replace(normalisation="shape", atlas_rounds=1)).fit(meshes)
+    model = AtlasModel(tiny_config.replace(model={"normalisation": "shape"},
+                                           training={"atlas_rounds": 1})).fit(meshes)
     a = model.correspond(meshes[:1], transforms=[np.eye(4)])[0]
     # The same shape 20% larger (about its own centroid), seen as is by the model (identity
     # transform), gets the same points, scaled; with cohort normalisation it would not.
@@ -406,7 +384,8 @@ def test_shape_normalisation_is_size_invariant(tiny_cohort, tiny_config):
     s[:3, 3] = c - 1.2 * c
     b = model.correspond([meshes[0].transformed(s)], transforms=[np.eye(4)])[0]
     np.testing.assert_allclose(b.points, a.points @ s[:3, :3].T + s[:3, 3], atol=1e-3)
-    cohort = AtlasModel(tiny_config.replace(normalisation="cohort", atlas_rounds=1)).fit(meshes)
+    cohort = AtlasModel(tiny_config.replace(model={"normalisation": "cohort"},
+                                            training={"atlas_rounds": 1})).fit(meshes)
     a2 = cohort.correspond(meshes[:1], transforms=[np.eye(4)])[0]
     b2 = cohort.correspond([meshes[0].transformed(s)], transforms=[np.eye(4)])[0]
     assert not np.allclose(b2.points, a2.points @ s[:3, :3].T + s[:3, 3], atol=1e-3)
@@ -446,8 +425,9 @@ def test_whitening_normalisation_removes_stretch_and_round_trips(tiny_cohort):
 
 def test_whiten_model_saves_and_loads(tiny_cohort, tiny_config, tmp_path):
     _, meshes, _ = tiny_cohort
-    model = AtlasModel(tiny_config.replace(normalisation="whiten", atlas_rounds=1,
-                                           vae_epochs=20)).fit(meshes)
+    model = AtlasModel(tiny_config.replace(model={"normalisation": "whiten"},
+                                           training={"atlas_rounds": 1}, generator={"epochs": 20}))
+    model = model.fit(meshes)
     assert model.normalisation_.matrix is not None
     model.save(tmp_path / "m")
     again = AtlasModel.load(tmp_path / "m", device="cpu")
@@ -483,20 +463,22 @@ def test_point_model_refines_correspondences_and_saves(fitted, tmp_path, tiny_co
     from shapeatlas.metrics.surface import point_to_surface_distance
     from shapeatlas.training.config import FitConfig
 
-    for bad in ({"ssm_modes": -1}, {"ssm_rounds": 0}, {"ssm_iterations": 0},
-                {"ssm_modes": 2, "atlases": 2}, {"ssm_modes": 2, "method": "cpd-pca"}):
+    for bad in ({"model": {"ssm_modes": -1}}, {"training": {"ssm_rounds": 0}},
+                {"matching": {"ssm_iterations": 0}},
+                {"model": {"ssm_modes": 2}, "clustering": {"atlases": 2}},
+                {"model": {"ssm_modes": 2}, "method": "cpd-pca"}):
         with pytest.raises(ShapeAtlasError, match="ssm_"):
             FitConfig(**bad)
     # Too many modes for the cohort is refused before any training.
     _, cohort, _ = tiny_cohort
     with pytest.raises(ShapeAtlasError, match="ssm_modes 4 needs more than 5"):
-        AtlasModel(tiny_config.replace(ssm_modes=4)).fit(cohort)
+        AtlasModel(tiny_config.replace(model={"ssm_modes": 4})).fit(cohort)
     model, meshes = fitted
     plain = model.correspond(meshes[:2], transforms=[np.eye(4)] * 2, refine=False)
     saved = model.config
     try:
         model.fit_point_model(meshes, transforms=[np.eye(4)] * len(meshes), modes=2)
-        assert model.config.ssm_modes == 2 and model.point_model_.modes.shape == (2, 600)
+        assert model.config.model.ssm_modes == 2 and model.point_model_.modes.shape == (2, 600)
         ssm = model.correspond(meshes[:2], transforms=[np.eye(4)] * 2, refine=False)
         for a, b, m in zip(plain, ssm, meshes):
             assert np.abs(a.points - b.points).max() > 1e-3  # it moved them, along the surface
@@ -539,7 +521,8 @@ def test_point_model_fit_matches_the_generator_on_the_original_files(tiny_cohort
     move[:3, 3] = [10.0, 0.0, -5.0]
     sources = ([Mesh(m.vertices + move[:3, 3], m.faces, name=f"src_{i}")
                 for i, m in enumerate(meshes)], [np.linalg.inv(move)] * len(meshes))
-    model = AtlasModel(tiny_config.replace(ssm_modes=2, epochs=1, atlas_rounds=1))
+    model = AtlasModel(tiny_config.replace(model={"ssm_modes": 2},
+                                           training={"epochs": 1, "atlas_rounds": 1}))
     seen = {}
     fit_generator = AtlasModel._fit_generator
 
@@ -629,8 +612,9 @@ def test_atlas_reestimation_uses_the_free_pull_whatever_the_results_use(tiny_coh
 
     monkeypatch.setattr(atlas_module, "pull_to_surface", recording)
     _, meshes, _ = tiny_cohort
-    cfg = tiny_config.replace(epochs=1, vae_epochs=5, normal_refine_steps=3)
-    assert cfg.refine_motion == "normal" and cfg.refine_steps == 5
+    cfg = tiny_config.replace(training={"epochs": 1}, generator={"epochs": 5},
+                              matching={"normal_refine_steps": 3})
+    assert cfg.matching.refine_motion == "normal" and cfg.matching.refine_steps == 5
     AtlasModel(cfg).fit(meshes)
     # One re-estimation (2 rounds) of every shape with the free pull's steps, then the
     # generator's shapes as correspond matches them, with the normal pull's.
@@ -645,14 +629,10 @@ def test_surface_cpd_pulls_scattered_matches_back_into_a_smooth_deformation():
     from shapeatlas.training.config import FitConfig
 
     with pytest.raises(ShapeAtlasError, match="surface_cpd_iterations"):
-        FitConfig(surface_cpd_iterations=-1)
-    d = FitConfig().to_dict()
-    assert d["surface_cpd_iterations"] == 15
-    old = {k: v for k, v in d.items() if k != "surface_cpd_iterations"}
-    assert FitConfig.from_dict({**old, "version": 11}).surface_cpd_iterations == 0
+        FitConfig(matching={"surface_cpd_iterations": -1})
     sphere = trimesh.creation.icosphere(subdivisions=3, radius=40.0)
     atlas = np.asarray(sphere.vertices) * [1.0, 0.8, 0.6]
-    model = AtlasModel(FitConfig(surface_cpd_iterations=15))
+    model = AtlasModel(FitConfig(matching={"surface_cpd_iterations": 15}))
     model.atlas_vertices_ = atlas
 
     def warp(x):  # a smooth deformation of realistic size (a few mm)
@@ -665,9 +645,7 @@ def test_surface_cpd_pulls_scattered_matches_back_into_a_smooth_deformation():
     scattered = truth + rng.normal(0.0, 2.0, truth.shape)
     matched = closest_points_on_surface(scattered, shape).points
     before = np.linalg.norm(matched - truth, axis=1).mean()
-    refined = model._surface_cpd(shape, matched)
+    refined = model._surface_cpd(shape, matched, model.config.matching)
     after = np.linalg.norm(refined - truth, axis=1).mean()
     assert after < 0.6 * before
     assert point_to_surface_distance(refined, shape).max() < 1e-6  # on the surface
-    model.set_surface_cpd(0)
-    assert model.config.surface_cpd_iterations == 0

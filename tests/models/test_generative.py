@@ -18,9 +18,11 @@ def models(tiny_cohort):
     from shapeatlas.nn.encoder import EncoderConfig
     from shapeatlas.training.config import FitConfig
 
-    cfg = FitConfig(encoder=EncoderConfig(widths=(16, 16), heads=2, latent_dim=16),
-                    atlas_vertices=200, epochs=1, atlas_rounds=1, batch_size=2, refine_steps=5,
-                    device="cpu", vae_epochs=300, cpd_iterations=40)
+    cfg = FitConfig(device="cpu",
+                    model={"encoder": EncoderConfig(widths=(16, 16), heads=2, latent_dim=16),
+                           "atlas_vertices": 200},
+                    training={"epochs": 1, "atlas_rounds": 1, "batch_size": 2},
+                    matching={"refine_steps": 5}, generator={"epochs": 300}, cpd={"iterations": 40})
     _, meshes, _ = tiny_cohort
     return {"rasm": AtlasModel(cfg).fit(meshes),
             "cpd-pca": CPDPCAModel(cfg.replace(method="cpd-pca")).fit(meshes)}, meshes
@@ -79,8 +81,8 @@ def test_latent_size_above_the_cohort_is_refused(tiny_cohort):
 
     _, meshes, _ = tiny_cohort
     with pytest.raises(ShapeAtlasError, match="latent_dim 5 is larger than 5 training shapes"):
-        CPDPCAModel(FitConfig(method="cpd-pca", atlas_vertices=200, latent_dim=5,
-                              cpd_iterations=5)).fit(meshes)
+        CPDPCAModel(FitConfig(method="cpd-pca", model={"atlas_vertices": 200},
+                              generator={"latent_dim": 5}, cpd={"iterations": 5})).fit(meshes)
 
 
 def test_model_without_generator_says_so(models):

@@ -7,10 +7,10 @@ import pytest
 import trimesh
 
 from shapeatlas.errors import ShapeAtlasError
+from shapeatlas.training.config import GeneratorConfig
 from shapeatlas.models.generator import (
     PCAGenerator,
     VAEGenerator,
-    VAESettings,
     check_latent_size,
     generator_from_state,
 )
@@ -44,7 +44,7 @@ def test_pca_reconstructs_exactly_and_samples_with_the_cohort_spread(cohort):
 
 def test_vae_learns_the_cohort_and_round_trips(cohort):
     shapes, axes = cohort
-    g = VAEGenerator(VAESettings(latent_dim=3, epochs=1500, noise_mm=0.2)).fit(shapes, seed=0)
+    g = VAEGenerator(GeneratorConfig(latent_dim=3, epochs=1500, noise_mm=0.2)).fit(shapes, seed=0)
     rms = np.sqrt(np.square(g.reconstruct(shapes) - shapes).mean())
     spread = np.sqrt(np.square(shapes - shapes.mean(axis=0)).mean())
     assert rms < 0.25 * spread  # it explains most of the variation
@@ -62,8 +62,8 @@ def test_vae_learns_the_cohort_and_round_trips(cohort):
 
 def test_vae_is_deterministic_with_a_seed(cohort):
     shapes, _ = cohort
-    a = VAEGenerator(VAESettings(latent_dim=2, epochs=50)).fit(shapes, seed=3)
-    b = VAEGenerator(VAESettings(latent_dim=2, epochs=50)).fit(shapes, seed=3)
+    a = VAEGenerator(GeneratorConfig(latent_dim=2, epochs=50)).fit(shapes, seed=3)
+    b = VAEGenerator(GeneratorConfig(latent_dim=2, epochs=50)).fit(shapes, seed=3)
     z = np.ones((1, 2))
     np.testing.assert_array_equal(a.decode(z), b.decode(z))
 

@@ -18,10 +18,11 @@ def _net_state(model: AtlasModel) -> dict:
 
 def test_joint_loss_reaches_the_correspondence_network(tiny_cohort, tiny_config):
     _, meshes, _ = tiny_cohort
-    cfg = tiny_config.replace(epochs=8, patience=0, atlas_rounds=1, vae_epochs=50)
+    cfg = tiny_config.replace(training={"epochs": 8, "patience": 0, "atlas_rounds": 1},
+                              generator={"epochs": 50})
     after = AtlasModel(cfg).fit(meshes)
-    silent = AtlasModel(cfg.replace(generator_training="joint", w_generator=0.0)).fit(meshes)
-    joint = AtlasModel(cfg.replace(generator_training="joint", w_generator=1.0)).fit(meshes)
+    silent = AtlasModel(cfg.replace(generator={"mode": "joint", "weight": 0.0})).fit(meshes)
+    joint = AtlasModel(cfg.replace(generator={"mode": "joint", "weight": 1.0})).fit(meshes)
     a, s, j = _net_state(after), _net_state(silent), _net_state(joint)
     # weight 0: the β-VAE trains alongside but the correspondence network is untouched by it
     assert all(torch.equal(a[k], s[k]) for k in a)
@@ -38,8 +39,8 @@ def test_joint_loss_reaches_the_correspondence_network(tiny_cohort, tiny_config)
 
 def test_joint_resume_restores_the_generator_too(tiny_cohort, tiny_config, tmp_path):
     _, meshes, _ = tiny_cohort
-    cfg = tiny_config.replace(epochs=2, atlas_rounds=1, vae_epochs=20,
-                              generator_training="joint", w_generator=1.0)
+    cfg = tiny_config.replace(training={"epochs": 2, "atlas_rounds": 1},
+                              generator={"epochs": 20, "mode": "joint", "weight": 1.0})
     full = AtlasModel(cfg).fit(meshes, run_dir=tmp_path / "full")
 
     class Killed(Exception):
@@ -56,14 +57,14 @@ def test_joint_resume_restores_the_generator_too(tiny_cohort, tiny_config, tmp_p
     np.testing.assert_array_equal(resumed.sample(3, seed=1).vertices,
                                   full.sample(3, seed=1).vertices)
     # a joint checkpoint cannot be resumed by a two-stage configuration, and says why
-    with pytest.raises(ShapeAtlasError, match="generator_training"):
-        AtlasModel(cfg.replace(generator_training="after")).fit(
+    with pytest.raises(ShapeAtlasError, match="generator.mode"):
+        AtlasModel(cfg.replace(generator={"mode": "after"})).fit(
             meshes, run_dir=tmp_path / "cut", resume=True)
     assert (tmp_path / "cut" / CHECKPOINT_NAME).is_file()
 
 
 def test_joint_needs_the_network_method():
     with pytest.raises(ShapeAtlasError, match="joint"):
-        FitConfig(method="cpd-pca", generator_training="joint")
-    with pytest.raises(ShapeAtlasError, match="generator_training"):
-        FitConfig(generator_training="both")
+        FitConfig(method="cpd-pca", generator={"mode": "joint"})
+    with pytest.raises(ShapeAtlasError, match="generator.mode"):
+        FitConfig(generator={"mode": "both"})

@@ -21,7 +21,7 @@ from shapeatlas.models.clustering import (
 )
 from shapeatlas.models.multi_atlas import MultiAtlasModel
 from shapeatlas.pipeline import load_model
-from shapeatlas.training.config import FitConfig
+from shapeatlas.training.config import FitConfig, MatchConfig
 
 
 def _rotation(rng) -> np.ndarray:
@@ -92,12 +92,13 @@ def test_prediction_strength_finds_one_two_or_three_groups():
 
 
 def test_clusters_keep_their_own_latent_sizes():
-    from shapeatlas.models.generator import VAEGenerator, VAESettings
+    from shapeatlas.models.generator import VAEGenerator
+    from shapeatlas.training.config import GeneratorConfig
     from shapeatlas.models.mixture import MixtureGenerator
 
     rng = np.random.default_rng(4)
     shapes, labels = _groups(rng, sizes=(12, 5), k=20)
-    gens = [VAEGenerator(VAESettings(latent_dim=d, epochs=50)).fit(shapes[labels == m])
+    gens = [VAEGenerator(GeneratorConfig(latent_dim=d, epochs=50)).fit(shapes[labels == m])
             for m, d in ((0, 6), (1, 2))]
     atlases = np.stack([shapes[labels == m].mean(0) for m in (0, 1)])
     mix = MixtureGenerator(gens, np.array([12, 5]) / 17, atlases, spread=1.0, temperature=0.25)
@@ -137,10 +138,12 @@ def fitted(mixed, tmp_path_factory):
     # The paper's plain softmax: with a 3-epoch network, balanced transport (the default
     # matching) put one of the 8 shapes with the other phenotype (adjusted Rand 0.49; the
     # normal-only pull alone kept 1.0). What is tested here is the clustering.
-    cfg = FitConfig(encoder=EncoderConfig(widths=(16, 16), heads=2, latent_dim=16),
-                    atlas_vertices=200, epochs=3, atlas_rounds=2, batch_size=2, refine_steps=5,
-                    device="cpu", vae_epochs=200, atlases=2, cluster_restarts=3,
-                    transport_iterations=0)
+    cfg = FitConfig(device="cpu",
+                    model={"encoder": EncoderConfig(widths=(16, 16), heads=2, latent_dim=16),
+                           "atlas_vertices": 200},
+                    training={"epochs": 3, "atlas_rounds": 2, "batch_size": 2},
+                    matching={"refine_steps": 5, "transport_iterations": 0},
+                    generator={"epochs": 200}, clustering={"atlases": 2, "restarts": 3})
     _, meshes, _ = mixed
     run = tmp_path_factory.mktemp("run")
     # One thread, whatever the tests before left: the reduction order, and so this small
@@ -168,15 +171,14 @@ def test_two_phenotypes_are_two_atlases(mixed, fitted):
     corr = model.correspond(posed[:2])
     assert corr[0].atlas == model.labels_[0] and corr[0].memberships.shape == (2,)
     assert np.isfinite(model.score(meshes[:3]))
-    # The deformation smoothing is set for every atlas's matching (the shared network).
-    saved = model.config.deformation_smoothing
-    try:
-        off = model.set_deformation_smoothing(0).correspond(posed[:1])[0]
-        assert model.base_.net_.deformation_smoothing == 0 == model.config.deformation_smoothing
-        on = model.set_deformation_smoothing(8).correspond(posed[:1])[0]
-        assert np.abs(on.points - off.points).max() > 1e-4 and on.atlas == off.atlas
-    finally:
-        model.set_deformation_smoothing(saved)
+    # Matching settings reach every atlas's matching (the shared network); the model is kept.
+    before = model.config
+    off = model.correspond(posed[:1], match=MatchConfig(deformation_smoothing=0))[0]
+    on = model.correspond(posed[:1], match=MatchConfig(deformation_smoothing=8))[0]
+    assert np.abs(on.points - off.points).max() > 1e-4 and on.atlas == off.atlas
+    assert model.config == before
+    with pytest.raises(ShapeAtlasError, match="pose_iterations needs a single-atlas"):
+        model.correspond(posed[:1], match=MatchConfig(pose_iterations=2))
 
 
 def _pose(i: int) -> np.ndarray:
@@ -211,11 +213,11 @@ def test_ancestral_sampling_and_save_load(fitted, tmp_path):
 def test_too_many_atlases_and_bad_settings_are_refused(mixed):
     _, meshes, _ = mixed
     with pytest.raises(ShapeAtlasError, match="3 atlases need at least 9 shapes"):
-        MultiAtlasModel(FitConfig(atlases=3)).fit(meshes)
+        MultiAtlasModel(FitConfig(clustering={"atlases": 3})).fit(meshes)
     with pytest.raises(ShapeAtlasError, match="atlases"):
-        FitConfig(atlases=0)
+        FitConfig(clustering={"atlases": 0})
     with pytest.raises(ShapeAtlasError, match="several atlases"):
-        FitConfig(atlases=2, method="cpd-pca")
+        FitConfig(method="cpd-pca", clustering={"atlases": 2})
 
 
 def test_fit_run_writes_memberships(mixed, fitted, tmp_path):
@@ -239,7 +241,8 @@ def test_auto_records_its_choice_and_the_cli_reports_it(mixed, fitted, tmp_path,
     # for a split: halves of 4 shapes cannot hold 2 clusters of 3, so only M = 1 is tried)
     _, meshes, labels = mixed
     model, run = fitted
-    auto = MultiAtlasModel(model.config.replace(atlases="auto")).fit(meshes, base=model.base_)
+    auto = MultiAtlasModel(model.config.replace(clustering={"atlases": "auto"}))
+    auto = auto.fit(meshes, base=model.base_)
     sel = auto.selection_
     assert sel["criterion"] == "prediction strength" and sel["chosen"] == auto.n_atlases_
     assert [c["atlases"] for c in sel["curve"]] == [1] and auto.n_atlases_ == 1
@@ -252,7 +255,7 @@ def test_auto_records_its_choice_and_the_cli_reports_it(mixed, fitted, tmp_path,
     from shapeatlas.cli import main
 
     shutil.copytree(run / "shared", tmp_path / "cli" / "shared")
-    auto_cfg = model.config.replace(atlases="auto")
+    auto_cfg = model.config.replace(clustering={"atlases": "auto"})
     (tmp_path / "cli" / "config.json").write_text(auto_cfg.to_json())
     assert main(["fit", str(mixed[0] / "groomed"), "--out", str(tmp_path / "cli"),
                  "--resume"]) == 0

@@ -1,7 +1,8 @@
 """`AtlasModel`: Atlas-R-ASMG. Unsupervised, refinable correspondence of any-topology meshes to
 an atlas (R-ASM), then a β-VAE on the normalised shapes that generates new ones.
 
-    >>> model = AtlasModel(FitConfig(epochs=20)).fit(groomed_meshes, run_dir="run")  # doctest: +SKIP
+    >>> model = AtlasModel(FitConfig(training={"epochs": 20}))                        # doctest: +SKIP
+    >>> model.fit(groomed_meshes, run_dir="run")                                    # doctest: +SKIP
     >>> corr = model.correspond([read_mesh("new_liver.obj")])[0]                    # doctest: +SKIP
     >>> corr.points.shape   # (K, 3): the point of the input matching each atlas vertex  # doctest: +SKIP
 
@@ -32,7 +33,7 @@ from shapeatlas.mesh.remesh import even_out
 from shapeatlas.metrics.surface import point_set_distances
 from shapeatlas.models import inputs, persistence
 from shapeatlas.models.generative import GenerativeMixin, valid_atlas
-from shapeatlas.models.generator import VAEGenerator, VAESettings, new_shape_vae
+from shapeatlas.models.generator import VAEGenerator, new_shape_vae
 from shapeatlas.models.point_model import (
     MAX_CHAMFER_RISE,
     coverage_kept,
@@ -42,7 +43,7 @@ from shapeatlas.models.point_model import (
 )
 from shapeatlas.nn.rasm import RASM, AtlasGraph, pull_to_surface
 from shapeatlas.nn.shape_vae import beta_vae_loss
-from shapeatlas.training.config import FitConfig
+from shapeatlas.training.config import FitConfig, MatchConfig
 from shapeatlas.training.loop import JointTerm, loss_weights, train
 
 #: Pose refinement (`_refine_pose`) stops once a step turns the shape by less than this.
@@ -52,7 +53,7 @@ MAX_POSE_CHANGE_DEG = 30.0
 
 log = logging.getLogger(__name__)
 
-#: The CPD refinement of a matched shape (`FitConfig.surface_cpd_iterations`): weight of the
+#: The CPD refinement of a matched shape (`MatchConfig.surface_cpd_iterations`): weight of the
 #: motion-coherence prior (CPD's usual 2), spread of the first posterior around the matched
 #: points (mm of the atlas, scaled with the shape), and the most surface vertices it reads (a
 #: random subset beyond).
@@ -104,13 +105,6 @@ class Correspondence:
         return self.points @ self.transform[:3, :3].T + self.transform[:3, 3]
 
 
-def vae_settings(cfg: FitConfig) -> VAESettings:
-    """The β-VAE part of a fit configuration."""
-    return VAESettings(latent_dim=cfg.latent_dim, beta=cfg.beta, hidden=cfg.vae_hidden,
-                       noise_mm=cfg.vae_noise_mm, epochs=cfg.vae_epochs, lr=cfg.vae_lr,
-                       prior=cfg.vae_prior)
-
-
 class AtlasModel(GenerativeMixin):
     """R-ASM estimator: learns an atlas and a network mapping every atlas vertex onto any shape.
 
@@ -135,23 +129,21 @@ class AtlasModel(GenerativeMixin):
 
     def _new_net(self) -> RASM:
         c = self.config
-        return RASM(c.encoder, sharpness=c.sharpness, smooth_gamma=c.smooth_gamma,
-                    smooth_iterations=c.smooth_iterations, attention_memory_mb=c.attention_memory_mb,
-                    transport_iterations=c.transport_iterations,
-                    transport_sharpness=c.transport_sharpness,
-                    transport_relaxation=c.transport_relaxation,
-                    deformation_smoothing=c.deformation_smoothing)
+        return RASM(c.model.encoder, sharpness=c.model.sharpness,
+                    smooth_gamma=c.model.smooth_gamma, smooth_iterations=c.model.smooth_iterations,
+                    attention_memory_mb=c.model.attention_memory_mb)
 
     def _atlas_graph(self, points_norm: torch.Tensor) -> AtlasGraph:
         mm = self.normalisation_.to_mm(points_norm.detach().cpu().double().numpy())
         return inputs.atlas_graph(mm, self.atlas_faces_, self.normalisation_,
-                                  features=self.config.features, device=self.device_)
+                                  features=self.config.model.features, device=self.device_)
 
     def _norm_for(self, mesh: Mesh) -> inputs.Normalisation:
         """The map to network units for one (aligned) mesh: the cohort's, or the shape's own."""
-        if self.config.normalisation == "cohort":
+        if self.config.model.normalisation == "cohort":
             return self.normalisation_
-        return inputs.Normalisation.of_shape(mesh, whiten=self.config.normalisation == "whiten")
+        return inputs.Normalisation.of_shape(
+            mesh, whiten=self.config.model.normalisation == "whiten")
 
     @property
     def atlas_mesh(self) -> Mesh:
@@ -173,16 +165,17 @@ class AtlasModel(GenerativeMixin):
         """
         cfg = self.config
         t0 = time.perf_counter()
-        inputs.check_cohort(meshes, atlas_vertices=cfg.atlas_vertices)
+        inputs.check_cohort(meshes, atlas_vertices=cfg.model.atlas_vertices)
         if sources is not None and not len(sources[0]) == len(sources[1]) == len(meshes):
             raise ValueError(f"sources: {len(sources[0])} meshes and {len(sources[1])} "
                              f"transforms for {len(meshes)} training shapes")
-        if cfg.ssm_modes >= len(meshes) - 1:
-            raise ShapeAtlasError(f"ssm_modes {cfg.ssm_modes} needs more than {cfg.ssm_modes + 1} "
-                                  f"training shapes, got {len(meshes)} (lower it, or 0: off)")
-        if cfg.even_edges:
+        if cfg.model.ssm_modes >= len(meshes) - 1:
+            modes = cfg.model.ssm_modes
+            raise ShapeAtlasError(f"ssm_modes {modes} needs more than {modes + 1} training "
+                                  f"shapes, got {len(meshes)} (lower it, or 0: off)")
+        if cfg.model.even_edges:
             # Flat parts that decimation left as a few large triangles get vertices, so that
-            # the Chamfer terms see them (`FitConfig.even_edges`).
+            # the Chamfer terms see them (`ModelConfig.even_edges`).
             meshes = [even_out(m) for m in meshes]
         torch.manual_seed(cfg.seed)
         self.device_ = resolve_device(cfg.device)
@@ -190,16 +183,16 @@ class AtlasModel(GenerativeMixin):
         if run is not None:
             run.mkdir(parents=True, exist_ok=True)
         self.normalisation_ = inputs.Normalisation.fit(meshes,
-                                                       whiten=cfg.normalisation == "whiten")
-        start, atlas0 = inputs.initial_atlas(meshes, init=cfg.atlas_init, seed=cfg.seed,
-                                             atlas_vertices=cfg.atlas_vertices,
-                                             even_edges=cfg.even_edges)
-        log.info("initial atlas: %s (%s)", start.name, cfg.atlas_init)
+                                                       whiten=cfg.model.normalisation == "whiten")
+        start, atlas0 = inputs.initial_atlas(meshes, init=cfg.model.atlas_init, seed=cfg.seed,
+                                             atlas_vertices=cfg.model.atlas_vertices,
+                                             even_edges=cfg.model.even_edges)
+        log.info("initial atlas: %s (%s)", start.name, cfg.model.atlas_init)
         # The cap outline new shapes are turned to, where the training frame follows it.
         self.cap_reference_ = inputs.cohort_cap(meshes, start)
         self.atlas_faces_ = np.asarray(atlas0.faces)
         self.atlas_init_name_ = start.name
-        shapes = [inputs.graph_input(m, self._norm_for(m), features=cfg.features,
+        shapes = [inputs.graph_input(m, self._norm_for(m), features=cfg.model.features,
                                      device=self.device_) for m in meshes]
         self.net_ = self._new_net().to(self.device_)
         points0 = torch.as_tensor(self._norm_for(atlas0).to_model(atlas0.vertices),
@@ -209,12 +202,13 @@ class AtlasModel(GenerativeMixin):
             emb = self._embed(atlas.graph)
             # The paper's plain attention, as in training, and its free pull (transport and
             # `refine_motion` are for the results).
-            refined = [self._match(atlas, s, atlas_emb=emb, results=False, motion="free")[1]
+            free = cfg.matching.replace(refine_motion="free")
+            refined = [self._match(atlas, s, atlas_emb=emb, match=free, results=False)[1]
                        for s in shapes]
             return torch.stack(refined).mean(dim=0)
 
         joint = (self._joint_generator(meshes, atlas0)
-                 if cfg.generator_training == "joint" else None)
+                 if cfg.generator.mode == "joint" else None)
         points, self.history_ = train(
             self.net_, shapes, self._atlas_graph, points0, reestimate, cfg,
             run_dir=run, resume=resume, progress=progress, joint=joint,
@@ -229,7 +223,7 @@ class AtlasModel(GenerativeMixin):
         self.rasm_seconds_ = time.perf_counter() - t0
         self.point_model_ = self.point_model_report_ = None
         gen_meshes, gen_poses = meshes, [np.eye(4)] * len(meshes)
-        if cfg.ssm_modes:
+        if cfg.model.ssm_modes:
             try:
                 self.fit_point_model(*(sources or (gen_meshes, gen_poses)))
                 if sources is not None and self.point_model_ is not None:
@@ -249,7 +243,7 @@ class AtlasModel(GenerativeMixin):
         shapes, corr = self.normalised_shapes(gen_meshes, transforms=gen_poses)
         self.fit_matching_ = [(c.name, c.chamfer_mm, c.hausdorff_mm) for c in corr]
         t1 = time.perf_counter()
-        self._fit_generator(VAEGenerator(vae_settings(cfg)), shapes, meshes, seed=cfg.seed,
+        self._fit_generator(VAEGenerator(cfg.generator), shapes, meshes, seed=cfg.seed,
                             device=self.device_,
                             warm_start=joint.module.eval() if joint is not None else None)
         self.generator_seconds_ = time.perf_counter() - t1
@@ -257,7 +251,7 @@ class AtlasModel(GenerativeMixin):
         return self
 
     def _joint_generator(self, meshes: Sequence[Mesh], atlas0: Mesh) -> JointTerm:
-        """The β-VAE trained inside the R-ASM steps (generator_training="joint").
+        """The β-VAE trained inside the R-ASM steps (`generator.mode` "joint").
 
         Each step's smoothed normalised shapes are mapped to mm (aligned frame) and scored by
         the β-VAE's loss per coordinate, times `w_generator`; its gradient reaches the
@@ -275,57 +269,32 @@ class AtlasModel(GenerativeMixin):
         # Standardisation scale: the typical distance (mm) of a shape from the initial atlas.
         spread = float(np.mean([np.sqrt(np.mean(cKDTree(m.vertices).query(atlas_mm)[0] ** 2))
                                 for m in meshes]))
-        net = new_shape_vae(vae_settings(cfg), len(meshes), atlas_mm, spread).to(self.device_)
+        net = new_shape_vae(cfg.generator, len(meshes), atlas_mm, spread).to(self.device_)
         n_values = atlas_mm.size
 
         def loss(idx, smoothed, gen):
             x = torch.stack([h @ linears[i].T + centers[i] for h, i in zip(smoothed, idx)])
             x = x.reshape(len(idx), -1)
-            total, terms = beta_vae_loss(x, net(x, generator=gen), beta=cfg.beta,
-                                         noise_mm=cfg.vae_noise_mm)
-            return (cfg.w_generator * total / n_values,
+            total, terms = beta_vae_loss(x, net(x, generator=gen), beta=cfg.generator.beta,
+                                         noise_mm=cfg.generator.noise_mm)
+            return (cfg.generator.weight * total / n_values,
                     {"gen_rms_mm": terms["rms_mm"], "gen_kl": terms["kl"]})
 
         return JointTerm(module=net, loss=loss)
 
-    def set_transport(self, iterations: int | None = None, sharpness: float | None = None,
-                      relaxation: float | None = None) -> "AtlasModel":
-        """Change the balanced transport used when matching results (`FitConfig`'s
-        `transport_iterations`, `transport_sharpness` and `transport_relaxation`; None keeps a
-        value) on a fitted model, without retraining: transport changes no network and no
-        atlas. -> self"""
-        self._check_fitted()
-        self.config = self.config.replace(  # validates (ShapeAtlasError)
-            transport_iterations=iterations, transport_sharpness=sharpness,
-            transport_relaxation=relaxation)
-        self.net_.transport_iterations = self.config.transport_iterations
-        self.net_.transport_sharpness = self.config.transport_sharpness
-        self.net_.transport_relaxation = self.config.transport_relaxation
-        return self
-
-    def set_deformation_smoothing(self, iterations: int) -> "AtlasModel":
-        """Change the smoothing of the matched shape's displacement from the atlas
-        (`FitConfig.deformation_smoothing`; 0: off) on a fitted model, without retraining: like
-        transport, it changes no network and no atlas. -> self"""
-        self._check_fitted()
-        self.config = self.config.replace(deformation_smoothing=iterations)  # validates
-        self.net_.deformation_smoothing = self.config.deformation_smoothing
-        return self
-
-    def set_surface_cpd(self, iterations: int) -> "AtlasModel":
-        """Iterations of the CPD refinement of matched shapes (`FitConfig.surface_cpd_iterations`;
-        0: off) on a fitted model, without retraining. -> self"""
-        self.config = self.config.replace(surface_cpd_iterations=iterations)  # validates
-        return self
-
-    def set_refine_motion(self, motion: str) -> "AtlasModel":
-        """Change how the test-time refinement moves the points (`FitConfig.refine_motion`:
-        "free" or "normal") on a fitted model; training never uses it. -> self"""
-        self._check_fitted()
-        self.config = self.config.replace(refine_motion=motion)  # validates (ShapeAtlasError)
-        return self
-
     # ---------------------------------------------------------------- matching
+    def match_config(self, match: MatchConfig | None = None) -> MatchConfig:
+        """The matching settings to use: `match`, checked against this model's method, or the
+        ones it was fitted with (`config.matching`). -> MatchConfig"""
+        if match is None:
+            return self.config.matching
+        if not isinstance(match, MatchConfig):
+            raise ShapeAtlasError(f"match must be a MatchConfig, got {type(match).__name__}")
+        problems = self.config.method_problems(match)
+        if problems:
+            raise ShapeAtlasError("; ".join(problems))
+        return match
+
     def _atlas_embedding(self) -> tuple[AtlasGraph, torch.Tensor]:
         if getattr(self, "_atlas_cache", None) is None:
             atlas = self._atlas_graph(torch.as_tensor(
@@ -338,40 +307,40 @@ class AtlasModel(GenerativeMixin):
         with torch.no_grad():
             return self.net_.vae.encode(graph.x, graph.edge_index).mu
 
-    def _match(self, atlas: AtlasGraph, shape, *, atlas_emb: torch.Tensor, refine: bool = True,
-               results: bool = True, motion: str | None = None):
-        """Match one GraphInput to `atlas` (with the configured transport and deformation
-        smoothing unless `results` is False; `motion`: the pull's, None for
-        `config.refine_motion`).
+    def _match(self, atlas: AtlasGraph, shape, *, atlas_emb: torch.Tensor, match: MatchConfig,
+               refine: bool = True, results: bool = True):
+        """Match one GraphInput to `atlas` with the settings `match` (its transport and
+        deformation smoothing only if `results`: the atlas re-estimation matches as training
+        does), then pull it onto the shape if `refine`.
         -> (ShapeMatch, refined normalised shape (K, 3))"""
         with torch.no_grad():
-            m = self.net_.match(atlas_emb, shape, self._embed(shape), atlas, results=results)
-        return m, (self._pull(m.smoothed, shape, atlas, motion=motion) if refine else m.smoothed)
+            m = self.net_.match(atlas_emb, shape, self._embed(shape), atlas,
+                                matching=match if results else None)
+        return m, (self._pull(m.smoothed, shape, atlas, match) if refine else m.smoothed)
 
-    def _pull(self, start: torch.Tensor, shape, atlas: AtlasGraph, *,
-              motion: str | None = None) -> torch.Tensor:
-        """The test-time refinement: pull `start` (K, 3), normalised units, onto `shape`
-        (`motion`: None for `config.refine_motion`)."""
-        c = self.config
-        motion = motion or c.refine_motion
+    def _pull(self, start: torch.Tensor, shape, atlas: AtlasGraph,
+              match: MatchConfig) -> torch.Tensor:
+        """The test-time refinement: pull `start` (K, 3), normalised units, onto `shape` as
+        `match.refine_motion` says."""
+        motion = match.refine_motion
         with torch.enable_grad():
             return pull_to_surface(start, shape.points, atlas, target_weights=shape.weights,
-                                   steps=c.normal_refine_steps if motion == "normal"
-                                   else c.refine_steps, lr=c.refine_lr,
-                                   weights=loss_weights(c), motion=motion)
+                                   steps=match.normal_refine_steps if motion == "normal"
+                                   else match.refine_steps, lr=match.refine_lr,
+                                   weights=loss_weights(self.config), motion=motion)
 
-    def _surface_cpd(self, aligned: Mesh, matched: np.ndarray) -> np.ndarray:
-        """`config.surface_cpd_iterations` of CPD of the atlas onto `aligned` (the mesh in the
+    def _surface_cpd(self, aligned: Mesh, matched: np.ndarray, match: MatchConfig) -> np.ndarray:
+        """`match.surface_cpd_iterations` of CPD of the atlas onto `aligned` (the mesh in the
         model's frame), started from the `matched` points (K, 3), then each point moved to the
         closest point of the surface. -> (K, 3) mm, aligned frame"""
         cfg = self.config
         atlas = np.asarray(self.atlas_vertices_, dtype=np.float64)
         atlas_centre, atlas_radius = normalising_frame(atlas)
         cache = self.__dict__.setdefault("_cpd_kernels", {})  # by atlas and width
-        key = (atlas.tobytes(), cfg.surface_cpd_beta, cfg.cpd_rank)
+        key = (atlas.tobytes(), match.surface_cpd_beta, cfg.cpd.rank)
         if key not in cache:
             cache[key] = LowRankKernel.of((atlas - atlas_centre) / atlas_radius,
-                                          beta=cfg.surface_cpd_beta, rank=cfg.cpd_rank)
+                                          beta=match.surface_cpd_beta, rank=cfg.cpd.rank)
         # The atlas is placed on the match by a similarity and everything is measured in the
         # atlas's radius at that scale: the result scales and turns with the shape (as the
         # network's match does), and the kernel, which sees only distances, is the cached one.
@@ -385,7 +354,7 @@ class AtlasModel(GenerativeMixin):
             target = target[np.sort(keep)]
         res = cpd_nonrigid((moving - centre) / radius, (target - centre) / radius,
                            kernel=cache[key], lam=SURFACE_CPD_LAMBDA,
-                           iterations=cfg.surface_cpd_iterations,
+                           iterations=match.surface_cpd_iterations,
                            start=(matched - centre) / radius,
                            sigma2=(SURFACE_CPD_START_MM / atlas_radius) ** 2)
         moved = res.moved * radius + centre
@@ -396,19 +365,20 @@ class AtlasModel(GenerativeMixin):
         return closest_points_on_surface(moved, aligned).points
 
     def _match_at(self, mesh: Mesh, t: np.ndarray, atlas: AtlasGraph, *,
-                  atlas_emb: torch.Tensor, refine: bool, point_model: bool = True):
+                  atlas_emb: torch.Tensor, match: MatchConfig, refine: bool,
+                  point_model: bool = True):
         """Match `mesh` in pose `t` (mesh frame -> aligned frame): attention + smoothing, then
         the point-distribution model's steps (if the model has one and `point_model`), then the
         test-time pull (if `refine`). -> (ShapeMatch, normalised shape, aligned frame, mm (K, 3))"""
         aligned = mesh.transformed(t)
         norm = self._norm_for(aligned)
-        shape = inputs.graph_input(aligned, norm, features=self.config.features,
+        shape = inputs.graph_input(aligned, norm, features=self.config.model.features,
                                    device=self.device_)
-        m, pts = self._match(atlas, shape, atlas_emb=atlas_emb, refine=False)
+        m, pts = self._match(atlas, shape, atlas_emb=atlas_emb, match=match, refine=False)
         if point_model and getattr(self, "point_model_", None) is not None:
             start = norm.to_mm(pts.cpu().double().numpy())
             mm = refine_with_model(start, aligned, self.point_model_,
-                                   iterations=self.config.ssm_iterations)
+                                   iterations=match.ssm_iterations)
             # The fit's check, per shape: a step that costs coverage is not taken (a mesh the
             # model does not describe, e.g. a QSlim-decimated copy; docs/results.md).
             chamfer = mean_chamfers([start], [mm], [aligned])
@@ -418,15 +388,16 @@ class AtlasModel(GenerativeMixin):
                 log.info("%s: point-model step not taken (it raised the Chamfer distance from "
                          "%.2f to %.2f mm)", mesh.name, *chamfer)
         if refine:
-            pts = self._pull(pts, shape, atlas)
+            pts = self._pull(pts, shape, atlas, match)
         return m, norm.to_mm(pts.detach().cpu().double().numpy())
 
     def fit_point_model(self, meshes: Sequence[Mesh],
                         transforms: Sequence[np.ndarray] | None = None, *,
                         modes: int | None = None,
-                        max_chamfer_rise: float | None = MAX_CHAMFER_RISE) -> "AtlasModel":
+                        max_chamfer_rise: float | None = MAX_CHAMFER_RISE,
+                        match: MatchConfig | None = None) -> "AtlasModel":
         """Fit the point-distribution model on `meshes` (the training shapes) and keep it
-        (`models.point_model`; `FitConfig.ssm_modes`, which `modes` replaces when given).
+        (`models.point_model`; `ModelConfig.ssm_modes`, which `modes` replaces when given).
 
         `fit` calls this after training when `ssm_modes` > 0; calling it on a fitted model adds
         or replaces the model without retraining the network, the atlas or the generator.
@@ -443,49 +414,51 @@ class AtlasModel(GenerativeMixin):
         Chamfer distance by more than this fraction is not kept (`point_model.mean_chamfers`;
         a warning says so and matching goes on without one; None keeps it whatever the rise).
         `point_model_report_` records the modes, the time, both means and whether it was kept.
+        match: how the training shapes are matched first (None: `config.matching`).
         -> self
         """
         self._check_fitted()
-        cfg = self.config.replace(ssm_modes=modes)  # validates (ShapeAtlasError)
+        cfg = self.config.replace(model={"ssm_modes": modes})  # validates (ShapeAtlasError)
         self.point_model_ = None
         t0 = time.perf_counter()
         if transforms is not None:
             transforms = [inputs.refine_pose_on_atlas(m, self.atlas_mesh, t,
                                                       cap=getattr(self, "cap_reference_", None))
                           for m, t in zip(meshes, transforms)]
-        corr = self.correspond(meshes, transforms=transforms, refine=False)
+        corr = self.correspond(meshes, transforms=transforms, refine=False, match=match)
         self._point_model_poses = [c.transform for c in corr]
         aligned = [m.transformed(c.transform) for m, c in zip(meshes, corr)]
         before = [c.aligned_points for c in corr]
         after, pm = fit_point_model(
-            before, aligned, modes=cfg.ssm_modes, rounds=cfg.ssm_rounds,
+            before, aligned, modes=cfg.model.ssm_modes, rounds=cfg.training.ssm_rounds,
             progress=lambda r, move: log.info("point model: round %d/%d, mean move %.3f mm",
-                                              r, cfg.ssm_rounds, move))
+                                              r, cfg.training.ssm_rounds, move))
         chamfer = mean_chamfers(before, after, aligned)
         kept = coverage_kept(chamfer, max_chamfer_rise)
         self.config = cfg
         self.point_model_ = pm if kept else None
         self.point_model_seconds_ = time.perf_counter() - t0
         self.point_model_report_ = {
-            "modes": cfg.ssm_modes, "seconds": self.point_model_seconds_,
+            "modes": cfg.model.ssm_modes, "seconds": self.point_model_seconds_,
             "chamfer_before_mm": chamfer[0], "chamfer_after_mm": chamfer[1], "kept": kept}
         if kept:
             log.info("point model: %d modes from %d shapes in %.1f s (training Chamfer %.2f -> "
-                     "%.2f mm)", cfg.ssm_modes, len(meshes), self.point_model_seconds_, *chamfer)
+                     "%.2f mm)", cfg.model.ssm_modes, len(meshes), self.point_model_seconds_,
+                     *chamfer)
         else:
             log.warning("point model not kept: it raised the training shapes' mean Chamfer "
                         "distance from %.2f to %.2f mm (more than %.0f%%), so its %d modes do "
                         "not describe this cohort; matching goes on without it", *chamfer,
-                        100 * max_chamfer_rise, cfg.ssm_modes)
+                        100 * max_chamfer_rise, cfg.model.ssm_modes)
         return self
 
     def _refine_pose(self, mesh: Mesh, t: np.ndarray, atlas: AtlasGraph,
-                     atlas_emb: torch.Tensor, iterations: int) -> np.ndarray:
+                     atlas_emb: torch.Tensor, match: MatchConfig) -> np.ndarray:
         """Generalised-Procrustes pose refinement of one mesh on its own correspondences.
 
         Each round matches the mesh in pose `t` (attention + smoothing) and moves it by an
         over-relaxed Procrustes step of its correspondences onto the atlas vertices
-        (`iterations` rounds at most, `config.pose_relaxation`; it stops early once
+        (`match.pose_iterations` rounds at most, `match.pose_relaxation`; it stops early once
         a step turns by less than `POSE_TOLERANCE_DEG`). A rigid alignment without
         correspondences settles where the surfaces overlap best; this one moves the shape until
         its correspondences, which partly follow features rather than position, sit on the
@@ -498,10 +471,10 @@ class AtlasModel(GenerativeMixin):
 
 
         start = t
-        for _ in range(iterations):
-            _, points = self._match_at(mesh, t, atlas, atlas_emb=atlas_emb, refine=False,
-                                       point_model=False)
-            step = relaxed_rigid_step(points, self.atlas_vertices_, self.config.pose_relaxation)
+        for _ in range(match.pose_iterations):
+            _, points = self._match_at(mesh, t, atlas, atlas_emb=atlas_emb, match=match,
+                                       refine=False, point_model=False)
+            step = relaxed_rigid_step(points, self.atlas_vertices_, match.pose_relaxation)
             t = step @ t
             if Rotation.from_matrix(step[:3, :3]).magnitude() < np.radians(POSE_TOLERANCE_DEG):
                 break
@@ -513,7 +486,7 @@ class AtlasModel(GenerativeMixin):
         return t
 
     def correspond(self, meshes: Sequence[Mesh], *, transforms: Sequence[np.ndarray] | None = None,
-                   refine: bool = True, pose_iterations: int | None = None,
+                   refine: bool = True, match: MatchConfig | None = None,
                    project: bool = False) -> list[Correspondence]:
         """Map every atlas vertex onto each mesh, without retraining.
 
@@ -521,19 +494,18 @@ class AtlasModel(GenerativeMixin):
         (e.g. from `groom.json`); by default each mesh is aligned rigidly to the atlas, turned
         about its flat cap where the model keeps one, and refined by a local ICP and the turn
         again (`inputs.new_shape_pose`).
-        refine: False gives the attention + smoothing result without the test-time pull.
-        pose_iterations: rounds of pose refinement on each mesh's own correspondences
-        (`_refine_pose`; None: `config.pose_iterations`, 0: off). Each result's `transform` is
-        the pose used.
+        refine: False gives the attention + smoothing result without the CPD refinement and the
+        test-time pull.
+        match: how to match (`MatchConfig`; None: the one the model was fitted with,
+        `config.matching`). With `pose_iterations`, each mesh's pose is refined on its own
+        correspondences (`_refine_pose`); each result's `transform` is the pose used.
         project: make each matched shape a valid mesh (closed and free of crossing, folded or
         degenerate faces) by the smallest local change `shapeatlas.mesh.projection` finds. Off
         by default: the projection moves points that are the correspondence (on real livers
         deformed by known warps it raised the ground-truth error from 3.84 to 4.82 mm), so
         `shapeatlas correspond` keeps the points and projects only the surface it writes.
         """
-        iterations = self.config.pose_iterations if pose_iterations is None else pose_iterations
-        if iterations < 0:
-            raise ShapeAtlasError(f"pose_iterations must be 0 or more, got {iterations}")
+        match = self.match_config(match)
         self._check_fitted()
 
         self.net_.eval()
@@ -547,11 +519,12 @@ class AtlasModel(GenerativeMixin):
             else:
                 t = inputs.new_shape_pose(mesh, atlas_mesh, cohort_scale=self.normalisation_.scale,
                                           cap=getattr(self, "cap_reference_", None))
-            if iterations:
-                t = self._refine_pose(mesh, t, atlas, atlas_emb, iterations)
-            m, mm = self._match_at(mesh, t, atlas, atlas_emb=atlas_emb, refine=refine)
-            if refine and self.config.surface_cpd_iterations:
-                mm = self._surface_cpd(mesh.transformed(t), mm)
+            if match.pose_iterations:
+                t = self._refine_pose(mesh, t, atlas, atlas_emb, match)
+            m, mm = self._match_at(mesh, t, atlas, atlas_emb=atlas_emb, match=match,
+                                   refine=refine)
+            if refine and match.surface_cpd_iterations:
+                mm = self._surface_cpd(mesh.transformed(t), mm, match)
             report = None
             if project:
                 projected, (report,) = self.project_shapes(mm[None])

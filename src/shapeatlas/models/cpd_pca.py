@@ -28,7 +28,7 @@ from shapeatlas.models import inputs, persistence
 from shapeatlas.models.atlas import Correspondence
 from shapeatlas.models.generative import GenerativeMixin
 from shapeatlas.models.generator import PCAGenerator
-from shapeatlas.training.config import FitConfig
+from shapeatlas.training.config import FitConfig, MatchConfig
 
 log = logging.getLogger(__name__)
 
@@ -54,14 +54,14 @@ class CPDPCAModel(GenerativeMixin):
 
     def _kernel(self, atlas: np.ndarray) -> tuple[LowRankKernel, np.ndarray, float]:
         c, r = normalising_frame(atlas)
-        k = LowRankKernel.of((atlas - c) / r, beta=self.config.cpd_beta, rank=self.config.cpd_rank)
+        k = LowRankKernel.of((atlas - c) / r, beta=self.config.cpd.beta, rank=self.config.cpd.rank)
         return k, c, r
 
     def _register(self, atlas: np.ndarray, kernel, c: np.ndarray, r: float, mesh: Mesh):
         """CPD of the atlas onto one aligned mesh. -> (points (K, 3) mm, CPDResult)"""
         cfg = self.config
         res = cpd_nonrigid((atlas - c) / r, (np.asarray(mesh.vertices) - c) / r, kernel=kernel,
-                           lam=cfg.cpd_lambda, iterations=cfg.cpd_iterations)
+                           lam=cfg.cpd.lam, iterations=cfg.cpd.iterations)
         pts = res.moved * r + c
         if not np.isfinite(pts).all():
             raise ShapeAtlasError(f"{mesh.name}: CPD registration diverged (non-finite points)")
@@ -74,17 +74,17 @@ class CPDPCAModel(GenerativeMixin):
         `resume` are accepted for interface parity (a CPD fit takes minutes, not hours)."""
         cfg = self.config
         t0 = time.perf_counter()
-        inputs.check_cohort(meshes, atlas_vertices=cfg.atlas_vertices)
+        inputs.check_cohort(meshes, atlas_vertices=cfg.model.atlas_vertices)
         self.cohort_scale_ = inputs.Normalisation.fit(meshes).scale
-        start, atlas0 = inputs.initial_atlas(meshes, init=cfg.atlas_init, seed=cfg.seed,
-                                             atlas_vertices=cfg.atlas_vertices)
+        start, atlas0 = inputs.initial_atlas(meshes, init=cfg.model.atlas_init, seed=cfg.seed,
+                                             atlas_vertices=cfg.model.atlas_vertices)
         self.atlas_init_name_ = start.name
         self.cap_reference_ = inputs.cohort_cap(meshes, start)  # as `AtlasModel.fit`
         self.atlas_faces_ = np.asarray(atlas0.faces)
         atlas = np.asarray(atlas0.vertices, dtype=np.float64)
-        steps = cfg.atlas_rounds * len(meshes)
+        steps = cfg.training.atlas_rounds * len(meshes)
         shapes = np.zeros((len(meshes), len(atlas), 3))
-        for rnd in range(cfg.atlas_rounds):
+        for rnd in range(cfg.training.atlas_rounds):
             kernel, c, r = self._kernel(atlas)
             for i, m in enumerate(meshes):
                 shapes[i] = self._register(atlas, kernel, c, r, m)[0]
@@ -92,8 +92,8 @@ class CPDPCAModel(GenerativeMixin):
                     progress({"round": rnd, "epoch": 0, "step": rnd * len(meshes) + i + 1,
                               "steps": steps, "loss": float("nan")})
             log.info("CPD round %d/%d: registered the atlas onto %d shapes (%.0f s so far)",
-                     rnd + 1, cfg.atlas_rounds, len(meshes), time.perf_counter() - t0)
-            if rnd < cfg.atlas_rounds - 1:
+                     rnd + 1, cfg.training.atlas_rounds, len(meshes), time.perf_counter() - t0)
+            if rnd < cfg.training.atlas_rounds - 1:
                 atlas = shapes.mean(axis=0)
         self.atlas_vertices_ = atlas
         self._kernel_cache = None
@@ -104,17 +104,19 @@ class CPDPCAModel(GenerativeMixin):
             d = point_set_distances(np.asarray(m.vertices), s)
             self.fit_matching_.append((m.name, d.chamfer, d.hausdorff))
         t1 = time.perf_counter()
-        self._fit_generator(PCAGenerator(cfg.latent_dim), shapes, meshes, seed=cfg.seed)
+        self._fit_generator(PCAGenerator(cfg.generator.latent_dim), shapes, meshes, seed=cfg.seed)
         self.generator_seconds_ = time.perf_counter() - t1
         self.device_ = torch.device("cpu")
         self.fit_seconds_ = time.perf_counter() - t0
         return self
 
     def correspond(self, meshes: Sequence[Mesh], *, transforms: Sequence[np.ndarray] | None = None,
-                   refine: bool = True) -> list[Correspondence]:
+                   refine: bool = True, match: MatchConfig | None = None
+                   ) -> list[Correspondence]:
         """CPD of the atlas onto each mesh (aligned to the atlas first, and turned about its flat
         cap where the model keeps one, unless `transforms` are given); points in each input's
-        own frame. `refine` is ignored (CPD has no such step)."""
+        own frame. `refine` and `match` are ignored (CPD has neither the network's matching nor
+        its pull: `config.cpd` sets the registration)."""
         self._check_fitted()
         if getattr(self, "_kernel_cache", None) is None:  # one eigendecomposition per model
             self._kernel_cache = self._kernel(self.atlas_vertices_)

@@ -24,6 +24,7 @@ from shapeatlas.mesh.relax import relax_tangentially
 from shapeatlas.mesh.remesh import UNTANGLE_ROUNDS, untangle
 from shapeatlas.metrics.ssm import extents, principal_axes
 from shapeatlas.models.generator import generator_from_state
+from shapeatlas.training.config import MatchConfig
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +128,7 @@ class GenerativeMixin:
     def decode(self, z: np.ndarray, *, relax: int | None = None,
                cluster: np.ndarray | None = None, project: bool = True) -> Samples:
         """Shapes for given latent codes (S, D), tangentially relaxed by `relax` steps (default:
-        the config's `sample_relax`; see `shapeatlas.mesh.relax`) and, with `project`, each made
+        the config's `generator.relax`; see `shapeatlas.mesh.relax`) and, with `project`, each made
         a valid mesh (`project_shapes`)."""
         self._check_generator()
         if cluster is not None:
@@ -196,19 +197,21 @@ class GenerativeMixin:
         return out
 
     def normalised_shapes(self, meshes: Sequence[Mesh], *,
-                          transforms: Sequence[np.ndarray] | None = None
-                          ) -> tuple[np.ndarray, list]:
-        """Correspond meshes and return their normalised shapes in the aligned frame
-        (B, K, 3) mm, with the correspondences."""
-        corr = self.correspond(meshes, transforms=transforms)
+                          transforms: Sequence[np.ndarray] | None = None,
+                          match: MatchConfig | None = None) -> tuple[np.ndarray, list]:
+        """Correspond meshes (`match`: how, as `correspond` takes it) and return their
+        normalised shapes in the aligned frame (B, K, 3) mm, with the correspondences."""
+        corr = self.correspond(meshes, transforms=transforms, match=match)
         shapes = np.stack([c.aligned_points for c in corr])
         return shapes, corr
 
     def reconstruct(self, meshes: Sequence[Mesh], *, n_components: int | None = None,
-                    transforms: Sequence[np.ndarray] | None = None) -> list[Mesh]:
-        """Each mesh through the model: correspond, encode, decode; in the input's frame."""
+                    transforms: Sequence[np.ndarray] | None = None,
+                    match: MatchConfig | None = None) -> list[Mesh]:
+        """Each mesh through the model: correspond (`match`: how), encode, decode; in the
+        input's frame."""
         self._check_generator()
-        shapes, corr = self.normalised_shapes(meshes, transforms=transforms)
+        shapes, corr = self.normalised_shapes(meshes, transforms=transforms, match=match)
         recon, _ = self.project_shapes(self.generator_.reconstruct(shapes,
                                                                    n_components=n_components))
         out = []

@@ -21,7 +21,7 @@ import torch
 from shapeatlas import validate
 from shapeatlas.errors import ShapeAtlasError
 from shapeatlas.nn.shape_vae import ShapeVAE, beta_vae_loss, elbo_terms
-from shapeatlas.training.config import FIELD_SPECS
+from shapeatlas.training.config import GeneratorConfig
 
 log = logging.getLogger(__name__)
 
@@ -62,22 +62,7 @@ def _flat(shapes: np.ndarray) -> np.ndarray:
     return s.reshape(len(s), -1)
 
 
-@dataclass(frozen=True)
-class VAESettings:
-    """latent_dim: D (None: min(DEFAULT_LATENT, shapes - 1)); beta: KL weight; noise_mm: the likelihood's
-    standard deviation; prior: sample from N(0, I) or from a Gaussian fitted to the training
-    shapes' posterior means ("aggregate")."""
-
-    latent_dim: int | None = None
-    beta: float = 1.0
-    hidden: tuple[int, ...] = (256,)
-    noise_mm: float = 1.0
-    epochs: int = 3000
-    lr: float = 1e-3
-    prior: Literal["aggregate", "standard"] = "aggregate"
-
-
-def new_shape_vae(settings: VAESettings, n_shapes: int, mean: np.ndarray | torch.Tensor,
+def new_shape_vae(settings: GeneratorConfig, n_shapes: int, mean: np.ndarray | torch.Tensor,
                   scale: float) -> ShapeVAE:
     """An untrained β-VAE for `n_shapes` training shapes around `mean` ((K, 3) or (3K,) mm),
     standardised by `scale` (mm, the typical deviation from the mean)."""
@@ -92,8 +77,8 @@ class VAEGenerator:
 
     kind = "beta-vae"
 
-    def __init__(self, settings: VAESettings | None = None):
-        self.settings = settings or VAESettings()
+    def __init__(self, settings: GeneratorConfig | None = None):
+        self.settings = settings or GeneratorConfig()
 
     def fit(self, shapes: np.ndarray, *, seed: int = 0, device: torch.device | None = None,
             warm_start: ShapeVAE | None = None, weights: np.ndarray | None = None
@@ -226,13 +211,10 @@ class VAEGenerator:
         meta = validate.mapping(meta, source, "generator")
         k = _n_vertices(meta, source, n_vertices)
         d = validate.get(meta, "latent_dim", validate.Int(1, 4096), source, prefix="generator.")
-        s = VAESettings(
-            latent_dim=d, hidden=validate.get(meta, "hidden", FIELD_SPECS["vae_hidden"], source,
-                                              prefix="generator."),
-            **{key: validate.get(meta, key, FIELD_SPECS[name], source, prefix="generator.")
-               for key, name in (
-                ("beta", "beta"), ("noise_mm", "vae_noise_mm"), ("epochs", "vae_epochs"),
-                ("lr", "vae_lr"), ("prior", "vae_prior"))})
+        s = GeneratorConfig(
+            latent_dim=d, **{key: validate.get(meta, key, GeneratorConfig.SPECS[key], source,
+                                               prefix="generator.")
+                             for key in ("hidden", "beta", "noise_mm", "epochs", "lr", "prior")})
         sizes = [3 * k, *s.hidden, 2 * d]
         back = [d, *reversed(s.hidden), 3 * k]
         want = {"mean": (3 * k,), "scale": ()}

@@ -14,12 +14,12 @@ How it is fitted (every number is a `FitConfig` field):
    1.0 with; bench/multi_atlas.py).
 3. Soft clustering of the descriptors (M atlases): energy E(k, m) = mean squared distance (mm²)
    of shape k to atlas m; memberships r(k, m) ∝ π_m exp(-E(k, m) / (τ s²)) with s² the mean
-   within-cluster energy and τ `cluster_temperature`; π and the atlases (membership-weighted
+   within-cluster energy and τ `clustering.temperature`; π and the atlases (membership-weighted
    means) re-estimated until stable. Initialised by k-means++ on the descriptors
    (scikit-learn's `kmeans_plusplus`), `cluster_restarts` times; the lowest distortion is
    kept, like scikit-learn's `n_init`. A cluster left with less than `MIN_CLUSTER_SHAPES` of
    membership is re-seeded at the worst-explained shape, with a warning.
-4. `cluster_rounds` rounds in which the shared network matches every shape to every atlas (so
+4. `clustering.rounds` rounds in which the shared network matches every shape to every atlas (so
    each cluster's normalised shapes are correspondences to its own atlas), then memberships,
    π and atlases are re-estimated from those matches.
 5. One β-VAE per cluster on the shapes matched to its atlas, weighted by the memberships, each
@@ -71,7 +71,7 @@ from shapeatlas.mesh.io import write_mesh
 from shapeatlas.mesh.relax import relax_tangentially
 from shapeatlas.metrics.ssm import principal_axes
 from shapeatlas.models import persistence
-from shapeatlas.models.atlas import AtlasModel, Correspondence, vae_settings
+from shapeatlas.models.atlas import AtlasModel, Correspondence
 from shapeatlas.models.clustering import (
     MIN_CLUSTER_SHAPES,
     ClusterWarning,
@@ -85,7 +85,7 @@ from shapeatlas.models.clustering import (
 from shapeatlas.models.generative import GenerativeMixin, Samples, cohort_summary
 from shapeatlas.models.generator import DEFAULT_LATENT, VAEGenerator, effective_size
 from shapeatlas.models.mixture import MixtureGenerator
-from shapeatlas.training.config import FitConfig
+from shapeatlas.training.config import FitConfig, MatchConfig
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +113,7 @@ class MultiAtlasModel(GenerativeMixin):
     """
 
     def __init__(self, config: FitConfig | None = None, **overrides):
-        self.config = (config or FitConfig(atlases=2)).replace(**overrides)
+        self.config = (config or FitConfig(clustering={"atlases": 2})).replace(**overrides)
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "atlases_"):
@@ -145,13 +145,15 @@ class MultiAtlasModel(GenerativeMixin):
         return cache[m]
 
     def _match_all(self, meshes: Sequence[Mesh], transforms: Sequence[np.ndarray], *,
-                   refine: bool = True, progress: Callable[[int], None] | None = None
+                   refine: bool = True, match: MatchConfig | None = None,
+                   progress: Callable[[int], None] | None = None
                    ) -> tuple[list[list[Correspondence]], np.ndarray]:
         """Every mesh matched to every atlas. -> [atlas m][shape k] correspondences, and the
         (B, M, K, 3) matched shapes in the consensus frame (mm)."""
         out = []
         for m in range(len(self.atlases_)):
-            out.append(self._matcher(m).correspond(meshes, transforms=transforms, refine=refine))
+            out.append(self._matcher(m).correspond(meshes, transforms=transforms, refine=refine,
+                                                   match=match))
             if progress:
                 progress(len(meshes))
         return out, np.stack([[c.aligned_points for c in row] for row in out], axis=1)
@@ -169,9 +171,10 @@ class MultiAtlasModel(GenerativeMixin):
         if most < 1:
             raise ShapeAtlasError(f"a multi-atlas model needs at least {MIN_CLUSTER_SHAPES} shapes, "
                                   f"got {n}")
-        if cfg.atlases != "auto" and cfg.atlases > most:
+        if cfg.clustering.atlases != "auto" and cfg.clustering.atlases > most:
             raise ShapeAtlasError(
-                f"{cfg.atlases} atlases need at least {MIN_CLUSTER_SHAPES * cfg.atlases} shapes "
+                f"{cfg.clustering.atlases} atlases need at least "
+                f"{MIN_CLUSTER_SHAPES * cfg.clustering.atlases} shapes "
                 f"({MIN_CLUSTER_SHAPES} per cluster for its β-VAE), got {n}: use --atlases "
                 f"{most} or fewer")
         self.base_ = base if base is not None else self._fit_base(meshes, run_dir, resume,
@@ -188,27 +191,27 @@ class MultiAtlasModel(GenerativeMixin):
         aligned, mats, self.consensus_ = rigid_consensus(self.base_.training_shapes_)
         # 3. the number of atlases and the clustering
         self.selection_ = None
-        n_atlases = cfg.atlases
-        if cfg.atlases == "auto":
+        n_atlases = cfg.clustering.atlases
+        if cfg.clustering.atlases == "auto":
             self.selection_ = prediction_strength(
-                aligned, min(cfg.max_atlases, most), seed=cfg.seed,
-                temperature=cfg.cluster_temperature, restarts=cfg.cluster_restarts)
+                aligned, min(cfg.clustering.max_atlases, most), seed=cfg.seed,
+                temperature=cfg.clustering.temperature, restarts=cfg.clustering.restarts)
             n_atlases = self.selection_["chosen"]
             log.info("atlases: %d chosen by prediction strength", n_atlases)
-        clus = soft_cluster(aligned, n_atlases, temperature=cfg.cluster_temperature,
-                            restarts=cfg.cluster_restarts, seed=cfg.seed)
+        clus = soft_cluster(aligned, n_atlases, temperature=cfg.clustering.temperature,
+                            restarts=cfg.clustering.restarts, seed=cfg.seed)
         r, pi, atlases, spread = clus.memberships, clus.weights, clus.atlases, clus.spread
         # transforms: each groomed mesh -> consensus frame (the base correspondences' transform
         # is the identity for training meshes)
         transforms = list(mats)
         per_cluster = np.repeat(aligned[:, None], n_atlases, axis=1)  # (N, M, K, 3)
         # 4. every shape matched to every atlas by the shared network
-        for _ in range(cfg.cluster_rounds if n_atlases > 1 else 0):
+        for _ in range(cfg.clustering.rounds if n_atlases > 1 else 0):
             self.atlases_, self.weights_ = atlases, pi
             self.__dict__.pop("_matchers", None)
             _, per_cluster = self._match_all(meshes, transforms)
             e = matched_energies(per_cluster, atlases)
-            r = memberships(e, pi, temperature=cfg.cluster_temperature, spread=spread)
+            r = memberships(e, pi, temperature=cfg.clustering.temperature, spread=spread)
             if np.any(r.sum(axis=0) < MIN_CLUSTER_SHAPES / 2):
                 warnings.warn("matching every shape to every atlas emptied a cluster: the "
                               "memberships of the descriptor clustering are kept", ClusterWarning,
@@ -236,13 +239,13 @@ class MultiAtlasModel(GenerativeMixin):
                 f" have fewer than {MIN_CLUSTER_SHAPES} shapes for a β-VAE: fit fewer atlases"
                 + (f" (the shared network is saved in {Path(run_dir) / SHARED_DIR})"
                    if run_dir is not None else ""))
-        dims = [cfg.latent_dim or min(DEFAULT_LATENT, int(np.floor(n_eff[m] + 1e-9)) - 1)
+        dims = [cfg.generator.latent_dim or min(DEFAULT_LATENT, int(np.floor(n_eff[m] + 1e-9)) - 1)
                 for m in range(n_atlases)]
-        gens = [VAEGenerator(vae_settings(cfg.replace(latent_dim=dims[m]))).fit(
+        gens = [VAEGenerator(cfg.generator.replace(latent_dim=dims[m])).fit(
                     per_cluster[:, m], weights=r[:, m], seed=cfg.seed + m, device=self.device_)
                 for m in range(n_atlases)]
         self.generator_ = MixtureGenerator(gens, pi, atlases, spread=spread,
-                                           temperature=cfg.cluster_temperature)
+                                           temperature=cfg.clustering.temperature)
         self.training_shapes_ = per_cluster[np.arange(n), self.labels_]
         self.axes_ = principal_axes(self.training_shapes_.mean(axis=0))
         consensus_meshes = [mesh.transformed(t) for mesh, t in zip(meshes, transforms)]
@@ -255,7 +258,7 @@ class MultiAtlasModel(GenerativeMixin):
         return self
 
     def _fit_base(self, meshes, run_dir, resume, progress) -> AtlasModel:
-        cfg = self.config.replace(atlases=1)
+        cfg = self.config.replace(clustering={"atlases": 1})
         shared = Path(run_dir) / SHARED_DIR if run_dir is not None else None
         summary = shared / SHARED_SUMMARY if shared is not None else None
         if summary is not None and resume and summary.is_file():
@@ -281,57 +284,34 @@ class MultiAtlasModel(GenerativeMixin):
         return base
 
     # ------------------------------------------------------------------ predict
-    def _to_consensus(self, meshes: Sequence[Mesh], transforms: Sequence[np.ndarray] | None
-                      ) -> list[np.ndarray]:
+    def _to_consensus(self, meshes: Sequence[Mesh], transforms: Sequence[np.ndarray] | None,
+                      match: MatchConfig | None = None) -> list[np.ndarray]:
         """Each mesh's map to the consensus frame: aligned to the shared atlas (or by the given
         transform into the groomed frame), then its shared-atlas correspondence rigidly fitted
         to the consensus."""
-        base = self.base_.correspond(meshes, transforms=transforms)
+        base = self.base_.correspond(meshes, transforms=transforms, match=match)
         return [similarity_fit(c.aligned_points, self.consensus_, scale=False)[0] @ c.transform
                 for c in base]
 
-    def _matched(self, meshes, transforms, *, refine: bool = True):
+    def _matched(self, meshes, transforms, *, refine: bool = True,
+                 match: MatchConfig | None = None):
         """Every mesh matched to every atlas. -> ([m][k] correspondences, (B, M, K, 3) matched
         shapes in the consensus frame, (B, M) memberships)"""
-        t = self._to_consensus(meshes, transforms)
-        matched, per_cluster = self._match_all(meshes, t, refine=refine)
+        match = self.match_config(match)
+        t = self._to_consensus(meshes, transforms, match)
+        matched, per_cluster = self._match_all(meshes, t, refine=refine, match=match)
         r = memberships(matched_energies(per_cluster, self.atlases_), self.weights_,
-                        temperature=self.config.cluster_temperature, spread=self.spread_)
+                        temperature=self.config.clustering.temperature, spread=self.spread_)
         return matched, per_cluster, r
 
-    def _matching_changed(self, **fields) -> "MultiAtlasModel":
-        """After a matching setter of the shared network: the same fields in this model's
-        config, and the per-atlas matchers (copies of the network) rebuilt on next use."""
-        self.config = self.config.replace(**fields)
-        self.__dict__.pop("_matchers", None)
-        return self
-
-    def set_transport(self, iterations: int | None = None, sharpness: float | None = None,
-                      relaxation: float | None = None) -> "MultiAtlasModel":
-        """`AtlasModel.set_transport` for the shared network (every atlas's matching). -> self"""
-        self._check_fitted()
-        self.base_.set_transport(iterations, sharpness, relaxation)
-        return self._matching_changed(transport_iterations=iterations,
-                                      transport_sharpness=sharpness,
-                                      transport_relaxation=relaxation)
-
-    def set_deformation_smoothing(self, iterations: int) -> "MultiAtlasModel":
-        """`AtlasModel.set_deformation_smoothing` for the shared network. -> self"""
-        self._check_fitted()
-        self.base_.set_deformation_smoothing(iterations)
-        return self._matching_changed(deformation_smoothing=iterations)
-
-    def set_surface_cpd(self, iterations: int) -> "MultiAtlasModel":
-        """`AtlasModel.set_surface_cpd` for the shared network. -> self"""
-        self._check_fitted()
-        self.base_.set_surface_cpd(iterations)
-        return self._matching_changed(surface_cpd_iterations=iterations)
-
-    def set_refine_motion(self, motion: str) -> "MultiAtlasModel":
-        """`AtlasModel.set_refine_motion` for the shared network. -> self"""
-        self._check_fitted()
-        self.base_.set_refine_motion(motion)
-        return self._matching_changed(refine_motion=motion)
+    def match_config(self, match: MatchConfig | None = None) -> MatchConfig:
+        """`AtlasModel.match_config` of this model: `match`, checked, or `config.matching`."""
+        if match is None:
+            return self.config.matching
+        problems = self.config.method_problems(match)
+        if problems:
+            raise ShapeAtlasError("; ".join(problems))
+        return self.base_.match_config(match)
 
     def predict_proba(self, meshes: Sequence[Mesh], *,
                       transforms: Sequence[np.ndarray] | None = None) -> np.ndarray:
@@ -345,11 +325,13 @@ class MultiAtlasModel(GenerativeMixin):
         return self.predict_proba(meshes, transforms=transforms).argmax(axis=1)
 
     def correspond(self, meshes: Sequence[Mesh], *, transforms: Sequence[np.ndarray] | None = None,
-                   refine: bool = True) -> list[Correspondence]:
+                   refine: bool = True, match: MatchConfig | None = None
+                   ) -> list[Correspondence]:
         """Each mesh's correspondence to its most probable atlas (points in the input frame),
-        with `atlas` and `memberships` filled in. transforms: maps into the groomed frame."""
+        with `atlas` and `memberships` filled in. transforms: maps into the groomed frame;
+        match: how to match (`AtlasModel.correspond`)."""
         self._check_fitted()
-        matched, _, r = self._matched(meshes, transforms, refine=refine)
+        matched, _, r = self._matched(meshes, transforms, refine=refine, match=match)
         out = []
         for k in range(len(meshes)):
             m = int(r[k].argmax())

@@ -17,7 +17,7 @@ where along the surface the attention put it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Protocol, Sequence
 
 import torch
 from scipy.spatial import cKDTree
@@ -103,6 +103,15 @@ class ShapeMatch:
     best_atlas_vertex: Tensor
 
 
+class MatchSettings(Protocol):
+    """What `RASM.match` reads of a matching configuration (`training.config.MatchConfig`)."""
+
+    transport_iterations: int
+    transport_sharpness: float
+    transport_relaxation: float
+    deformation_smoothing: int
+
+
 @dataclass(frozen=True)
 class StepLosses:
     """Loss terms of one step (scalars), their weighted total, per-shape Chamfer terms, and the
@@ -124,16 +133,10 @@ class RASM(nn.Module):
     """
 
     def __init__(self, encoder: EncoderConfig, *, sharpness: float, smooth_gamma: float,
-                 smooth_iterations: int, attention_memory_mb: float,
-                 transport_iterations: int = 0, transport_sharpness: float = 300.0,
-                 transport_relaxation: float = 1.0, deformation_smoothing: int = 0):
+                 smooth_iterations: int, attention_memory_mb: float):
         super().__init__()
         self.vae = GraphVAE(encoder)
         self.sharpness = float(sharpness)
-        self.transport_iterations = int(transport_iterations)
-        self.transport_sharpness = float(transport_sharpness)
-        self.transport_relaxation = float(transport_relaxation)
-        self.deformation_smoothing = int(deformation_smoothing)
         self.smooth_gamma = float(smooth_gamma)
         self.smooth_iterations = int(smooth_iterations)
         self.attention_memory_mb = float(attention_memory_mb)
@@ -145,28 +148,30 @@ class RASM(nn.Module):
         return out, packed
 
     def match(self, atlas_emb: Tensor, shape: GraphInput, shape_emb: Tensor,
-              atlas: AtlasGraph, *, results: bool = False) -> ShapeMatch:
-        """Attention correspondence + graph smoothing of one shape. `results`: the matching of
-        results, which balances the attention (`transport_iterations`, `transport_sharpness`,
-        `transport_relaxation`; see nn.attention) when `transport_iterations` > 0 and then
-        smooths the displacement from the atlas along the smoothed shape's surface
-        (`deformation_smoothing` iterations, `nn.refine.smooth_deformation`); training steps
-        call it without."""
-        iterations = self.transport_iterations if results else 0
+              atlas: AtlasGraph, *, matching: MatchSettings | None = None) -> ShapeMatch:
+        """Attention correspondence + graph smoothing of one shape. `matching`: the settings of
+        the matching of results (`training.config.MatchConfig`), which balances the attention
+        (`transport_iterations`, `transport_sharpness`, `transport_relaxation`; see
+        nn.attention) when `transport_iterations` > 0 and then smooths the displacement from the
+        atlas along the smoothed shape's surface (`deformation_smoothing` iterations,
+        `nn.refine.smooth_deformation`); training steps and the atlas re-estimation give None:
+        the plain softmax at `sharpness`, no deformation smoothing."""
+        iterations = matching.transport_iterations if matching is not None else 0
         att = attention_correspondence(
             atlas_emb, shape_emb, shape.points,
-            sharpness=self.transport_sharpness if iterations else self.sharpness,
+            sharpness=matching.transport_sharpness if iterations else self.sharpness,
             memory_budget_mb=self.attention_memory_mb, checkpoint=self.training,
-            transport_iterations=iterations, transport_relaxation=self.transport_relaxation,
+            transport_iterations=iterations,
+            transport_relaxation=matching.transport_relaxation if iterations else 1.0,
             atlas_weights=atlas.graph.weights,
             shape_weights=shape.weights,
         )
         smoothed = smooth_on_graph(att.points, atlas.graph.edge_index, gamma=self.smooth_gamma,
                                    iterations=self.smooth_iterations)
-        if results and self.deformation_smoothing:
+        if matching is not None and matching.deformation_smoothing:
             smoothed = smooth_deformation(smoothed, atlas.graph.points, atlas.graph.edge_index,
                                           gamma=self.smooth_gamma,
-                                          iterations=self.deformation_smoothing,
+                                          iterations=matching.deformation_smoothing,
                                           normals=vertex_normals(smoothed, atlas.faces))
         return ShapeMatch(raw=att.points, smoothed=smoothed, confidence=att.confidence,
                           best_atlas_vertex=att.best_atlas_vertex)

@@ -71,8 +71,9 @@ class JointTerm:
 
 
 def loss_weights(cfg: FitConfig) -> LossWeights:
-    return LossWeights(chamfer=cfg.w_chamfer, recon=cfg.w_recon, kl=cfg.w_kl,
-                       normal=cfg.w_normal, laplacian=cfg.w_laplacian, edge=cfg.w_edge)
+    t = cfg.training
+    return LossWeights(chamfer=t.w_chamfer, recon=t.w_recon, kl=t.w_kl, normal=t.w_normal,
+                       laplacian=t.w_laplacian, edge=t.w_edge)
 
 
 def _seed(cfg: FitConfig, *parts: int) -> int:
@@ -121,7 +122,7 @@ def load_checkpoint(run_dir: Path, model: RASM, opt: torch.optim.Optimizer,
     if (joint is not None) != ("joint" in payload):
         have = "a jointly trained generator" if "joint" in payload else "no joint generator"
         raise ShapeAtlasError(f"{path}: the checkpoint has {have}, unlike this configuration "
-                              "(generator_training changed?); resume with the run's own config")
+                              "(generator.mode changed?); resume with the run's own config")
     try:
         model.load_state_dict(payload["model"])
         if joint is not None:
@@ -179,7 +180,8 @@ def train(
     world_size: int = 1,
     joint: JointTerm | None = None,
 ) -> tuple[torch.Tensor, list[dict]]:
-    """Train `model` in `cfg.atlas_rounds` rounds; return the final atlas points and the log rows.
+    """Train `model` in `cfg.training.atlas_rounds` rounds; return the final atlas points and
+    the log rows.
 
     make_atlas(points (K, 3)) -> AtlasGraph; reestimate_atlas(atlas) -> new points (K, 3).
     joint: a model trained in the same steps (see `JointTerm`).
@@ -189,7 +191,7 @@ def train(
     groups = [list(model.parameters())]
     if joint is not None:
         groups.append(list(joint.module.parameters()))
-    opt = torch.optim.Adam([p for g in groups for p in g], lr=cfg.lr, amsgrad=True)
+    opt = torch.optim.Adam([p for g in groups for p in g], lr=cfg.training.lr, amsgrad=True)
     state = TrainState()
     if resume:
         if run_dir is None:
@@ -203,10 +205,10 @@ def train(
     atlas = make_atlas(atlas_points)
     try:
         while not state.done:
-            stalled = cfg.patience > 0 and state.bad_epochs >= cfg.patience
-            if state.epoch >= cfg.epochs or stalled:
+            stalled = cfg.training.patience > 0 and state.bad_epochs >= cfg.training.patience
+            if state.epoch >= cfg.training.epochs or stalled:
                 # End of a round: re-estimate the atlas, or finish.
-                if state.round + 1 >= cfg.atlas_rounds:
+                if state.round + 1 >= cfg.training.atlas_rounds:
                     state.done = True
                     break
                 model.eval()
@@ -226,13 +228,14 @@ def train(
             gen.manual_seed(_seed(cfg, state.round, state.epoch, rank, 1))
             jgen = torch.Generator(device=shapes[0].points.device)  # own stream: joint
             jgen.manual_seed(_seed(cfg, state.round, state.epoch, rank, 2))  # never shifts gen
-            lr = cfg.lr * cfg.lr_decay ** (state.round * cfg.epochs + state.epoch)
+            tc = cfg.training
+            lr = tc.lr * tc.lr_decay ** (state.round * tc.epochs + state.epoch)
             for group in opt.param_groups:
                 group["lr"] = lr
             sums: dict[str, float] = {}
             n_steps = 0
-            for start in range(0, len(order), cfg.batch_size):
-                idx = [int(i) for i in order[start:start + cfg.batch_size]]
+            for start in range(0, len(order), cfg.training.batch_size):
+                idx = [int(i) for i in order[start:start + cfg.training.batch_size]]
                 batch = [shapes[i] for i in idx]
                 opt.zero_grad(set_to_none=True)
                 out = rasm_losses(model, atlas, batch, weights, generator=gen)
@@ -250,7 +253,7 @@ def train(
                         + (f" in {run_dir / CHECKPOINT_NAME}" if run_dir else "")
                     )
                 total.backward()
-                norms = [torch.nn.utils.clip_grad_norm_(g, cfg.grad_clip) for g in groups]
+                norms = [torch.nn.utils.clip_grad_norm_(g, cfg.training.grad_clip) for g in groups]
                 if not all(torch.isfinite(nm) for nm in norms):
                     raise TrainingError(
                         f"non-finite gradient in round {state.round + 1}, epoch "
@@ -262,7 +265,7 @@ def train(
                     sums[k] = sums.get(k, 0.0) + float(v)
                 if progress:
                     progress({"round": state.round + 1, "epoch": state.epoch + 1,
-                              "step": n_steps, "steps": -(-len(order) // cfg.batch_size),
+                              "step": n_steps, "steps": -(-len(order) // cfg.training.batch_size),
                               "loss": float(total.detach())})
             dt = time.perf_counter() - t0
             row = {"round": state.round + 1, "epoch": state.epoch + 1, "lr": lr,
@@ -270,7 +273,7 @@ def train(
                    "seconds": dt, "shapes_per_second": len(order) / dt}
             state.rows.append(row)
             loss = row["loss"]
-            if loss < state.best * (1.0 - cfg.min_delta):
+            if loss < state.best * (1.0 - cfg.training.min_delta):
                 state.best, state.bad_epochs = loss, 0
             else:
                 state.bad_epochs += 1
@@ -284,7 +287,7 @@ def train(
                     for k, v in row.items():
                         if k not in ("round", "epoch"):
                             tb.add_scalar(k, v, step)
-                if state.epoch % cfg.checkpoint_every == 0:
+                if state.epoch % cfg.training.checkpoint_every == 0:
                     save_checkpoint(run_dir, model, opt, atlas_points, state, joint_module)
         if writer_rank:
             save_checkpoint(run_dir, model, opt, atlas_points, state, joint_module)
