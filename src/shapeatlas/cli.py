@@ -68,6 +68,27 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _label_list(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(t) for t in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected label values separated by commas, such as "
+                                         f"1,2,3; got {text!r}") from None
+    if any(v == 0 for v in values):
+        raise argparse.ArgumentTypeError("label 0 is the background; name the organ's labels")
+    return tuple(sorted(set(values)))
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, got {value}")
+    return value
+
+
 def _atlases(text: str) -> int | str:
     if text == "auto":
         return text
@@ -82,10 +103,17 @@ def _atlases(text: str) -> int | str:
 def cmd_info(args: argparse.Namespace) -> int:
     from shapeatlas.mesh.checks import summary
     from shapeatlas.mesh.io import read_mesh
+    from shapeatlas.mesh.labelmap import is_label_map_file
 
     failures = 0
     results = []
     for path in args.meshes:
+        if is_label_map_file(path):
+            row = _label_map_info(path, args)
+            results.append(row)
+            failures += row.get("error") is not None or row.get("problem") is not None or any(
+                not s["ok"] for s in row.get("surfaces") or [])
+            continue
         try:
             mesh = read_mesh(path)
         except ShapeAtlasError as exc:
@@ -122,6 +150,78 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+def _label_map_info(path: str, args: argparse.Namespace) -> dict:
+    """`info` of one label map: describe it (and with --surface make and check its shapes as
+    groom would); printed here unless --json. -> the JSON row"""
+    from shapeatlas.mesh.groom import GroomOptions, prepare_shapes
+    from shapeatlas.mesh.segmentation import describe_label_map
+
+    try:
+        d = describe_label_map(path, labels=args.labels, min_fraction=args.min_component)
+    except ShapeAtlasError as exc:
+        row = {"name": str(path), "kind": "label map",
+               "error": getattr(exc, "problem", str(exc))}
+        if not args.json:
+            print(f"{path}: ERROR: {row['error']}")
+        return row
+    d["error"] = None
+    d["surfaces"] = None
+    if args.surface and d["problem"] is None:
+        opts = GroomOptions(labels=args.labels, components="each",
+                            min_component_fraction=args.min_component,
+                            target_vertices=args.target_vertices, align="none",
+                            cap_twist=False, keep_failed=True)
+        try:
+            shapes = prepare_shapes(path, opts)
+        except ShapeAtlasError as exc:
+            shapes = [{"ok": False, "suffix": "", "error": str(exc)}]
+        d["surfaces"] = [
+            {"name": c["name"], "ok": s["ok"] and s["volume_check"]["verdict"] == "ok",
+             "n_vertices": len(s["vertices"]) if "vertices" in s else None,
+             "volume_check": s.get("volume_check"), "validity": s.get("validity"),
+             "error": s.get("error")}
+            for c, s in zip(d["components"], shapes)]
+    if args.json:
+        return d
+    size = " x ".join(map(str, d["shape"]))
+    spacing = " x ".join(f"{x:.2f}" for x in d["spacing_mm"])
+    where = (f"orientation {d['orientation']} (RAS+ world, mid-sagittal plane at x = "
+             f"{d['midline_x_mm']:.1f} mm)" if d["oriented"] else
+             "orientation unknown (no qform/sform code or anatomical space: left and right "
+             "cannot be told)")
+    print(f"{path}: label map {size} voxels of {spacing} mm, {where}")
+    print("  labels: " + ", ".join(f"{r['label']} ({r['voxels']:,} voxels, {r['volume_ml']:.2f} "
+                                   "mL)" for r in d["labels"]))
+    if d["problem"] is not None:
+        print(f"  ERROR: {d['problem']}")
+        return d
+    chosen = ", ".join(map(str, d["chosen_labels"]))
+    print(f"  components of label{'s' if len(d['chosen_labels']) > 1 else ''} {chosen} "
+          f"(26-connected): {len(d['components'])} of {d['n_components']} at or above "
+          f"{d['min_fraction']:g} of the largest, named {d['naming']}")
+    for c in d["components"]:
+        side = f"patient's {c['side']}" if c["side"] else "side unknown"
+        print(f"    {c['name']}: {c['volume_ml']:.2f} mL ({c['voxels']:,} voxels), {side}, "
+              f"centroid x {c['centroid_mm'][0]:.1f} mm")
+    if d["dropped_components"]:
+        print(f"    {d['dropped_components']} smaller component"
+              f"{'s' if d['dropped_components'] > 1 else ''} left out "
+              f"({d['dropped_volume_ml']:.3g} mL in all)")
+    if d["surfaces"] is None:
+        print("  surfaces: not made (--surface makes and checks them as groom would)")
+        return d
+    for s in d["surfaces"]:
+        if s["n_vertices"] is None:
+            print(f"  surface {s['name']}: ERROR: {s['error']}")
+            continue
+        vc, val = s["volume_check"], s["validity"]
+        verdict = "valid" if val["valid"] else "NOT valid: " + "; ".join(val["problems"])
+        print(f"  surface {s['name']}: {s['n_vertices']:,} vertices, volume "
+              f"{-vc['volume_loss_percent']:+.2f}% against the voxels, mesh check {verdict}"
+              + ("" if s["ok"] else f"; groom leaves it out: {vc['problem']}"))
+    return d
+
+
 def _groom_options(args: argparse.Namespace):
     from shapeatlas.mesh.groom import GroomOptions
 
@@ -140,6 +240,10 @@ def _groom_options(args: argparse.Namespace):
         keep_outliers=args.keep_outliers,
         keep_failed=args.keep_failed,
         n_jobs=args.jobs,
+        labels=args.labels,
+        components=args.components,
+        min_component_fraction=args.min_component,
+        mirror=args.mirror,
     )
 
 
@@ -157,10 +261,24 @@ def cmd_groom(args: argparse.Namespace) -> int:
     finally:
         progress.close()
     dt = time.perf_counter() - t0
-    print(f"groomed {len(result.shapes)} of {result.manifest['n_inputs']} meshes in {dt:.1f} s "
-          f"-> {result.out_dir} (manifest: {result.out_dir / 'groom.json'})")
-    print(f"reference shape: {result.manifest['reference']}")
-    print(f"cap twist: {result.manifest['cap_twist']}")
+    m = result.manifest
+    n_maps = m.get("n_label_maps", 0)
+    what = (f"{len(result.shapes)} shapes from {m['n_inputs']} files ({n_maps} label maps)"
+            if n_maps else f"{len(result.shapes)} of {m['n_inputs']} meshes")
+    print(f"groomed {what} in {dt:.1f} s -> {result.out_dir} (manifest: "
+          f"{result.out_dir / 'groom.json'})")
+    print(f"reference shape: {m['reference']}")
+    print(f"cap twist: {m['cap_twist']}")
+    from_maps = [s for s in result.shapes if "label_map" in s]
+    if from_maps:
+        sides = [s["label_map"]["side"] for s in from_maps]
+        errors = [abs(s["volume_check"]["volume_loss_percent"]) for s in from_maps]
+        print(f"from label maps: {len(from_maps)} shapes ({sides.count('left')} left, "
+              f"{sides.count('right')} right, {sides.count(None)} side unknown; "
+              f"{sum(s['mirrored'] for s in from_maps)} mirrored); surface volume within "
+              f"{max(errors):.2f}% of the labelled voxels' (mean {sum(errors) / len(errors):.2f}%)")
+    for note in m.get("notes", []):
+        print(f"note: {note}")
     for f in result.failed:
         print(f"skipped: {f['error']}")
     return 0 if not result.failed else 1
@@ -480,6 +598,16 @@ def _usage_error(args: argparse.Namespace, message: str) -> None:
 _OUT_HELP = "output folder: new or empty (see --overwrite); built beside it and moved in at the end"
 
 
+def _label_arguments(p: argparse.ArgumentParser) -> None:
+    """The label-map options that `info` and `groom` share."""
+    p.add_argument("--labels", type=_label_list, default=None, metavar="L[,L...]",
+                   help="label maps: the labels merged into one organ, e.g. 1,2,3 (default: "
+                   "every non-zero label); a file without any of them is reported and skipped")
+    p.add_argument("--min-component", type=_fraction, default=0.1, metavar="FRACTION",
+                   help="label maps: leave out connected components smaller than this fraction "
+                   "of the largest one's volume (default 0.1)")
+
+
 def _overwrite_argument(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true",
                    help="replace a non-empty --out whole (default: refuse it)")
@@ -494,22 +622,37 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser)
     sub.required = True
 
-    q = sub.add_parser("info", help="counts, watertightness, volume, bounds and problems of meshes",
+    q = sub.add_parser("info", help="describe meshes and label maps, and their problems",
                        description="Print counts, watertightness, volume, bounds and the problems "
                        "found in each mesh, and the mesh check (closed, 2-manifold, outward, no "
                        "self-intersections, no degenerate faces: what a volume mesher needs). "
+                       "For a label map (.nii .nii.gz .nrrd .nhdr): its grid, orientation, "
+                       "labels with voxel counts and volumes, and the connected components of "
+                       "the chosen labels with their volume, side and the name groom would "
+                       "give them; --surface also makes and checks their surfaces. "
                        "Exit code 1 if any file cannot be read or cannot be used for shape "
-                       "modelling at all (all faces degenerate, or flat): groom refuses those. "
-                       "Other problems are reported with exit code 0 (groom repairs many).")
-    q.add_argument("meshes", nargs="+", metavar="MESH", help="mesh files (OBJ PLY STL OFF VTK VTP)")
+                       "modelling at all (all faces degenerate, or flat; a label map without "
+                       "the chosen labels): groom refuses those. Other problems are reported "
+                       "with exit code 0 (groom repairs many).")
+    q.add_argument("meshes", nargs="+", metavar="FILE",
+                   help="mesh files (OBJ PLY STL OFF VTK VTP) or label maps (NII NII.GZ NRRD NHDR)")
     q.add_argument("--json", action="store_true", help="print JSON instead of text")
+    _label_arguments(q)
+    q.add_argument("--surface", action="store_true",
+                   help="label maps: make each kept component's surface as groom would and "
+                   "run groom's check on it (seconds per component)")
+    q.add_argument("--target-vertices", type=_positive_int, default=None, metavar="N",
+                   help="with --surface: decimate to about N vertices first, as groom would")
     q.set_defaults(func=cmd_info, _parser=q)
 
     g = sub.add_parser("groom", help="clean, close, decimate and align a cohort of meshes",
-                       description="Groom every mesh in IN_DIR for shape modelling and write "
-                       "them, with a groom.json manifest of per-shape transforms, into OUT_DIR. "
-                       "A file that cannot be groomed is reported and skipped.")
-    g.add_argument("input", metavar="IN_DIR", help="folder of mesh files")
+                       description="Groom every mesh and label map in IN_DIR for shape "
+                       "modelling and write them, with a groom.json manifest of per-shape "
+                       "transforms, into OUT_DIR. A label map (.nii .nii.gz .nrrd .nhdr) gives "
+                       "the smoothed, volume-preserving surface of its chosen labels; a folder "
+                       "may mix label maps and meshes. A file that cannot be groomed is "
+                       "reported and skipped.")
+    g.add_argument("input", metavar="IN_DIR", help="folder of mesh files and/or label maps")
     g.add_argument("--out", required=True, metavar="OUT_DIR", help=_OUT_HELP)
     _overwrite_argument(g)
     g.add_argument("--no-clean", action="store_true",
@@ -541,6 +684,15 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--keep-outliers", action="store_true",
                    help="keep shapes 3x or more larger or smaller than the cohort's median "
                         "(most likely in another unit; by default they are left out)")
+    _label_arguments(g)
+    g.add_argument("--components", choices=["largest", "each"], default="largest",
+                   help="label maps: keep the largest connected component (default), or each "
+                   "one as its own shape, named NAME_left / NAME_right by the patient's side "
+                   "(NAME_c1, NAME_c2 by size where the side cannot be told)")
+    g.add_argument("--mirror", choices=["left", "right"], default=None,
+                   help="mirror the label-map shapes on this side of the patient across the "
+                   "sagittal plane (x -> -x), so one atlas serves both sides; shapes whose "
+                   "side is unknown (mesh files, no orientation in the header) are left out")
     g.add_argument("--jobs", type=int, default=0, metavar="N", help="worker processes (0: all cores)")
     g.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     g.set_defaults(func=cmd_groom, _parser=g)
@@ -567,11 +719,13 @@ def build_parser() -> argparse.ArgumentParser:
     f = sub.add_parser("fit", help="learn an atlas, the correspondences and a shape generator",
                        description="Fit an Atlas-R-ASMG model (R-ASM correspondences + β-VAE) or "
                        "the CPD-PCA baseline on DATA_DIR: a groomed folder (with "
-                       "groom.json) or raw meshes, which are then groomed with the defaults into "
-                       "RUN_DIR/groomed. Works in RUN_DIR.partial/new, checkpointing every "
-                       "epoch, and moves it to RUN_DIR when done; --resume continues a killed "
-                       "run there.")
-    f.add_argument("data", metavar="DATA_DIR", help="groomed folder or folder of raw meshes")
+                       "groom.json) or raw meshes or label maps, which are then groomed with the "
+                       "defaults into RUN_DIR/groomed (a label map's largest component of all "
+                       "its non-zero labels; run groom first for other choices). Works in "
+                       "RUN_DIR.partial/new, checkpointing every epoch, and moves it to RUN_DIR "
+                       "when done; --resume continues a killed run there.")
+    f.add_argument("data", metavar="DATA_DIR",
+                   help="groomed folder, or folder of raw meshes and/or label maps")
     f.add_argument("--out", required=True, metavar="RUN_DIR",
                    help="run folder: new or empty (see --overwrite)")
     _overwrite_argument(f)

@@ -48,8 +48,8 @@ from shapeatlas import __version__
 from shapeatlas.atomic import write_text_atomic
 from shapeatlas.errors import ShapeAtlasError
 
-__all__ = ["PROVENANCE_NAME", "STAGING_MARKER", "Staging", "check_output", "output_names",
-           "staged_output", "staging_dir", "work_dir", "write_provenance"]
+__all__ = ["PROVENANCE_NAME", "STAGING_MARKER", "Staging", "check_output", "file_stem",
+           "output_names", "staged_output", "staging_dir", "work_dir", "write_provenance"]
 
 log = logging.getLogger(__name__)
 
@@ -154,16 +154,30 @@ def check_output(out: str | Path, *, overwrite: bool = False,
     return out
 
 
+#: Two-part extensions dropped whole from a file name to give its output name.
+_DOUBLE_SUFFIXES = (".nii.gz",)
+
+
+def file_stem(path: str | Path) -> str:
+    """A file's name without its extension: `a.ply` -> `a`, `case_1.nii.gz` -> `case_1`."""
+    name = Path(path).name
+    for suffix in _DOUBLE_SUFFIXES:
+        if name.lower().endswith(suffix) and len(name) > len(suffix):
+            return name[: -len(suffix)]
+    return Path(path).stem
+
+
 def output_names(paths: Sequence[str | Path]) -> list[str]:
-    """The output name (file stem) of each input file; two inputs of the same stem are refused,
-    naming both, since their outputs would overwrite each other."""
+    """The output name (`file_stem`) of each input file; two inputs of the same stem are
+    refused, naming both, since their outputs would overwrite each other."""
     seen: dict[str, Path] = {}
     for p in map(Path, paths):
-        if p.stem in seen:
-            raise ShapeAtlasError(f"{seen[p.stem]} and {p} would both be written as "
-                                  f"{p.stem!r}: rename one")
-        seen[p.stem] = p
-    return [Path(p).stem for p in paths]
+        stem = file_stem(p)
+        if stem in seen:
+            raise ShapeAtlasError(f"{seen[stem]} and {p} would both be written as "
+                                  f"{stem!r}: rename one")
+        seen[stem] = p
+    return [file_stem(p) for p in paths]
 
 
 def _versions() -> dict:

@@ -1,9 +1,13 @@
 """Grooming a cohort: what real meshes need before shape modelling.
 
 Per shape (in parallel processes): read, convert units, clean, optionally make watertight,
-optionally decimate/remesh to a target vertex count. Then for the cohort: pick a reference,
-centre it, and align every shape to it (rigid or similarity). Normals are recomputed from the
-groomed geometry (orientation made consistent and outward; `Mesh.vertex_normals` derives them).
+optionally decimate/remesh to a target vertex count. A label map (.nii, .nii.gz, .nrrd, .nhdr)
+gives one shape, or one per connected component (`mesh.segmentation`): its surface is made
+closed and volume-preserving by `labelmap.label_surface`, optionally mirrored, then decimated
+and checked like a mesh, its volume against the labelled voxels' (`LABEL_VOLUME_TOLERANCE`).
+Then for the cohort: pick a reference, centre it, and align every shape to it (rigid or
+similarity). Normals are recomputed from the groomed geometry (orientation made consistent and
+outward; `Mesh.vertex_normals` derives them).
 
 Outputs: one PLY per shape and `groom.json`, a manifest with, per shape, the source file, the 4x4
 transform from the input file's frame to the groomed frame, its scale, and quality figures, so
@@ -41,6 +45,7 @@ from shapeatlas.mesh.align import (
 from shapeatlas.mesh.checks import unusable
 from shapeatlas.mesh.core import Mesh
 from shapeatlas.mesh.io import is_mesh_file, read_mesh, write_mesh
+from shapeatlas.mesh.labelmap import is_label_map_file
 from shapeatlas.mesh.remesh import (
     DEFAULT_GRID_RESOLUTION,
     SPECK_VOLUME_FRACTION,
@@ -48,6 +53,11 @@ from shapeatlas.mesh.remesh import (
     clean,
     close_surface,
     decimate,
+)
+from shapeatlas.mesh.segmentation import (
+    DEFAULT_MIN_FRACTION,
+    MIRROR_X,
+    label_map_shapes,
 )
 from shapeatlas.mesh.twist import (
     Cap,
@@ -61,13 +71,17 @@ from shapeatlas.mesh.twist import (
 )
 from shapeatlas.mesh.units import UNIT_SCALE, implausible_size, size_outliers
 from shapeatlas.mesh.validity import mesh_validity
-from shapeatlas.outputs import output_names, staged_output
+from shapeatlas.outputs import file_stem, output_names, staged_output
 from shapeatlas.validate import regular_file
 
 log = logging.getLogger(__name__)
 
 #: A groomed shape whose volume is further than this from its voxelised input's fails.
 VOLUME_TOLERANCE = 0.01
+#: A shape from a label map whose volume is further than this from its labelled voxels' fails:
+#: the voxels are themselves a staircase estimate, which the smoothed surface cannot match to
+#: 1% on small or thick-sliced structures.
+LABEL_VOLUME_TOLERANCE = 0.02
 MANIFEST_NAME = "groom.json"
 MANIFEST_VERSION = 1
 
@@ -121,6 +135,16 @@ class GroomOptions:
     """Keep shapes that fail groom's check (volume off the input's by more than 1%, or faces
     crossing others) in the output; by default they are left out and listed in `failed`.
     Either way each shape's `volume_check` in the manifest says what was measured."""
+    labels: tuple[int, ...] | None = None
+    """Label maps: the labels merged into one organ; None takes every non-zero label."""
+    components: Literal["largest", "each"] = "largest"
+    """Label maps: keep the largest connected component, or each one (named by side)."""
+    min_component_fraction: float = DEFAULT_MIN_FRACTION
+    """Label maps: components below this fraction of the largest's voxels are dropped."""
+    mirror: Literal["left", "right"] | None = None
+    """Mirror the shapes on this side of the patient (world x -> -x), so one atlas serves
+    both sides; a shape whose side is unknown (a mesh file, a label map without orientation)
+    is then left out."""
 
 
 @dataclass
@@ -147,65 +171,162 @@ def find_mesh_files(folder: str | Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and is_mesh_file(p))
 
 
-def _prepare_one(path: str, opts: GroomOptions) -> dict:
-    """Stage 1 for one file (runs in a worker): read, scale, clean, close, decimate."""
-    t0 = time.perf_counter()
+def find_input_files(folder: str | Path) -> list[Path]:
+    """Mesh files and label maps (by extension) directly inside `folder`, sorted by name."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ShapeAtlasError(f"{folder}: not a folder")
+    return sorted(p for p in folder.iterdir()
+                  if p.is_file() and (is_mesh_file(p) or is_label_map_file(p)))
+
+
+def prepare_shapes(path: str | Path, opts: GroomOptions) -> list[dict]:
+    """Stage 1 of `groom_cohort` for one file: its shapes read (or cut from a label map),
+    closed, decimated and checked, each a dict with `ok`, `suffix` (added to the file's stem
+    to name the shape), and either the shape or the `error`. Raises `ShapeAtlasError` for a
+    file that gives no shape at all."""
+    if is_label_map_file(path):
+        return _prepare_label_map(str(path), opts)
+    return [_prepare_mesh(str(path), opts)]
+
+
+def _prepare_one(path: str, opts: GroomOptions) -> list[dict]:
+    """`prepare_shapes` in a worker: any failure becomes an entry naming the file."""
     try:
-        mesh = read_mesh(path)
-        k = UNIT_SCALE[opts.input_units]
-        if k != 1.0:
-            mesh = mesh.with_vertices(mesh.vertices * k)
+        return prepare_shapes(path, opts)
+    except ShapeAtlasError as exc:
+        return [{"ok": False, "suffix": "", "error": str(exc)}]
+    except Exception as exc:  # a library failing deep inside: report, keep the cohort going
+        return [{"ok": False, "suffix": "",
+                 "error": f"{path}: unexpected {type(exc).__name__}: {exc}"}]
+
+
+def _prepare_label_map(path: str, opts: GroomOptions) -> list[dict]:
+    """The shapes of one label map (`segmentation.label_map_shapes`), each decimated and
+    checked: closed, not crossing itself, volume within `LABEL_VOLUME_TOLERANCE` of its
+    labelled voxels'."""
+    t0 = time.perf_counter()
+    shapes, notes = label_map_shapes(path, labels=opts.labels, components=opts.components,
+                                     min_fraction=opts.min_component_fraction,
+                                     mirror=opts.mirror)
+    out = []
+    for s in shapes:
+        what = f"{path} ({s.suffix[1:]})" if s.suffix else path
+        mesh = s.mesh
         diag = float(np.linalg.norm(mesh.extent))
-        hint = implausible_size(diag, opts.input_units)
+        hint = implausible_size(diag, "mm")
+        label_map = {"labels": list(s.labels), "component": s.component,
+                     "n_components": s.n_components, "side": s.side,
+                     "voxel_volume_ml": round(s.voxel_volume / 1000.0, 6)}
         if hint:
-            raise MeshError(path, f"bounding-box diagonal is {diag:.4g} mm, implausible for an "
-                            f"organ: {hint}")
-        reason = unusable(mesh)
-        if reason:  # cleaning keeps near-collinear faces whose areas are all alike
-            raise MeshError(path, reason)
-        source = mesh
-        if opts.clean:
-            mesh = clean(mesh)
-        voxel_volume = closed = None
-        if opts.watertight is True or (opts.watertight == "auto" and not mesh.is_watertight):
-            # From the input as read: `close_surface` picks the faces' orientation itself, and
-            # keeps or reports every part (cleaning would keep the largest component only).
-            closed = close_surface(source, resolution=opts.grid_resolution)
-            mesh, voxel_volume = closed.mesh, closed.enclosed_volume
-        # The cap outline before decimation moves its rim (`GroomOptions.cap_twist`).
+            out.append({"ok": False, "suffix": s.suffix, "label_map": label_map,
+                        "error": f"{what}: bounding-box diagonal is {diag:.4g} mm, implausible "
+                                 f"for an organ: {hint}"})
+            continue
         cap = planar_cap(mesh) if opts.cap_twist and opts.align != "none" else None
         if opts.target_vertices:
             mesh = decimate(mesh, target_vertices=opts.target_vertices, method=opts.decimation)
-        validity = mesh_validity(mesh.vertices, mesh.faces)  # alignment changes none of it
-        check = _volume_check(mesh, closed, checked=bool(opts.target_vertices),
-                              n_cross=validity.n_self_intersecting)
+        validity = mesh_validity(mesh.vertices, mesh.faces)
+        check = _volume_check(mesh, None, checked=True, n_cross=validity.n_self_intersecting,
+                              voxel_volume=s.voxel_volume)
+        label_map["surface_volume_ml"] = (round(mesh.volume / 1000.0, 6)
+                                          if mesh.is_watertight else None)
         if check["verdict"] != "ok" and not opts.keep_failed:
-            return {"ok": False, "volume_check": check,
-                    "error": f"{path}: {check['problem']} (kept only with --keep-failed)"}
-        return {
+            out.append({"ok": False, "suffix": s.suffix, "volume_check": check,
+                        "label_map": label_map,
+                        "error": f"{what}: {check['problem']} (kept only with --keep-failed)"})
+            continue
+        out.append({
             "ok": True,
+            "suffix": s.suffix,
             "volume_check": check,
             "validity": validity.as_dict(),
             "cap": cap,
             "vertices": np.asarray(mesh.vertices),
             "faces": np.asarray(mesh.faces),
-            "unit_scale": k,
-            "voxel_volume_mm3": voxel_volume,
+            "unit_scale": 1.0,
+            "voxel_volume_mm3": s.voxel_volume,
+            "mirrored": s.mirrored,
+            "label_map": label_map,
             "seconds": time.perf_counter() - t0,
-        }
-    except ShapeAtlasError as exc:
-        return {"ok": False, "error": str(exc)}
-    except Exception as exc:  # a library failing deep inside: report, keep the cohort going
-        return {"ok": False, "error": f"{path}: unexpected {type(exc).__name__}: {exc}"}
+        })
+    if out:
+        out[0]["notes"] = notes
+    return out
 
 
-def _volume_check(mesh: Mesh, closed: Closed | None, *, checked: bool, n_cross: int) -> dict:
+def _prepare_mesh(path: str, opts: GroomOptions) -> dict:
+    """Stage 1 for one mesh file: read, scale, clean, close, decimate."""
+    t0 = time.perf_counter()
+    if opts.mirror is not None:
+        raise MeshError(path, f"a mesh file carries no orientation, so whether it is the "
+                        f"patient's {opts.mirror} side cannot be told (mirror needs label maps)")
+    mesh = read_mesh(path)
+    k = UNIT_SCALE[opts.input_units]
+    if k != 1.0:
+        mesh = mesh.with_vertices(mesh.vertices * k)
+    diag = float(np.linalg.norm(mesh.extent))
+    hint = implausible_size(diag, opts.input_units)
+    if hint:
+        raise MeshError(path, f"bounding-box diagonal is {diag:.4g} mm, implausible for an "
+                        f"organ: {hint}")
+    reason = unusable(mesh)
+    if reason:  # cleaning keeps near-collinear faces whose areas are all alike
+        raise MeshError(path, reason)
+    source = mesh
+    if opts.clean:
+        mesh = clean(mesh)
+    voxel_volume = closed = None
+    if opts.watertight is True or (opts.watertight == "auto" and not mesh.is_watertight):
+        # From the input as read: `close_surface` picks the faces' orientation itself, and
+        # keeps or reports every part (cleaning would keep the largest component only).
+        closed = close_surface(source, resolution=opts.grid_resolution)
+        mesh, voxel_volume = closed.mesh, closed.enclosed_volume
+    # The cap outline before decimation moves its rim (`GroomOptions.cap_twist`).
+    cap = planar_cap(mesh) if opts.cap_twist and opts.align != "none" else None
+    if opts.target_vertices:
+        mesh = decimate(mesh, target_vertices=opts.target_vertices, method=opts.decimation)
+    validity = mesh_validity(mesh.vertices, mesh.faces)  # alignment changes none of it
+    check = _volume_check(mesh, closed, checked=bool(opts.target_vertices),
+                          n_cross=validity.n_self_intersecting)
+    if check["verdict"] != "ok" and not opts.keep_failed:
+        return {"ok": False, "suffix": "", "volume_check": check,
+                "error": f"{path}: {check['problem']} (kept only with --keep-failed)"}
+    return {
+        "ok": True,
+        "suffix": "",
+        "mirrored": False,
+        "volume_check": check,
+        "validity": validity.as_dict(),
+        "cap": cap,
+        "vertices": np.asarray(mesh.vertices),
+        "faces": np.asarray(mesh.faces),
+        "unit_scale": k,
+        "voxel_volume_mm3": voxel_volume,
+        "seconds": time.perf_counter() - t0,
+    }
+
+
+def _volume_check(mesh: Mesh, closed: Closed | None, *, checked: bool, n_cross: int,
+                  voxel_volume: float | None = None) -> dict:
     """Groom's verdict on one shape: did it keep the input's volume (`VOLUME_TOLERANCE` of
-    `Closed.reference_volume`, when the watertight step ran) and is it one closed surface that
-    does not cross itself (when it was closed or decimated)? n_cross: its self-intersecting
-    faces (`Validity.n_self_intersecting`). -> a dict for the manifest"""
+    `Closed.reference_volume`, when the watertight step ran; `LABEL_VOLUME_TOLERANCE` of
+    `voxel_volume`, the labelled voxels' mm^3, for a shape from a label map) and is it one
+    closed surface that does not cross itself (when it was closed, decimated or made from a
+    label map)? n_cross: its self-intersecting faces (`Validity.n_self_intersecting`).
+    -> a dict for the manifest"""
     out: dict = {"verdict": "ok"}
     problems = []
+    if voxel_volume is not None:
+        out["input_volume_ml"] = round(voxel_volume / 1000.0, 6)
+        out["input_volume_from"] = "voxels"
+        loss = 1.0 - mesh.volume / voxel_volume if mesh.is_watertight else 1.0
+        out["volume_loss_percent"] = round(100.0 * loss, 4)
+        if abs(loss) > LABEL_VOLUME_TOLERANCE:
+            what = "lost" if loss > 0 else "gained"
+            problems.append(f"{what} {100 * abs(loss):.1f}% of its labelled voxels' volume "
+                            f"({voxel_volume / 1000:.1f} mL of voxels, "
+                            f"{mesh.volume / 1000:.1f} mL of surface)")
     if closed is not None:
         # The input's own signed volume where it is nearly closed, so that no grid that
         # misses thin parts sets the yardstick; else its volume on the grid.
@@ -230,7 +351,7 @@ def _volume_check(mesh: Mesh, closed: Closed | None, *, checked: bool, n_cross: 
         out["closed"] = bool(mesh.is_watertight)
         if n_cross:
             problems.append(f"{n_cross} faces cross others")
-        if not mesh.is_watertight and closed is not None:
+        if not mesh.is_watertight and (closed is not None or voxel_volume is not None):
             problems.append("not closed")
     if problems:
         out["verdict"] = "failed"
@@ -339,12 +460,28 @@ def _turn_caps(meshes: Sequence[Mesh], aligned: list[dict], ref_pos: int,
     return f"applied: {capped - 1} of {len(meshes)} shapes turned"
 
 
+def _fail_name_clashes(prepared: list[dict], names: Sequence[str],
+                       sources: Sequence[Path]) -> None:
+    """Mark as failed (in place) a shape whose name an earlier shape already has: a label
+    map's `a_left` beside a mesh file `a_left.ply` would overwrite each other's output."""
+    first: dict[str, Path] = {}
+    for r, name, src in zip(prepared, names, sources):
+        if not r["ok"]:
+            continue
+        if name in first:
+            r.clear()
+            r.update(ok=False, suffix="", error=f"{src}: its shape {name!r} has the name of "
+                     f"one from {first[name]}: rename one of the files")
+        else:
+            first[name] = src
+
+
 def _leave_out_size_outliers(ok: list[int], meshes: dict[int, Mesh], paths: Sequence[Path],
                              failed: list[dict], opts: GroomOptions) -> list[int]:
     """`ok` without the shapes whose size says they are in another unit (`size_outliers`),
     which are added to `failed` (unless `opts.keep_outliers`, which only warns)."""
     outliers = size_outliers([meshes[i] for i in ok], input_units=opts.input_units,
-                             names=[paths[i].name for i in ok])
+                             names=[_shape_label(meshes[i].name, paths[i]) for i in ok])
     for o in outliers:
         if opts.keep_outliers:
             log.warning("%s; kept (--keep-outliers)", o.message)
@@ -358,6 +495,12 @@ def _leave_out_size_outliers(ok: list[int], meshes: dict[int, Mesh], paths: Sequ
         return ok
     drop = {ok[o.index] for o in outliers}
     return [i for i in ok if i not in drop]
+
+
+def _shape_label(name: str, source: Path) -> str:
+    """How messages name a shape: its file's name, or, for one of several shapes cut from a
+    label map, the shape's own name."""
+    return source.name if name == file_stem(source) else name
 
 
 #: prctl option that sends a signal to a process when its parent dies (linux/prctl.h).
@@ -431,8 +574,10 @@ def groom_cohort(
 ) -> GroomResult:
     """Groom a cohort of meshes and write them, with `groom.json`, into `out_dir`.
 
-    inputs: a folder of mesh files, or a list of files; two of the same stem (a.ply, a.stl)
-    are refused, as both would be written as a.ply.
+    inputs: a folder of mesh files and/or label maps, or a list of files; two of the same stem
+    (a.ply, a.stl, a.nii.gz) are refused, as both would be written as a.ply. A label map gives
+    one shape, or with `components="each"` one per component, named STEM_left, STEM_right
+    (or STEM_c1, STEM_c2, ... where the side cannot be told).
     progress: optional callback `(stage, done_increment, stage_total)`, called as work finishes.
     overwrite: replace a non-empty `out_dir` whole (else refused before any work); the folder
     is built beside it and moved into place at the end (`shapeatlas.outputs`).
@@ -452,10 +597,12 @@ def groom_cohort(
                               "'similarity'): it refines the alignment to the reference")
     if opts.target_vertices is not None and opts.target_vertices < 100:
         raise ShapeAtlasError(f"target_vertices must be at least 100, got {opts.target_vertices}")
+    _check_label_options(opts)
     if isinstance(inputs, (str, Path)) and Path(inputs).is_dir():
-        paths = find_mesh_files(inputs)
+        paths = find_input_files(inputs)
         if not paths:
-            raise ShapeAtlasError(f"{inputs}: no mesh files (.obj .ply .stl .off .vtk .vtp) found")
+            raise ShapeAtlasError(f"{inputs}: no mesh files (.obj .ply .stl .off .vtk .vtp) or "
+                                  "label maps (.nii .nii.gz .nrrd .nhdr) found")
     else:
         paths = [Path(p) for p in ([inputs] if isinstance(inputs, (str, Path)) else inputs)]
 
@@ -467,8 +614,23 @@ def groom_cohort(
     return GroomResult(out_dir=Path(out_dir), manifest=manifest)
 
 
-def _groom(paths: Sequence[Path], names: Sequence[str], out_dir: Path, opts: GroomOptions,
-           progress: Callable[[str, int, int], None] | None) -> dict:
+def _check_label_options(opts: GroomOptions) -> None:
+    """`ShapeAtlasError` for label-map options out of their range."""
+    if opts.components not in ("largest", "each"):
+        raise ShapeAtlasError(f"components must be 'largest' or 'each', got {opts.components!r}")
+    if opts.mirror not in (None, "left", "right"):
+        raise ShapeAtlasError(f"mirror must be 'left', 'right' or None, got {opts.mirror!r}")
+    if not 0.0 <= opts.min_component_fraction <= 1.0:
+        raise ShapeAtlasError("min_component_fraction must be between 0 and 1, got "
+                              f"{opts.min_component_fraction}")
+    if opts.labels is not None and (
+            not opts.labels or any(isinstance(v, bool) or not isinstance(v, (int, np.integer))
+                                   or v == 0 for v in opts.labels)):
+        raise ShapeAtlasError(f"labels must be non-zero integers, got {opts.labels!r}")
+
+
+def _groom(paths: Sequence[Path], file_names: Sequence[str], out_dir: Path,
+           opts: GroomOptions, progress: Callable[[str, int, int], None] | None) -> dict:
     """Groom `paths` into `out_dir` (the staging folder); -> the manifest written."""
     n_jobs = opts.n_jobs or (os.cpu_count() or 1)
     n_jobs = max(1, min(n_jobs, len(paths)))
@@ -477,11 +639,27 @@ def _groom(paths: Sequence[Path], names: Sequence[str], out_dir: Path, opts: Gro
     def tick(stage: str, total: int):
         return (lambda k: progress(stage, k, total)) if progress else None
 
-    prepared = _map(partial(_prepare_one, opts=opts), [str(p) for p in paths], n_jobs,
+    per_file = _map(partial(_prepare_one, opts=opts), [str(p) for p in paths], n_jobs,
                     tick("prepare", len(paths)))
+    # One entry per shape from here on: a label map may give several, each with its source.
+    sources, names, prepared, notes = [], [], [], []
+    for path, stem, results in zip(paths, file_names, per_file):
+        for r in results:
+            sources.append(path)
+            names.append(stem + r["suffix"])
+            prepared.append(r)
+            notes += r.get("notes", [])
+    n_label_maps = sum(is_label_map_file(p) for p in paths)
+    if n_label_maps < len(paths) and (opts.labels is not None or opts.components != "largest"):
+        notes.append(f"--labels and --components apply to label maps only: the "
+                     f"{len(paths) - n_label_maps} mesh files were groomed as they are")
+    for n in notes:
+        log.warning("%s", n)
+    _fail_name_clashes(prepared, names, sources)
     ok = [i for i, r in enumerate(prepared) if r["ok"]]
-    failed = [{"name": names[i], "source": str(paths[i].resolve()), "error": prepared[i]["error"]}
+    failed = [{"name": names[i], "source": str(sources[i].resolve()), "error": r["error"]}
               | ({"volume_check": r["volume_check"]} if "volume_check" in r else {})
+              | ({"label_map": r["label_map"]} if "label_map" in r else {})
               for i, r in enumerate(prepared) if not r["ok"]]
     for f in failed:
         log.warning("skipped %s", f["error"])
@@ -490,7 +668,7 @@ def _groom(paths: Sequence[Path], names: Sequence[str], out_dir: Path, opts: Gro
             f"none of the {len(paths)} inputs could be groomed; first problem: {failed[0]['error']}"
         )
     meshes = {i: Mesh(prepared[i]["vertices"], prepared[i]["faces"], name=names[i]) for i in ok}
-    ok = _leave_out_size_outliers(ok, meshes, paths, failed, opts)
+    ok = _leave_out_size_outliers(ok, meshes, sources, failed, opts)
     sizes = [meshes[i].volume if meshes[i].is_watertight else meshes[i].area for i in ok]
     ref_pos = choose_reference([names[i] for i in ok], sizes, opts.reference)
     ref = meshes[ok[ref_pos]]
@@ -522,12 +700,14 @@ def _groom(paths: Sequence[Path], names: Sequence[str], out_dir: Path, opts: Gro
         k_units = prepared[i]["unit_scale"]
         out_mesh = meshes[i].transformed(a["matrix"])
         units = np.diag([k_units, k_units, k_units, 1.0])
+        if prepared[i]["mirrored"]:
+            units = units @ MIRROR_X  # the shape was mirrored in the input's frame
         matrix = a["matrix"] @ units  # input file frame -> groomed frame
         out_path = out_dir / f"{names[i]}.ply"
         write_mesh(out_mesh, out_path)
         entry = {
             "name": names[i],
-            "source": str(paths[i].resolve()),
+            "source": str(sources[i].resolve()),
             "output": out_path.name,
             "transform": np.round(matrix, 12).tolist(),
             "scale": float(a["scale"]) * k_units,
@@ -540,7 +720,10 @@ def _groom(paths: Sequence[Path], names: Sequence[str], out_dir: Path, opts: Gro
             "validity": _scaled_validity(prepared[i]["validity"], float(a["scale"])),
             # Groom's own check: volume kept, surface closed and not crossing itself.
             "volume_check": prepared[i]["volume_check"],
+            "mirrored": bool(prepared[i]["mirrored"]),
         }
+        if "label_map" in prepared[i]:
+            entry["label_map"] = prepared[i]["label_map"]
         if opts.consensus_rounds:
             entry["consensus"] = bool(a.get("consensus", False))
         if "cap_twist_deg" in a:
@@ -568,8 +751,10 @@ def _groom(paths: Sequence[Path], names: Sequence[str], out_dir: Path, opts: Gro
         "cap_twist": cap_status,
         "units": "mm",
         "n_inputs": len(paths),
+        "n_label_maps": n_label_maps,
         "shapes": shapes,
         "failed": failed,
+        "notes": notes,
     }
     write_text_atomic(out_dir / MANIFEST_NAME, json.dumps(manifest, indent=1) + "\n")
     log.info("groomed %d of %d shapes in %.1f s", len(shapes), len(paths),
