@@ -42,9 +42,9 @@ from pathlib import Path
 from common import write_json
 
 from shapeatlas.data.synthetic_lv import write_lv_cohort
-from shapeatlas.evaluate import evaluate_run
 from shapeatlas.mesh.groom import GroomOptions, groom_cohort, load_manifest
-from shapeatlas.pipeline import fit_run
+from shapeatlas.runs.evaluate import evaluate_run
+from shapeatlas.runs.fit import fit_run
 from shapeatlas.training.config import FitConfig
 
 log = logging.getLogger("compare")

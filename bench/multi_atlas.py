@@ -36,10 +36,10 @@ from scipy.stats import kstest, uniform
 from sklearn.metrics import adjusted_rand_score
 
 from shapeatlas.data.synthetic_lv import PHENOTYPES, load_truth
-from shapeatlas.evaluate import evaluate_run
 from shapeatlas.mesh.groom import load_groomed
 from shapeatlas.models.multi_atlas import MultiAtlasModel
-from shapeatlas.pipeline import load_model
+from shapeatlas.runs.evaluate import evaluate_run
+from shapeatlas.runs.load import load_model
 
 ATLASES = {"lv": [1, 2, 3, "auto"], "liver": [1, 3, 5, "auto"]}
 EPOCHS = {"lv": 30, "liver": 15}

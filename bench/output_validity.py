@@ -34,7 +34,7 @@ from shapeatlas.mesh.groom import load_manifest
 from shapeatlas.mesh.io import read_mesh
 from shapeatlas.mesh.validity import mesh_validity
 from shapeatlas.mesh.volume import Tetrahedralizer
-from shapeatlas.pipeline import load_model
+from shapeatlas.runs.load import load_model
 
 
 def accepted(mesher, v: np.ndarray, f: np.ndarray, name: str) -> bool:

@@ -5,7 +5,7 @@ vertices, aligned), fits on the training split (every file whose index in sorted
 multiple of 5: 61 shapes) and corresponds the 16 held-out livers, reporting Chamfer and
 Hausdorff (mm) between each input and its refined normalised shape, with and without the
 test-time refinement: vertex to vertex (`chamfer_mm`, `hausdorff_mm`, as the paper) and vertex
-to triangle (`surface_chamfer_mm`, `surface_hausdorff_mm`, `pipeline.surface_matching`).
+to triangle (`surface_chamfer_mm`, `surface_hausdorff_mm`, `metrics.ground_truth.surface_matching`).
 
     python bench/rasm_liver.py --data LIVERS --out OUT [--features hybrid] [--epochs 15]
                                [--sharpness L] [--normalisation shape] [--tag T] [--json PATH]
@@ -39,8 +39,8 @@ import numpy as np
 from common import write_json
 
 from shapeatlas.mesh.groom import GroomOptions, groom_cohort, load_groomed
+from shapeatlas.metrics.ground_truth import surface_matching
 from shapeatlas.models.atlas import AtlasModel
-from shapeatlas.pipeline import surface_matching
 from shapeatlas.training.config import FitConfig, MatchConfig
 
 

@@ -64,15 +64,15 @@ from shapeatlas.mesh.groom import (
     rigid_transforms,
 )
 from shapeatlas.mesh.io import read_mesh, write_mesh
-from shapeatlas.models.atlas import AtlasModel
-from shapeatlas.models.inputs import refine_pose_on_atlas
-from shapeatlas.pipeline import (
+from shapeatlas.metrics.ground_truth import (
     atlas_pair_errors,
     baseline_pair_errors,
-    fit_run,
     surface_matching,
-    training_sources,
 )
+from shapeatlas.models.atlas import AtlasModel
+from shapeatlas.models.inputs import refine_pose_on_atlas
+from shapeatlas.runs.fit import fit_run
+from shapeatlas.runs.folder import training_sources
 from shapeatlas.training.config import FitConfig, MatchConfig
 
 #: The matching flags: argparse dest -> `MatchConfig` field. All set a fit's `matching`;

@@ -32,8 +32,8 @@ lies a little off its dense surface; that distance is the floor of every error h
 p's closest point on A back (`truth_check.round_trip_max_mm`, asserted below 1e-3 mm).
 
 Then, as a user would: `shapeatlas fit OUT/cohort --out OUT/run [--epochs E] [--seed S]
-[--atlas-vertices K]` (`pipeline.fit_run`, which grooms the copies itself) and `shapeatlas
-correspond OUT/run OUT/cohort --out OUT/corr` (`pipeline.correspond_files`).
+[--atlas-vertices K]` (`runs.fit.fit_run`, which grooms the copies itself) and `shapeatlas
+correspond OUT/run OUT/cohort --out OUT/corr` (`runs.correspond.correspond_files`).
 
 Scores, on pairs of consecutive copies of the same base (c0-c1, c1-c2, ..., and the last back
 to c0, so every copy is a source once), every base:
@@ -90,13 +90,11 @@ from shapeatlas.mesh.io import read_mesh, write_mesh
 from shapeatlas.mesh.remesh import close_surface, decimate
 from shapeatlas.mesh.validity import mesh_validity
 from shapeatlas.metrics.correspondence import barycentric_in_triangles
+from shapeatlas.metrics.ground_truth import consecutive_pairs
 from shapeatlas.metrics.surface import closest_points_on_surface
-from shapeatlas.pipeline import (
-    consecutive_pairs,
-    correspond_files,
-    fit_run,
-    run_is_complete,
-)
+from shapeatlas.runs.correspond import correspond_files
+from shapeatlas.runs.fit import fit_run
+from shapeatlas.runs.folder import run_is_complete
 from shapeatlas.training.config import FitConfig, MatchConfig
 
 log = logging.getLogger("real_warps")

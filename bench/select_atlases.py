@@ -40,7 +40,7 @@ from shapeatlas.models.clustering import (
     rigid_consensus,
     soft_cluster,
 )
-from shapeatlas.pipeline import load_model
+from shapeatlas.runs.load import load_model
 
 EPOCHS = {"lv": 30, "liver": 15}
 TEMPERATURE, RESTARTS = 0.25, 10

@@ -16,10 +16,9 @@ import trimesh
 from shapeatlas.models.atlas import AtlasModel
 from shapeatlas.models.cpd_pca import CPDPCAModel
 from shapeatlas.models.generator import PCAGenerator, VAEGenerator
-from shapeatlas.training.config import GeneratorConfig
 from shapeatlas.models.inputs import Normalisation
 from shapeatlas.nn.encoder import EncoderConfig
-from shapeatlas.training.config import FitConfig
+from shapeatlas.training.config import FitConfig, GeneratorConfig
 
 
 def _atlas_and_shapes(n: int = 6):

@@ -17,7 +17,6 @@ from shapeatlas.mesh.core import Mesh
 from shapeatlas.mesh.io import read_mesh, write_mesh
 
 
-
 def _matching(folder: Path, **fields) -> str:
     """A --matching file of `fields` in `folder` (one per set of fields)."""
     path = folder / ("matching-" + "-".join(f"{k}{v}" for k, v in fields.items()) + ".json")
@@ -163,7 +162,7 @@ def test_fit_and_correspond(tmp_path, capsys):
     pm = json.loads((run / "fit_metrics.json").read_text())["point_model"]
     assert pm["modes"] == 2 and pm["kept"] and pm["chamfer_after_mm"] > 0
     # The point model was fitted on the original files, which fit finds through groom.json.
-    from shapeatlas.pipeline import training_sources
+    from shapeatlas.runs.folder import training_sources
 
     src_meshes, src_poses = training_sources(run / "groomed")
     assert [Path(m.name).name for m in src_meshes] == [f"lv_00{i}.ply" for i in range(4)]
@@ -283,8 +282,8 @@ def test_fit_and_correspond(tmp_path, capsys):
         capsys.readouterr().err
     # evaluate matches a run with a point model on the original files its groom.json names
     # (as the model was fitted), other runs on the groomed meshes.
-    from shapeatlas.evaluate import _test_meshes
-    from shapeatlas.pipeline import load_model
+    from shapeatlas.runs.evaluate import _test_meshes
+    from shapeatlas.runs.load import load_model
 
     model = load_model(run, device="cpu")
     shapes = _test_meshes(run / "groomed", tmp_path / "ev", model, None)

@@ -22,7 +22,8 @@ from shapeatlas.errors import ShapeAtlasError
 from shapeatlas.mesh.core import Mesh
 from shapeatlas.mesh.groom import MANIFEST_NAME, load_groomed
 from shapeatlas.mesh.io import write_mesh
-from shapeatlas.pipeline import TRAINING_POSES_NAME, load_model, read_training_poses
+from shapeatlas.runs.folder import TRAINING_POSES_NAME, read_training_poses
+from shapeatlas.runs.load import load_model
 from shapeatlas.training.config import FitConfig
 
 #: Seconds one case may take before it counts as a hang.

@@ -51,7 +51,7 @@ def _imports(path: Path) -> list[tuple[str, bool]]:
 
 
 def test_every_module_is_found():
-    assert {"shapeatlas", "shapeatlas.cli", "shapeatlas.pipeline",
+    assert {"shapeatlas", "shapeatlas.cli", "shapeatlas.runs.load",
             "shapeatlas.mesh.projection"} <= set(MODULES)
 
 
@@ -84,7 +84,7 @@ def test_top_level_api_resolves_lazily():
     code = ("import sys, shapeatlas; assert 'torch' not in sys.modules; "
             "names = [n for n in shapeatlas.__all__ if getattr(shapeatlas, n) is None]; "
             "assert not names, names; "
-            "from shapeatlas.pipeline import load_model; "
+            "from shapeatlas.runs.load import load_model; "
             "assert shapeatlas.load_run is load_model")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr

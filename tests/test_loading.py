@@ -4,7 +4,6 @@ traceback, a hang, or a file read from outside its folder."""
 
 from __future__ import annotations
 
-import ast
 import dataclasses
 import json
 import math
@@ -24,13 +23,13 @@ from shapeatlas.errors import ShapeAtlasError
 from shapeatlas.mesh.core import Mesh
 from shapeatlas.mesh.groom import MANIFEST_NAME, load_groomed, load_manifest
 from shapeatlas.mesh.io import write_mesh
-from shapeatlas.pipeline import (
+from shapeatlas.runs.folder import (
     TRAINING_POSES_NAME,
-    load_model,
     read_training_poses,
     training_sources,
     write_training_poses,
 )
+from shapeatlas.runs.load import load_model
 from shapeatlas.training.config import (
     SECTIONS,
     FitConfig,
@@ -356,7 +355,7 @@ def test_manifest_sources_that_are_no_regular_mesh_files_are_skipped(tmp_path, c
     meshes, manifest = load_groomed(folder)
     run = tmp_path / "run"
     run.mkdir()
-    with caplog.at_level("INFO", logger="shapeatlas.pipeline"):
+    with caplog.at_level("INFO", logger="shapeatlas.runs.folder"):
         write_training_poses(run, folder, manifest)  # /dev/zero or the FIFO would hang here
         assert training_sources(folder, meshes) is None  # ... and here
     files = {e["file"] for e in json.loads((run / TRAINING_POSES_NAME).read_text())["poses"]

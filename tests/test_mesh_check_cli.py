@@ -60,7 +60,7 @@ def test_groom_refuses_a_collinear_mesh_in_one_line_and_records_validity(tmp_pat
 
 
 def test_sample_records_the_check_and_counts_failures(tmp_path, capsys, monkeypatch):
-    import shapeatlas.virtual as virtual
+    import shapeatlas.runs.sample as virtual
 
     run = save_cpd_model(tmp_path / "run")
     real = virtual.sample_validity
@@ -155,7 +155,7 @@ def test_sample_projects_a_crossing_decoder_output_onto_a_valid_mesh(tmp_path, c
                                                                      monkeypatch):
     from shapeatlas.mesh.validity import mesh_validity
     from shapeatlas.models.generator import PCAGenerator
-    from shapeatlas.pipeline import load_model
+    from shapeatlas.runs.load import load_model
 
     run = save_cpd_model(tmp_path / "run")
     atlas = load_model(run, device="cpu").atlas_vertices_

@@ -359,8 +359,8 @@ def test_unwritable_out_is_refused_before_any_work(verb, cpd_run, tmp_path, caps
         raise AssertionError("work started")
 
     monkeypatch.setattr(groom, "_prepare_one", no_work)
-    for module in ("pipeline", "virtual", "evaluate"):
-        monkeypatch.setattr(f"shapeatlas.{module}.load_model", no_work)
+    for module in ("fit", "correspond", "sample", "reconstruct", "evaluate"):
+        monkeypatch.setattr(f"shapeatlas.runs.{module}.load_model", no_work)
     (tmp_path / "file").write_text("")
     lv, run = str(cpd_run / "lv"), str(cpd_run / "run")
     head = {"groom": ["groom", lv], "synth lv": ["synth", "lv"],

@@ -330,7 +330,7 @@ def test_label_options_are_checked(capsys):
 
 
 def test_fit_grooms_a_folder_of_label_maps(tmp_path):
-    from shapeatlas.pipeline import load_cohort
+    from shapeatlas.runs.fit import load_cohort
     from shapeatlas.training.config import FitConfig
 
     src = tmp_path / "in"

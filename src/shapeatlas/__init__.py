@@ -21,13 +21,13 @@ __version__ = "0.1.0"
 
 #: Name -> (module, attribute) of the objects imported on first use.
 _LAZY = {
-    "load_run": ("shapeatlas.pipeline", "load_model"),
-    "fit_run": ("shapeatlas.pipeline", "fit_run"),
-    "correspond_files": ("shapeatlas.pipeline", "correspond_files"),
-    "sample_run": ("shapeatlas.virtual", "sample_run"),
-    "reconstruct_files": ("shapeatlas.virtual", "reconstruct_files"),
-    "evaluate_run": ("shapeatlas.evaluate", "evaluate_run"),
-    "run_demo": ("shapeatlas.demo", "run_demo"),
+    "load_run": ("shapeatlas.runs.load", "load_model"),
+    "fit_run": ("shapeatlas.runs.fit", "fit_run"),
+    "correspond_files": ("shapeatlas.runs.correspond", "correspond_files"),
+    "sample_run": ("shapeatlas.runs.sample", "sample_run"),
+    "reconstruct_files": ("shapeatlas.runs.reconstruct", "reconstruct_files"),
+    "evaluate_run": ("shapeatlas.runs.evaluate", "evaluate_run"),
+    "run_demo": ("shapeatlas.runs.demo", "run_demo"),
     "groom_cohort": ("shapeatlas.mesh.groom", "groom_cohort"),
     "GroomOptions": ("shapeatlas.mesh.groom", "GroomOptions"),
     "AtlasModel": ("shapeatlas.models.atlas", "AtlasModel"),

@@ -323,7 +323,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from shapeatlas.demo import run_demo
+    from shapeatlas.runs.demo import run_demo
 
     progress = _Progress(enabled=not args.quiet)
     t0 = time.perf_counter()
@@ -395,7 +395,8 @@ def _matching_argument(p: argparse.ArgumentParser) -> None:
 
 def cmd_fit(args: argparse.Namespace) -> int:
     from shapeatlas.outputs import check_output, staging_dir, work_dir
-    from shapeatlas.pipeline import fit_run, run_is_complete
+    from shapeatlas.runs.fit import fit_run
+    from shapeatlas.runs.folder import run_is_complete
 
     if not Path(args.data).is_dir():
         _usage_error(args, f"data folder {args.data} does not exist or is not a folder")
@@ -475,7 +476,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
 
 def cmd_correspond(args: argparse.Namespace) -> int:
-    from shapeatlas.pipeline import correspond_files
+    from shapeatlas.runs.correspond import correspond_files
 
     progress = _Progress(enabled=not args.quiet)
     try:
@@ -503,7 +504,7 @@ def cmd_correspond(args: argparse.Namespace) -> int:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    from shapeatlas.virtual import sample_run
+    from shapeatlas.runs.sample import sample_run
 
     if args.volume_mesh:
         from shapeatlas.mesh.volume import require_mesher
@@ -541,7 +542,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def cmd_reconstruct(args: argparse.Namespace) -> int:
-    from shapeatlas.virtual import reconstruct_files
+    from shapeatlas.runs.reconstruct import reconstruct_files
 
     done, errors = reconstruct_files(args.run, args.meshes, args.out,
                                      n_components=args.components, device=args.device,
@@ -558,7 +559,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from shapeatlas.evaluate import evaluate_run
+    from shapeatlas.runs.evaluate import evaluate_run
 
     if not Path(args.test).is_dir():
         _usage_error(args, f"test folder {args.test} does not exist or is not a folder")

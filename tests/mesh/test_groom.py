@@ -368,7 +368,7 @@ def test_groom_consensus_keeps_the_manifest_exact_and_refuses_negative_rounds(tm
 
 
 def test_fit_config_passes_consensus_rounds_to_its_grooming(tmp_path):
-    from shapeatlas.pipeline import load_cohort
+    from shapeatlas.runs.fit import load_cohort
     from shapeatlas.training.config import FitConfig
 
     meshes, _ = _scaled_and_turned(3, seed=4)
@@ -382,7 +382,7 @@ def test_fit_config_passes_consensus_rounds_to_its_grooming(tmp_path):
 
 
 def test_fit_config_passes_the_cap_twist_to_its_grooming_and_old_configs_keep_it_off(tmp_path):
-    from shapeatlas.pipeline import load_cohort
+    from shapeatlas.runs.fit import load_cohort
     from shapeatlas.training.config import FitConfig
 
     meshes, _ = _scaled_and_turned(3, seed=4)

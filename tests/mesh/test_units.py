@@ -20,7 +20,13 @@ from shapeatlas.mesh.checks import diagnose
 from shapeatlas.mesh.core import Mesh
 from shapeatlas.mesh.groom import GroomOptions, groom_cohort
 from shapeatlas.mesh.io import write_mesh
-from shapeatlas.mesh.units import UNIT_SCALE, likely_unit, rms_radius, size_outliers, unit_hint
+from shapeatlas.mesh.units import (
+    UNIT_SCALE,
+    likely_unit,
+    rms_radius,
+    size_outliers,
+    unit_hint,
+)
 
 
 def ellipsoid(scale: float, *, seed: int, name: str) -> Mesh:
@@ -107,7 +113,7 @@ def test_groom_reads_micrometres_and_inches(tmp_path):
 
 
 def test_fit_refuses_a_groomed_folder_with_an_outlier_unless_forced(tmp_path):
-    from shapeatlas.pipeline import load_cohort
+    from shapeatlas.runs.fit import load_cohort
     from shapeatlas.training.config import FitConfig
 
     data = _write(cohort(6, odd={4: 0.1}), tmp_path / "groomed")

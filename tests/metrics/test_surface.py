@@ -248,8 +248,8 @@ def test_surface_matching_sees_points_inside_large_triangles_as_on_the_surface()
     # The input: a 20 mm square as two triangles. The matched shape: a 5 x 5 grid on it.
     from types import SimpleNamespace
 
+    from shapeatlas.metrics.ground_truth import surface_matching
     from shapeatlas.metrics.surface import point_set_distances
-    from shapeatlas.pipeline import surface_matching
 
     plate = Mesh(np.array([[0, 0, 0], [20, 0, 0], [20, 20, 0], [0, 20, 0]], float),
                  np.array([[0, 1, 2], [0, 2, 3]]))

@@ -625,7 +625,10 @@ def test_atlas_reestimation_uses_the_free_pull_whatever_the_results_use(tiny_coh
 def test_surface_cpd_pulls_scattered_matches_back_into_a_smooth_deformation():
     import trimesh
 
-    from shapeatlas.mesh.closest import closest_points_on_surface, point_to_surface_distance
+    from shapeatlas.mesh.closest import (
+        closest_points_on_surface,
+        point_to_surface_distance,
+    )
     from shapeatlas.training.config import FitConfig
 
     with pytest.raises(ShapeAtlasError, match="surface_cpd_iterations"):

@@ -10,7 +10,7 @@ import pytest
 from shapeatlas.errors import ShapeAtlasError
 from shapeatlas.models.atlas import AtlasModel
 from shapeatlas.models.cpd_pca import CPDPCAModel
-from shapeatlas.pipeline import load_model
+from shapeatlas.runs.load import load_model
 
 
 @pytest.fixture(scope="module")

@@ -7,13 +7,13 @@ import pytest
 import trimesh
 
 from shapeatlas.errors import ShapeAtlasError
-from shapeatlas.training.config import GeneratorConfig
 from shapeatlas.models.generator import (
     PCAGenerator,
     VAEGenerator,
     check_latent_size,
     generator_from_state,
 )
+from shapeatlas.training.config import GeneratorConfig
 
 
 @pytest.fixture(scope="module")

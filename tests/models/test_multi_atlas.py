@@ -20,7 +20,7 @@ from shapeatlas.models.clustering import (
     soft_cluster,
 )
 from shapeatlas.models.multi_atlas import MultiAtlasModel
-from shapeatlas.pipeline import load_model
+from shapeatlas.runs.load import load_model
 from shapeatlas.training.config import FitConfig, MatchConfig
 
 
@@ -93,8 +93,8 @@ def test_prediction_strength_finds_one_two_or_three_groups():
 
 def test_clusters_keep_their_own_latent_sizes():
     from shapeatlas.models.generator import VAEGenerator
-    from shapeatlas.training.config import GeneratorConfig
     from shapeatlas.models.mixture import MixtureGenerator
+    from shapeatlas.training.config import GeneratorConfig
 
     rng = np.random.default_rng(4)
     shapes, labels = _groups(rng, sizes=(12, 5), k=20)
@@ -223,7 +223,7 @@ def test_too_many_atlases_and_bad_settings_are_refused(mixed):
 def test_fit_run_writes_memberships(mixed, fitted, tmp_path):
     model, run = fitted
     # the shared network is reused on --resume: clustering and VAEs only, in seconds
-    from shapeatlas.pipeline import fit_run
+    from shapeatlas.runs.fit import fit_run
 
     cfg = model.config
     (run / "config.json").write_text(cfg.to_json())

@@ -12,8 +12,6 @@ Atlas-R-ASMG and CPD-PCA alike:
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 import torch

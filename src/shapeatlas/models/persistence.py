@@ -2,7 +2,7 @@
 version, config, ...) + `atlas.ply`. Nothing is ever unpickled.
 
 The models build their own tensors and metadata; this module owns the files, their checks and
-the error messages, so `AtlasModel`, `CPDPCAModel` and `pipeline.load_model` read and write them
+the error messages, so `AtlasModel`, `CPDPCAModel` and `runs.load.load_model` read and write them
 one way.
 """
 

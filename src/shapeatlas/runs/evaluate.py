@@ -30,10 +30,11 @@ from shapeatlas.metrics import ssm
 from shapeatlas.metrics.surface import hausdorff95
 from shapeatlas.models.generative import latent_sizes
 from shapeatlas.outputs import check_output, staged_output
-from shapeatlas.pipeline import check_match, load_model, training_sources
 from shapeatlas.report.figures import write_figures
+from shapeatlas.runs.folder import training_sources
+from shapeatlas.runs.load import check_match, load_model
+from shapeatlas.runs.sample import sample_validity
 from shapeatlas.training.config import MatchConfig
-from shapeatlas.virtual import sample_validity
 
 log = logging.getLogger(__name__)
 

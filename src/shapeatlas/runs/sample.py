@@ -1,5 +1,4 @@
-"""Virtual cohorts on disk: the library functions behind `shapeatlas sample` and
-`shapeatlas reconstruct`.
+"""`shapeatlas sample`: virtual cohorts on disk.
 
 Samples live in the run's aligned (groomed) frame, in mm, with the atlas faces. They are
 decoded and written in blocks, so a cohort larger than memory streams to disk; every file is
@@ -12,26 +11,27 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Callable, Literal, Sequence
+from typing import Callable, Literal
 
 import numpy as np
 
 from shapeatlas.atomic import write_text_atomic
 from shapeatlas.errors import MeshError, ShapeAtlasError
 from shapeatlas.mesh.core import Mesh
-from shapeatlas.mesh.io import read_mesh, write_mesh
+from shapeatlas.mesh.io import write_mesh
 from shapeatlas.mesh.validity import mesh_validity
 from shapeatlas.mesh.volume import Tetrahedralizer, require_mesher, write_vtu
-from shapeatlas.metrics.ssm import symmetric_surface_distance
 from shapeatlas.models.generative import latent_sizes
-from shapeatlas.outputs import check_output, output_names, staged_output
-from shapeatlas.pipeline import check_match, collect_mesh_paths, load_model
-from shapeatlas.training.config import MatchConfig
+from shapeatlas.outputs import check_output, staged_output
+from shapeatlas.runs.load import load_model
 
 log = logging.getLogger(__name__)
 
+
 #: Samples decoded, checked and written at a time (bounds memory for very large cohorts).
 SAMPLE_BLOCK = 500
+
+
 FORMATS = ("ply", "vtk", "obj", "stl")
 
 
@@ -179,54 +179,3 @@ def _volume_mesh(mesher, mesh: Mesh, path: Path) -> dict:
         return {"volume_mesh": False, "volume_mesh_reason": exc.problem}
     write_vtu(path, points, tets)
     return {"volume_mesh": True, "volume_mesh_file": path.name, "tetrahedra": int(len(tets))}
-
-
-def reconstruct_files(run_dir: str | Path, paths: Sequence[str | Path], out_dir: str | Path, *,
-                      n_components: int | None = None, device: str = "auto",
-                      match: MatchConfig | None = None,
-                      overwrite: bool = False) -> tuple[list[dict], list[str]]:
-    """Each mesh (paths: mesh files or folders of them) through the model (correspond, encode,
-    decode), written as OUT/NAME.ply in the input's own frame, and OUT/reconstruct.json;
-    returns per-file summaries (each with the mesh check: `valid`, `problems`, `validity`; a
-    failing shape is still written) and error lines.
-
-    out_dir must be new or empty unless `overwrite` (then it is replaced whole); it is built
-    beside it and moved into place at the end (`shapeatlas.outputs`). Two inputs of the same
-    stem are refused, naming both. match: how to correspond (`MatchConfig`; None: the run's
-    own; R-ASM runs)."""
-
-    items = [Path(p) for p in paths]
-    paths = collect_mesh_paths(items)
-    output_names(paths)
-    inputs = [run_dir, *items, *paths]
-    check_output(out_dir, overwrite=overwrite, inputs=inputs)
-    model = load_model(run_dir, device=device)
-    model._check_generator()
-    check_match(model, match, run_dir)
-    with staged_output(out_dir, verb="reconstruct", overwrite=overwrite, inputs=inputs,
-                       device=str(getattr(model, "device_", "cpu"))) as staging:
-        return _reconstruct_into(model, paths, staging.path, n_components, match,
-                                 symmetric_surface_distance)
-
-
-def _reconstruct_into(model, paths: Sequence[Path], out_dir: Path, n_components: int | None,
-                      match: MatchConfig | None, symmetric_surface_distance
-                      ) -> tuple[list[dict], list[str]]:
-    """`reconstruct_files`' work, in the staging folder `out_dir`."""
-    done, errors = [], []
-    for path in paths:
-        try:
-            mesh = read_mesh(path)
-            rec = model.reconstruct([mesh], n_components=n_components, match=match)[0]
-            write_mesh(rec, out_dir / f"{path.stem}.ply")
-            err = symmetric_surface_distance(np.asarray(rec.vertices), np.asarray(rec.faces),
-                                             np.asarray(mesh.vertices), np.asarray(mesh.faces))
-            ok = mesh_validity(rec.vertices, rec.faces)
-            done.append({"name": path.stem, "file": f"{path.stem}.ply",
-                         "surface_distance_mm": err, "valid": ok.valid,
-                         "problems": ok.problems, "validity": ok.as_dict()})
-        except ShapeAtlasError as exc:
-            errors.append(str(exc))
-    write_text_atomic(out_dir / "reconstruct.json", json.dumps(
-        {"format": "shapeatlas-reconstruct", "shapes": done, "skipped": errors}, indent=1) + "\n")
-    return done, errors

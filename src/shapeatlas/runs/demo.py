@@ -1,7 +1,7 @@
 """`shapeatlas demo`: the whole pipeline on a built-in synthetic LV cohort, in one folder.
 
-It sits above the verbs' library functions (`pipeline`, `virtual`, `evaluate`) and is the only
-module that uses all of them.
+It sits above the other verbs' modules of `shapeatlas.runs` and is the only one that uses all
+of them.
 """
 
 from __future__ import annotations
@@ -14,17 +14,14 @@ import numpy as np
 
 from shapeatlas.data.synthetic_lv import load_truth, write_lv_cohort
 from shapeatlas.errors import ShapeAtlasError
-from shapeatlas.evaluate import evaluate_run
 from shapeatlas.mesh.groom import GroomOptions, groom_cohort, rigid_transforms
+from shapeatlas.metrics.ground_truth import atlas_pair_errors, baseline_pair_errors
 from shapeatlas.outputs import staged_output
-from shapeatlas.pipeline import (
-    atlas_pair_errors,
-    baseline_pair_errors,
-    correspond_files,
-    fit_run,
-)
+from shapeatlas.runs.correspond import correspond_files
+from shapeatlas.runs.evaluate import evaluate_run
+from shapeatlas.runs.fit import fit_run
+from shapeatlas.runs.sample import sample_run
 from shapeatlas.training.config import FitConfig
-from shapeatlas.virtual import sample_run
 
 #: The demo's fit: small enough for a laptop CPU in about a minute, big enough to beat the baseline.
 DEMO_CONFIG = FitConfig(model={"atlas_vertices": 800}, training={"epochs": 8, "atlas_rounds": 2},

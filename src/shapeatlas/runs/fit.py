@@ -1,0 +1,168 @@
+"""`shapeatlas fit`: a run folder from a folder of meshes (groomed first when they are raw)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from shapeatlas.atomic import write_text_atomic
+from shapeatlas.errors import ShapeAtlasError
+from shapeatlas.mesh.core import Mesh
+from shapeatlas.mesh.groom import (
+    MANIFEST_NAME,
+    GroomOptions,
+    groom_cohort,
+    load_groomed,
+)
+from shapeatlas.mesh.units import size_outliers
+from shapeatlas.models.atlas import AtlasModel
+from shapeatlas.models.cpd_pca import CPDPCAModel
+from shapeatlas.models.generative import latent_sizes
+from shapeatlas.models.multi_atlas import MultiAtlasModel
+from shapeatlas.outputs import (
+    adopt,
+    staged_output,
+    staging_dir,
+)
+from shapeatlas.runs.folder import (
+    run_is_complete,
+    training_sources,
+    write_training_poses,
+)
+from shapeatlas.runs.load import load_model
+from shapeatlas.training.config import FitConfig
+
+log = logging.getLogger(__name__)
+
+
+def load_cohort(data_dir: str | Path, run_dir: Path, cfg: FitConfig,
+                progress: Callable | None = None) -> tuple[list[Mesh], dict]:
+    """Meshes of a groomed folder, or groom a raw folder (recorded in RUN_DIR/groomed)."""
+    data_dir = Path(data_dir)
+    if (data_dir / MANIFEST_NAME).is_file():
+        meshes, manifest = load_groomed(data_dir)
+        check_cohort_sizes(meshes, data_dir / MANIFEST_NAME, keep=cfg.grooming.keep_outliers)
+        write_training_poses(run_dir, data_dir, manifest)
+        return meshes, {"groomed_by_fit": False, "data": str(data_dir.resolve())}
+    if not data_dir.is_dir():
+        raise ShapeAtlasError(f"{data_dir}: not a folder")
+    out = run_dir / "groomed"
+    opts = GroomOptions(target_vertices=cfg.grooming.target_vertices, watertight="auto",
+                        consensus_rounds=cfg.grooming.consensus_rounds,
+                        cap_twist=cfg.grooming.cap_twist, keep_outliers=cfg.grooming.keep_outliers)
+    log.info("%s has no %s: grooming it into %s", data_dir, MANIFEST_NAME, out)
+    # (inside the run's own staging folder: a resumed fit grooms again, the same)
+    result = groom_cohort(data_dir, out, opts, progress=progress, overwrite=True)
+    meshes, manifest = load_groomed(out)
+    write_training_poses(run_dir, out, manifest)
+    return meshes, {"groomed_by_fit": True, "data": str(data_dir.resolve()),
+                    "groom_options": result.manifest["options"], "failed": result.failed}
+
+
+def check_cohort_sizes(meshes: Sequence[Mesh], source: Path, *, keep: bool) -> None:
+    """Refuse a groomed cohort with shapes far from its median size (`units.size_outliers`:
+    most likely saved in another unit), unless `keep` (then a warning)."""
+
+    outliers = size_outliers(meshes, names=[Path(m.name).name for m in meshes])
+    if not outliers:
+        return
+    what = "; ".join(o.message for o in outliers[:3]) + (
+        f"; and {len(outliers) - 3} more" if len(outliers) > 3 else "")
+    if keep:
+        log.warning("%s: %s (kept: groom_keep_outliers)", source, what)
+        return
+    raise ShapeAtlasError(f"{source}: {what} (regroom it in the right units, or fit with "
+                          "--keep-outliers to use it as it is)")
+
+
+def _resumable(run_dir: Path) -> bool:
+    """Whether an unfinished run folder holds checkpoints worth keeping for --resume."""
+    return (run_dir / "checkpoint.pt").is_file() or (run_dir / "shared").is_dir()
+
+
+def fit_run(data_dir: str | Path, run_dir: str | Path, cfg: FitConfig, *, resume: bool = False,
+            overwrite: bool = False, progress: Callable[[dict], None] | None = None,
+            groom_progress: Callable | None = None
+            ) -> AtlasModel | CPDPCAModel | MultiAtlasModel:
+    """Fit the configured method (`cfg.method`) on a folder and write the whole run folder.
+
+    The run is built in `outputs.work_dir(run_dir)` (RUN_DIR.partial/new), checkpointed there,
+    and moved to `run_dir` when finished; a run that was stopped keeps its checkpoints there,
+    and `resume=True` continues it. resume on a finished run returns its model.
+    overwrite: replace a non-empty `run_dir` whole (else refused before any work).
+    """
+
+    target = Path(run_dir)
+    if resume and not staging_dir(target).exists():
+        if run_is_complete(target):
+            log.info("%s is complete: nothing to resume", target)
+            return load_model(target, device=cfg.device)
+        if (target / "config.json").is_file():
+            adopt(target, verb="fit")  # a run stopped in place, by an older shapeatlas
+    with staged_output(target, verb="fit", overwrite=overwrite, inputs=[data_dir],
+                       device=cfg.device, resume=resume, resumable=_resumable) as staging:
+        model = _fit_in(data_dir, staging.path, cfg, resume=resume, progress=progress,
+                        groom_progress=groom_progress)
+        staging.record(device=str(model.device_))
+    return model
+
+
+def _fit_in(data_dir: str | Path, run_dir: Path, cfg: FitConfig, *, resume: bool,
+            progress: Callable[[dict], None] | None,
+            groom_progress: Callable | None) -> AtlasModel | CPDPCAModel | MultiAtlasModel:
+    """`fit_run`'s work, in the staging folder `run_dir`."""
+    cfg_path = run_dir / "config.json"
+    if resume:
+        if not cfg_path.is_file():
+            raise ShapeAtlasError(f"{run_dir}: nothing to resume (no config.json)")
+        saved = FitConfig.from_json(cfg_path)
+        if saved.replace(device=cfg.device) != cfg.replace(device=saved.device):
+            log.warning("--resume uses the run's saved configuration; other options are ignored")
+        cfg = saved.replace(device=cfg.device)
+    write_text_atomic(cfg_path, cfg.to_json())
+    meshes, data_info = load_cohort(data_dir, run_dir, cfg, groom_progress)
+    model_cls = (CPDPCAModel if cfg.method == "cpd-pca"
+                 else AtlasModel if cfg.clustering.atlases == 1 else MultiAtlasModel)
+    groomed_dir = run_dir / "groomed" if data_info["groomed_by_fit"] else Path(data_dir)
+    extra = ({"sources": training_sources(groomed_dir, meshes)}
+             if cfg.single_atlas_rasm and cfg.model.ssm_modes else {})
+    model = model_cls(cfg).fit(meshes, run_dir=run_dir, resume=resume, progress=progress,
+                               **extra)
+    model.save(run_dir)
+    rows = model.history_
+    epoch_rate = [r["shapes_per_second"] for r in rows] if rows else []
+    gen = model.generator_
+    metrics = {
+        "method": cfg.method,
+        "n_shapes": len(meshes),
+        "atlas_vertices": int(len(model.atlas_vertices_)),
+        "atlas_init": model.atlas_init_name_,
+        "fit_seconds": model.fit_seconds_,
+        "correspondence_seconds": model.rasm_seconds_,
+        "point_model": getattr(model, "point_model_report_", None),
+        "generator_seconds": model.generator_seconds_,
+        "generator": {"kind": gen.kind, **latent_sizes(gen)},
+        "epochs_run": len(rows),
+        "shapes_per_second_per_epoch": float(np.mean(epoch_rate)) if epoch_rate else None,
+        "chamfer_mm_mean": float(np.mean([c for _, c, _ in model.fit_matching_])),
+        "hausdorff_mm_mean": float(np.mean([h for _, _, h in model.fit_matching_])),
+        "per_shape": {Path(n).stem: {"chamfer_mm": c, "hausdorff_mm": h}
+                      for n, c, h in model.fit_matching_},
+        "data": data_info,
+        "device": str(model.device_),
+    }
+    if isinstance(model, MultiAtlasModel):
+        names = [Path(m.name).stem for m in meshes]
+        metrics["atlases"] = {
+            "n_atlases": model.n_atlases_, "weights": model.weights_.tolist(),
+            "selection": model.selection_, "cluster_seconds": model.cluster_seconds_,
+            "shared_network_seconds": model.shared_seconds_,
+            "labels": {nm: int(c) for nm, c in zip(names, model.labels_)},
+            "memberships": {nm: [round(float(x), 4) for x in r]
+                            for nm, r in zip(names, model.memberships_)}}
+    write_text_atomic(run_dir / "fit_metrics.json", json.dumps(metrics, indent=1) + "\n")
+    return model
