@@ -548,7 +548,7 @@ def test_new_shapes_are_turned_about_their_cap_like_the_training_shapes(fitted, 
     # its initial atlas and turns a new shape about its flat cap after the rigid alignment.
     from scipy.spatial.transform import Rotation
 
-    from shapeatlas.mesh.twist import cap_twist, planar_cap
+    from shapeatlas.mesh.cap import cap_twist, planar_cap
 
     model, meshes = fitted
     ref = model.cap_reference_
@@ -586,7 +586,7 @@ def test_no_cap_is_kept_for_a_cohort_groomed_without_the_cap_twist(tmp_path):
     from shapes import groomed_lv_cohort
 
     from shapeatlas.mesh.groom import GroomOptions, groom_cohort, load_groomed
-    from shapeatlas.models.inputs import cohort_cap
+    from shapeatlas.mesh.cap import cohort_cap
 
     meshes, manifest = groomed_lv_cohort(tmp_path / "on", n=5, seed=7)
     ref = [s["name"] for s in manifest["shapes"]].index(manifest["reference"])

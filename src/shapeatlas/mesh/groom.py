@@ -42,6 +42,16 @@ from shapeatlas.mesh.align import (
     symmetric_rms,
     translation,
 )
+from shapeatlas.mesh.cap import (
+    Cap,
+    CapReference,
+    basin_turn,
+    capped_count,
+    cohort_turns,
+    covers_cohort,
+    planar_cap,
+    turn_degrees,
+)
 from shapeatlas.mesh.checks import unusable
 from shapeatlas.mesh.core import Mesh
 from shapeatlas.mesh.io import is_mesh_file, read_mesh, write_mesh
@@ -58,16 +68,6 @@ from shapeatlas.mesh.segmentation import (
     DEFAULT_MIN_FRACTION,
     MIRROR_X,
     label_map_shapes,
-)
-from shapeatlas.mesh.twist import (
-    Cap,
-    CapReference,
-    basin_turn,
-    capped_count,
-    cohort_turns,
-    covers_cohort,
-    planar_cap,
-    turn_degrees,
 )
 from shapeatlas.mesh.units import UNIT_SCALE, implausible_size, size_outliers
 from shapeatlas.mesh.validity import mesh_validity
@@ -114,13 +114,13 @@ class GroomOptions:
     manifest entry then says whether that shape took part (`consensus`)."""
     cap_twist: bool = True
     """After the alignment, turn every shape about its flat cap's normal so that the cap's
-    outline lines up with the reference's (`mesh.twist`: the basal plane of an LV cavity, a
+    outline lines up with the reference's (`mesh.cap`: the basal plane of an LV cavity, a
     bone's cut), which rigid alignment by surface distance leaves poorly set. Only where the
     reference and at least half the shapes have such a cap; each manifest entry then records
     its turn (`cap_twist_deg`, and `cap_turn`, the (4, 4) turn in the groomed frame that
     `transform` includes; null where it was not turned). A shape whose outline lines up only
     beyond 20 degrees, where the surface fits as well (a nearly symmetric shape aligned half a
-    turn off), is first moved to that basin (`twist.cap_basin`; `cap_basin_deg`, part of
+    turn off), is first moved to that basin (`cap.cap_basin`; `cap_basin_deg`, part of
     `cap_turn`). The caps are read before decimation:
     QSlim moves a cap's rim vertices enough to turn a nearly round outline by degrees."""
     input_units: Literal["um", "mm", "cm", "in", "m"] = "mm"
@@ -409,13 +409,13 @@ def _align_to_consensus(meshes: Sequence[Mesh], aligned: list[dict], ref_pos: in
 def _turn_caps(meshes: Sequence[Mesh], aligned: list[dict], ref_pos: int,
                caps: Sequence[Cap | None]) -> str:
     """Compose each alignment (in place) with the turn that lines its cap outline up with the
-    reference's (`twist.cap_twist`), recording it (`cap_turn`, (4, 4) in the groomed frame, and
+    reference's (`cap.cap_twist`), recording it (`cap_turn`, (4, 4) in the groomed frame, and
     `cap_twist_deg`; None where it was not turned) and the new RMS distance to the reference.
     A shape whose outline lines up only beyond the twist's window is first moved to the basin
     of the alignment that the outline points to, where the surface fits as well
-    (`twist.basin_turn`; `cap_basin_deg`, included in `cap_turn`).
+    (`cap.basin_turn`; `cap_basin_deg`, included in `cap_turn`).
     caps: each shape's cap, read before decimation (None: looked for on the groomed shape).
-    Nothing happens unless the reference and at least `twist.CAP_COHORT_SHARE` of the shapes
+    Nothing happens unless the reference and at least `cap.CAP_COHORT_SHARE` of the shapes
     have a usable cap. -> what happened, for the manifest"""
     from scipy.spatial import cKDTree
 
@@ -436,7 +436,7 @@ def _turn_caps(meshes: Sequence[Mesh], aligned: list[dict], ref_pos: int,
     ref_vertices = np.asarray(moved[ref_pos].vertices)
     for i, t in enumerate(turns):
         # A shape whose outline lines up only beyond the window: another basin of the
-        # alignment, if the surface fits there as well (`twist.basin_turn`), then the turn there.
+        # alignment, if the surface fits there as well (`cap.basin_turn`), then the turn there.
         basin = None if t is not None or i == ref_pos else basin_turn(
             moved[i], reference, ref_vertices, cap=caps[i])
         if basin is not None:
@@ -732,7 +732,7 @@ def _groom(paths: Sequence[Path], file_names: Sequence[str], out_dir: Path,
             # The turn in the groomed frame: transform = cap_turn @ (the rigid alignment).
             entry["cap_turn"] = np.round(a["cap_turn"], 12).tolist() if turned else None
             if "cap_basin_deg" in a:
-                # Part of cap_turn: the move to the basin the outline chose (`twist.cap_basin`).
+                # Part of cap_turn: the move to the basin the outline chose (`cap.cap_basin`).
                 entry["cap_basin_deg"] = round(a["cap_basin_deg"], 4)
         if prepared[i]["voxel_volume_mm3"] is not None:
             # The voxelised input lives in the input frame; a similarity scales volumes by k^3.

@@ -25,6 +25,7 @@ import torch
 from shapeatlas import validate
 from shapeatlas.errors import ShapeAtlasError
 from shapeatlas.mesh.align import relaxed_rigid_step, similarity_fit
+from shapeatlas.mesh.cap import cohort_cap
 from shapeatlas.mesh.closest import closest_points_on_surface
 from shapeatlas.mesh.core import Mesh
 from shapeatlas.mesh.cpd import LowRankKernel, cpd_nonrigid, normalising_frame
@@ -189,7 +190,7 @@ class AtlasModel(GenerativeMixin):
                                              even_edges=cfg.model.even_edges)
         log.info("initial atlas: %s (%s)", start.name, cfg.model.atlas_init)
         # The cap outline new shapes are turned to, where the training frame follows it.
-        self.cap_reference_ = inputs.cohort_cap(meshes, start)
+        self.cap_reference_ = cohort_cap(meshes, start)
         self.atlas_faces_ = np.asarray(atlas0.faces)
         self.atlas_init_name_ = start.name
         shapes = [inputs.graph_input(m, self._norm_for(m), features=cfg.model.features,
@@ -552,7 +553,7 @@ class AtlasModel(GenerativeMixin):
                                              dtype=torch.int64)
         gen_tensors, gen_meta = self._generator_tensors()
         tensors.update(gen_tensors)
-        tensors.update(inputs.cap_tensors(getattr(self, "cap_reference_", None)))
+        tensors.update(persistence.cap_tensors(getattr(self, "cap_reference_", None)))
         pm = getattr(self, "point_model_", None)
         if pm is not None:
             tensors.update({f"point_model.{k}": torch.tensor(np.ascontiguousarray(getattr(pm, k)),

@@ -21,6 +21,7 @@ import torch
 
 from shapeatlas import validate
 from shapeatlas.errors import ShapeAtlasError
+from shapeatlas.mesh.cap import cohort_cap, turn_cap
 from shapeatlas.mesh.core import Mesh
 from shapeatlas.mesh.cpd import LowRankKernel, cpd_nonrigid, normalising_frame
 from shapeatlas.metrics.surface import point_set_distances
@@ -79,7 +80,7 @@ class CPDPCAModel(GenerativeMixin):
         start, atlas0 = inputs.initial_atlas(meshes, init=cfg.model.atlas_init, seed=cfg.seed,
                                              atlas_vertices=cfg.model.atlas_vertices)
         self.atlas_init_name_ = start.name
-        self.cap_reference_ = inputs.cohort_cap(meshes, start)  # as `AtlasModel.fit`
+        self.cap_reference_ = cohort_cap(meshes, start)  # as `AtlasModel.fit`
         self.atlas_faces_ = np.asarray(atlas0.faces)
         atlas = np.asarray(atlas0.vertices, dtype=np.float64)
         steps = cfg.training.atlas_rounds * len(meshes)
@@ -127,7 +128,7 @@ class CPDPCAModel(GenerativeMixin):
             if transforms is not None:
                 t = np.asarray(transforms[i], dtype=np.float64)
             else:
-                t = inputs.turn_cap(mesh, inputs.transform_to_atlas(
+                t = turn_cap(mesh, inputs.transform_to_atlas(
                     mesh, self.atlas_mesh, cohort_scale=self.cohort_scale_),
                     getattr(self, "cap_reference_", None), surface=self.atlas_vertices_)
             aligned = mesh.transformed(t)
@@ -149,7 +150,7 @@ class CPDPCAModel(GenerativeMixin):
         tensors, gen_meta = self._generator_tensors()
         tensors["atlas.vertices"] = torch.as_tensor(np.ascontiguousarray(self.atlas_vertices_))
         tensors["atlas.faces"] = torch.as_tensor(np.ascontiguousarray(self.atlas_faces_))
-        tensors.update(inputs.cap_tensors(getattr(self, "cap_reference_", None)))
+        tensors.update(persistence.cap_tensors(getattr(self, "cap_reference_", None)))
         meta = {"format": MODEL_FORMAT, "version": MODEL_VERSION,
                 "config": self.config.to_dict(), "cohort_scale": self.cohort_scale_,
                 "atlas_init": self.atlas_init_name_, "generator": gen_meta}

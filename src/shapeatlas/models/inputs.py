@@ -17,17 +17,10 @@ from scipy.spatial import cKDTree
 from shapeatlas.errors import MeshError, ShapeAtlasError
 from shapeatlas.mesh import geometry as geo
 from shapeatlas.mesh.align import align_to_reference, solid_frame, symmetric_icp
+from shapeatlas.mesh.cap import turn_cap
 from shapeatlas.mesh.core import Mesh
 from shapeatlas.mesh.io import read_mesh
 from shapeatlas.mesh.remesh import decimate, decimate_even
-from shapeatlas.mesh.twist import (
-    CapReference,
-    basin_turn,
-    cap_twist,
-    cohort_turns,
-    covers_cohort,
-    turn_degrees,
-)
 from shapeatlas.nn.graph import mesh_graph, node_features
 from shapeatlas.nn.rasm import AtlasGraph, GraphInput
 
@@ -252,9 +245,6 @@ NEW_SHAPE_AXIS_SD_RATIO = 1.5
 #: 150 shapes every pose was the same (to 5e-4 mm) in 17-23% less time; on 16 raw livers two
 #: moved by 1-2 mm along a flat valley (final RMS within 0.03%); at 1.01 one LV moved 0.3 mm.
 NEW_SHAPE_FINALIST_RMS_RATIO: float | None = 1.02
-#: Training shapes whose caps are turned a median of this many degrees or more from the
-#: reference's do not follow their caps (`cohort_cap`).
-CAP_CONSISTENT_DEG = 1.0
 
 
 def new_shape_pose(mesh: Mesh, atlas: Mesh, *, cohort_scale: float, cap=None) -> np.ndarray:
@@ -272,7 +262,7 @@ def refine_pose_on_atlas(mesh: Mesh, atlas: Mesh, start: np.ndarray, *, cap=None
     """Local symmetric ICP of `mesh` onto `atlas` from the pose `start` (4, 4), without the
     multi-start search of `transform_to_atlas`: for a training file, whose pose from grooming
     (onto one reference shape) is close, the atlas, a population mean, is the better reference.
-    Keeps a similarity pose a similarity. cap: the model's cap outline (`twist.CapReference`),
+    Keeps a similarity pose a similarity. cap: the model's cap outline (`mesh.cap.CapReference`),
     to turn the result about the mesh's flat cap again (`turn_cap`): the ICP moves the turn
     about the long axis, which grooming set from the caps (on the 50 synthetic LVs, from a
     median 0.87 to 1.22 degrees off the truth; turning it back gained 0.1 mm of ground-truth
@@ -284,69 +274,6 @@ def refine_pose_on_atlas(mesh: Mesh, atlas: Mesh, start: np.ndarray, *, cap=None
     m, _, _ = symmetric_icp(np.asarray(mesh.vertices, dtype=np.float64), surface, start,
                             scale=scaled)
     return turn_cap(mesh, m, cap, surface=surface)
-
-
-def cohort_cap(meshes: Sequence[Mesh], reference: Mesh):
-    """The cap outline that new shapes are turned to at `correspond` (`mesh.twist`), or None.
-
-    Kept only where the training shapes (aligned frame) already follow their caps: at least
-    `twist.CAP_COHORT_SHARE` of them have a flat cap like `reference`'s (one of them) and their
-    median turn against it is under `CAP_CONSISTENT_DEG`, as after grooming with
-    `cap_twist`. A cohort groomed without it keeps other turns, which a new shape turned to
-    the cap would not share. -> `twist.CapReference` or None
-    """
-
-    ref = CapReference.of(reference)
-    if ref is None:
-        return None
-    at = next((i for i, m in enumerate(meshes) if m is reference), None)
-    turns = cohort_turns(meshes, ref, skip=at)
-    if not covers_cohort(turns):
-        return None
-    degs = [turn_degrees(t) for t in turns if t is not None]
-    median = float(np.median(degs)) if degs else 0.0
-    if median >= CAP_CONSISTENT_DEG:
-        log.info("the training shapes' caps are turned a median %.1f degrees from %s's (groomed "
-                 "without the cap twist?): new shapes are not turned to it", median,
-                 reference.name)
-        return None
-    return ref
-
-
-def turn_cap(mesh: Mesh, t: np.ndarray, cap, *, surface: np.ndarray | None = None
-             ) -> np.ndarray:
-    """A new shape's rigid pose `t` (4, 4) composed with the turn about its flat cap that lines
-    the cap up with `cap` (a `twist.CapReference`, the model's; None: no turn), as grooming
-    turned the training shapes. surface: (T, 3) the points `t` aligned the mesh to (the
-    atlas's vertices); with it, a shape whose outline lines up only beyond the turn's window
-    is first moved to the basin the outline points to where the surface fits as well
-    (`twist.basin_turn`), as grooming does. A shape without such a cap keeps `t`. -> (4, 4)"""
-
-    if cap is None:
-        return t
-    moved = mesh.transformed(t)
-    turn = cap_twist(moved, cap)
-    if turn is None and surface is not None:
-        basin = basin_turn(moved, cap, surface)
-        turn = None if basin is None else basin[0]
-    return t if turn is None else turn @ t
-
-
-def cap_tensors(cap) -> dict[str, torch.Tensor]:
-    """A model's cap outline (`twist.CapReference` or None) as `cap.*` tensors for its file."""
-    if cap is None:
-        return {}
-    return {f"cap.{k}": torch.from_numpy(v) for k, v in cap.to_arrays().items()}
-
-
-def cap_from_tensors(tensors: dict[str, torch.Tensor], *, source: str):
-    """The cap outline a model file holds (`cap_tensors`), or None for a file without one
-    (written before it existed, or by a fit on a cohort without caps)."""
-
-    if not any(k.startswith("cap.") for k in tensors):
-        return None
-    return CapReference.from_arrays({k[4:]: v.numpy() for k, v in tensors.items()
-                                     if k.startswith("cap.")}, source=source)
 
 
 def transform_to_atlas(mesh: Mesh, atlas: Mesh, *, cohort_scale: float) -> np.ndarray:

@@ -17,9 +17,10 @@ import torch
 from shapeatlas import __version__, validate
 from shapeatlas.atomic import atomic_path, write_text_atomic
 from shapeatlas.errors import ShapeAtlasError
+from shapeatlas.mesh.cap import CapReference
 from shapeatlas.mesh.core import Mesh
 from shapeatlas.mesh.io import write_mesh
-from shapeatlas.models.inputs import Normalisation, cap_from_tensors
+from shapeatlas.models.inputs import Normalisation
 from shapeatlas.models.point_model import PointModel
 from shapeatlas.training.config import FitConfig
 from shapeatlas.validate import shown
@@ -137,3 +138,20 @@ def point_model_of(tensors: dict[str, torch.Tensor], n_vertices: int, source: st
                        for k in ("mean", "modes", "sd")})
     pm.check(n_vertices, source=str(source))
     return pm
+
+
+def cap_tensors(cap) -> dict[str, torch.Tensor]:
+    """A model's cap outline (`mesh.cap.CapReference` or None) as `cap.*` tensors for its file."""
+    if cap is None:
+        return {}
+    return {f"cap.{k}": torch.from_numpy(v) for k, v in cap.to_arrays().items()}
+
+
+def cap_from_tensors(tensors: dict[str, torch.Tensor], *, source: str):
+    """The cap outline a model file holds (`cap_tensors`), or None for a file without one
+    (written before it existed, or by a fit on a cohort without caps)."""
+
+    if not any(k.startswith("cap.") for k in tensors):
+        return None
+    return CapReference.from_arrays({k[4:]: v.numpy() for k, v in tensors.items()
+                                     if k.startswith("cap.")}, source=source)

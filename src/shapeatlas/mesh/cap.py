@@ -1,4 +1,6 @@
-"""The turn of a capped, elongated shape about its long axis, from the outline of its flat cap.
+"""Cap alignment: the turn of a capped, elongated shape about its long axis, from the outline
+of its flat cap. Grooming (`mesh.groom`) turns the training shapes with it, a fitted model keeps
+the cohort's cap outline (`cohort_cap`) and turns every new shape to it (`turn_cap`).
 
 Rigid alignment by surface distance leaves the turn about the long axis of a nearly round,
 elongated shape (a left-ventricle cavity, a long bone's shaft) poorly set: turning the shape
@@ -30,7 +32,7 @@ the two basins' surface RMS distances were 4.629 and 4.622 mm, the outline costs
 0.0011. An outline read in its own cap's plane is a
 linear image of the anatomy's: a basal plane sheared up by its tilt (the synthetic LVs') looks
 stretched along the tilt, and a stretch of 2% moves the best rigid turn of a nearly round outline
-by up to 5 degrees; `linear_turn` removes that bias (tests/mesh/test_twist.py). No maintained mesh
+by up to 5 degrees; `linear_turn` removes that bias (tests/mesh/test_cap.py). No maintained mesh
 library offers this step (trimesh's `registration` and ICP variants see surfaces, not cap
 outlines), hence the few lines here; face normals and areas come from `mesh.geometry`, nearest
 neighbours from scipy's cKDTree, connected components from scipy's csgraph.
@@ -99,6 +101,9 @@ LINEAR_MAX_STRETCH = 1.3
 #: reference's.
 CAP_COHORT_SHARE = 0.5
 
+#: Training shapes whose caps are turned a median of this many degrees or more from the
+#: reference's do not follow their caps (`cohort_cap`).
+CAP_CONSISTENT_DEG = 1.0
 
 @dataclass(frozen=True)
 class Cap:
@@ -538,3 +543,49 @@ def covers_cohort(turns: Sequence[np.ndarray | None]) -> bool:
 def turn_degrees(turn: np.ndarray) -> float:
     """The angle (degrees) of a (4, 4) turn such as `cap_twist` gives."""
     return float(np.degrees(Rotation.from_matrix(turn[:3, :3]).magnitude()))
+
+
+def cohort_cap(meshes: Sequence[Mesh], reference: Mesh):
+    """The cap outline that new shapes are turned to at `correspond` , or None.
+
+    Kept only where the training shapes (aligned frame) already follow their caps: at least
+    `CAP_COHORT_SHARE` of them have a flat cap like `reference`'s (one of them) and their
+    median turn against it is under `CAP_CONSISTENT_DEG`, as after grooming with
+    `cap_twist`. A cohort groomed without it keeps other turns, which a new shape turned to
+    the cap would not share. -> `CapReference` or None
+    """
+
+    ref = CapReference.of(reference)
+    if ref is None:
+        return None
+    at = next((i for i, m in enumerate(meshes) if m is reference), None)
+    turns = cohort_turns(meshes, ref, skip=at)
+    if not covers_cohort(turns):
+        return None
+    degs = [turn_degrees(t) for t in turns if t is not None]
+    median = float(np.median(degs)) if degs else 0.0
+    if median >= CAP_CONSISTENT_DEG:
+        log.info("the training shapes' caps are turned a median %.1f degrees from %s's (groomed "
+                 "without the cap twist?): new shapes are not turned to it", median,
+                 reference.name)
+        return None
+    return ref
+
+
+def turn_cap(mesh: Mesh, t: np.ndarray, cap, *, surface: np.ndarray | None = None
+             ) -> np.ndarray:
+    """A new shape's rigid pose `t` (4, 4) composed with the turn about its flat cap that lines
+    the cap up with `cap` (a `CapReference`, the model's; None: no turn), as grooming
+    turned the training shapes. surface: (T, 3) the points `t` aligned the mesh to (the
+    atlas's vertices); with it, a shape whose outline lines up only beyond the turn's window
+    is first moved to the basin the outline points to where the surface fits as well
+    (`basin_turn`), as grooming does. A shape without such a cap keeps `t`. -> (4, 4)"""
+
+    if cap is None:
+        return t
+    moved = mesh.transformed(t)
+    turn = cap_twist(moved, cap)
+    if turn is None and surface is not None:
+        basin = basin_turn(moved, cap, surface)
+        turn = None if basin is None else basin[0]
+    return t if turn is None else turn @ t

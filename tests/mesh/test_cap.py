@@ -1,4 +1,4 @@
-"""The cap-outline turn (`shapeatlas.mesh.twist`) and its place in grooming."""
+"""The cap-outline turn (`shapeatlas.mesh.cap`) and its place in grooming."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import trimesh
 from scipy.spatial.transform import Rotation
 
 from shapeatlas.data.synthetic_lv import LVParams, triangulate_lv
-from shapeatlas.mesh import twist
+from shapeatlas.mesh import cap as cap_alignment
 from shapeatlas.mesh.core import Mesh
 from shapeatlas.mesh.groom import GroomOptions, groom_cohort
 
@@ -35,7 +35,7 @@ def turned(mesh: Mesh, deg: float, axis=(0.0, 0.0, 1.0)) -> Mesh:
 
 def test_planar_cap_finds_the_basal_plane_and_nothing_on_a_sphere():
     m = lv(septal=0.2, seed=0)
-    cap = twist.planar_cap(m)
+    cap = cap_alignment.planar_cap(m)
     assert cap is not None
     # The cap is the tilted plane z = h + 0.05 x + 0.2 y: its normal is (-0.05, -0.2, 1) up to
     # sign, and every cap vertex lies on it.
@@ -45,16 +45,16 @@ def test_planar_cap_finds_the_basal_plane_and_nothing_on_a_sphere():
     assert np.abs(offsets).max() < 1e-6
     assert 0.05 < cap.area_fraction < 0.3
     sphere = trimesh.creation.icosphere(subdivisions=3, radius=30.0)
-    assert twist.planar_cap(Mesh(sphere.vertices, sphere.faces)) is None
+    assert cap_alignment.planar_cap(Mesh(sphere.vertices, sphere.faces)) is None
 
 
 @pytest.mark.parametrize("deg", [-12.0, 7.0])
 def test_cap_twist_undoes_a_turn_between_different_lvs(deg):
     # Two LVs of different length, septal flattening and apex shift, with one bump; both have
     # their septum at azimuth pi, so the turn that lines the second up with the first is -deg.
-    ref = twist.CapReference.of(lv(septal=0.22, seed=0))
+    ref = cap_alignment.CapReference.of(lv(septal=0.22, seed=0))
     other = lv(septal=0.14, seed=1, shift=(3.0, -2.0))
-    m = twist.cap_twist(turned(other, deg), ref)
+    m = cap_alignment.cap_twist(turned(other, deg), ref)
     assert m is not None
     got = Rotation.from_matrix(m[:3, :3]).as_rotvec()
     assert np.degrees(got @ ref.normal) == pytest.approx(-deg, abs=1.5)
@@ -66,15 +66,15 @@ def test_cap_twist_undoes_a_turn_between_different_lvs(deg):
 
 def test_cap_twist_leaves_round_caps_and_turns_beyond_its_window_alone():
     # A round annulus (no septal flattening) cannot set a turn.
-    assert twist.CapReference.of(lv(septal=0.0, seed=0, tilt=(0.0, 0.0), bumps=False)) is None
-    ref = twist.CapReference.of(lv(septal=0.22, seed=0))
+    assert cap_alignment.CapReference.of(lv(septal=0.0, seed=0, tilt=(0.0, 0.0), bumps=False)) is None
+    ref = cap_alignment.CapReference.of(lv(septal=0.22, seed=0))
     other = lv(septal=0.2, seed=1)
-    assert twist.cap_twist(turned(other, 3.0), ref) is not None
+    assert cap_alignment.cap_twist(turned(other, 3.0), ref) is not None
     # Half a turn off: the alignment's basin is trusted, no turn is forced inside the window.
-    assert twist.cap_twist(turned(other, 180.0), ref) is None
+    assert cap_alignment.cap_twist(turned(other, 180.0), ref) is None
     # No cap at all.
     blob = trimesh.creation.icosphere(subdivisions=3, radius=30.0)
-    assert twist.cap_twist(Mesh(blob.vertices, blob.faces), ref) is None
+    assert cap_alignment.cap_twist(Mesh(blob.vertices, blob.faces), ref) is None
 
 
 def _turn_about(m: np.ndarray, normal: np.ndarray) -> float:
@@ -87,14 +87,14 @@ def test_cap_twist_allows_for_the_stretch_of_a_different_basal_tilt(monkeypatch)
     # 12-degree tilt) is stretched along its tilt, which biases the rigid turn by a few degrees;
     # `linear_turn` takes the stretch out (what is left, 0.4-0.8 degrees here, the meshes' 45
     # outline vertices give whatever the tilt: 0.05-0.45 degrees between caps tilted alike).
-    ref = twist.CapReference.of(lv(septal=0.22, seed=0))
+    ref = cap_alignment.CapReference.of(lv(septal=0.22, seed=0))
     other = lv(septal=0.14, seed=1, tilt=(-0.1, 0.25), shift=(3.0, -2.0))
-    m = twist.cap_twist(other, ref)
+    m = cap_alignment.cap_twist(other, ref)
     assert m is not None
     assert abs(_turn_about(m, ref.normal)) < 1.0
     # Without that step (it "fails": the rigid turn is kept) the bias is back.
-    monkeypatch.setattr(twist, "linear_turn", lambda *args, **kwargs: None)
-    rigid = twist.cap_twist(other, ref)
+    monkeypatch.setattr(cap_alignment, "linear_turn", lambda *args, **kwargs: None)
+    rigid = cap_alignment.cap_twist(other, ref)
     assert 3.0 < abs(_turn_about(rigid, ref.normal)) < 8.0
 
 
@@ -112,13 +112,13 @@ def test_linear_turn_is_exact_under_a_stretch_and_refuses_a_different_outline():
         m = rot @ (np.eye(2) + (stretch - 1.0) * np.outer(d, d))
         outline = np.roll(ref @ m.T, 37, axis=0)[::-1]
         outline = outline / np.linalg.norm(outline - outline.mean(axis=0), axis=1).mean()
-        rigid = twist.outline_turn(outline, ref, linear=False)
+        rigid = cap_alignment.outline_turn(outline, ref, linear=False)
         assert abs(rigid + 6.0) > 0.3  # the stretch biases the rigid turn
-        assert twist.linear_turn(outline, ref, rigid) == pytest.approx(-6.0, abs=0.05)
-        assert twist.outline_turn(outline, ref) == pytest.approx(-6.0, abs=0.05)
+        assert cap_alignment.linear_turn(outline, ref, rigid) == pytest.approx(-6.0, abs=0.05)
+        assert cap_alignment.outline_turn(outline, ref) == pytest.approx(-6.0, abs=0.05)
     # An ellipse 1.6 times as long as it is wide is not the same outline stretched a little.
     squashed = ref @ np.diag([1.6, 1.0])
-    assert twist.linear_turn(squashed, ref, 0.0) is None
+    assert cap_alignment.linear_turn(squashed, ref, 0.0) is None
 
 
 def test_outline_turn_is_exact_for_a_turned_copy():
@@ -130,7 +130,7 @@ def test_outline_turn_is_exact_for_a_turned_copy():
         t = np.radians(deg)
         rot = np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])
         # `outline` is `ref` turned by deg, so the turn back is -deg.
-        assert twist.outline_turn(ref @ rot.T, ref) == pytest.approx(-deg, abs=0.15)
+        assert cap_alignment.outline_turn(ref @ rot.T, ref) == pytest.approx(-deg, abs=0.15)
 
 
 def test_groom_turns_capped_shapes_towards_the_truth(tmp_path):
@@ -154,7 +154,7 @@ def test_groom_turns_capped_shapes_towards_the_truth(tmp_path):
             turns = [s["cap_twist_deg"] for s in entries.values()]
             assert entries[result.manifest["reference"]]["cap_twist_deg"] is None
             assert sum(t is not None for t in turns) >= 4
-            assert all(t is None or 0.0 <= t <= twist.MAX_TWIST_DEG for t in turns)
+            assert all(t is None or 0.0 <= t <= cap_alignment.MAX_TWIST_DEG for t in turns)
         else:
             assert all("cap_twist_deg" not in s for s in entries.values())
     assert spread[True] < 0.6 * spread[False], spread
@@ -190,15 +190,15 @@ def test_cap_basin_moves_a_half_turned_shape_where_the_surface_cannot_tell():
     # shape and its half-turned copy together): its outline lines up only beyond the twist's
     # window, so the shape is moved to the basin the outline points to, and the cap twist
     # then sets its turn there, as if it had been aligned right.
-    from shapeatlas.models.inputs import turn_cap
+    from shapeatlas.mesh.cap import turn_cap
 
-    ref = twist.CapReference.of(lv(septal=0.22, seed=0))
+    ref = cap_alignment.CapReference.of(lv(septal=0.22, seed=0))
     other = lv(septal=0.2, seed=1)
     flipped = turned(other, 180.0)
     both = np.concatenate([other.vertices, flipped.vertices])
-    assert twist.cap_twist(flipped, ref) is None
-    move = twist.cap_basin(flipped, ref, both)
-    assert move is not None and twist.turn_degrees(move) > 150.0
+    assert cap_alignment.cap_twist(flipped, ref) is None
+    move = cap_alignment.cap_basin(flipped, ref, both)
+    assert move is not None and cap_alignment.turn_degrees(move) > 150.0
     t = turn_cap(flipped, np.eye(4), ref, surface=both)
     # flipped = R(180) other, so t should be about R(180)^-1 times other's own (small) turn.
     residual = t[:3, :3] @ Rotation.from_rotvec([0.0, 0.0, np.pi]).as_matrix()
@@ -206,8 +206,8 @@ def test_cap_basin_moves_a_half_turned_shape_where_the_surface_cannot_tell():
     # Without a surface, or where the surface fits the current pose best (it is the shape
     # itself), or for a shape already in the outline's basin: nothing moves.
     np.testing.assert_array_equal(turn_cap(flipped, np.eye(4), ref), np.eye(4))
-    assert twist.cap_basin(flipped, ref, flipped.vertices) is None
-    assert twist.cap_basin(other, ref, both) is None
+    assert cap_alignment.cap_basin(flipped, ref, flipped.vertices) is None
+    assert cap_alignment.cap_basin(other, ref, both) is None
 
 
 def test_groom_moves_a_shape_to_the_basin_its_cap_points_to():
