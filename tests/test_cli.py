@@ -25,7 +25,7 @@ def _matching(folder: Path, **fields) -> str:
 
 def test_help_of_every_verb(capsys):
     for verb in (["info"], ["groom"], ["synth"], ["synth", "lv"], ["synth", "kidney"], ["fit"], ["correspond"],
-                 ["sample"], ["reconstruct"], ["evaluate"], ["demo"]):
+                 ["sample"], ["reconstruct"], ["evaluate"], ["report"], ["demo"]):
         with pytest.raises(SystemExit) as ex:
             main([*verb, "--help"])
         assert ex.value.code == 0

@@ -35,8 +35,9 @@ class _Parser(argparse.ArgumentParser):
 class _Progress:
     """Adapter from the library's `(stage, increment, total)` callbacks to tqdm bars."""
 
-    def __init__(self, enabled: bool = True):
+    def __init__(self, enabled: bool = True, unit: str = "shape"):
         self.enabled = enabled
+        self.unit = unit
         self.bars: dict[str, object] = {}
 
     def __call__(self, stage: str, increment: int, total: int) -> None:
@@ -46,7 +47,7 @@ class _Progress:
 
         bar = self.bars.get(stage)
         if bar is None:
-            bar = self.bars[stage] = tqdm(total=total, desc=f"{stage:>8}", unit="shape",
+            bar = self.bars[stage] = tqdm(total=total, desc=f"{stage:>8}", unit=self.unit,
                                           leave=True, file=sys.stderr)
         bar.update(increment)
         if bar.n >= total:
@@ -591,6 +592,26 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from shapeatlas.report.html import MAX_GALLERY, write_report
+
+    if not 1 <= args.samples <= MAX_GALLERY:
+        _usage_error(args, f"--samples must be from 1 to {MAX_GALLERY}, got {args.samples}")
+    progress = _Progress(enabled=not args.quiet, unit="stage")
+    try:
+        s = write_report(args.run, args.out, evaluation=args.evaluation, n_samples=args.samples,
+                         seed=args.seed, device=args.device, overwrite=args.overwrite,
+                         progress=progress)
+    finally:
+        progress.close()
+    print(f"wrote {s['path']} ({s['bytes'] / 1e6:.1f} MB) in {s['seconds']['total']:.1f} s: "
+          f"{s['directions']} of {s['latent_dim']} latent directions with a slider each, "
+          f"{len(s['matched'])} matched shapes"
+          + (", the evaluation" if s["evaluation"] else
+             "; no evaluation (add one with --evaluation EVAL_DIR)"))
+    return 0
+
+
 def _usage_error(args: argparse.Namespace, message: str) -> None:
     args._parser.error(message)
 
@@ -841,6 +862,29 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     ev.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     ev.set_defaults(func=cmd_evaluate, _parser=ev)
+
+    rp = sub.add_parser("report", help="write one self-contained HTML page about a fitted run",
+                        description="Write one HTML file that opens offline in any browser: "
+                        "the atlas and the mean shape in 3D, a slider per latent direction "
+                        "(at most 8), virtual shapes beside real ones with their volumes, "
+                        "shapes matched onto the atlas coloured by matching error and "
+                        "confidence, the evaluation's charts (--evaluation), and the run's "
+                        "settings, data and timings. Nothing is written into RUN_DIR.")
+    rp.add_argument("run", metavar="RUN_DIR", help="a run folder written by 'shapeatlas fit'")
+    rp.add_argument("--evaluation", default=None, metavar="EVAL_DIR",
+                    help="a folder written by 'shapeatlas evaluate' of this run")
+    rp.add_argument("--out", required=True, metavar="FILE",
+                    help="the HTML file to write (refused if it exists, see --overwrite; "
+                    "never inside RUN_DIR or EVAL_DIR)")
+    rp.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    rp.add_argument("--samples", type=_positive_int, default=4, metavar="N",
+                    help="virtual shapes in the gallery, and as many real ones, 1 to 8 "
+                    "(default 4)")
+    rp.add_argument("--seed", type=int, default=0, help="random seed of the virtual shapes "
+                    "(default 0)")
+    rp.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    rp.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    rp.set_defaults(func=cmd_report, _parser=rp)
 
     d = sub.add_parser("demo", help="run the whole pipeline on a built-in synthetic LV cohort",
                        description="Synthesise a small LV cohort (healthy + dilated), groom it, "
