@@ -31,9 +31,9 @@ def built(tmp_path_factory):
     import torch
 
     from shapeatlas.data.synthetic_lv import write_lv_cohort
-    from shapeatlas.evaluate import evaluate_run
     from shapeatlas.nn.encoder import EncoderConfig
-    from shapeatlas.pipeline import fit_run
+    from shapeatlas.runs.evaluate import evaluate_run
+    from shapeatlas.runs.fit import fit_run
     from shapeatlas.training.config import FitConfig
 
     torch.set_num_threads(1)

@@ -28,7 +28,7 @@ from shapeatlas.atomic import atomic_path
 from shapeatlas.errors import ShapeAtlasError
 from shapeatlas.mesh.core import Mesh
 from shapeatlas.models.generative import TRAVERSE_SPAN
-from shapeatlas.pipeline import load_model
+from shapeatlas.runs.load import load_model
 from shapeatlas.report import charts, content, tables
 from shapeatlas.report.scenes import (
     ATLAS_COLOUR,
