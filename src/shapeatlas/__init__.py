@@ -6,6 +6,7 @@ The top level re-exports the objects most users need; everything else lives in t
     import shapeatlas
     model = shapeatlas.load_run("RUN")            # any run folder that `shapeatlas fit` wrote
     samples = model.sample(100)
+    codes = model.encode(meshes)                  # (B, D) latent codes; model.decode(codes)
 
 The estimators and the functions behind the verbs pull in torch, which takes seconds to import,
 so they are resolved on first use (PEP 562 `__getattr__`): `import shapeatlas` and the command
@@ -15,7 +16,7 @@ line's `--help` stay fast.
 from importlib import import_module
 
 from shapeatlas.errors import MeshError, ShapeAtlasError
-from shapeatlas.mesh import Mesh, read_mesh, write_mesh
+from shapeatlas.mesh import Mesh, as_mesh, read_mesh, write_mesh
 
 __version__ = "0.1.0"
 
@@ -42,10 +43,23 @@ _LAZY = {
     "GroomConfig": ("shapeatlas.training.config", "GroomConfig"),
     "CPDConfig": ("shapeatlas.training.config", "CPDConfig"),
     "mesh_validity": ("shapeatlas.mesh.validity", "mesh_validity"),
+    "Samples": ("shapeatlas.models.generative", "Samples"),
+    "Codes": ("shapeatlas.models.generative", "Codes"),
+    "Correspondence": ("shapeatlas.models.atlas", "Correspondence"),
+    "compactness": ("shapeatlas.metrics.ssm", "compactness"),
+    "generalization": ("shapeatlas.metrics.ssm", "generalization"),
+    "specificity": ("shapeatlas.metrics.ssm", "specificity"),
+    "plausibility": ("shapeatlas.metrics.ssm", "plausibility"),
+    "chamfer_distance": ("shapeatlas.metrics.surface", "chamfer_distance"),
+    "hausdorff_distance": ("shapeatlas.metrics.surface", "hausdorff_distance"),
+    "hausdorff95": ("shapeatlas.metrics.surface", "hausdorff95"),
+    "mesh_surface_distances": ("shapeatlas.metrics.surface", "mesh_surface_distances"),
+    "point_to_surface_distance": ("shapeatlas.metrics.surface", "point_to_surface_distance"),
+    "correspondence_error": ("shapeatlas.metrics.correspondence", "correspondence_error"),
 }
 
-__all__ = ["Mesh", "MeshError", "ShapeAtlasError", "read_mesh", "write_mesh", "__version__",
-           *_LAZY]
+__all__ = ["Mesh", "MeshError", "ShapeAtlasError", "as_mesh", "read_mesh", "write_mesh",
+           "__version__", *_LAZY]
 
 
 def __getattr__(name: str):

@@ -94,3 +94,57 @@ def test_model_without_generator_says_so(models):
             model.sample(1)
     finally:
         model.generator_ = gen
+
+
+class _PolyData:
+    """What `as_mesh` reads of a `pyvista.PolyData` (pyvista itself is optional)."""
+
+    def __init__(self, mesh):
+        self.points = np.array(mesh.vertices)
+        self.faces = np.hstack([np.full((mesh.n_faces, 1), 3), mesh.faces]).ravel()
+        self.n_points = mesh.n_vertices
+
+
+@pytest.mark.parametrize("method", ["rasm", "cpd-pca"])
+def test_encode_is_deterministic_and_decodes_back_to_the_shape(models, method):
+    by_method, meshes = models
+    model = by_method[method]
+    eye = [np.eye(4)] * 3
+    codes = model.encode(meshes[:3], transforms=eye)
+    assert codes.shape == (3, model.generator_.latent_dim) == (3, 4)
+    np.testing.assert_array_equal(codes, model.encode(meshes[:3], transforms=eye))
+    np.testing.assert_array_equal(codes, model.transform(meshes[:3], transforms=eye))
+    shapes, _ = model.normalised_shapes(meshes[:3], transforms=eye)
+    back = model.decode(codes)
+    np.testing.assert_array_equal(back.latent, codes)
+    err = np.linalg.norm(back.vertices - shapes, axis=2).mean(axis=1)         # mm, per shape
+    other = np.linalg.norm(back.vertices - shapes[[1, 2, 0]], axis=2).mean(axis=1)
+    # each code decodes to its own shape (PCA with 4 modes on 5 shapes: exactly, up to the
+    # relaxation and projection; the tiny β-VAE: within a few mm), not to another one
+    assert err.max() < (0.5 if method == "cpd-pca" else 5.0), err
+    assert np.all(err < other), (err, other)
+
+
+@pytest.mark.parametrize("method", ["rasm", "cpd-pca"])
+def test_trimesh_and_pyvista_meshes_are_accepted(models, method):
+    by_method, meshes = models
+    model = by_method[method]
+    eye = [np.eye(4)] * 2
+    codes = model.encode(meshes[:2], transforms=eye)
+    np.testing.assert_allclose(model.encode([m.to_trimesh() for m in meshes[:2]], transforms=eye),
+                               codes, atol=1e-9)
+    np.testing.assert_allclose(model.encode([_PolyData(m) for m in meshes[:2]], transforms=eye),
+                               codes, atol=1e-5)  # pyvista's float32 points
+    corr = model.correspond([meshes[0].to_trimesh()], transforms=eye[:1])[0]
+    assert corr.name == "mesh_000" and corr.points.shape == (200, 3)
+    rec = model.reconstruct([_PolyData(meshes[0])], transforms=eye[:1])[0]
+    assert rec.n_vertices == 200 and rec.name == "mesh_000"
+    with pytest.raises(ShapeAtlasError, match=r"pass \[mesh\]"):
+        model.encode(meshes[0])
+
+
+def test_fit_takes_trimesh_meshes(models, tiny_cohort):
+    model = models[0]["cpd-pca"]
+    _, meshes, _ = tiny_cohort
+    again = CPDPCAModel(model.config).fit([m.to_trimesh() for m in meshes])
+    np.testing.assert_allclose(again.atlas_vertices_, model.atlas_vertices_, atol=1e-9)

@@ -210,6 +210,29 @@ def test_ancestral_sampling_and_save_load(fitted, tmp_path):
     assert tr[0].vertices.shape == (3, 200, 3) and set(tr[0].cluster) == {1}
 
 
+def test_encode_gives_each_shape_a_code_in_its_own_cluster(mixed, fitted):
+    from shapeatlas.models.generative import Codes
+
+    _, meshes, _ = mixed
+    model, _ = fitted
+    eye = [np.eye(4)] * 3
+    codes = model.encode(meshes[:3], transforms=eye)
+    assert isinstance(codes, Codes) and codes.z.shape == (3, model.generator_.latent_dim)
+    np.testing.assert_array_equal(codes.cluster, model.labels_[:3])
+    np.testing.assert_allclose(codes.memberships.sum(axis=1), 1.0)
+    for k, m in enumerate(codes.cluster):  # columns beyond the cluster's own size stay 0
+        assert not codes.z[k, model.generator_.latent_dims[m]:].any()
+    again = model.transform(meshes[:3], transforms=eye)
+    np.testing.assert_array_equal(again.z, codes.z)
+    back = model.decode(codes)
+    np.testing.assert_array_equal(back.cluster, codes.cluster)
+    # each decodes close to its training shape (matched to its own atlas), not to another one
+    train = model.training_shapes_[:3]
+    err = np.linalg.norm(back.vertices - train, axis=2).mean(axis=1)
+    other = np.linalg.norm(back.vertices - train[[1, 2, 0]], axis=2).mean(axis=1)
+    assert err.max() < 5.0 and np.all(err < other), (err, other)
+
+
 def test_too_many_atlases_and_bad_settings_are_refused(mixed):
     _, meshes, _ = mixed
     with pytest.raises(ShapeAtlasError, match="3 atlases need at least 9 shapes"):

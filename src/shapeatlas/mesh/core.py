@@ -4,18 +4,25 @@ A `Mesh` checks its arrays once when it is built (finite coordinates, integer fa
 raises `MeshError` naming the mesh otherwise, so nothing downstream has to re-check. Derived
 quantities are computed on first use by the pure functions in `shapeatlas.mesh.geometry` and
 cached on the instance; the arrays themselves are read-only, so the cache can never go stale.
+
+Meshes of other libraries are taken by duck typing, without importing them: `as_mesh` turns a
+`trimesh.Trimesh` (`vertices`, `faces`) or a `pyvista.PolyData` (`points` and the flat VTK cell
+array `faces`) into a `Mesh`, and every estimator calls it (through `as_meshes`) where meshes
+come in. `Mesh.to_trimesh` and `Mesh.to_pyvista` go the other way; pyvista is optional and is
+named, with its install command, only when `to_pyvista` is called without it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 from types import MappingProxyType
-from typing import Mapping
+from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-from shapeatlas.errors import MeshError, OpenMeshError
+from shapeatlas.errors import MeshError, OpenMeshError, ShapeAtlasError
 from shapeatlas.mesh import geometry as geo
 
 #: Surface area (in squared mesh units) at or below which a mesh counts as having no area.
@@ -219,6 +226,20 @@ class Mesh:
             vertices=np.array(self.vertices), faces=np.array(self.faces), process=False
         )
 
+    def to_pyvista(self):
+        """A `pyvista.PolyData` copy with the point data as point arrays (vertex order kept).
+        pyvista is optional: without it this raises `ShapeAtlasError` saying how to install it."""
+        try:
+            import pyvista
+        except ImportError:
+            raise ShapeAtlasError("Mesh.to_pyvista needs pyvista, which is not installed: "
+                                  "pip install pyvista") from None
+        cells = np.hstack([np.full((self.n_faces, 1), 3, dtype=np.int64), self.faces]).ravel()
+        poly = pyvista.PolyData(np.array(self.vertices), cells)
+        for key, arr in self.point_data.items():
+            poly.point_data[key] = np.array(arr)
+        return poly
+
     def __repr__(self) -> str:
         return f"Mesh(name={self.name!r}, n_vertices={self.n_vertices}, n_faces={self.n_faces})"
 
@@ -226,3 +247,109 @@ class Mesh:
         """Raise `MeshError` if the surface has no area (all faces degenerate)."""
         if self.area <= ZERO_AREA_EPS:
             raise MeshError(self.name, "the surface has zero area (all faces are degenerate)")
+
+
+# ------------------------------------------------------------------ meshes of other libraries
+def _foreign_name(obj: Any) -> str | None:
+    """The name an object of another library carries, if any (trimesh keeps the file it was
+    loaded from in `metadata`)."""
+    meta = getattr(obj, "metadata", None)
+    if isinstance(meta, Mapping):
+        for key in ("file_name", "name"):
+            if isinstance(meta.get(key), str) and meta[key]:
+                return meta[key]
+    return None
+
+
+def _vertex_arrays(arrays: Any, n_vertices: int) -> dict[str, np.ndarray]:
+    """The numeric per-vertex arrays of a mapping (trimesh's `vertex_attributes`, pyvista's
+    `point_data`); others are left out."""
+    out = {}
+    if arrays is None:
+        return out
+    try:
+        items = list(arrays.items())
+    except (AttributeError, TypeError, KeyError):
+        return out
+    for key, arr in items:
+        a = np.asarray(arr)
+        if isinstance(key, str) and a.shape[:1] == (n_vertices,) and np.issubdtype(a.dtype,
+                                                                                 np.number):
+            out[key] = a
+    return out
+
+
+def _vtk_triangles(cells: Any, name: str) -> np.ndarray:
+    """(F, 3) triangles from a flat VTK cell array `[3, i, j, k, 3, ...]`; any other cell
+    (a quad, a polygon) is refused."""
+    c = np.asarray(cells).ravel()
+    if c.size == 0:
+        return np.zeros((0, 3), dtype=np.int64)
+    if not np.issubdtype(c.dtype, np.integer):
+        raise MeshError(name, f"the VTK face array must hold integers, got dtype {c.dtype}")
+    if c.size % 4 == 0 and np.all(c[::4] == 3):
+        return c.reshape(-1, 4)[:, 1:].astype(np.int64)
+    i = 0
+    while i < c.size:  # find the first cell that is not a triangle, to name it
+        if c[i] != 3:
+            break
+        i += 4
+    size = int(c[i]) if i < c.size else -1
+    what = f"a cell of {size} points" if size > 0 else "a malformed face array"
+    raise MeshError(name, f"only triangle meshes are accepted, but the pyvista mesh has {what}: "
+                    "triangulate it first (mesh.triangulate())")
+
+
+def as_mesh(obj: Any, *, name: str | None = None) -> Mesh:
+    """A `Mesh` from a `Mesh` (returned as is unless `name` renames it), a `trimesh.Trimesh`
+    or anything with `vertices` (V, 3) and `faces` (F, 3), or a `pyvista.PolyData` or anything
+    with `points` (V, 3) and `faces`, a flat VTK cell array `[3, i, j, k, 3, ...]` of triangles
+    only. Numeric per-vertex arrays (trimesh's `vertex_attributes`, pyvista's `point_data`)
+    become `point_data`. Neither library is imported.
+
+    name: the mesh's name in error messages and results; default: the name the object carries
+    (trimesh's `metadata["file_name"]`), else "mesh".
+    Raises `MeshError` (invalid arrays, non-triangle cells) or `ShapeAtlasError` (not a mesh).
+    """
+    if isinstance(obj, Mesh):
+        if name is None or name == obj.name:
+            return obj
+        return Mesh(obj.vertices, obj.faces, name=name, point_data=obj.point_data)
+    if isinstance(obj, (str, Path)):
+        raise ShapeAtlasError(f"expected a mesh, got the path {str(obj)!r}: read it with "
+                              "shapeatlas.read_mesh first")
+    label = name or _foreign_name(obj) or "mesh"
+    if hasattr(obj, "vertices") and hasattr(obj, "faces"):  # trimesh
+        vertices = np.asarray(obj.vertices)
+        faces = np.asarray(obj.faces)
+        arrays = getattr(obj, "vertex_attributes", None)
+    elif hasattr(obj, "points") and hasattr(obj, "faces"):  # pyvista
+        if int(getattr(obj, "n_strips", 0) or 0):
+            raise MeshError(label, "only triangle meshes are accepted, but the pyvista mesh "
+                            "has triangle strips: triangulate it first (mesh.triangulate())")
+        vertices = np.asarray(obj.points)
+        faces = _vtk_triangles(obj.faces, label)
+        arrays = getattr(obj, "point_data", None)
+    else:
+        raise ShapeAtlasError(
+            f"expected a mesh (a shapeatlas Mesh, a trimesh.Trimesh or a pyvista.PolyData: an "
+            f"object with vertices and faces, or points and faces), got {type(obj).__name__}")
+    n = vertices.shape[0] if vertices.ndim == 2 else -1
+    return Mesh(vertices, faces, name=label, point_data=_vertex_arrays(arrays, n))
+
+
+def as_meshes(objs: Iterable[Any]) -> list[Mesh]:
+    """`as_mesh` of each item of a list; an item without a name of its own is called
+    `mesh_000`, `mesh_001`... by its place. One mesh instead of a list is refused (pass
+    `[mesh]`)."""
+    if isinstance(objs, Mesh) or hasattr(objs, "faces"):
+        raise ShapeAtlasError(f"expected a list of meshes, got one {type(objs).__name__}: "
+                              "pass [mesh]")
+    if isinstance(objs, (str, Path)):
+        raise ShapeAtlasError(f"expected a list of meshes, got the path {str(objs)!r}: read "
+                              "the files with shapeatlas.read_mesh first")
+    out = []
+    for i, obj in enumerate(objs):
+        own = obj.name if isinstance(obj, Mesh) else _foreign_name(obj)
+        out.append(as_mesh(obj, name=None if own else f"mesh_{i:03d}"))
+    return out

@@ -20,13 +20,13 @@ import os
 import stat
 import warnings
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 
 from shapeatlas.atomic import write_atomic
 from shapeatlas.errors import MeshError
-from shapeatlas.mesh.core import Mesh
+from shapeatlas.mesh.core import Mesh, as_mesh
 from shapeatlas.mesh.limits import MAX_MESH_FILE_BYTES, check_declared
 from shapeatlas.mesh.obj import read_obj
 from shapeatlas.mesh.ply import write_ply
@@ -283,7 +283,7 @@ def read_mesh(path: str | Path, *, check_area: bool = True) -> Mesh:
 
 
 def write_mesh(
-    mesh: Mesh,
+    mesh: Mesh | Any,
     path: str | Path,
     *,
     point_data: Mapping[str, np.ndarray] | None = None,
@@ -294,10 +294,13 @@ def write_mesh(
     `point_data` (default: the mesh's own) is written where the format keeps per-vertex arrays
     (PLY, VTK, VTP); for OBJ and STL it is dropped with a logged warning. Binary PLY and VTP are
     written by shapeatlas itself and are byte-identical for identical input; the other formats
-    go through meshio.
+    go through meshio. `mesh` may also be a `trimesh.Trimesh` or a `pyvista.PolyData` of
+    triangles (`shapeatlas.mesh.core.as_mesh`).
     Returns the path written.
     """
     path = Path(path)
+    if not isinstance(mesh, Mesh):
+        mesh = as_mesh(mesh, name=str(path))
     suffix = mesh_suffix(path)
     if suffix not in WRITE_FORMATS:
         raise MeshError(

@@ -17,7 +17,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -27,7 +27,7 @@ from shapeatlas.errors import ShapeAtlasError
 from shapeatlas.mesh.align import relaxed_rigid_step, similarity_fit
 from shapeatlas.mesh.cap import cohort_cap
 from shapeatlas.mesh.closest import closest_points_on_surface
-from shapeatlas.mesh.core import Mesh
+from shapeatlas.mesh.core import Mesh, as_meshes
 from shapeatlas.mesh.cpd import LowRankKernel, cpd_nonrigid, normalising_frame
 from shapeatlas.mesh.projection import ProjectionReport
 from shapeatlas.mesh.remesh import even_out
@@ -152,7 +152,7 @@ class AtlasModel(GenerativeMixin):
         return Mesh(self.atlas_vertices_, self.atlas_faces_, name="atlas")
 
     # ---------------------------------------------------------------------- fit
-    def fit(self, meshes: Sequence[Mesh], *, run_dir: str | Path | None = None,
+    def fit(self, meshes: Sequence[Mesh | Any], *, run_dir: str | Path | None = None,
             resume: bool = False, progress: Callable[[dict], None] | None = None,
             sources: tuple[Sequence[Mesh], Sequence[np.ndarray]] | None = None) -> "AtlasModel":
         """Learn the atlas and the correspondence network from groomed (aligned) meshes.
@@ -163,7 +163,9 @@ class AtlasModel(GenerativeMixin):
         point-distribution model (`ssm_modes`) is then fitted on those, the meshes `correspond`
         will see, rather than on the groomed ones (see `fit_point_model`), and when it is kept
         the generator learns from those files too, matched in the same poses.
+        meshes: `Mesh`, `trimesh.Trimesh` or `pyvista.PolyData` (`mesh.core.as_mesh`).
         """
+        meshes = as_meshes(meshes)
         cfg = self.config
         t0 = time.perf_counter()
         inputs.check_cohort(meshes, atlas_vertices=cfg.model.atlas_vertices)
@@ -392,7 +394,7 @@ class AtlasModel(GenerativeMixin):
             pts = self._pull(pts, shape, atlas, match)
         return m, norm.to_mm(pts.detach().cpu().double().numpy())
 
-    def fit_point_model(self, meshes: Sequence[Mesh],
+    def fit_point_model(self, meshes: Sequence[Mesh | Any],
                         transforms: Sequence[np.ndarray] | None = None, *,
                         modes: int | None = None,
                         max_chamfer_rise: float | None = MAX_CHAMFER_RISE,
@@ -419,6 +421,7 @@ class AtlasModel(GenerativeMixin):
         -> self
         """
         self._check_fitted()
+        meshes = as_meshes(meshes)
         cfg = self.config.replace(model={"ssm_modes": modes})  # validates (ShapeAtlasError)
         self.point_model_ = None
         t0 = time.perf_counter()
@@ -486,10 +489,13 @@ class AtlasModel(GenerativeMixin):
             return start
         return t
 
-    def correspond(self, meshes: Sequence[Mesh], *, transforms: Sequence[np.ndarray] | None = None,
+    def correspond(self, meshes: Sequence[Mesh | Any], *,
+                   transforms: Sequence[np.ndarray] | None = None,
                    refine: bool = True, match: MatchConfig | None = None,
                    project: bool = False) -> list[Correspondence]:
         """Map every atlas vertex onto each mesh, without retraining.
+
+        meshes: `Mesh`, `trimesh.Trimesh` or `pyvista.PolyData` (`mesh.core.as_mesh`).
 
         transforms: optional (4, 4) maps from each mesh's frame to the model's aligned frame
         (e.g. from `groom.json`); by default each mesh is aligned rigidly to the atlas, turned
@@ -508,7 +514,7 @@ class AtlasModel(GenerativeMixin):
         """
         match = self.match_config(match)
         self._check_fitted()
-
+        meshes = as_meshes(meshes)
         self.net_.eval()
         atlas, atlas_emb = self._atlas_embedding()
         atlas_mesh = self.atlas_mesh

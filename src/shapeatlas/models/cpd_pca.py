@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -22,7 +22,7 @@ import torch
 from shapeatlas import validate
 from shapeatlas.errors import ShapeAtlasError
 from shapeatlas.mesh.cap import cohort_cap, turn_cap
-from shapeatlas.mesh.core import Mesh
+from shapeatlas.mesh.core import Mesh, as_meshes
 from shapeatlas.mesh.cpd import LowRankKernel, cpd_nonrigid, normalising_frame
 from shapeatlas.metrics.surface import point_set_distances
 from shapeatlas.models import inputs, persistence
@@ -68,11 +68,13 @@ class CPDPCAModel(GenerativeMixin):
             raise ShapeAtlasError(f"{mesh.name}: CPD registration diverged (non-finite points)")
         return pts, res
 
-    def fit(self, meshes: Sequence[Mesh], *, run_dir: str | Path | None = None,
+    def fit(self, meshes: Sequence[Mesh | Any], *, run_dir: str | Path | None = None,
             resume: bool = False, progress: Callable[[dict], None] | None = None
             ) -> "CPDPCAModel":
         """Register the atlas onto every groomed (aligned) mesh, then PCA. `run_dir` and
-        `resume` are accepted for interface parity (a CPD fit takes minutes, not hours)."""
+        `resume` are accepted for interface parity (a CPD fit takes minutes, not hours).
+        meshes: `Mesh`, `trimesh.Trimesh` or `pyvista.PolyData` (`mesh.core.as_mesh`)."""
+        meshes = as_meshes(meshes)
         cfg = self.config
         t0 = time.perf_counter()
         inputs.check_cohort(meshes, atlas_vertices=cfg.model.atlas_vertices)
@@ -111,14 +113,17 @@ class CPDPCAModel(GenerativeMixin):
         self.fit_seconds_ = time.perf_counter() - t0
         return self
 
-    def correspond(self, meshes: Sequence[Mesh], *, transforms: Sequence[np.ndarray] | None = None,
+    def correspond(self, meshes: Sequence[Mesh | Any], *,
+                   transforms: Sequence[np.ndarray] | None = None,
                    refine: bool = True, match: MatchConfig | None = None
                    ) -> list[Correspondence]:
         """CPD of the atlas onto each mesh (aligned to the atlas first, and turned about its flat
         cap where the model keeps one, unless `transforms` are given); points in each input's
         own frame. `refine` and `match` are ignored (CPD has neither the network's matching nor
-        its pull: `config.cpd` sets the registration)."""
+        its pull: `config.cpd` sets the registration). meshes: `Mesh`, `trimesh.Trimesh` or
+        `pyvista.PolyData`."""
         self._check_fitted()
+        meshes = as_meshes(meshes)
         if getattr(self, "_kernel_cache", None) is None:  # one eigendecomposition per model
             self._kernel_cache = self._kernel(self.atlas_vertices_)
         kernel, c, r = self._kernel_cache

@@ -1,16 +1,18 @@
 """What every shapeatlas model does once its correspondences exist: learn a shape generator on
-the normalised shapes, sample virtual cohorts, traverse the latent space, reconstruct a mesh.
+the normalised shapes, sample virtual cohorts, traverse the latent space, encode meshes to
+latent codes and decode codes to shapes, reconstruct a mesh.
 
-`GenerativeMixin` is shared by `AtlasModel` (β-VAE) and `CPDPCAModel` (PCA), so `sample`,
-`evaluate` and the benchmark treat both methods identically. The host class provides
-`config`, `atlas_faces_`, `_check_fitted()` and `correspond(meshes, transforms=...)`.
+`GenerativeMixin` is shared by `AtlasModel` (β-VAE), `CPDPCAModel` (PCA) and
+`MultiAtlasModel` (one β-VAE per atlas), so `sample`, `evaluate` and the benchmark treat every
+method identically. The host class provides `config`, `atlas_faces_`, `_check_fitted()` and
+`correspond(meshes, transforms=..., match=...)`.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -48,6 +50,24 @@ class Samples:
 
     def meshes(self, *, prefix: str = "sample") -> list[Mesh]:
         return [Mesh(v, self.faces, name=f"{prefix}_{i:04d}") for i, v in enumerate(self.vertices)]
+
+
+@dataclass(frozen=True)
+class Codes:
+    """Latent codes of a multi-atlas model's shapes (`MultiAtlasModel.encode`), each in the
+    latent space of its own atlas's β-VAE (a single-atlas model's `encode` returns the (B, D)
+    array alone).
+
+    z: (B, D) the codes; D is the largest cluster's latent size and a shape of cluster m uses
+        the first `generator_.latent_dims[m]` columns (the others are 0).
+    cluster: (B,) the most probable atlas of each shape.
+    memberships: (B, M) each shape's membership of each atlas.
+    `decode(codes)` decodes each code with its own cluster's decoder.
+    """
+
+    z: np.ndarray
+    cluster: np.ndarray
+    memberships: np.ndarray | None = None
 
 
 def latent_sizes(generator) -> dict:
@@ -125,12 +145,14 @@ class GenerativeMixin:
         self._check_generator()
         return self.generator_.sample_latent(n, rng), None
 
-    def decode(self, z: np.ndarray, *, relax: int | None = None,
+    def decode(self, z: np.ndarray | Codes, *, relax: int | None = None,
                cluster: np.ndarray | None = None, project: bool = True) -> Samples:
-        """Shapes for given latent codes (S, D), tangentially relaxed by `relax` steps (default:
-        the config's `generator.relax`; see `shapeatlas.mesh.relax`) and, with `project`, each made
-        a valid mesh (`project_shapes`)."""
+        """Shapes for given latent codes (S, D) (what `encode` returns, or codes of your own),
+        tangentially relaxed by `relax` steps (default: the config's `generator.relax`; see
+        `shapeatlas.mesh.relax`) and, with `project`, each made a valid mesh
+        (`project_shapes`). -> Samples, vertices (S, K, 3) in the aligned frame (mm)"""
         self._check_generator()
+        z, cluster = split_codes(z, cluster)
         if cluster is not None:
             raise ShapeAtlasError("this model has a single atlas: decode takes no clusters")
         z = np.atleast_2d(np.asarray(z, dtype=np.float64))
@@ -196,7 +218,7 @@ class GenerativeMixin:
             out[rank] = self.decode(z, cluster=None if cluster is None else np.full(steps, cluster))
         return out
 
-    def normalised_shapes(self, meshes: Sequence[Mesh], *,
+    def normalised_shapes(self, meshes: Sequence[Mesh | Any], *,
                           transforms: Sequence[np.ndarray] | None = None,
                           match: MatchConfig | None = None) -> tuple[np.ndarray, list]:
         """Correspond meshes (`match`: how, as `correspond` takes it) and return their
@@ -205,7 +227,26 @@ class GenerativeMixin:
         shapes = np.stack([c.aligned_points for c in corr])
         return shapes, corr
 
-    def reconstruct(self, meshes: Sequence[Mesh], *, n_components: int | None = None,
+    def encode(self, meshes: Sequence[Mesh | Any], *,
+               transforms: Sequence[np.ndarray] | None = None,
+               match: MatchConfig | None = None) -> np.ndarray:
+        """Latent codes of meshes: each is corresponded (`match`: how, as `correspond` takes
+        it; `transforms`: (4, 4) maps into the model's aligned frame, default: aligned to the
+        atlas), and its normalised shape mapped to its code: the β-VAE's posterior mean, or the
+        PCA scores of a CPD-PCA model. Deterministic: the same meshes give the same codes.
+        `decode(encode(meshes))` gives the model's reconstruction of each shape in the aligned
+        frame. meshes: `Mesh`, `trimesh.Trimesh` or `pyvista.PolyData`. -> (B, D)"""
+        self._check_generator()
+        shapes, _ = self.normalised_shapes(meshes, transforms=transforms, match=match)
+        return self.generator_.encode(shapes)
+
+    def transform(self, meshes: Sequence[Mesh | Any], *,
+                  transforms: Sequence[np.ndarray] | None = None,
+                  match: MatchConfig | None = None) -> np.ndarray | Codes:
+        """`encode`, by scikit-learn's name for it."""
+        return self.encode(meshes, transforms=transforms, match=match)
+
+    def reconstruct(self, meshes: Sequence[Mesh | Any], *, n_components: int | None = None,
                     transforms: Sequence[np.ndarray] | None = None,
                     match: MatchConfig | None = None) -> list[Mesh]:
         """Each mesh through the model: correspond (`match`: how), encode, decode; in the
@@ -260,3 +301,11 @@ class GenerativeMixin:
                                              finite=False)
         self.real_extents_ = validate.tensor(tensors, "train.extents", source, shape=(b, 3))
         self.axes_ = validate.tensor(tensors, "train.axes", source, shape=(3, 3))
+
+
+def split_codes(z: Any, cluster: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """`decode`'s codes and clusters from an array of codes, or from `Codes` (whose clusters
+    are used unless `cluster` is given)."""
+    if isinstance(z, Codes):
+        return z.z, z.cluster if cluster is None else cluster
+    return z, cluster

@@ -57,7 +57,7 @@ import logging
 import time
 import warnings
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -66,7 +66,7 @@ from shapeatlas import validate
 from shapeatlas.atomic import write_text_atomic
 from shapeatlas.errors import ShapeAtlasError
 from shapeatlas.mesh.align import similarity_fit
-from shapeatlas.mesh.core import Mesh
+from shapeatlas.mesh.core import Mesh, as_meshes
 from shapeatlas.mesh.io import write_mesh
 from shapeatlas.mesh.relax import relax_tangentially
 from shapeatlas.metrics.ssm import principal_axes
@@ -82,7 +82,13 @@ from shapeatlas.models.clustering import (
     rigid_consensus,
     soft_cluster,
 )
-from shapeatlas.models.generative import GenerativeMixin, Samples, cohort_summary
+from shapeatlas.models.generative import (
+    Codes,
+    GenerativeMixin,
+    Samples,
+    cohort_summary,
+    split_codes,
+)
 from shapeatlas.models.generator import DEFAULT_LATENT, VAEGenerator, effective_size
 from shapeatlas.models.mixture import MixtureGenerator
 from shapeatlas.training.config import FitConfig, MatchConfig
@@ -159,12 +165,14 @@ class MultiAtlasModel(GenerativeMixin):
         return out, np.stack([[c.aligned_points for c in row] for row in out], axis=1)
 
     # ---------------------------------------------------------------------- fit
-    def fit(self, meshes: Sequence[Mesh], *, run_dir: str | Path | None = None,
+    def fit(self, meshes: Sequence[Mesh | Any], *, run_dir: str | Path | None = None,
             resume: bool = False, progress: Callable[[dict], None] | None = None,
             base: AtlasModel | None = None) -> "MultiAtlasModel":
         """Fit the shared network (or take a fitted `base`), cluster, and train one β-VAE per
         atlas. With `run_dir`, the shared network is saved in RUN_DIR/shared as soon as it is
-        trained, and `resume=True` reuses it (or continues its training)."""
+        trained, and `resume=True` reuses it (or continues its training). meshes: `Mesh`,
+        `trimesh.Trimesh` or `pyvista.PolyData`."""
+        meshes = as_meshes(meshes)
         cfg = self.config
         n = len(meshes)
         most = n // MIN_CLUSTER_SHAPES
@@ -313,24 +321,27 @@ class MultiAtlasModel(GenerativeMixin):
             raise ShapeAtlasError("; ".join(problems))
         return self.base_.match_config(match)
 
-    def predict_proba(self, meshes: Sequence[Mesh], *,
+    def predict_proba(self, meshes: Sequence[Mesh | Any], *,
                       transforms: Sequence[np.ndarray] | None = None) -> np.ndarray:
         """Memberships (B, M) of meshes in any frame (or with maps into the groomed frame)."""
         self._check_fitted()
+        meshes = as_meshes(meshes)
         return self._matched(meshes, transforms)[2]
 
-    def predict(self, meshes: Sequence[Mesh], *,
+    def predict(self, meshes: Sequence[Mesh | Any], *,
                 transforms: Sequence[np.ndarray] | None = None) -> np.ndarray:
         """The most probable atlas of each mesh. -> (B,)"""
         return self.predict_proba(meshes, transforms=transforms).argmax(axis=1)
 
-    def correspond(self, meshes: Sequence[Mesh], *, transforms: Sequence[np.ndarray] | None = None,
+    def correspond(self, meshes: Sequence[Mesh | Any], *,
+                   transforms: Sequence[np.ndarray] | None = None,
                    refine: bool = True, match: MatchConfig | None = None
                    ) -> list[Correspondence]:
         """Each mesh's correspondence to its most probable atlas (points in the input frame),
         with `atlas` and `memberships` filled in. transforms: maps into the groomed frame;
         match: how to match (`AtlasModel.correspond`)."""
         self._check_fitted()
+        meshes = as_meshes(meshes)
         matched, _, r = self._matched(meshes, transforms, refine=refine, match=match)
         out = []
         for k in range(len(meshes)):
@@ -343,26 +354,47 @@ class MultiAtlasModel(GenerativeMixin):
                 projection=c.projection))
         return out
 
-    def score(self, meshes: Sequence[Mesh], *,
+    def score(self, meshes: Sequence[Mesh | Any], *,
               transforms: Sequence[np.ndarray] | None = None) -> float:
         """Mean per-shape log-likelihood lower bound (nats): log Σ_m π_m exp(ELBO_m), each
         cluster's ELBO on the shape matched to that cluster's atlas. Higher is better."""
         self._check_generator()
-        _, per_cluster, _ = self._matched(meshes, transforms)
+        _, per_cluster, _ = self._matched(as_meshes(meshes), transforms)
         return float(self.generator_.log_likelihood(per_cluster).mean())
+
+    def encode(self, meshes: Sequence[Mesh | Any], *,
+               transforms: Sequence[np.ndarray] | None = None,
+               match: MatchConfig | None = None) -> Codes:
+        """Latent codes of meshes, each in its most probable atlas: every mesh is matched to
+        every atlas (as `predict_proba`), and its shape matched to its most probable atlas m is
+        mapped to the posterior mean of cluster m's β-VAE. Deterministic.
+        `decode(encode(meshes))` gives each shape's reconstruction. -> `Codes` (z (B, D),
+        cluster (B,), memberships (B, M))"""
+        self._check_generator()
+        meshes = as_meshes(meshes)
+        _, per_cluster, r = self._matched(meshes, transforms, match=match)
+        cluster = r.argmax(axis=1)
+        z = np.zeros((len(meshes), self.generator_.latent_dim))
+        for m, g in enumerate(self.generator_.generators):
+            pick = np.flatnonzero(cluster == m)
+            if len(pick):
+                z[pick, :g.latent_dim] = g.encode(per_cluster[pick, m])
+        return Codes(z=z, cluster=cluster, memberships=r)
 
     # ----------------------------------------------------------------- generate
     def sample_codes(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         self._check_generator()
         return self.generator_.sample(n, rng)
 
-    def decode(self, z: np.ndarray, *, relax: int | None = None,
+    def decode(self, z: np.ndarray | Codes, *, relax: int | None = None,
                cluster: np.ndarray | None = None, project: bool = True) -> Samples:
-        """Shapes for latent codes (S, D) of clusters (S,) (default: the most populated). D is
-        the largest cluster's latent size (`generator_.latent_dim`); cluster m reads the first
-        `generator_.latent_dims[m]` columns. project: make each a valid mesh against its
-        cluster's atlas (`project_shapes`)."""
+        """Shapes for latent codes (S, D) of clusters (S,) (default: the most populated), or for
+        the `Codes` that `encode` returns (their clusters). D is the largest cluster's latent
+        size (`generator_.latent_dim`); cluster m reads the first `generator_.latent_dims[m]`
+        columns. project: make each a valid mesh against its cluster's atlas
+        (`project_shapes`)."""
         self._check_generator()
+        z, cluster = split_codes(z, cluster)
         z = np.atleast_2d(np.asarray(z, dtype=np.float64))
         if z.shape[1] != self.generator_.latent_dim:
             raise ShapeAtlasError(f"latent codes must have {self.generator_.latent_dim} columns, "

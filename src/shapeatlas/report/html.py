@@ -28,7 +28,6 @@ from shapeatlas.atomic import atomic_path
 from shapeatlas.errors import ShapeAtlasError
 from shapeatlas.mesh.core import Mesh
 from shapeatlas.models.generative import TRAVERSE_SPAN
-from shapeatlas.runs.load import load_model
 from shapeatlas.report import charts, content, tables
 from shapeatlas.report.scenes import (
     ATLAS_COLOUR,
@@ -40,6 +39,7 @@ from shapeatlas.report.scenes import (
     modes_figure,
     panel_figure,
 )
+from shapeatlas.runs.load import load_model
 
 __all__ = ["MAX_DIRECTIONS", "MAX_GALLERY", "TRAVERSE_STEPS", "write_report"]
 
