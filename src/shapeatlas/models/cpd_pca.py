@@ -71,7 +71,9 @@ class CPDPCAModel(GenerativeMixin):
             resume: bool = False, progress: Callable[[dict], None] | None = None
             ) -> "CPDPCAModel":
         """Register the atlas onto every groomed (aligned) mesh, then PCA. `run_dir` and
-        `resume` are accepted for interface parity (a CPD fit takes minutes, not hours)."""
+        `resume` are accepted for interface parity (a CPD fit takes minutes, not hours).
+        progress: called after each registration with {"stage": "registration", "round",
+        "rounds", "step", "steps"}."""
         cfg = self.config
         t0 = time.perf_counter()
         inputs.check_cohort(meshes, atlas_vertices=cfg.model.atlas_vertices)
@@ -82,15 +84,15 @@ class CPDPCAModel(GenerativeMixin):
         self.cap_reference_ = inputs.cohort_cap(meshes, start)  # as `AtlasModel.fit`
         self.atlas_faces_ = np.asarray(atlas0.faces)
         atlas = np.asarray(atlas0.vertices, dtype=np.float64)
-        steps = cfg.training.atlas_rounds * len(meshes)
         shapes = np.zeros((len(meshes), len(atlas), 3))
         for rnd in range(cfg.training.atlas_rounds):
             kernel, c, r = self._kernel(atlas)
             for i, m in enumerate(meshes):
                 shapes[i] = self._register(atlas, kernel, c, r, m)[0]
                 if progress:
-                    progress({"round": rnd, "epoch": 0, "step": rnd * len(meshes) + i + 1,
-                              "steps": steps, "loss": float("nan")})
+                    progress({"stage": "registration", "round": rnd + 1,
+                              "rounds": cfg.training.atlas_rounds, "step": i + 1,
+                              "steps": len(meshes)})
             log.info("CPD round %d/%d: registered the atlas onto %d shapes (%.0f s so far)",
                      rnd + 1, cfg.training.atlas_rounds, len(meshes), time.perf_counter() - t0)
             if rnd < cfg.training.atlas_rounds - 1:
