@@ -113,8 +113,8 @@ def setup(root: Path, env: dict) -> dict:
         "correspond": (["correspond", r, f"{c}/lv_000.ply"], ["correspond", r, c]),
         "sample": (["sample", r, "-n", "8"], ["sample", r, "-n", "5", "--traverse", "1"]),
         "reconstruct": (["reconstruct", r, f"{c}/lv_001.ply"], ["reconstruct", r, c]),
-        "evaluate": (["evaluate", r, "--test", c, "--samples", "20"],
-                     ["evaluate", r, "--test", c, "--samples", "30", "--seed", "1"]),
+        "evaluate": (["evaluate", r, "--test", c, "-n", "20"],
+                     ["evaluate", r, "--test", c, "-n", "30", "--seed", "1"]),
         "fit": (["fit", c, "--config", str(root / "rasm.json"), "--seed", "0"],
                 ["fit", c, "--config", str(root / "rasm.json"), "--seed", "1"]),
     }
@@ -141,7 +141,7 @@ def main() -> int:
                 continue
             fit = verb == "fit"
             out, pristine = root / f"out-{verb}", root / f"old-{verb}"
-            q = ["-q"] if verb != "reconstruct" else []
+            q = ["-q"]
             run(cli(*old_cmd, "--out", str(out), *q), env)
             shutil.copytree(out, pristine)
             old = snapshot(out)

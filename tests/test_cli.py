@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
 import subprocess
@@ -10,9 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from output_folders import assert_provenance
 from shapes import asymmetric_blob
 
-from shapeatlas.cli import main
+from shapeatlas.cli import _FIT_CONFIG_FIELDS, build_parser, main
 from shapeatlas.mesh.core import Mesh
 from shapeatlas.mesh.io import read_mesh, write_mesh
 
@@ -23,13 +25,102 @@ def _matching(folder: Path, **fields) -> str:
     path.write_text(json.dumps(fields))
     return str(path)
 
-def test_help_of_every_verb(capsys):
-    for verb in (["info"], ["groom"], ["synth"], ["synth", "lv"], ["synth", "kidney"], ["fit"], ["correspond"],
-                 ["sample"], ["reconstruct"], ["evaluate"], ["report"], ["demo"]):
+def _verbs(parser: argparse.ArgumentParser, head: tuple[str, ...] = ()):
+    """(words, parser) of every verb and sub-verb (`synth`, `synth lv`, ...)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield (*head, name), sub
+                yield from _verbs(sub, (*head, name))
+
+
+VERBS = [words for words, _ in _verbs(build_parser())]
+
+
+def test_every_verb_is_listed():
+    assert VERBS == [("info",), ("groom",), ("synth",), ("synth", "lv"), ("synth", "kidney"),
+                     ("fit",), ("correspond",), ("sample",), ("reconstruct",), ("evaluate",),
+                     ("report",), ("demo",)]
+
+
+@pytest.mark.parametrize("verb", VERBS, ids=" ".join)
+def test_help_of_every_verb_shows_the_common_options(verb, capsys):
+    with pytest.raises(SystemExit) as ex:
+        main([*verb, "--help"])
+    assert ex.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: shapeatlas {' '.join(verb)}")
+    for option in ("-q, --quiet", "-v, --verbose"):
+        assert option in out, option
+
+
+#: The smallest valid command line of each verb (what follows the verb's words).
+MINIMAL = {("info",): ["a.ply"], ("groom",): ["in", "--out", "o"], ("synth",): ["lv", "--out", "o"],
+           ("synth", "lv"): ["--out", "o"], ("synth", "kidney"): ["--out", "o"],
+           ("fit",): ["data", "--out", "o"], ("correspond",): ["run", "a.ply", "--out", "o"],
+           ("sample",): ["run", "--out", "o"], ("reconstruct",): ["run", "a.ply", "--out", "o"],
+           ("evaluate",): ["run", "--test", "t", "--out", "o"],
+           ("report",): ["run", "--out", "r.html"], ("demo",): []}
+
+
+@pytest.mark.parametrize("verb", VERBS, ids=" ".join)
+def test_quiet_and_verbose_go_before_or_after_the_verb(verb):
+    parser = build_parser()
+    tail = MINIMAL[verb]
+    for flag, quiet, verbose in (("-q", True, False), ("--verbose", False, True)):
+        for argv in ([flag, *verb, *tail], [*verb, flag, *tail], [*verb, *tail, flag]):
+            args = parser.parse_args(argv)
+            assert (args.quiet, args.verbose) == (quiet, verbose), argv
+    args = parser.parse_args([*verb, *tail])
+    assert (args.quiet, args.verbose) == (False, False)
+
+
+def test_quiet_and_verbose_exclude_each_other(capsys):
+    with pytest.raises(SystemExit) as ex:
+        main(["-q", "synth", "lv", "--out", "o", "-v"])
+    assert ex.value.code == 2 and "exclude each other" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("verb", VERBS, ids=" ".join)
+def test_every_option_has_help(verb):
+    parser = dict(_verbs(build_parser()))[verb]
+    for action in parser._actions:
+        if isinstance(action, (argparse._HelpAction, argparse._SubParsersAction)):
+            continue
+        name = "/".join(action.option_strings) or action.dest
+        if action.help == argparse.SUPPRESS:  # only the fit options that became config fields
+            assert verb == ("fit",) and action.option_strings[0] in _FIT_CONFIG_FIELDS, name
+            continue
+        assert action.help and action.help.strip(), f"{' '.join(verb)} {name} has no help"
+
+
+@pytest.mark.parametrize("verb", VERBS, ids=" ".join)
+def test_one_spelling_for_counts_and_formats(verb):
+    """A number of shapes is -n/--n everywhere; every --format takes each format the mesh
+    writer writes; no matching setting is an option (they are --matching files)."""
+    from shapeatlas.mesh.io import WRITE_FORMATS
+
+    parser = dict(_verbs(build_parser()))[verb]
+    options = {o: a for a in parser._actions for o in a.option_strings}
+    for old in ("--samples", "--n-samples", "--shapes", "--count"):
+        assert old not in options, old
+    if "-n" in options or "--n" in options:
+        assert options["-n"] is options["--n"]
+    if "--format" in options:
+        assert set(options["--format"].choices) == {e[1:] for e in WRITE_FORMATS}
+    for research in ("--transport-iterations", "--transport-relaxation", "--transport-sharpness",
+                     "--deformation-smoothing", "--surface-cpd", "--refine-motion",
+                     "--refine-steps", "--pose-iterations", "--pose-relaxation"):
+        assert research not in options, research
+
+
+def test_fit_refuses_options_that_are_configuration_fields(capsys):
+    for option, (field, example) in _FIT_CONFIG_FIELDS.items():
         with pytest.raises(SystemExit) as ex:
-            main([*verb, "--help"])
-        assert ex.value.code == 0
-        assert "usage: shapeatlas" in capsys.readouterr().out
+            main(["fit", "data", "--out", "o", option, "1"])
+        assert ex.value.code == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and field in err and "--config" in err
 
 
 def test_console_script_is_installed():
@@ -53,6 +144,8 @@ def test_console_script_is_installed():
     (["fit", "x", "--out", "y", "--atlases", "0"], "'auto' or a positive integer"),
     (["fit", "x", "--out", "y", "--atlases", "many"], "'auto' or a positive integer"),
     (["sample", "run", "--out", "x", "-n", "0"], "positive integer"),
+    (["evaluate", "run", "--test", "t", "--out", "x", "--n", "0"], "positive integer"),
+    (["demo", "-n", "x"], "positive integer"),
     (["evaluate", "run", "--test", "/definitely/not/here", "--out", "x"], "does not exist"),
 ])
 def test_bad_arguments_exit_2_with_one_line(capsys, argv, fragment):
@@ -124,10 +217,12 @@ def test_groom_reports_bad_file_and_exits_1(tmp_path, capsys):
 
 
 def test_demo(tmp_path, capsys):
-    assert main(["demo", "--out", str(tmp_path / "demo"), "--n", "4", "-q"]) == 0
+    assert main(["demo", "--out", str(tmp_path / "demo"), "-n", "4", "-q"]) == 0
     out = capsys.readouterr().out
     assert "done in" in out and "lv_003" in out
+    assert "[1/6]" not in out  # -q: no step lines
     assert (tmp_path / "demo" / "groomed" / "groom.json").is_file()
+    assert_provenance(tmp_path / "demo", "demo")
 
 
 def test_fit_and_correspond(tmp_path, capsys):
@@ -144,19 +239,29 @@ def test_fit_and_correspond(tmp_path, capsys):
                            "atlas_vertices": 150},
                     training={"epochs": 1, "atlas_rounds": 1}, matching={"refine_steps": 3},
                     grooming={"target_vertices": 400}, generator={"epochs": 200})
-    (tmp_path / "cfg.json").write_text(cfg.to_json())
+    for modes in (2, 3):
+        (tmp_path / f"cfg{modes}.json").write_text(
+            cfg.replace(model={"ssm_modes": modes}).to_json())
     run = tmp_path / "run"
     # Too many point-model modes for 4 shapes: named before any training.
     assert main(["fit", str(tmp_path / "lv"), "--out", str(tmp_path / "bad"), "--config",
-                 str(tmp_path / "cfg.json"), "--ssm-modes", "3", "-q"]) == 1
+                 str(tmp_path / "cfg3.json"), "-q"]) == 1
     assert "ssm_modes 3 needs more than 4 training shapes" in capsys.readouterr().err
-    # A raw folder: fit grooms it itself and records that; with a 2-mode point model.
+    # A raw folder: fit grooms it itself and records that; with a 2-mode point model. Without
+    # -q, every stage reports its progress on stderr: the R-ASM epochs as "round r/R, epoch
+    # e/E", the matching of the training shapes, and the β-VAE's epochs.
     assert main(["fit", str(tmp_path / "lv"), "--out", str(run), "--config",
-                 str(tmp_path / "cfg.json"), "--device", "cpu", "--ssm-modes", "2", "-q"]) == 0
+                 str(tmp_path / "cfg2.json"), "--device", "cpu"]) == 0
     for f in ("config.json", "model.safetensors", "model.json", "atlas.ply", "train_log.csv",
               "fit_metrics.json", "groomed/groom.json"):
         assert (run / f).is_file(), f
-    out = capsys.readouterr().out
+    assert_provenance(run, "fit")
+    captured = capsys.readouterr()
+    out, err = captured.out, captured.err
+    assert "round 1/1, epoch 1/1: loss" in err  # the log line, and the bar:
+    assert "round 1/1, epoch 1/1:" in err.replace("round 1/1, epoch 1/1: loss", "")
+    assert "matching the training shapes" in err
+    assert "β-VAE epoch 200/200: loss" in err and "β-VAE: " in err
     assert "fitted an atlas of 150 vertices on 4 shapes" in out
     assert "point model: 2 modes" in out
     pm = json.loads((run / "fit_metrics.json").read_text())["point_model"]
@@ -187,6 +292,7 @@ def test_fit_and_correspond(tmp_path, capsys):
                  "--out", str(tmp_path / "c"), "-q"]) == 1
     out = capsys.readouterr().out
     assert "skipped" in out and "notes.ply" in out
+    assert_provenance(tmp_path / "c", "correspond")
     z = np.load(tmp_path / "c" / "lv_000.npz")
     assert z["points"].shape == (150, 3) and z["atlas_vertex"].shape == (read_mesh(
         tmp_path / "lv" / "lv_000.ply").n_vertices,)
@@ -312,11 +418,15 @@ def test_cpd_pca_fit_sample_evaluate_reconstruct(tmp_path, capsys):
     assert s["n"] == 7 and len(s["samples"]) == 7 and len(s["samples"][0]["latent"]) == 3
     assert (tmp_path / "s" / "sample_00006.vtk").is_file()
     assert read_mesh(tmp_path / "s" / "traverse" / "dir1_step4.vtk").n_vertices == 150
+    assert main(["sample", str(run), "--n", "2", "--out", str(tmp_path / "s2"),
+                 "--format", "vtp", "-q"]) == 0
+    vtp = read_mesh(tmp_path / "s2" / "sample_00001.vtp")
+    assert vtp.n_vertices == 150 and vtp.is_watertight
     assert all(r["watertight"] for r in s["samples"])
     assert "wrote 7 virtual shapes" in capsys.readouterr().out
     # evaluate on the raw folder: grooms it, aligns every test mesh to the atlas by itself
     assert main(["evaluate", str(run), "--test", str(tmp_path / "lv"), "--out",
-                 str(tmp_path / "e"), "--samples", "50", "-q"]) == 0
+                 str(tmp_path / "e"), "-n", "50", "-q"]) == 0
     m = json.loads((tmp_path / "e" / "metrics.json").read_text())
     assert m["n_test"] == 6 and m["specificity_mm"]["n_samples"] == 50
     assert len(m["compactness"]) == 5 and m["compactness"][-1] == pytest.approx(1.0)
@@ -387,7 +497,7 @@ def test_multi_atlas_fit_correspond_sample_evaluate(tmp_path, capsys):
     rows = json.loads((tmp_path / "v" / "samples.json").read_text())["samples"]
     assert {r["cluster"] for r in rows} <= {0, 1} and len(rows) == 12
     assert main(["evaluate", str(run), "--test", str(tmp_path / "test"), "--out",
-                 str(tmp_path / "e"), "--samples", "40", "-q"]) == 0
+                 str(tmp_path / "e"), "--n", "40", "-q"]) == 0
     metrics = json.loads((tmp_path / "e" / "metrics.json").read_text())
     assert [c["atlas"] for c in metrics["clusters"]] == [0, 1]
     assert sum(c["n_samples"] for c in metrics["clusters"]) == 40

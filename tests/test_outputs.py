@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
+from output_folders import assert_provenance
 from shapes import asymmetric_blob
 
 from shapeatlas import outputs
@@ -255,6 +256,25 @@ def cpd_run(tmp_path_factory):
 def one_line_error(capsys, fragment: str) -> None:
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and fragment in err, err
+
+
+@pytest.mark.parametrize("verb", ["groom", "synth lv", "synth kidney", "fit", "correspond",
+                                  "sample", "reconstruct", "evaluate"])
+def test_every_verb_records_provenance(verb, cpd_run, tmp_path, capsys):
+    """(demo's: in tests/test_cli.py, with its run.)"""
+    lv, run, out = str(cpd_run / "lv"), str(cpd_run / "run"), str(tmp_path / "out")
+    small = ["--min-vertices", "300", "--max-vertices", "400", "-n", "2"]
+    argv = {"groom": ["groom", lv, "--jobs", "1"], "synth lv": ["synth", "lv", *small],
+            "synth kidney": ["synth", "kidney", *small], "fit": None,
+            "correspond": ["correspond", run, f"{lv}/lv_000.ply"],
+            "sample": ["sample", run, "-n", "2", "--format", "vtp"],
+            "reconstruct": ["reconstruct", run, f"{lv}/lv_000.ply"],
+            "evaluate": ["evaluate", run, "--test", lv, "-n", "10"]}[verb]
+    if argv is None:  # the fixture's fit
+        assert_provenance(cpd_run / "run", "fit")
+        return
+    assert main([*argv, "--out", out, "-q"]) == 0
+    assert_provenance(tmp_path / "out", verb)
 
 
 def test_demo_never_deletes_a_used_folder(tmp_path, capsys):

@@ -194,7 +194,7 @@ def test_refusals(built, tmp_path):
 def test_cli(built, tmp_path, capsys):
     root = built["root"]
     out = tmp_path / "r.html"
-    assert main(["report", str(root / "run"), "--out", str(out), "--samples", "1",
+    assert main(["report", str(root / "run"), "--out", str(out), "-n", "1",
                  "--device", "cpu", "-q"]) == 0
     printed = capsys.readouterr().out
     assert "wrote" in printed and "4 of 4 latent directions" in printed
@@ -206,7 +206,7 @@ def test_cli(built, tmp_path, capsys):
                  "--evaluation", str(root / "eval"), "--device", "cpu"]) == 0
     assert "the evaluation" in capsys.readouterr().out
     with pytest.raises(SystemExit) as ex:
-        main(["report", str(root / "run"), "--out", str(out), "--samples", "9"])
+        main(["report", str(root / "run"), "--out", str(out), "-n", "9"])
     assert ex.value.code == 2 and "from 1 to 8" in capsys.readouterr().err
 
 

@@ -3,6 +3,12 @@
 Bad arguments exit with code 2 and a one-line reason; a problem with the data exits with 1 and a
 one-line message naming the file; progress bars are drawn here and nowhere else.
 
+Every verb takes the common options `-q/--quiet` and `-v/--verbose`, before or after the verb
+(one parent parser, `_common_options`): -q draws no progress bars and logs warnings only; by
+default the bars are drawn and the library's `logging` is shown at INFO; -v shows it at DEBUG.
+The library reports progress through callbacks and `logging` and never prints; the bars and
+the log lines are both written to stderr here, the log lines above the bars.
+
 Each verb imports its library module when it runs, the one place in the package with imports
 inside functions: the library pulls in torch and PyTorch Geometric (several seconds), which
 `shapeatlas --help`, `info` and a mistyped option should not wait for.
@@ -21,6 +27,7 @@ from typing import Sequence
 
 from shapeatlas import __version__
 from shapeatlas.errors import ShapeAtlasError
+from shapeatlas.outputs import recorded_command
 
 log = logging.getLogger("shapeatlas")
 
@@ -33,7 +40,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 class _Progress:
-    """Adapter from the library's `(stage, increment, total)` callbacks to tqdm bars."""
+    """Adapter from the library's `(stage, increment, total)` callbacks to tqdm bars, one bar
+    per stage (a stage seen again after its bar filled starts a new one)."""
 
     def __init__(self, enabled: bool = True, unit: str = "shape"):
         self.enabled = enabled
@@ -46,17 +54,99 @@ class _Progress:
         from tqdm import tqdm
 
         bar = self.bars.get(stage)
-        if bar is None:
+        if bar is None or bar.n >= bar.total:
             bar = self.bars[stage] = tqdm(total=total, desc=f"{stage:>8}", unit=self.unit,
                                           leave=True, file=sys.stderr)
         bar.update(increment)
         if bar.n >= total:
             bar.close()
 
+    def count(self, stage: str, total: int):
+        """A `(increment)` callback (the per-file verbs' form) for one stage of `total`."""
+        return lambda increment: self(stage, increment, total)
+
     def close(self) -> None:
         for bar in self.bars.values():
             bar.close()
         self.bars.clear()
+
+
+class _FitProgress:
+    """Adapter from a fit's per-step dicts (`shapeatlas.runs.fit.fit_run`'s `progress`) to one
+    tqdm bar at a time: "round r/R, epoch e/E" over the correspondence network's steps,
+    "matching" over the training shapes, "β-VAE" over its epochs (per atlas for several),
+    "CPD round r/R" over the baseline's registrations."""
+
+    def __init__(self, enabled: bool = True):
+        self.enabled = enabled
+        self.bar = None
+        self.desc = None
+
+    def __call__(self, info: dict) -> None:
+        if not self.enabled:
+            return
+        from tqdm import tqdm
+
+        stage = info.get("stage", "correspondence")
+        if stage == "generator":
+            desc = "β-VAE" + (f" of atlas {info['atlas']}/{info['atlases']}"
+                              if "atlas" in info else "")
+            done, total, unit = info["epoch"], info["epochs"], "epoch"
+        elif stage == "registration":
+            desc = f"CPD round {info['round']}/{info['rounds']}"
+            done, total, unit = info["step"], info["steps"], "shape"
+        elif stage == "matching":
+            desc = "matching the training shapes"
+            done, total, unit = info["step"], info["steps"], "shape"
+        else:
+            desc = (f"round {info['round']}/{info['rounds']}, "
+                    f"epoch {info['epoch']}/{info['epochs']}")
+            done, total, unit = info["step"], info["steps"], "step"
+        if self.bar is None or desc != self.desc or done < self.bar.n:
+            self.close()
+            self.bar = tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, leave=False)
+            self.desc = desc
+        self.bar.update(done - self.bar.n)
+        if "loss" in info:
+            self.bar.set_postfix(loss=f"{info['loss']:.4f}", refresh=False)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        self.bar = self.desc = None
+
+
+class _LogHandler(logging.Handler):
+    """The library's log records on stderr, written above any progress bar (tqdm.write clears
+    the bars and draws them again below the line)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            from tqdm import tqdm
+
+            tqdm.write(self.format(record), file=sys.stderr)
+        except Exception:  # noqa: BLE001 (logging's own contract: report, never raise)
+            self.handleError(record)
+
+
+def _configure_logging(args: argparse.Namespace):
+    """Show the library's logging as -q/-v ask (warnings / INFO / DEBUG); -> a function that
+    puts the `shapeatlas` logger back as it was (main runs more than once in one process)."""
+    logger = logging.getLogger("shapeatlas")
+    before = logger.level
+    level = (logging.WARNING if args.quiet else logging.DEBUG if args.verbose
+             else logging.INFO)
+    handler = _LogHandler()
+    handler.setFormatter(logging.Formatter("%(name)s: %(message)s" if args.verbose
+                                           else "shapeatlas: %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(level)
+
+    def restore() -> None:
+        logger.removeHandler(handler)
+        logger.setLevel(before)
+
+    return restore
 
 
 def _positive_int(text: str) -> int:
@@ -287,13 +377,15 @@ def cmd_groom(args: argparse.Namespace) -> int:
 
 def _synth_arguments(p: argparse.ArgumentParser) -> None:
     """The options every `synth KIND` verb takes."""
-    p.add_argument("--n", type=_positive_int, default=50, help="number of shapes (default 50)")
+    _count_argument(p, default=50, what="shapes")
     p.add_argument("--out", required=True, metavar="DIR", help=_OUT_HELP)
     _overwrite_argument(p)
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--min-vertices", type=_positive_int, default=1000, help="default 1000")
-    p.add_argument("--max-vertices", type=_positive_int, default=4000, help="default 4000")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    _seed_argument(p)
+    p.add_argument("--min-vertices", type=_positive_int, default=1000, metavar="N",
+                   help="fewest vertices of a shape (each shape draws its count between "
+                   "--min-vertices and --max-vertices; default 1000)")
+    p.add_argument("--max-vertices", type=_positive_int, default=4000, metavar="N",
+                   help="most vertices of a shape (default 4000)")
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
@@ -327,13 +419,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from shapeatlas.runs.demo import run_demo
 
     progress = _Progress(enabled=not args.quiet)
+    steps = _FitProgress(enabled=not args.quiet)
     t0 = time.perf_counter()
     try:
         summary = run_demo(args.out, n=args.n, seed=args.seed,
                            target_vertices=args.target_vertices, progress=progress,
-                           announce=print, overwrite=args.overwrite)
+                           step_progress=steps, announce=None if args.quiet else print,
+                           overwrite=args.overwrite)
     finally:
         progress.close()
+        steps.close()
     print()
     print(f"{'shape':<10}{'phenotype':>10}{'truth mL':>10}{'groomed mL':>12}"
           f"{'match CD mm':>13}{'HD mm':>8}")
@@ -371,11 +466,9 @@ def _fit_config(args: argparse.Namespace):
     cfg = FitConfig.from_json(args.config) if args.config else FitConfig()
     return cfg.replace(
         method=args.method, seed=args.seed, device=args.device,
-        model={"features": args.features, "atlas_vertices": args.atlas_vertices,
-               "ssm_modes": args.ssm_modes},
+        model={"atlas_vertices": args.atlas_vertices},
         training={"epochs": args.epochs},
-        generator={"latent_dim": args.latent_dim, "beta": args.beta,
-                   "mode": args.generator_training},
+        generator={"latent_dim": args.latent_dim},
         clustering={"atlases": args.atlases},
         grooming={"keep_outliers": True if args.keep_outliers else None})
 
@@ -406,22 +499,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
               "to fit it again)")
         return 0
     cfg = _fit_config(args)
-    bar = None
-
-    def on_step(info: dict) -> None:
-        nonlocal bar
-        if args.quiet:
-            return
-        from tqdm import tqdm
-
-        if bar is None or bar.total != info["steps"] or info["step"] == 1:
-            if bar is not None:
-                bar.close()
-            bar = tqdm(total=info["steps"], unit="step", file=sys.stderr, leave=False,
-                       desc=f"round {info['round']} epoch {info['epoch']}")
-        bar.update(1)
-        bar.set_postfix(loss=f"{info['loss']:.4f}")
-
+    steps = _FitProgress(enabled=not args.quiet)
     progress = _Progress(enabled=not args.quiet)
     t0 = time.perf_counter()
     if not args.resume:
@@ -429,7 +507,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     print(f"working in {work_dir(args.out)} (moved to {args.out} when done; if stopped, "
           "--resume continues it)", flush=True)
     try:
-        fit_run(args.data, args.out, cfg, resume=args.resume, progress=on_step,
+        fit_run(args.data, args.out, cfg, resume=args.resume, progress=steps,
                 groom_progress=progress, overwrite=args.overwrite)
     except KeyboardInterrupt:
         if staging_dir(args.out).is_dir():
@@ -438,8 +516,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
         raise
     finally:
         progress.close()
-        if bar is not None:
-            bar.close()
+        steps.close()
     metrics = json.loads((Path(args.out) / "fit_metrics.json").read_text())
     print(f"fitted an atlas of {metrics['atlas_vertices']} vertices on {metrics['n_shapes']} "
           f"shapes in {time.perf_counter() - t0:.1f} s ({metrics['epochs_run']} epochs, "
@@ -485,8 +562,8 @@ def cmd_correspond(args: argparse.Namespace) -> int:
                                         device=args.device, match=_match_config(args),
                                         realign=args.realign,
                                         point_model=not args.no_point_model,
-                                        overwrite=args.overwrite,
-                                        progress=lambda k: progress("match", k, len(args.meshes)))
+                                        overwrite=args.overwrite, progress=progress.count(
+                                            "match", _count_mesh_files(args.meshes)))
     finally:
         progress.close()
     for d in done:
@@ -516,7 +593,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         s = sample_run(args.run, args.out, n=args.n, seed=args.seed, fmt=args.format,
                        traverse=args.traverse, relax=args.relax, device=args.device,
                        overwrite=args.overwrite, volume_mesh=args.volume_mesh,
-                       progress=lambda k: progress("sample", k, args.n))
+                       progress=progress.count("sample", args.n))
     finally:
         progress.close()
     sec = s["seconds"]
@@ -545,9 +622,14 @@ def cmd_sample(args: argparse.Namespace) -> int:
 def cmd_reconstruct(args: argparse.Namespace) -> int:
     from shapeatlas.runs.reconstruct import reconstruct_files
 
-    done, errors = reconstruct_files(args.run, args.meshes, args.out,
-                                     n_components=args.components, device=args.device,
-                                     match=_match_config(args), overwrite=args.overwrite)
+    progress = _Progress(enabled=not args.quiet)
+    try:
+        done, errors = reconstruct_files(
+            args.run, args.meshes, args.out, n_components=args.components, device=args.device,
+            match=_match_config(args), overwrite=args.overwrite,
+            progress=progress.count("rebuild", _count_mesh_files(args.meshes)))
+    finally:
+        progress.close()
     for d in done:
         print(f"{d['name']}: reconstruction to input surface {d['surface_distance_mm']:.2f} mm"
               + ("" if d["valid"] else "; FAILED the mesh check: " + "; ".join(d["problems"])))
@@ -566,7 +648,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         _usage_error(args, f"test folder {args.test} does not exist or is not a folder")
     progress = _Progress(enabled=not args.quiet)
     try:
-        m = evaluate_run(args.run, args.test, args.out, n_samples=args.samples, seed=args.seed,
+        m = evaluate_run(args.run, args.test, args.out, n_samples=args.n, seed=args.seed,
                          device=args.device, match=_match_config(args), progress=progress,
                          overwrite=args.overwrite)
     finally:
@@ -595,11 +677,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from shapeatlas.report.html import MAX_GALLERY, write_report
 
-    if not 1 <= args.samples <= MAX_GALLERY:
-        _usage_error(args, f"--samples must be from 1 to {MAX_GALLERY}, got {args.samples}")
+    if not 1 <= args.n <= MAX_GALLERY:
+        _usage_error(args, f"-n must be from 1 to {MAX_GALLERY}, got {args.n}")
     progress = _Progress(enabled=not args.quiet, unit="stage")
     try:
-        s = write_report(args.run, args.out, evaluation=args.evaluation, n_samples=args.samples,
+        s = write_report(args.run, args.out, evaluation=args.evaluation, n_samples=args.n,
                          seed=args.seed, device=args.device, overwrite=args.overwrite,
                          progress=progress)
     finally:
@@ -615,6 +697,20 @@ def cmd_report(args: argparse.Namespace) -> int:
 def _usage_error(args: argparse.Namespace, message: str) -> None:
     args._parser.error(message)
 
+
+def _count_mesh_files(items: Sequence[str]) -> int:
+    """How many mesh files the per-file verbs go through (a folder counts its files): the
+    length of their progress bar."""
+    from shapeatlas.runs.load import collect_mesh_paths
+
+    try:
+        return len(collect_mesh_paths(items))
+    except ShapeAtlasError:
+        return len(items)  # (the verb itself says what is wrong)
+
+
+#: --format choices of the verbs that write shapes: every format the mesh writer writes.
+_SHAPE_FORMATS = ("ply", "vtk", "vtp", "obj", "stl")
 
 #: --out of every verb that writes a folder.
 _OUT_HELP = "output folder: new or empty (see --overwrite); built beside it and moved in at the end"
@@ -635,27 +731,85 @@ def _overwrite_argument(p: argparse.ArgumentParser) -> None:
                    help="replace a non-empty --out whole (default: refuse it)")
 
 
+def _device_argument(p: argparse.ArgumentParser, *, default: str | None = "auto") -> None:
+    """--device of every verb that runs a network."""
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default=default,
+                   help="where to run the network; auto (default): CUDA when available")
+
+
+def _count_argument(p: argparse.ArgumentParser, *, default: int, what: str) -> None:
+    """-n/--n: the one spelling of a number of shapes."""
+    p.add_argument("-n", "--n", dest="n", type=_positive_int, default=default, metavar="N",
+                   help=f"number of {what} (default {default})")
+
+
+def _seed_argument(p: argparse.ArgumentParser, *, default: int | None = 0) -> None:
+    p.add_argument("--seed", type=int, default=default, metavar="S",
+                   help="random seed: the same seed gives the same result on one machine "
+                   f"(default {0 if default is None else default})")
+
+
+def _common_options(*, top: bool) -> argparse.ArgumentParser:
+    """-q/-v, the options every verb takes, as a parent parser: `top` for the one before the
+    verb (defaults False), else for every verb's own (no default, so that a -v before the verb
+    is not reset by the verb's parser)."""
+    p = argparse.ArgumentParser(add_help=False)
+    g = p.add_argument_group("common options")
+    default = False if top else argparse.SUPPRESS
+    g.add_argument("-q", "--quiet", action="store_true", default=default,
+                   help="no progress bars; log warnings and errors only")
+    g.add_argument("-v", "--verbose", action="store_true", default=default,
+                   help="log debug details (the library's logging at DEBUG; default INFO)")
+    return p
+
+
+class _ConfigField(argparse.Action):
+    """A former fit option that is now only a configuration field: refused with where it went."""
+
+    def __init__(self, option_strings, dest, *, field: str, example: str, **kwargs):
+        super().__init__(option_strings, dest, nargs=argparse.OPTIONAL,
+                         help=argparse.SUPPRESS, **kwargs)
+        self.field, self.example = field, example
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        parser.error(f"{option_string} is a configuration setting ({self.field}): put it in a "
+                     f"--config file, such as {self.example}")
+
+
+#: fit options that became configuration fields only: option -> (field, --config example).
+_FIT_CONFIG_FIELDS = {
+    "--beta": ("generator.beta", '{"generator": {"beta": 2}}'),
+    "--features": ("model.features", '{"model": {"features": "spatial"}}'),
+    "--generator-training": ("generator.mode", '{"generator": {"mode": "joint"}}'),
+    "--ssm-modes": ("model.ssm_modes", '{"model": {"ssm_modes": 4}}'),
+}
+
+
 # ----------------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="shapeatlas", description="Statistical shape atlases and virtual "
-                "populations from anatomical surface meshes (Atlas-R-ASMG).")
+                "populations from anatomical surface meshes (Atlas-R-ASMG).",
+                parents=[_common_options(top=True)])
     p.add_argument("--version", action="version", version=f"shapeatlas {__version__}")
-    p.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    common = _common_options(top=False)
     sub = p.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser)
     sub.required = True
 
-    q = sub.add_parser("info", help="describe meshes and label maps, and their problems",
-                       description="Print counts, watertightness, volume, bounds and the problems "
-                       "found in each mesh, and the mesh check (closed, 2-manifold, outward, no "
-                       "self-intersections, no degenerate faces: what a volume mesher needs). "
-                       "For a label map (.nii .nii.gz .nrrd .nhdr): its grid, orientation, "
-                       "labels with voxel counts and volumes, and the connected components of "
-                       "the chosen labels with their volume, side and the name groom would "
-                       "give them; --surface also makes and checks their surfaces. "
-                       "Exit code 1 if any file cannot be read or cannot be used for shape "
-                       "modelling at all (all faces degenerate, or flat; a label map without "
-                       "the chosen labels): groom refuses those. Other problems are reported "
-                       "with exit code 0 (groom repairs many).")
+    def verb(parent, name: str, **kwargs) -> argparse.ArgumentParser:
+        return parent.add_parser(name, parents=[common], **kwargs)
+
+    q = verb(sub, "info", help="describe meshes and label maps, and their problems",
+             description="Print counts, watertightness, volume, bounds and the problems "
+             "found in each mesh, and the mesh check (closed, 2-manifold, outward, no "
+             "self-intersections, no degenerate faces: what a volume mesher needs). "
+             "For a label map (.nii .nii.gz .nrrd .nhdr): its grid, orientation, "
+             "labels with voxel counts and volumes, and the connected components of "
+             "the chosen labels with their volume, side and the name groom would "
+             "give them; --surface also makes and checks their surfaces. "
+             "Exit code 1 if any file cannot be read or cannot be used for shape "
+             "modelling at all (all faces degenerate, or flat; a label map without "
+             "the chosen labels): groom refuses those. Other problems are reported "
+             "with exit code 0 (groom repairs many).")
     q.add_argument("meshes", nargs="+", metavar="FILE",
                    help="mesh files (OBJ PLY STL OFF VTK VTP) or label maps (NII NII.GZ NRRD NHDR)")
     q.add_argument("--json", action="store_true", help="print JSON instead of text")
@@ -667,13 +821,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --surface: decimate to about N vertices first, as groom would")
     q.set_defaults(func=cmd_info, _parser=q)
 
-    g = sub.add_parser("groom", help="clean, close, decimate and align a cohort of meshes",
-                       description="Groom every mesh and label map in IN_DIR for shape "
-                       "modelling and write them, with a groom.json manifest of per-shape "
-                       "transforms, into OUT_DIR. A label map (.nii .nii.gz .nrrd .nhdr) gives "
-                       "the smoothed, volume-preserving surface of its chosen labels; a folder "
-                       "may mix label maps and meshes. A file that cannot be groomed is "
-                       "reported and skipped.")
+    g = verb(sub, "groom", help="clean, close, decimate and align a cohort of meshes",
+             description="Groom every mesh and label map in IN_DIR for shape "
+             "modelling and write them, with a groom.json manifest of per-shape "
+             "transforms, into OUT_DIR. A label map (.nii .nii.gz .nrrd .nhdr) gives "
+             "the smoothed, volume-preserving surface of its chosen labels; a folder "
+             "may mix label maps and meshes. A file that cannot be groomed is "
+             "reported and skipped.")
     g.add_argument("input", metavar="IN_DIR", help="folder of mesh files and/or label maps")
     g.add_argument("--out", required=True, metavar="OUT_DIR", help=_OUT_HELP)
     _overwrite_argument(g)
@@ -716,36 +870,35 @@ def build_parser() -> argparse.ArgumentParser:
                    "sagittal plane (x -> -x), so one atlas serves both sides; shapes whose "
                    "side is unknown (mesh files, no orientation in the header) are left out")
     g.add_argument("--jobs", type=int, default=0, metavar="N", help="worker processes (0: all cores)")
-    g.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     g.set_defaults(func=cmd_groom, _parser=g)
 
-    s = sub.add_parser("synth", help="generate synthetic cohorts with ground truth",
-                       description="Generate synthetic cohorts with known ground truth.")
+    s = verb(sub, "synth", help="generate synthetic cohorts with ground truth",
+             description="Generate synthetic cohorts with known ground truth.")
     ssub = s.add_subparsers(dest="kind", metavar="KIND", parser_class=_Parser)
     ssub.required = True
-    lv = ssub.add_parser("lv", help="left-ventricle cavities with ground-truth correspondence",
-                         description="Closed LV cavity surfaces in mm, each triangulated "
-                         "differently and in a random pose, with ground truth (truth.json and "
-                         "truth/NAME.npz: per-vertex coordinates on the shared domain).")
+    lv = verb(ssub, "lv", help="left-ventricle cavities with ground-truth correspondence",
+              description="Closed LV cavity surfaces in mm, each triangulated "
+              "differently and in a random pose, with ground truth (truth.json and "
+              "truth/NAME.npz: per-vertex coordinates on the shared domain).")
     _synth_arguments(lv)
     lv.add_argument("--phenotypes", choices=["healthy", "mixed"], default="healthy",
                     help="healthy only, or a mix of healthy and dilated ventricles")
     lv.set_defaults(func=cmd_synth, organ="lv", _parser=lv)
-    kid = ssub.add_parser("kidney", help="kidneys with ground-truth correspondence",
-                          description="Closed kidney surfaces in mm (a bent ellipsoid with a "
-                          "hilar dent and a fuller upper pole), each triangulated differently "
-                          "and in a random pose, with ground truth in the LV cohort's layout.")
+    kid = verb(ssub, "kidney", help="kidneys with ground-truth correspondence",
+               description="Closed kidney surfaces in mm (a bent ellipsoid with a "
+               "hilar dent and a fuller upper pole), each triangulated differently "
+               "and in a random pose, with ground truth in the LV cohort's layout.")
     _synth_arguments(kid)
     kid.set_defaults(func=cmd_synth, organ="kidney", _parser=kid)
 
-    f = sub.add_parser("fit", help="learn an atlas, the correspondences and a shape generator",
-                       description="Fit an Atlas-R-ASMG model (R-ASM correspondences + β-VAE) or "
-                       "the CPD-PCA baseline on DATA_DIR: a groomed folder (with "
-                       "groom.json) or raw meshes or label maps, which are then groomed with the "
-                       "defaults into RUN_DIR/groomed (a label map's largest component of all "
-                       "its non-zero labels; run groom first for other choices). Works in "
-                       "RUN_DIR.partial/new, checkpointing every epoch, and moves it to RUN_DIR "
-                       "when done; --resume continues a killed run there.")
+    f = verb(sub, "fit", help="learn an atlas, the correspondences and a shape generator",
+             description="Fit an Atlas-R-ASMG model (R-ASM correspondences + β-VAE) or "
+             "the CPD-PCA baseline on DATA_DIR: a groomed folder (with "
+             "groom.json) or raw meshes or label maps, which are then groomed with the "
+             "defaults into RUN_DIR/groomed (a label map's largest component of all "
+             "its non-zero labels; run groom first for other choices). Works in "
+             "RUN_DIR.partial/new, checkpointing every epoch, and moves it to RUN_DIR "
+             "when done; --resume continues a killed run there.")
     f.add_argument("data", metavar="DATA_DIR",
                    help="groomed folder, or folder of raw meshes and/or label maps")
     f.add_argument("--out", required=True, metavar="RUN_DIR",
@@ -755,44 +908,37 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Atlas-R-ASMG (default) or the classical CPD + PCA baseline")
     f.add_argument("--latent-dim", type=_positive_int, default=None, metavar="D",
                    help="β-VAE latent size / PCA modes (default min(16, shapes - 1))")
-    f.add_argument("--beta", type=float, default=None, help="β-VAE KL weight (default 1)")
     f.add_argument("--atlases", type=_atlases, default=None, metavar="M|auto",
                    help="mAtlas-R-ASMG with M atlases (default 1), or 'auto' to choose M in "
                    "1..6 by prediction strength (how reproducible the clusters are)")
-    f.add_argument("--generator-training", choices=["after", "joint"], default=None,
-                   help="train the β-VAE after R-ASM (default) or jointly with it, end to end")
-    f.add_argument("--features", choices=["hybrid", "spatial"], default=None,
-                   help="node features: coordinates+normals (hGCN, default) or coordinates (sGCN)")
-    f.add_argument("--ssm-modes", type=int, default=None, metavar="D",
-                   help="refine the correspondences together with a point-distribution model "
-                   "of D modes (default 0: off; 4 was measured, see docs/results.md)")
+    for option, (field, example) in _FIT_CONFIG_FIELDS.items():
+        f.add_argument(option, action=_ConfigField, field=field, example=example)
     f.add_argument("--epochs", type=_positive_int, default=None,
                    help="most epochs per atlas round (default 25); a fit trains "
                    "training.atlas_rounds rounds (2 by default), so up to twice this, and early "
                    "stopping may end a round sooner")
     f.add_argument("--atlas-vertices", type=_positive_int, default=None, metavar="K",
                    help="atlas vertex count (default 1500)")
-    f.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
-    f.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None,
-                   help="auto: CUDA when available")
+    _seed_argument(f, default=None)
+    _device_argument(f, default=None)
     f.add_argument("--config", default=None, metavar="FILE",
-                   help="a config.json (e.g. from another run); flags override its fields")
+                   help="a configuration file: a run's config.json, or any subset of its "
+                   "sections and fields (docs/configuration.md); the options above override it")
     f.add_argument("--keep-outliers", action="store_true",
                    help="use training shapes 3x or more larger or smaller than the cohort's "
                         "median (most likely in another unit; by default fit refuses them)")
     f.add_argument("--resume", action="store_true",
                    help="continue the stopped run of RUN_DIR (in RUN_DIR.partial/new)")
-    f.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     f.set_defaults(func=cmd_fit, _parser=f)
 
-    c = sub.add_parser("correspond", help="map the atlas onto new meshes with a fitted run",
-                       description="For each input NAME write OUT/NAME.ply (atlas topology: vertex "
-                       "j corresponds to atlas vertex j, in the input's own frame) and OUT/NAME.npz "
-                       "(points, confidence, atlas_vertex, transform). No retraining. A file the "
-                       "run was fitted on starts from its pose in the fit (refined locally on the "
-                       "atlas); others are aligned rigidly to the atlas from scratch. Both are then "
-                       "turned about their flat cap (an LV's basal plane) as grooming turned the "
-                       "training shapes, where the run keeps a cap outline.")
+    c = verb(sub, "correspond", help="map the atlas onto new meshes with a fitted run",
+             description="For each input NAME write OUT/NAME.ply (atlas topology: vertex "
+             "j corresponds to atlas vertex j, in the input's own frame) and OUT/NAME.npz "
+             "(points, confidence, atlas_vertex, transform). No retraining. A file the "
+             "run was fitted on starts from its pose in the fit (refined locally on the "
+             "atlas); others are aligned rigidly to the atlas from scratch. Both are then "
+             "turned about their flat cap (an LV's basal plane) as grooming turned the "
+             "training shapes, where the run keeps a cap outline.")
     c.add_argument("run", metavar="RUN_DIR", help="a run folder written by 'shapeatlas fit'")
     c.add_argument("meshes", nargs="+", metavar="MESH_OR_DIR", help="mesh files or folders")
     c.add_argument("--out", required=True, metavar="DIR", help=_OUT_HELP)
@@ -805,20 +951,20 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--realign", action="store_true",
                    help="align every input to the atlas from scratch, even a file the run was "
                    "fitted on (which otherwise starts from its pose in the fit)")
-    c.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    c.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    _device_argument(c)
     c.set_defaults(func=cmd_correspond, _parser=c)
 
-    sa = sub.add_parser("sample", help="generate a virtual cohort from a fitted run",
-                        description="Write N virtual shapes (atlas faces, the run's aligned frame, "
-                        "mm) and samples.json (per sample: latent code, volume, validity flags). "
-                        "Shapes are written in blocks, so N may exceed memory.")
+    sa = verb(sub, "sample", help="generate a virtual cohort from a fitted run",
+              description="Write N virtual shapes (atlas faces, the run's aligned frame, "
+              "mm) and samples.json (per sample: latent code, volume, validity flags). "
+              "Shapes are written in blocks, so N may exceed memory.")
     sa.add_argument("run", metavar="RUN_DIR", help="a run folder written by 'shapeatlas fit'")
-    sa.add_argument("-n", type=_positive_int, default=100, help="number of shapes (default 100)")
+    _count_argument(sa, default=100, what="virtual shapes")
     sa.add_argument("--out", required=True, metavar="DIR", help=_OUT_HELP)
     _overwrite_argument(sa)
-    sa.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    sa.add_argument("--format", choices=["ply", "vtk", "obj", "stl"], default="ply")
+    _seed_argument(sa)
+    sa.add_argument("--format", choices=list(_SHAPE_FORMATS), default="ply",
+                    help="file format of the shapes (default ply)")
     sa.add_argument("--traverse", type=int, default=0, metavar="R",
                     help="also write traversals of the first R latent directions (-2..+2 sd)")
     sa.add_argument("--relax", type=int, default=None, metavar="N",
@@ -828,48 +974,45 @@ def build_parser() -> argparse.ArgumentParser:
                     help="also write a tetrahedral mesh of each shape (NAME.vtu) with the "
                     "optional mesher TetGen (AGPL-3.0): pip install 'shapeatlas[volume]'; a "
                     "shape it refuses gets no .vtu and is flagged in samples.json")
-    sa.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    sa.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    _device_argument(sa)
     sa.set_defaults(func=cmd_sample, _parser=sa)
 
-    rc = sub.add_parser("reconstruct", help="pass meshes through a fitted model",
-                        description="Correspond, encode and decode each mesh; write OUT/NAME.ply "
-                        "(atlas faces, the input's own frame) and print its distance to the input.")
-    rc.add_argument("run", metavar="RUN_DIR")
-    rc.add_argument("meshes", nargs="+", metavar="MESH_OR_DIR")
+    rc = verb(sub, "reconstruct", help="pass meshes through a fitted model",
+              description="Correspond, encode and decode each mesh; write OUT/NAME.ply "
+              "(atlas faces, the input's own frame) and print its distance to the input.")
+    rc.add_argument("run", metavar="RUN_DIR", help="a run folder written by 'shapeatlas fit'")
+    rc.add_argument("meshes", nargs="+", metavar="MESH_OR_DIR", help="mesh files or folders")
     rc.add_argument("--out", required=True, metavar="DIR", help=_OUT_HELP)
     _overwrite_argument(rc)
     rc.add_argument("--components", type=_positive_int, default=None, metavar="M",
                     help="keep only the first M latent directions")
     _matching_argument(rc)
-    rc.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    _device_argument(rc)
     rc.set_defaults(func=cmd_reconstruct, _parser=rc)
 
-    ev = sub.add_parser("evaluate", help="score a fitted run on a test folder",
-                        description="Matching (CD/HD/HD95), compactness, generalization, "
-                        "specificity, volume plausibility and sample validity; writes "
-                        "OUT/metrics.json, OUT/samples.csv (every virtual shape's volume and "
-                        "validity) and PNG figures. Definitions: docs/metrics.md.")
-    ev.add_argument("run", metavar="RUN_DIR")
+    ev = verb(sub, "evaluate", help="score a fitted run on a test folder",
+              description="Matching (CD/HD/HD95), compactness, generalization, "
+              "specificity, volume plausibility and sample validity; writes "
+              "OUT/metrics.json, OUT/samples.csv (every virtual shape's volume and "
+              "validity) and PNG figures. Definitions: docs/metrics.md.")
+    ev.add_argument("run", metavar="RUN_DIR", help="a run folder written by 'shapeatlas fit'")
     ev.add_argument("--test", required=True, metavar="DATA_DIR",
                     help="test meshes: a groomed folder or raw meshes (groomed first)")
     ev.add_argument("--out", required=True, metavar="DIR", help=_OUT_HELP)
     _overwrite_argument(ev)
-    ev.add_argument("--samples", type=_positive_int, default=1000,
-                    help="virtual shapes for specificity and plausibility (default 1000)")
-    ev.add_argument("--seed", type=int, default=0)
+    _count_argument(ev, default=1000, what="virtual shapes for specificity and plausibility")
+    _seed_argument(ev)
     _matching_argument(ev)
-    ev.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    ev.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    _device_argument(ev)
     ev.set_defaults(func=cmd_evaluate, _parser=ev)
 
-    rp = sub.add_parser("report", help="write one self-contained HTML page about a fitted run",
-                        description="Write one HTML file that opens offline in any browser: "
-                        "the atlas and the mean shape in 3D, a slider per latent direction "
-                        "(at most 8), virtual shapes beside real ones with their volumes, "
-                        "shapes matched onto the atlas coloured by matching error and "
-                        "confidence, the evaluation's charts (--evaluation), and the run's "
-                        "settings, data and timings. Nothing is written into RUN_DIR.")
+    rp = verb(sub, "report", help="write one self-contained HTML page about a fitted run",
+              description="Write one HTML file that opens offline in any browser: "
+              "the atlas and the mean shape in 3D, a slider per latent direction "
+              "(at most 8), virtual shapes beside real ones with their volumes, "
+              "shapes matched onto the atlas coloured by matching error and "
+              "confidence, the evaluation's charts (--evaluation), and the run's "
+              "settings, data and timings. Nothing is written into RUN_DIR.")
     rp.add_argument("run", metavar="RUN_DIR", help="a run folder written by 'shapeatlas fit'")
     rp.add_argument("--evaluation", default=None, metavar="EVAL_DIR",
                     help="a folder written by 'shapeatlas evaluate' of this run")
@@ -877,39 +1020,39 @@ def build_parser() -> argparse.ArgumentParser:
                     help="the HTML file to write (refused if it exists, see --overwrite; "
                     "never inside RUN_DIR or EVAL_DIR)")
     rp.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
-    rp.add_argument("--samples", type=_positive_int, default=4, metavar="N",
-                    help="virtual shapes in the gallery, and as many real ones, 1 to 8 "
-                    "(default 4)")
-    rp.add_argument("--seed", type=int, default=0, help="random seed of the virtual shapes "
-                    "(default 0)")
-    rp.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    rp.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    _count_argument(rp, default=4, what="virtual shapes in the gallery, and as many real "
+                    "ones, 1 to 8")
+    _seed_argument(rp)
+    _device_argument(rp)
     rp.set_defaults(func=cmd_report, _parser=rp)
 
-    d = sub.add_parser("demo", help="run the whole pipeline on a built-in synthetic LV cohort",
-                       description="Synthesise a small LV cohort (healthy + dilated), groom it, "
-                       "fit Atlas-R-ASMG (R-ASM + β-VAE), correspond the original files and score "
-                       "them against the ground truth, sample a virtual cohort and evaluate the "
-                       "model on new LVs: the whole pipeline, on built-in data.")
+    d = verb(sub, "demo", help="run the whole pipeline on a built-in synthetic LV cohort",
+             description="Synthesise a small LV cohort (healthy + dilated), groom it, "
+             "fit Atlas-R-ASMG (R-ASM + β-VAE), correspond the original files and score "
+             "them against the ground truth, sample a virtual cohort and evaluate the "
+             "model on new LVs: the whole pipeline, on built-in data.")
     d.add_argument("--out", default="shapeatlas-demo", metavar="DIR",
                    help="output folder: new or empty (see --overwrite; default "
                    "./shapeatlas-demo)")
     _overwrite_argument(d)
-    d.add_argument("--n", type=_positive_int, default=12, help="number of shapes (default 12)")
-    d.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    d.add_argument("--target-vertices", type=_positive_int, default=1500, help="default 1500")
-    d.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    _count_argument(d, default=12, what="synthetic LVs to fit on")
+    _seed_argument(d)
+    d.add_argument("--target-vertices", type=_positive_int, default=1500, metavar="N",
+                   help="groom every LV to about N vertices (default 1500)")
     d.set_defaults(func=cmd_demo, _parser=d)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="shapeatlas: %(message)s")
+    if args.quiet and args.verbose:
+        args._parser.error("-q/--quiet and -v/--verbose exclude each other: choose one")
+    restore_logging = _configure_logging(args)
     try:
-        return int(args.func(args) or 0)
+        with recorded_command(["shapeatlas", *argv]):
+            return int(args.func(args) or 0)
     except ShapeAtlasError as exc:
         print(f"shapeatlas: error: {exc}", file=sys.stderr)
         return 1
@@ -926,6 +1069,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         except (OSError, ValueError):
             pass
         return 1
+    finally:
+        restore_logging()
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ the library function behind it writes through `staged_output`:
 - On an exception (Ctrl-C included) the staging folder is removed, unless the caller keeps it
   to resume from (`resumable`).
 - Every output folder holds `provenance.json`: verb, shapeatlas version, command line, date,
-  Python, torch and platform, and the device where the verb has one.
+  Python, torch and platform, and the device (`cpu` for the verbs that run no network).
 
 Build-vs-buy: `tempfile.TemporaryDirectory` is created in a different place and deleted on
 exit, and no well-kept library offers an atomic directory exchange; the exchange itself is one
@@ -39,6 +39,7 @@ import shutil
 import socket
 import sys
 import uuid
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -49,7 +50,8 @@ from shapeatlas.atomic import write_text_atomic
 from shapeatlas.errors import ShapeAtlasError
 
 __all__ = ["PROVENANCE_NAME", "STAGING_MARKER", "Staging", "check_output", "file_stem",
-           "output_names", "staged_output", "staging_dir", "work_dir", "write_provenance"]
+           "output_names", "recorded_command", "staged_output", "staging_dir", "work_dir",
+           "write_provenance"]
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +61,9 @@ PROVENANCE_FORMAT = "shapeatlas-provenance"
 STAGING_MARKER = "shapeatlas-staging.json"
 STAGING_FORMAT = "shapeatlas-staging"
 _NEW, _OLD = "new", "old"
+#: The command line provenance.json records: the one `recorded_command` sets (the command line
+#: sets its own verb's), else the process's `sys.argv`.
+_COMMAND: ContextVar[str | None] = ContextVar("shapeatlas_command", default=None)
 _AT_FDCWD = -100
 _RENAME_EXCHANGE = 2
 
@@ -194,13 +199,26 @@ def _versions() -> dict:
             "platform": platform.platform()}
 
 
+@contextlib.contextmanager
+def recorded_command(argv: Sequence[str]) -> Iterator[None]:
+    """Record `argv` (e.g. `["shapeatlas", "fit", ...]`) as the command line of the output
+    folders written inside the block, instead of the process's `sys.argv`."""
+    token = _COMMAND.set(shlex.join(argv))
+    try:
+        yield
+    finally:
+        _COMMAND.reset(token)
+
+
 def write_provenance(folder: str | Path, *, verb: str, device: str | None = None,
                      **fields) -> dict:
-    """Write FOLDER/provenance.json (what wrote the folder, when, with what); -> its content."""
+    """Write FOLDER/provenance.json (what wrote the folder, when, with what); -> its content.
+    device: where the verb ran (None: `cpu`, for the verbs that run no network)."""
     d = {"format": PROVENANCE_FORMAT, "version": 1, "verb": verb,
-         "command": shlex.join(sys.argv) if sys.argv and sys.argv[0] else None,
+         "command": _COMMAND.get() or (shlex.join(sys.argv) if sys.argv and sys.argv[0]
+                                       else None),
          "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), **_versions(),
-         **({} if device is None else {"device": device}), **fields}
+         "device": "cpu" if device is None else device, **fields}
     write_text_atomic(Path(folder) / PROVENANCE_NAME, json.dumps(d, indent=1) + "\n")
     return d
 

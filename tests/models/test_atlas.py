@@ -585,8 +585,8 @@ def test_new_shapes_are_turned_about_their_cap_like_the_training_shapes(fitted, 
 def test_no_cap_is_kept_for_a_cohort_groomed_without_the_cap_twist(tmp_path):
     from shapes import groomed_lv_cohort
 
-    from shapeatlas.mesh.groom import GroomOptions, groom_cohort, load_groomed
     from shapeatlas.mesh.cap import cohort_cap
+    from shapeatlas.mesh.groom import GroomOptions, groom_cohort, load_groomed
 
     meshes, manifest = groomed_lv_cohort(tmp_path / "on", n=5, seed=7)
     ref = [s["name"] for s in manifest["shapes"]].index(manifest["reference"])

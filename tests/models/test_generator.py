@@ -68,6 +68,24 @@ def test_vae_is_deterministic_with_a_seed(cohort):
     np.testing.assert_array_equal(a.decode(z), b.decode(z))
 
 
+def test_vae_reports_its_epochs_to_progress_and_the_log(cohort, caplog):
+    shapes, _ = cohort
+    calls = []
+    with caplog.at_level("INFO", logger="shapeatlas.models.generator"):
+        quiet = VAEGenerator(GeneratorConfig(latent_dim=2, epochs=25)).fit(shapes, seed=3)
+        VAEGenerator(GeneratorConfig(latent_dim=2, epochs=25)).fit(shapes, seed=3,
+                                                                   progress=calls.append)
+    assert [(c["stage"], c["epoch"], c["epochs"]) for c in calls] == [
+        ("generator", 10, 25), ("generator", 20, 25), ("generator", 25, 25)]
+    assert all(c["step"] == c["epoch"] and np.isfinite(c["loss"]) for c in calls)
+    lines = [r.getMessage() for r in caplog.records if "β-VAE epoch" in r.getMessage()]
+    assert len(lines) == 2 * 13 and lines[-1].startswith("β-VAE epoch 25/25: loss")
+    # the callback changes nothing in the training
+    z = np.ones((1, 2))
+    np.testing.assert_array_equal(quiet.decode(z), VAEGenerator(GeneratorConfig(
+        latent_dim=2, epochs=25)).fit(shapes, seed=3, progress=calls.append).decode(z))
+
+
 def test_bad_shapes_are_refused():
     with pytest.raises(ShapeAtlasError, match="NaN"):
         PCAGenerator().fit(np.full((4, 10, 3), np.nan))

@@ -25,7 +25,7 @@ shapes in atlas topology in the aligned frame:
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -58,18 +58,24 @@ def symmetric_surface_distance(a_vertices: np.ndarray, a_faces: np.ndarray,
 
 
 def generalization(generator, test_shapes: np.ndarray, test_meshes: Sequence, *,
-                   atlas_faces: np.ndarray, components: Sequence[int]) -> list[dict]:
+                   atlas_faces: np.ndarray, components: Sequence[int],
+                   progress: Callable[[int], None] | None = None) -> list[dict]:
     """Generalization error against the test surfaces for each number of kept latent directions.
 
     test_shapes: (B, K, 3) the test shapes' normalised shapes; test_meshes: B meshes (same frame).
+    progress(1) after each reconstruction scored (B per entry of `components`).
     -> one {"components", "mean", "se", "per_shape"} per entry of `components`.
     """
     rows = []
     for m in components:
         recon = generator.reconstruct(test_shapes, n_components=int(m))
-        errs = np.array([symmetric_surface_distance(r, atlas_faces, np.asarray(t.vertices),
-                                                    np.asarray(t.faces))
-                         for r, t in zip(recon, test_meshes)])
+        errs = []
+        for r, t in zip(recon, test_meshes):
+            errs.append(symmetric_surface_distance(r, atlas_faces, np.asarray(t.vertices),
+                                                   np.asarray(t.faces)))
+            if progress:
+                progress(1)
+        errs = np.array(errs)
         rows.append({"components": int(m), **_stats(errs), "per_shape": errs.tolist()})
     return rows
 
@@ -91,8 +97,10 @@ class Specificity:
 
 
 def specificity(samples: np.ndarray, train_shapes: np.ndarray, *,
-                atlas_faces: np.ndarray) -> Specificity:
-    """samples: (S, K, 3), train_shapes: (B, K, 3), both mm in the aligned frame."""
+                atlas_faces: np.ndarray,
+                progress: Callable[[int], None] | None = None) -> Specificity:
+    """samples: (S, K, 3), train_shapes: (B, K, 3), both mm in the aligned frame.
+    progress(1) after each sample's surface distance."""
     s = np.asarray(samples, dtype=np.float64)
     t = np.asarray(train_shapes, dtype=np.float64)
     best = np.empty(len(s))
@@ -102,8 +110,11 @@ def specificity(samples: np.ndarray, train_shapes: np.ndarray, *,
         d = np.linalg.norm(blk[:, None] - t[None], axis=3).mean(axis=2)  # (S_blk, B)
         nearest[i:i + len(blk)] = d.argmin(axis=1)
         best[i:i + len(blk)] = d.min(axis=1)
-    surf = np.array([point_to_surface_distance(x, t[j], atlas_faces).mean()
-                     for x, j in zip(s, nearest)])
+    surf = np.empty(len(s))
+    for i, (x, j) in enumerate(zip(s, nearest)):
+        surf[i] = point_to_surface_distance(x, t[j], atlas_faces).mean()
+        if progress:
+            progress(1)
     v, sf = _stats(best), _stats(surf)
     return Specificity(vertex_mean=v["mean"], vertex_se=v["se"], surface_mean=sf["mean"],
                        surface_se=sf["se"], nearest=nearest)

@@ -158,7 +158,10 @@ class AtlasModel(GenerativeMixin):
         """Learn the atlas and the correspondence network from groomed (aligned) meshes.
 
         With `run_dir`, checkpoints and logs are written there and `resume=True` continues a
-        killed run from its last checkpoint. sources: optional (original meshes, (4, 4) maps of
+        killed run from its last checkpoint. progress: called with a dict after every training
+        step (`training.loop.train`), after each training shape is matched for the generator
+        (stage "matching") and every few β-VAE epochs (stage "generator",
+        `VAEGenerator.fit`). sources: optional (original meshes, (4, 4) maps of
         each into the aligned frame), the training shapes as the user's files hold them; the
         point-distribution model (`ssm_modes`) is then fitted on those, the meshes `correspond`
         will see, rather than on the groomed ones (see `fit_point_model`), and when it is kept
@@ -243,12 +246,21 @@ class AtlasModel(GenerativeMixin):
                 self.fit_point_model(meshes, [np.eye(4)] * len(meshes))
         # The generator learns from the training shapes' refined normalised shapes (mm,
         # aligned frame): after the correspondences, or continuing the jointly trained β-VAE.
-        shapes, corr = self.normalised_shapes(gen_meshes, transforms=gen_poses)
+        # (One shape at a time, the same matching, so that progress can follow it.)
+        shapes, corr = [], []
+        for i, (mesh, pose) in enumerate(zip(gen_meshes, gen_poses)):
+            shape, c = self.normalised_shapes([mesh], transforms=[pose])
+            shapes.append(shape[0])
+            corr += c
+            if progress:
+                progress({"stage": "matching", "step": i + 1, "steps": len(gen_meshes)})
+        shapes = np.stack(shapes)
         self.fit_matching_ = [(c.name, c.chamfer_mm, c.hausdorff_mm) for c in corr]
         t1 = time.perf_counter()
         self._fit_generator(VAEGenerator(cfg.generator), shapes, meshes, seed=cfg.seed,
                             device=self.device_,
-                            warm_start=joint.module.eval() if joint is not None else None)
+                            warm_start=joint.module.eval() if joint is not None else None,
+                            progress=progress)
         self.generator_seconds_ = time.perf_counter() - t1
         self.fit_seconds_ = time.perf_counter() - t0
         return self

@@ -73,7 +73,9 @@ class CPDPCAModel(GenerativeMixin):
             ) -> "CPDPCAModel":
         """Register the atlas onto every groomed (aligned) mesh, then PCA. `run_dir` and
         `resume` are accepted for interface parity (a CPD fit takes minutes, not hours).
-        meshes: `Mesh`, `trimesh.Trimesh` or `pyvista.PolyData` (`mesh.core.as_mesh`)."""
+        meshes: `Mesh`, `trimesh.Trimesh` or `pyvista.PolyData` (`mesh.core.as_mesh`).
+        progress: called after each registration with {"stage": "registration", "round",
+        "rounds", "step", "steps"}."""
         meshes = as_meshes(meshes)
         cfg = self.config
         t0 = time.perf_counter()
@@ -85,15 +87,15 @@ class CPDPCAModel(GenerativeMixin):
         self.cap_reference_ = cohort_cap(meshes, start)  # as `AtlasModel.fit`
         self.atlas_faces_ = np.asarray(atlas0.faces)
         atlas = np.asarray(atlas0.vertices, dtype=np.float64)
-        steps = cfg.training.atlas_rounds * len(meshes)
         shapes = np.zeros((len(meshes), len(atlas), 3))
         for rnd in range(cfg.training.atlas_rounds):
             kernel, c, r = self._kernel(atlas)
             for i, m in enumerate(meshes):
                 shapes[i] = self._register(atlas, kernel, c, r, m)[0]
                 if progress:
-                    progress({"round": rnd, "epoch": 0, "step": rnd * len(meshes) + i + 1,
-                              "steps": steps, "loss": float("nan")})
+                    progress({"stage": "registration", "round": rnd + 1,
+                              "rounds": cfg.training.atlas_rounds, "step": i + 1,
+                              "steps": len(meshes)})
             log.info("CPD round %d/%d: registered the atlas onto %d shapes (%.0f s so far)",
                      rnd + 1, cfg.training.atlas_rounds, len(meshes), time.perf_counter() - t0)
             if rnd < cfg.training.atlas_rounds - 1:

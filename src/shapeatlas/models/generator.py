@@ -12,6 +12,7 @@ Atlas-R-ASMG and CPD-PCA alike:
 from __future__ import annotations
 
 import logging
+from typing import Callable
 
 import numpy as np
 import torch
@@ -27,6 +28,11 @@ log = logging.getLogger(__name__)
 DEFAULT_LATENT = 16
 #: Added to the aggregate-posterior covariance before its Cholesky factor (latent units).
 COVARIANCE_RIDGE = 1e-6
+#: The β-VAE's training reports to its `progress` callback every this many epochs (and at the
+#: last), and logs an INFO line at every tenth of its epochs: thousands of full-batch steps
+#: take minutes on a real cohort.
+PROGRESS_EVERY = 10
+LOG_LINES = 10
 
 
 def check_latent_size(latent_dim: int | None, n_shapes: int, *, default: int) -> int:
@@ -79,13 +85,15 @@ class VAEGenerator:
         self.settings = settings or GeneratorConfig()
 
     def fit(self, shapes: np.ndarray, *, seed: int = 0, device: torch.device | None = None,
-            warm_start: ShapeVAE | None = None, weights: np.ndarray | None = None
-            ) -> "VAEGenerator":
+            warm_start: ShapeVAE | None = None, weights: np.ndarray | None = None,
+            progress: Callable[[dict], None] | None = None) -> "VAEGenerator":
         """Train on (B, K, 3) shapes in mm for `settings.epochs` full-batch steps; `warm_start`
         continues from an already (jointly) trained network instead of a new one; `weights`
         (B,) >= 0 weigh the shapes (a cluster's memberships): the loss, the standardisation and
         the aggregate prior are weighted, and the latent size is capped by the effective number
-        of shapes (sum w)^2 / sum w^2."""
+        of shapes (sum w)^2 / sum w^2. progress: called every `PROGRESS_EVERY` epochs with
+        {"stage": "generator", "epoch", "epochs", "step", "steps", "loss", "rms_mm"}
+        (one full-batch step an epoch)."""
         s = self.settings
         x_np = _flat(shapes)
         w_np = None if weights is None else np.asarray(weights, dtype=np.float64)
@@ -119,6 +127,7 @@ class VAEGenerator:
         opt = torch.optim.Adam(self.net_.parameters(), lr=s.lr)
         self.net_.train()
         terms = {}
+        log_every = max(1, s.epochs // LOG_LINES)
         for epoch in range(s.epochs):
             opt.zero_grad()
             out = self.net_(x, generator=gen)
@@ -128,6 +137,14 @@ class VAEGenerator:
                                       "lower lr or raise noise_mm")
             loss.backward()
             opt.step()
+            done = epoch + 1
+            if done % log_every == 0 or done == s.epochs:
+                log.info("β-VAE epoch %d/%d: loss %.4f, rms %.3f mm, KL %.2f", done, s.epochs,
+                         terms["loss"], terms["rms_mm"], terms["kl"])
+            if progress is not None and (done % PROGRESS_EVERY == 0 or done == s.epochs):
+                progress({"stage": "generator", "epoch": done, "epochs": s.epochs,
+                          "step": done, "steps": s.epochs, "loss": terms["loss"],
+                          "rms_mm": terms["rms_mm"]})
         self.net_.eval()
         self.train_terms_ = terms
         self._set_prior(self.encode(shapes), w_np)

@@ -250,7 +250,10 @@ class MultiAtlasModel(GenerativeMixin):
         dims = [cfg.generator.latent_dim or min(DEFAULT_LATENT, int(np.floor(n_eff[m] + 1e-9)) - 1)
                 for m in range(n_atlases)]
         gens = [VAEGenerator(cfg.generator.replace(latent_dim=dims[m])).fit(
-                    per_cluster[:, m], weights=r[:, m], seed=cfg.seed + m, device=self.device_)
+                    per_cluster[:, m], weights=r[:, m], seed=cfg.seed + m, device=self.device_,
+                    progress=None if progress is None else (
+                        lambda info, m=m: progress({**info, "atlas": m + 1,
+                                                    "atlases": n_atlases})))
                 for m in range(n_atlases)]
         self.generator_ = MixtureGenerator(gens, pi, atlases, spread=spread,
                                            temperature=cfg.clustering.temperature)

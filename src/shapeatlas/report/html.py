@@ -165,7 +165,7 @@ def _gallery_section(model, run: content.RunFiles, frame: DisplayFrame, n: int, 
     fig = panel_figure(virtual + real_shapes, frame, columns=len(virtual),
                        title="virtual shapes (top) and real training shapes (bottom)")
     text = (f"{len(virtual)} virtual shapes drawn from the model's prior (seed {seed}; "
-            "<code>--samples</code> and <code>--seed</code> choose them), in the colour of "
+            "<code>-n</code> and <code>--seed</code> choose them), in the colour of "
             f"the gallery, above {len(real_shapes)} real shapes: {html.escape(source)}. "
             "Each is labelled with its enclosed volume (signed, with the atlas faces, for the "
             "virtual shapes).")

@@ -43,10 +43,13 @@ def run_demo(out: str | Path, *, n: int = 12, seed: int = 0, target_vertices: in
     baseline on consecutive pairs) -> sample a virtual cohort -> evaluate on new LVs.
     The folder `out` (new or empty, or replaced whole with `overwrite`) is built beside it, in
     `outputs.work_dir(out)`, and moved into place at the end.
+    progress(stage, increment, total): every stage but the fit's training; step_progress: the
+    fit's (`fit_run`'s `progress`); announce(line): one line as each of the six steps starts.
     """
     with staged_output(out, verb="demo", overwrite=overwrite) as staging:
         summary = _demo_in(staging.path, n=n, seed=seed, target_vertices=target_vertices,
                            progress=progress, step_progress=step_progress, announce=announce)
+        staging.record(device=summary.pop("device"))
     summary["out"] = str(Path(out).resolve())
     return summary
 
@@ -68,9 +71,10 @@ def _demo_in(out: Path, *, n: int, seed: int, target_vertices: int,
                           progress=progress)
     say(f"[3/6] fitting Atlas-R-ASMG (R-ASM atlas of {DEMO_CONFIG.model.atlas_vertices} vertices + "
         f"β-VAE) into {run}")
-    fit_run(groomed, run, DEMO_CONFIG.replace(seed=seed), progress=step_progress)
+    model = fit_run(groomed, run, DEMO_CONFIG.replace(seed=seed), progress=step_progress)
     say(f"[4/6] corresponding the original files (any pose) into {corr_dir}")
-    done, errors = correspond_files(run, [cohort], corr_dir)
+    done, errors = correspond_files(run, [cohort], corr_dir, progress=(
+        (lambda k: progress("match", k, n)) if progress else None))
     if errors:
         raise ShapeAtlasError("demo: " + "; ".join(errors))
     truth = load_truth(cohort)
@@ -81,13 +85,16 @@ def _demo_in(out: Path, *, n: int, seed: int, target_vertices: int,
     base = [e.mean() for e in baseline_pair_errors(rigid_transforms(result.manifest), truth,
                                                    names)]
     say(f"[5/6] sampling a virtual cohort of {DEMO_SAMPLES} shapes into {virtual}")
-    sampled = sample_run(run, virtual, n=DEMO_SAMPLES, seed=seed, traverse=2)
+    sampled = sample_run(run, virtual, n=DEMO_SAMPLES, seed=seed, traverse=2, progress=(
+        (lambda k: progress("sample", k, DEMO_SAMPLES)) if progress else None))
     say(f"[6/6] evaluating on {DEMO_TEST} new LVs (another seed) into {evaluation}")
     write_lv_cohort(test, n=DEMO_TEST, seed=seed + 1000, phenotypes="mixed")
-    ev = evaluate_run(run, test, evaluation, n_samples=DEMO_SAMPLES, seed=seed)
+    ev = evaluate_run(run, test, evaluation, n_samples=DEMO_SAMPLES, seed=seed,
+                      progress=progress)
     metrics = json.loads((run / "fit_metrics.json").read_text())
     return {
         "out": str(out.resolve()),
+        "device": str(model.device_),
         "shapes": [{"name": s["name"], "phenotype": truth[s["name"]].phenotype,
                     "truth_ml": truth[s["name"]].volume_ml, "groomed_ml": s["volume_ml"],
                     "align_rms_mm": s["align_rms_mm"]} for s in result.shapes],

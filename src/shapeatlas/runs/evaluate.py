@@ -94,6 +94,9 @@ def evaluate_run(
     out_dir must be new or empty unless `overwrite` (then it is replaced whole); it is built
     beside it and moved into place at the end (`shapeatlas.outputs`). match: how to
     correspond the test shapes (`MatchConfig`; None: the run's own; R-ASM runs).
+    progress(stage, increment, total) through each stage: "groom" (a raw test folder),
+    "match" (test shapes), "general" (generalization: test shapes x latent sizes), "specific"
+    (specificity: samples) and "validity" (the samples' mesh check).
     -> the metrics dict (also written to OUT/metrics.json).
     """
 
@@ -116,8 +119,12 @@ def _evaluate_into(model, run_dir: str | Path, test_dir: str | Path, out_dir: Pa
     meshes = _test_meshes(Path(test_dir), out_dir, model, progress)
 
     # Matching: every test mesh aligned to the atlas on its own; refuse the wrong organ/scale.
+    def stage(name: str, total: int) -> Callable[[int], None] | None:
+        return (lambda k: progress(name, k, total)) if progress else None
+
     t0 = time.perf_counter()
     corr, kept, skipped = [], [], []
+    matched = stage("match", len(meshes))
     for m in meshes:
         try:
             corr.append(model.correspond([m], match=match)[0])
@@ -125,6 +132,8 @@ def _evaluate_into(model, run_dir: str | Path, test_dir: str | Path, out_dir: Pa
         except ShapeAtlasError as exc:
             skipped.append(str(exc))
             log.warning("skipped %s", exc)
+        if matched:
+            matched(1)
     if not corr:
         raise ShapeAtlasError(
             f"none of the {len(meshes)} test shapes in {test_dir} could be "
@@ -148,13 +157,15 @@ def _evaluate_into(model, run_dir: str | Path, test_dir: str | Path, out_dir: Pa
     faces = np.asarray(model.atlas_faces_)
     gen = model.generator_
     comps = curve_components(gen.latent_dim)
-    general = ssm.generalization(gen, test_shapes, aligned, atlas_faces=faces, components=comps)
+    general = ssm.generalization(gen, test_shapes, aligned, atlas_faces=faces, components=comps,
+                                 progress=stage("general", len(comps) * len(corr)))
 
     t0 = time.perf_counter()
     samples = model.sample(n_samples, seed=seed)
     t_sample = time.perf_counter() - t0
-    spec = ssm.specificity(samples.vertices, model.training_shapes_, atlas_faces=faces)
-    checks = sample_validity(model, samples.vertices)
+    spec = ssm.specificity(samples.vertices, model.training_shapes_, atlas_faces=faces,
+                           progress=stage("specific", n_samples))
+    checks = sample_validity(model, samples.vertices, progress=stage("validity", n_samples))
     virtual_vol = np.array([c["volume_ml"] for c in checks])
     virtual_ext = np.array([ssm.extents(v, model.axes_) for v in samples.vertices])
     real_vol, real_ext = model.real_volumes_, model.real_extents_

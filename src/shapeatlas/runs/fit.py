@@ -94,6 +94,12 @@ def fit_run(data_dir: str | Path, run_dir: str | Path, cfg: FitConfig, *, resume
     and moved to `run_dir` when finished; a run that was stopped keeps its checkpoints there,
     and `resume=True` continues it. resume on a finished run returns its model.
     overwrite: replace a non-empty `run_dir` whole (else refused before any work).
+    progress: called with a dict as the fit goes, each with "stage", "step" and "steps" (done
+    and total in that stage): "correspondence" (R-ASM training steps, with round, rounds,
+    epoch, epochs and loss), "matching" (the training shapes matched for the generator),
+    "generator" (β-VAE epochs, with epoch, epochs and loss; with several atlases also atlas
+    and atlases) and "registration" (CPD-PCA, with round and rounds).
+    groom_progress: `(stage, increment, total)` of the grooming of a raw folder.
     """
 
     target = Path(run_dir)

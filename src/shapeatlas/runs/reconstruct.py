@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -24,8 +24,9 @@ log = logging.getLogger(__name__)
 
 def reconstruct_files(run_dir: str | Path, paths: Sequence[str | Path], out_dir: str | Path, *,
                       n_components: int | None = None, device: str = "auto",
-                      match: MatchConfig | None = None,
-                      overwrite: bool = False) -> tuple[list[dict], list[str]]:
+                      match: MatchConfig | None = None, overwrite: bool = False,
+                      progress: Callable[[int], None] | None = None
+                      ) -> tuple[list[dict], list[str]]:
     """Each mesh (paths: mesh files or folders of them) through the model (correspond, encode,
     decode), written as OUT/NAME.ply in the input's own frame, and OUT/reconstruct.json;
     returns per-file summaries (each with the mesh check: `valid`, `problems`, `validity`; a
@@ -34,7 +35,7 @@ def reconstruct_files(run_dir: str | Path, paths: Sequence[str | Path], out_dir:
     out_dir must be new or empty unless `overwrite` (then it is replaced whole); it is built
     beside it and moved into place at the end (`shapeatlas.outputs`). Two inputs of the same
     stem are refused, naming both. match: how to correspond (`MatchConfig`; None: the run's
-    own; R-ASM runs)."""
+    own; R-ASM runs). progress(1) after each file."""
 
     items = [Path(p) for p in paths]
     paths = collect_mesh_paths(items)
@@ -46,12 +47,11 @@ def reconstruct_files(run_dir: str | Path, paths: Sequence[str | Path], out_dir:
     check_match(model, match, run_dir)
     with staged_output(out_dir, verb="reconstruct", overwrite=overwrite, inputs=inputs,
                        device=str(getattr(model, "device_", "cpu"))) as staging:
-        return _reconstruct_into(model, paths, staging.path, n_components, match,
-                                 symmetric_surface_distance)
+        return _reconstruct_into(model, paths, staging.path, n_components, match, progress)
 
 
 def _reconstruct_into(model, paths: Sequence[Path], out_dir: Path, n_components: int | None,
-                      match: MatchConfig | None, symmetric_surface_distance
+                      match: MatchConfig | None, progress: Callable[[int], None] | None
                       ) -> tuple[list[dict], list[str]]:
     """`reconstruct_files`' work, in the staging folder `out_dir`."""
     done, errors = [], []
@@ -68,6 +68,8 @@ def _reconstruct_into(model, paths: Sequence[Path], out_dir: Path, n_components:
                          "problems": ok.problems, "validity": ok.as_dict()})
         except ShapeAtlasError as exc:
             errors.append(str(exc))
+        if progress:
+            progress(1)
     write_text_atomic(out_dir / "reconstruct.json", json.dumps(
         {"format": "shapeatlas-reconstruct", "shapes": done, "skipped": errors}, indent=1) + "\n")
     return done, errors

@@ -32,15 +32,17 @@ log = logging.getLogger(__name__)
 SAMPLE_BLOCK = 500
 
 
-FORMATS = ("ply", "vtk", "obj", "stl")
+#: The file formats of the shapes (every format `mesh.io.write_mesh` writes).
+FORMATS = ("ply", "vtk", "vtp", "obj", "stl")
 
 
-def sample_validity(model, vertices: np.ndarray) -> list[dict]:
+def sample_validity(model, vertices: np.ndarray,
+                    progress: Callable[[int], None] | None = None) -> list[dict]:
     """Volume and validity flags of shapes with the model's atlas faces. (S, K, 3) -> S dicts.
 
     Each dict: volume_ml, valid, problems and the counts of `Validity.as_dict` (watertight,
     self_intersecting_faces, inverted_faces against the atlas, boundary/non-manifold/misoriented
-    edges, non-manifold vertices, degenerate faces)."""
+    edges, non-manifold vertices, degenerate faces). progress(1) after each shape."""
     faces = np.asarray(model.atlas_faces_)
     vols = model.sample_volumes(vertices)
     rows = []
@@ -51,11 +53,13 @@ def sample_validity(model, vertices: np.ndarray) -> list[dict]:
                      "self_intersecting_faces": ok.n_self_intersecting,
                      "inverted_faces": ok.n_inverted,
                      "valid": bool(ok.valid and vol > 0), **extra})
+        if progress:
+            progress(1)
     return rows
 
 
 def sample_run(run_dir: str | Path, out_dir: str | Path, *, n: int, seed: int = 0,
-               fmt: Literal["ply", "vtk", "obj", "stl"] = "ply", traverse: int = 0,
+               fmt: Literal["ply", "vtk", "vtp", "obj", "stl"] = "ply", traverse: int = 0,
                traverse_steps: int = 5, relax: int | None = None, device: str = "auto",
                overwrite: bool = False, volume_mesh: bool = False,
                progress: Callable[[int], None] | None = None) -> dict:

@@ -7,7 +7,9 @@
 - A non-finite loss stops the run with `TrainingError` naming the shape(s) of the failing step;
   the last good checkpoint is left untouched.
 - Per-epoch metrics go to `RUN_DIR/train_log.csv` and, if the `tensorboard` package is
-  installed, to `RUN_DIR/tensorboard/`.
+  installed, to `RUN_DIR/tensorboard/`; each epoch also logs one INFO line ("round r/R, epoch
+  e/E: loss ..."), and `progress` gets a dict after every step (stage "correspondence", round,
+  rounds, epoch, epochs, step, steps, loss).
 - `joint`: an optional second model trained in the same steps (the β-VAE when the generator
   is trained jointly with the correspondence network); it shares the optimiser and the
   checkpoint, its loss is added to the R-ASM loss, and its gradients are clipped on their own so
@@ -264,8 +266,10 @@ def train(
                     v = v.detach() if isinstance(v, torch.Tensor) else v  # or a plain float
                     sums[k] = sums.get(k, 0.0) + float(v)
                 if progress:
-                    progress({"round": state.round + 1, "epoch": state.epoch + 1,
-                              "step": n_steps, "steps": -(-len(order) // cfg.training.batch_size),
+                    progress({"stage": "correspondence",
+                              "round": state.round + 1, "rounds": tc.atlas_rounds,
+                              "epoch": state.epoch + 1, "epochs": tc.epochs,
+                              "step": n_steps, "steps": -(-len(order) // tc.batch_size),
                               "loss": float(total.detach())})
             dt = time.perf_counter() - t0
             row = {"round": state.round + 1, "epoch": state.epoch + 1, "lr": lr,
@@ -278,8 +282,8 @@ def train(
             else:
                 state.bad_epochs += 1
             state.epoch += 1
-            log.info("round %d epoch %d: loss %.5f (chamfer %.5f) %.1f s", row["round"],
-                     row["epoch"], loss, row["chamfer"], dt)
+            log.info("round %d/%d, epoch %d/%d: loss %.5f (chamfer %.5f) %.1f s", row["round"],
+                     tc.atlas_rounds, row["epoch"], tc.epochs, loss, row["chamfer"], dt)
             if writer_rank:
                 _write_log(run_dir, state.rows)
                 if tb is not None:
