@@ -429,6 +429,14 @@ def test_cpd_pca_fit_sample_evaluate_reconstruct(tmp_path, capsys):
                  str(tmp_path / "e"), "-n", "50", "-q"]) == 0
     m = json.loads((tmp_path / "e" / "metrics.json").read_text())
     assert m["n_test"] == 6 and m["specificity_mm"]["n_samples"] == 50
+    # specificity against the latent directions sampled: one row per generalization point,
+    # 25 samples each (50 over the 2 points below D); k = D takes the first 25 of the 50 shapes
+    curve = m["specificity_curve_mm"]
+    assert [r["components"] for r in curve] == [r["components"] for r in m["generalization_mm"]]
+    assert [r["components"] for r in curve] == [1, 2, 3]
+    assert all(r["n_samples"] == 25 and np.isfinite([r["mean"], r["se"]]).all() and r["se"] > 0
+               for r in curve)
+    assert 0.5 < curve[-1]["mean"] / m["specificity_mm"]["vertex_mean"] < 2.0
     assert len(m["compactness"]) == 5 and m["compactness"][-1] == pytest.approx(1.0)
     table = np.genfromtxt(tmp_path / "e" / "samples.csv", delimiter=",", names=True)
     assert len(table) == 50 and "cluster" not in table.dtype.names
@@ -453,6 +461,16 @@ def test_cpd_pca_fit_sample_evaluate_reconstruct(tmp_path, capsys):
     assert main(["evaluate", str(run), "--test", str(big), "--out", str(tmp_path / "e2"),
                  "-q"]) == 1
     assert "could be matched" in capsys.readouterr().err
+
+
+def test_specificity_curve_draws_at_most_about_the_full_figure_samples():
+    from shapeatlas.runs.evaluate import curve_components, curve_samples
+
+    assert curve_components(16) == [1, 2, 3, 5, 7, 11, 16]
+    assert curve_samples(1000, 7) == 167 and curve_samples(1000, 3) == 200
+    assert curve_samples(50, 3) == 25 and curve_samples(50, 1) == 50 and curve_samples(1, 8) == 1
+    for n, points in ((1000, 8), (1000, 2), (37, 5)):
+        assert (points - 1) * curve_samples(n, points) < n + points
 
 
 def test_multi_atlas_fit_correspond_sample_evaluate(tmp_path, capsys):
@@ -500,6 +518,11 @@ def test_multi_atlas_fit_correspond_sample_evaluate(tmp_path, capsys):
                  str(tmp_path / "e"), "--n", "40", "-q"]) == 0
     metrics = json.loads((tmp_path / "e" / "metrics.json").read_text())
     assert [c["atlas"] for c in metrics["clusters"]] == [0, 1]
+    curve = metrics["specificity_curve_mm"]
+    assert [r["components"] for r in curve] == [
+        r["components"] for r in metrics["generalization_mm"]]
+    assert all(np.isfinite([r["mean"], r["se"]]).all() for r in curve)
+    assert 0.5 < curve[-1]["mean"] / metrics["specificity_mm"]["vertex_mean"] < 2.0
     assert sum(c["n_samples"] for c in metrics["clusters"]) == 40
     table = np.genfromtxt(tmp_path / "e" / "samples.csv", delimiter=",", names=True)
     assert [int((table["cluster"] == c["atlas"]).sum()) for c in metrics["clusters"]] == [

@@ -40,6 +40,19 @@ def test_specificity_is_zero_for_training_shapes_and_grows_with_distance(sphere)
     assert s3.vertex_mean == pytest.approx(3.0, abs=1e-9)
 
 
+def test_specificity_curve_scores_each_restricted_sampler(sphere):
+    train = ellipsoids(sphere, [[20, 20, 20], [25, 20, 20], [20, 25, 20]])
+    # m mm from the nearest training shape, for m latent directions
+    rows = ssm.specificity_curve(lambda m: train + np.array([0.0, 0.0, float(m)]), train,
+                                 components=[1, 2, 4])
+    assert [r["components"] for r in rows] == [1, 2, 4]
+    assert [r["n_samples"] for r in rows] == [3, 3, 3]
+    np.testing.assert_allclose([r["mean"] for r in rows], [1.0, 2.0, 4.0], atol=1e-9)
+    np.testing.assert_allclose([r["se"] for r in rows], 0.0, atol=1e-9)
+    d, idx = ssm.nearest_training_shape(train[[2, 0]], train)
+    assert list(idx) == [2, 0] and np.all(d == 0)
+
+
 def test_generalization_is_exact_with_all_modes_and_worse_with_fewer(sphere):
     rng = np.random.default_rng(1)
     axes = np.c_[20 + 3 * rng.normal(size=8), 20 + 2 * rng.normal(size=8), np.full(8, 20.0)]

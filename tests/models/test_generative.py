@@ -37,6 +37,11 @@ def test_sample_traverse_reconstruct(models, method):
     s = model.sample(20, seed=1)
     assert s.vertices.shape == (20, 200, 3) and s.latent.shape == (20, 4)
     np.testing.assert_array_equal(s.vertices, model.sample(20, seed=1).vertices)
+    # one latent direction (the first by training variance): the same draws, the rest held
+    one = model.sample(6, seed=1, components=1)
+    first, rest = model.generator_.latent_order_[0], model.generator_.latent_order_[1:]
+    np.testing.assert_array_equal(one.latent[:, first], s.latent[:6, first])
+    assert np.ptp(one.latent[:, rest], axis=0).max() == 0.0
     vols = model.sample_volumes(s.vertices)
     real = model.real_volumes_
     # LV-sized, in mL: none turned inside out, the typical one inside the real range

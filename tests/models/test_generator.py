@@ -60,6 +60,35 @@ def test_vae_learns_the_cohort_and_round_trips(cohort):
     np.testing.assert_array_equal(again.latent_order_, g.latent_order_)
 
 
+def test_restricted_sampling_varies_only_the_first_directions(cohort):
+    shapes, _ = cohort
+    pca = PCAGenerator(3).fit(shapes)
+    full = pca.sample_latent(50, np.random.default_rng(4))
+    z = pca.sample_latent(50, np.random.default_rng(4), components=1)
+    assert not z[:, 1:].any() and np.all(z[:, 0] == full[:, 0])  # same draws, masked
+    # shapes with one mode lie on the line through the mean along the first mode
+    x = pca.decode(z).reshape(50, -1) - pca.mean_
+    np.testing.assert_allclose(x, np.outer(z[:, 0], pca.components_[0]), atol=1e-9)
+    np.testing.assert_array_equal(pca.sample_latent(5, np.random.default_rng(4), components=9),
+                                  full[:5])  # more than D: all of them
+    with pytest.raises(ShapeAtlasError, match="at least 1"):
+        pca.sample_latent(5, np.random.default_rng(4), components=0)
+
+    vae = VAEGenerator(GeneratorConfig(latent_dim=3, epochs=20)).fit(shapes, seed=0)
+    vae.latent_order_ = np.array([2, 0, 1])  # a learnt order that is not the index order
+    full = vae.sample_latent(60, np.random.default_rng(5))
+    for k in (1, 2):
+        z = vae.sample_latent(60, np.random.default_rng(5), components=k)
+        held, kept = vae.latent_order_[k:], vae.latent_order_[:k]
+        np.testing.assert_array_equal(z[:, held],
+                                      np.broadcast_to(vae.prior_mean_[held], (60, 3 - k)))
+        np.testing.assert_array_equal(z[:, kept], full[:, kept])
+        # the codes span k dimensions: with k = 1 they lie on a line in latent space
+        assert np.linalg.matrix_rank(z - z.mean(axis=0), tol=1e-9) == k
+    np.testing.assert_array_equal(vae.sample_latent(60, np.random.default_rng(5), components=3),
+                                  full)
+
+
 def test_vae_is_deterministic_with_a_seed(cohort):
     shapes, _ = cohort
     a = VAEGenerator(GeneratorConfig(latent_dim=2, epochs=50)).fit(shapes, seed=3)

@@ -105,6 +105,14 @@ def test_clusters_keep_their_own_latent_sizes():
     assert mix.latent_dim == 6 and mix.latent_dims == [6, 2]
     z, cluster = mix.sample(200, np.random.default_rng(0))
     assert z.shape == (200, 6) and not z[cluster == 1, 2:].any()
+    # one latent direction per cluster: each cluster's codes lie on a line
+    z1, c1 = mix.sample(200, np.random.default_rng(0), components=1)
+    np.testing.assert_array_equal(c1, cluster)
+    for m, g in enumerate(gens):
+        held = g.latent_order_[1:]
+        np.testing.assert_array_equal(z1[c1 == m][:, held],
+                                      np.broadcast_to(g.prior_mean_[held], ((c1 == m).sum(),
+                                                                            len(held))))
     np.testing.assert_allclose(mix.decode(z[cluster == 1], cluster[cluster == 1]),
                                gens[1].decode(z[cluster == 1, :2]))
     # n_components beyond a cluster's size means all of its directions

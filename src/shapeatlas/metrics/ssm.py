@@ -15,6 +15,9 @@ shapes in atlas topology in the aligned frame:
   nearest training normalised shape (correspondence-based), and the mean distance of its
   vertices to that training shape's surface (surface-based). Mean and standard error over the
   S samples (lower is better).
+- specificity curve(m): the correspondence-based specificity of samples whose codes vary only
+  in the first m latent directions (the others at the prior's centre), for the same values of
+  m as generalization: mean and standard error over the samples drawn for each m.
 - plausibility: enclosed volume (mL) of real and virtual shapes (mean and sd, two-sample
   Kolmogorov-Smirnov statistic, 1-Wasserstein distance in mL); main dimensions = extents (mm)
   along the principal axes of the real cohort's mean shape; the acceptance rate is the share of
@@ -96,11 +99,10 @@ class Specificity:
         return d
 
 
-def specificity(samples: np.ndarray, train_shapes: np.ndarray, *,
-                atlas_faces: np.ndarray,
-                progress: Callable[[int], None] | None = None) -> Specificity:
-    """samples: (S, K, 3), train_shapes: (B, K, 3), both mm in the aligned frame.
-    progress(1) after each sample's surface distance."""
+def nearest_training_shape(samples: np.ndarray, train_shapes: np.ndarray
+                           ) -> tuple[np.ndarray, np.ndarray]:
+    """Each sample's nearest training shape by mean vertex-to-vertex distance.
+    samples: (S, K, 3), train_shapes: (B, K, 3), mm. -> distances (S,) mm, indices (S,)"""
     s = np.asarray(samples, dtype=np.float64)
     t = np.asarray(train_shapes, dtype=np.float64)
     best = np.empty(len(s))
@@ -110,6 +112,17 @@ def specificity(samples: np.ndarray, train_shapes: np.ndarray, *,
         d = np.linalg.norm(blk[:, None] - t[None], axis=3).mean(axis=2)  # (S_blk, B)
         nearest[i:i + len(blk)] = d.argmin(axis=1)
         best[i:i + len(blk)] = d.min(axis=1)
+    return best, nearest
+
+
+def specificity(samples: np.ndarray, train_shapes: np.ndarray, *,
+                atlas_faces: np.ndarray,
+                progress: Callable[[int], None] | None = None) -> Specificity:
+    """samples: (S, K, 3), train_shapes: (B, K, 3), both mm in the aligned frame.
+    progress(1) after each sample's surface distance."""
+    s = np.asarray(samples, dtype=np.float64)
+    t = np.asarray(train_shapes, dtype=np.float64)
+    best, nearest = nearest_training_shape(s, t)
     surf = np.empty(len(s))
     for i, (x, j) in enumerate(zip(s, nearest)):
         surf[i] = point_to_surface_distance(x, t[j], atlas_faces).mean()
@@ -118,6 +131,21 @@ def specificity(samples: np.ndarray, train_shapes: np.ndarray, *,
     v, sf = _stats(best), _stats(surf)
     return Specificity(vertex_mean=v["mean"], vertex_se=v["se"], surface_mean=sf["mean"],
                        surface_se=sf["se"], nearest=nearest)
+
+
+def specificity_curve(draw: Callable[[int], np.ndarray], train_shapes: np.ndarray, *,
+                      components: Sequence[int]) -> list[dict]:
+    """Correspondence-based specificity against the number of latent directions that vary.
+
+    draw(m) -> (S_m, K, 3) samples whose codes vary only in the first m latent directions
+    (`sample(..., components=m)`); train_shapes: (B, K, 3), mm in the aligned frame.
+    -> one {"components", "n_samples", "mean", "se"} per entry of `components` (mm).
+    """
+    rows = []
+    for m in components:
+        best, _ = nearest_training_shape(draw(int(m)), train_shapes)
+        rows.append({"components": int(m), "n_samples": len(best), **_stats(best)})
+    return rows
 
 
 def principal_axes(shape: np.ndarray) -> np.ndarray:

@@ -131,19 +131,23 @@ class GenerativeMixin:
                                   "shapeatlas or with the generator switched off): refit it")
 
     def sample(self, n: int, *, seed: int = 0, relax: int | None = None,
-               project: bool = True) -> Samples:
-        """n virtual shapes, in atlas topology, in the aligned frame (mm); see `decode`."""
+               project: bool = True, components: int | None = None) -> Samples:
+        """n virtual shapes, in atlas topology, in the aligned frame (mm); see `decode`.
+        components: vary only the first k latent directions (by training variance, as
+        `traverse` and `reconstruct(n_components=k)` order them), the others at the prior's
+        centre; the same seed draws the same codes for every k, masked."""
         self._check_generator()
         if n < 1:
             raise ShapeAtlasError(f"the number of samples must be at least 1, got {n}")
-        z, cluster = self.sample_codes(n, np.random.default_rng(seed))
+        z, cluster = self.sample_codes(n, np.random.default_rng(seed), components=components)
         return self.decode(z, relax=relax, cluster=cluster, project=project)
 
-    def sample_codes(self, n: int, rng: np.random.Generator
+    def sample_codes(self, n: int, rng: np.random.Generator, *, components: int | None = None
                      ) -> tuple[np.ndarray, np.ndarray | None]:
-        """n latent codes (n, D) from the prior, and the cluster of each (None: one atlas)."""
+        """n latent codes (n, D) from the prior, and the cluster of each (None: one atlas);
+        components: only the first k latent directions vary (see `sample`)."""
         self._check_generator()
-        return self.generator_.sample_latent(n, rng), None
+        return self.generator_.sample_latent(n, rng, components=components), None
 
     def decode(self, z: np.ndarray | Codes, *, relax: int | None = None,
                cluster: np.ndarray | None = None, project: bool = True) -> Samples:

@@ -5,8 +5,11 @@ size variation is kept) and share one interface, so `sample`, `evaluate` and the
 Atlas-R-ASMG and CPD-PCA alike:
 
     fit(shapes (B, K, 3), seed) -> self      encode(shapes) -> (B, D)    decode(z) -> (B, K, 3)
-    sample_latent(n, rng) -> (n, D)          reconstruct(shapes, n_components) -> (B, K, 3)
+    sample_latent(n, rng, components) -> (n, D)   reconstruct(shapes, n_components) -> (B, K, 3)
     latent_order_: latent directions by decreasing variance over the training shapes.
+
+`components=k` (sampling) and `n_components=k` (reconstruction) restrict a code to the first k
+directions of `latent_order_`; the others are held at the prior's centre.
 """
 
 from __future__ import annotations
@@ -191,9 +194,20 @@ class VAEGenerator:
         const = 0.5 * x.shape[1] * np.log(2.0 * np.pi * noise**2)
         return -(rec + kl).cpu().double().numpy() - const
 
-    def sample_latent(self, n: int, rng: np.random.Generator) -> np.ndarray:
+    def sample_latent(self, n: int, rng: np.random.Generator, *,
+                      components: int | None = None) -> np.ndarray:
+        """n codes from the prior. -> (n, D)
+
+        components: vary only the first k directions of `latent_order_` (as `reconstruct`
+        keeps them); the others are held at the prior's centre. The same `rng` state gives the
+        same draws for every k, only masked, so the codes of two values of k differ only in the
+        directions one of them holds."""
         eps = rng.standard_normal((n, self.latent_dim))
-        return self.prior_mean_ + eps @ self.prior_chol_.T
+        z = self.prior_mean_ + eps @ self.prior_chol_.T
+        if components is not None:
+            hold = self.latent_order_[_kept(components, self.latent_dim):]
+            z[:, hold] = self.prior_mean_[hold]
+        return z
 
     def reconstruct(self, shapes: np.ndarray, *, n_components: int | None = None) -> np.ndarray:
         """Encode, keep the first `n_components` latent directions (others at the prior's
@@ -259,6 +273,13 @@ class VAEGenerator:
         return g
 
 
+def _kept(components: int, latent_dim: int) -> int:
+    """How many directions `components` keeps: at least 1 is required, more than D means D."""
+    if int(components) < 1:
+        raise ShapeAtlasError(f"components must be at least 1, got {components}")
+    return min(int(components), latent_dim)
+
+
 def _n_vertices(meta: dict, source: str, expected: int | None) -> int:
     k = validate.get(meta, "n_vertices", validate.Int(4, validate.MAX_VERTICES), source,
                      prefix="generator.")
@@ -307,8 +328,14 @@ class PCAGenerator:
         x = self.mean_ + np.asarray(z) @ self.components_
         return x.reshape(len(x), -1, 3)
 
-    def sample_latent(self, n: int, rng: np.random.Generator) -> np.ndarray:
-        return rng.standard_normal((n, self.latent_dim)) * np.sqrt(self.variances_)
+    def sample_latent(self, n: int, rng: np.random.Generator, *,
+                      components: int | None = None) -> np.ndarray:
+        """n mode scores from N(0, variances_); components: only the first k modes vary, the
+        others are 0 (the mean shape's). -> (n, D)"""
+        z = rng.standard_normal((n, self.latent_dim)) * np.sqrt(self.variances_)
+        if components is not None:
+            z[:, _kept(components, self.latent_dim):] = 0.0
+        return z
 
     def reconstruct(self, shapes: np.ndarray, *, n_components: int | None = None) -> np.ndarray:
         z = self.encode(shapes)

@@ -47,15 +47,17 @@ class MixtureGenerator:
         return memberships(energies(np.asarray(shapes, dtype=np.float64), self.atlases_),
                            self.weights_, temperature=self.temperature, spread=self.spread_)
 
-    def sample(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    def sample(self, n: int, rng: np.random.Generator, *, components: int | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
         """Ancestral: cluster m ~ Cat(π), then z from cluster m's prior. -> (n, D), (n,); the
-        columns beyond a cluster's own D_m are 0."""
+        columns beyond a cluster's own D_m are 0. components: each cluster varies only its first
+        min(k, D_m) directions (`VAEGenerator.sample_latent`), as `reconstruct` keeps them."""
         cluster = rng.choice(len(self.generators), size=n, p=self.weights_ / self.weights_.sum())
         z = np.zeros((n, self.latent_dim))
         for m, g in enumerate(self.generators):
             pick = np.flatnonzero(cluster == m)
             if len(pick):
-                z[pick, :g.latent_dim] = g.sample_latent(len(pick), rng)
+                z[pick, :g.latent_dim] = g.sample_latent(len(pick), rng, components=components)
         return z, cluster
 
     def decode(self, z: np.ndarray, cluster: np.ndarray) -> np.ndarray:

@@ -385,9 +385,12 @@ class MultiAtlasModel(GenerativeMixin):
         return Codes(z=z, cluster=cluster, memberships=r)
 
     # ----------------------------------------------------------------- generate
-    def sample_codes(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    def sample_codes(self, n: int, rng: np.random.Generator, *, components: int | None = None
+                     ) -> tuple[np.ndarray, np.ndarray]:
+        """Ancestral codes (n, D) and clusters (n,); components: each cluster varies only
+        its first min(k, D_m) latent directions."""
         self._check_generator()
-        return self.generator_.sample(n, rng)
+        return self.generator_.sample(n, rng, components=components)
 
     def decode(self, z: np.ndarray | Codes, *, relax: int | None = None,
                cluster: np.ndarray | None = None, project: bool = True) -> Samples:

@@ -48,6 +48,18 @@ def curve_components(latent_dim: int) -> list[int]:
     return [int(p) for p in pts]
 
 
+#: At most this many samples are drawn for each point of the specificity curve.
+CURVE_SAMPLES = 200
+
+
+def curve_samples(n_samples: int, points: int) -> int:
+    """Samples per point of the specificity curve: min(n_samples, 200, ⌈n_samples / (points -
+    1)⌉), so the points below D together draw about n_samples shapes at most (the point D takes
+    the first of the n_samples shapes already drawn)."""
+    share = -(-n_samples // (points - 1)) if points > 1 else n_samples
+    return max(1, min(n_samples, CURVE_SAMPLES, share))
+
+
 def _test_meshes(test_dir: Path, out_dir: Path, model, progress) -> list:
     """The test shapes: the groomed ones, or, for a run whose point model was kept, the
     original files that their `groom.json` names when they are at hand and unchanged."""
@@ -165,6 +177,11 @@ def _evaluate_into(model, run_dir: str | Path, test_dir: str | Path, out_dir: Pa
     t_sample = time.perf_counter() - t0
     spec = ssm.specificity(samples.vertices, model.training_shapes_, atlas_faces=faces,
                            progress=stage("specific", n_samples))
+    n_curve = curve_samples(n_samples, len(comps))
+    spec_curve = ssm.specificity_curve(
+        lambda k: (samples.vertices[:n_curve] if k >= gen.latent_dim
+                   else model.sample(n_curve, seed=seed, components=k).vertices),
+        model.training_shapes_, components=comps)
     checks = sample_validity(model, samples.vertices, progress=stage("validity", n_samples))
     virtual_vol = np.array([c["volume_ml"] for c in checks])
     virtual_ext = np.array([ssm.extents(v, model.axes_) for v in samples.vertices])
@@ -211,6 +228,7 @@ def _evaluate_into(model, run_dir: str | Path, test_dir: str | Path, out_dir: Pa
         "compactness": compact.tolist(),
         "generalization_mm": general,
         "specificity_mm": {"n_samples": n_samples, "seed": seed, **spec.to_dict()},
+        "specificity_curve_mm": spec_curve,
         "plausibility": plaus,
         "test_volume_ml": (
             {"mean": float(np.mean(test_vols)), "sd": float(np.std(test_vols))}
@@ -228,7 +246,7 @@ def _evaluate_into(model, run_dir: str | Path, test_dir: str | Path, out_dir: Pa
 
         metrics["figures"] = write_figures(
             metrics, out_dir, virtual_volumes=virtual_vol, real_volumes=real_vol[finite],
-            samples=samples.vertices, faces=faces,
+            test_volumes=np.array(test_vols), samples=samples.vertices, faces=faces,
         )
         write_text_atomic(out_dir / "metrics.json", json.dumps(metrics, indent=1) + "\n")
     return metrics
