@@ -153,3 +153,16 @@ def test_fit_takes_trimesh_meshes(models, tiny_cohort):
     _, meshes, _ = tiny_cohort
     again = CPDPCAModel(model.config).fit([m.to_trimesh() for m in meshes])
     np.testing.assert_allclose(again.atlas_vertices_, model.atlas_vertices_, atol=1e-9)
+
+
+def test_sampling_reports_progress_once_per_shape(tmp_path):
+    from model_folders import save_cpd_model
+
+    from shapeatlas.runs.load import load_model
+
+    model = load_model(save_cpd_model(tmp_path / "run"), device="cpu")
+    calls = []
+    samples = model.sample(7, seed=0, progress=calls.append)
+    assert calls == [1] * 7 and samples.vertices.shape[0] == 7
+    # the same shapes as without a callback
+    np.testing.assert_array_equal(model.sample(7, seed=0).vertices, samples.vertices)

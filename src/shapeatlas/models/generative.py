@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -131,16 +131,18 @@ class GenerativeMixin:
                                   "shapeatlas or with the generator switched off): refit it")
 
     def sample(self, n: int, *, seed: int = 0, relax: int | None = None,
-               project: bool = True, components: int | None = None) -> Samples:
+               project: bool = True, components: int | None = None,
+               progress: Callable[[int], None] | None = None) -> Samples:
         """n virtual shapes, in atlas topology, in the aligned frame (mm); see `decode`.
         components: vary only the first k latent directions (by training variance, as
         `traverse` and `reconstruct(n_components=k)` order them), the others at the prior's
-        centre; the same seed draws the same codes for every k, masked."""
+        centre; the same seed draws the same codes for every k, masked.
+        progress(1) after each shape is made valid (`decode`)."""
         self._check_generator()
         if n < 1:
             raise ShapeAtlasError(f"the number of samples must be at least 1, got {n}")
         z, cluster = self.sample_codes(n, np.random.default_rng(seed), components=components)
-        return self.decode(z, relax=relax, cluster=cluster, project=project)
+        return self.decode(z, relax=relax, cluster=cluster, project=project, progress=progress)
 
     def sample_codes(self, n: int, rng: np.random.Generator, *, components: int | None = None
                      ) -> tuple[np.ndarray, np.ndarray | None]:
@@ -150,11 +152,13 @@ class GenerativeMixin:
         return self.generator_.sample_latent(n, rng, components=components), None
 
     def decode(self, z: np.ndarray | Codes, *, relax: int | None = None,
-               cluster: np.ndarray | None = None, project: bool = True) -> Samples:
+               cluster: np.ndarray | None = None, project: bool = True,
+               progress: Callable[[int], None] | None = None) -> Samples:
         """Shapes for given latent codes (S, D) (what `encode` returns, or codes of your own),
         tangentially relaxed by `relax` steps (default: the config's `generator.relax`; see
         `shapeatlas.mesh.relax`) and, with `project`, each made a valid mesh
-        (`project_shapes`). -> Samples, vertices (S, K, 3) in the aligned frame (mm)"""
+        (`project_shapes`; progress(1) after each). -> Samples, vertices (S, K, 3) in the
+        aligned frame (mm)"""
         self._check_generator()
         z, cluster = split_codes(z, cluster)
         if cluster is not None:
@@ -167,7 +171,7 @@ class GenerativeMixin:
         verts = relax_tangentially(self.generator_.decode(z), self.atlas_faces_, iterations=steps)
         reports = None
         if project:
-            verts, reports = self.project_shapes(verts)
+            verts, reports = self.project_shapes(verts, progress=progress)
         return Samples(vertices=verts, latent=z, faces=self.atlas_faces_, projection=reports)
 
     def _projection_references(self) -> list[np.ndarray]:
@@ -180,12 +184,13 @@ class GenerativeMixin:
         (`valid_atlas`); None: smoothing only."""
         return None
 
-    def project_shapes(self, vertices: np.ndarray, cluster: np.ndarray | None = None
+    def project_shapes(self, vertices: np.ndarray, cluster: np.ndarray | None = None, *,
+                       progress: Callable[[int], None] | None = None
                        ) -> tuple[np.ndarray, tuple[ProjectionReport, ...]]:
         """Shapes (S, K, 3) in the aligned frame, with the atlas faces, each made a valid mesh
         by the smallest local change `shapeatlas.mesh.projection` finds (a valid shape is
-        returned as is). cluster: (S,) the atlas of each shape (multi-atlas models).
-        -> (shapes, one report per shape)"""
+        returned as is). cluster: (S,) the atlas of each shape (multi-atlas models);
+        progress(1) after each shape. -> (shapes, one report per shape)"""
         refs = self._projection_references()
         cache = self.__dict__.setdefault("_projectors", {})  # by the reference's bytes
         out = np.array(vertices, dtype=np.float64)
@@ -199,6 +204,8 @@ class GenerativeMixin:
                     ref, self.atlas_faces_, reference=self._atlas_fallback()))
             out[i], rep = cache[key](v)
             reports.append(rep)
+            if progress:
+                progress(1)
         return out, tuple(reports)
 
     def traverse(self, *, directions: int = 3, steps: int = 5) -> dict[int, Samples]:

@@ -393,7 +393,8 @@ class MultiAtlasModel(GenerativeMixin):
         return self.generator_.sample(n, rng, components=components)
 
     def decode(self, z: np.ndarray | Codes, *, relax: int | None = None,
-               cluster: np.ndarray | None = None, project: bool = True) -> Samples:
+               cluster: np.ndarray | None = None, project: bool = True,
+               progress: Callable[[int], None] | None = None) -> Samples:
         """Shapes for latent codes (S, D) of clusters (S,) (default: the most populated), or for
         the `Codes` that `encode` returns (their clusters). D is the largest cluster's latent
         size (`generator_.latent_dim`); cluster m reads the first `generator_.latent_dims[m]`
@@ -415,7 +416,7 @@ class MultiAtlasModel(GenerativeMixin):
                                    iterations=steps)
         reports = None
         if project:
-            verts, reports = self.project_shapes(verts, cluster)
+            verts, reports = self.project_shapes(verts, cluster, progress=progress)
         return Samples(vertices=verts, latent=z, faces=self.atlas_faces_, cluster=cluster,
                        projection=reports)
 

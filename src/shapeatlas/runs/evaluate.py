@@ -173,14 +173,16 @@ def _evaluate_into(model, run_dir: str | Path, test_dir: str | Path, out_dir: Pa
                                  progress=stage("general", len(comps) * len(corr)))
 
     t0 = time.perf_counter()
-    samples = model.sample(n_samples, seed=seed)
+    samples = model.sample(n_samples, seed=seed, progress=stage("sample", n_samples))
     t_sample = time.perf_counter() - t0
     spec = ssm.specificity(samples.vertices, model.training_shapes_, atlas_faces=faces,
                            progress=stage("specific", n_samples))
     n_curve = curve_samples(n_samples, len(comps))
+    curve_progress = stage("curve", n_curve * sum(k < gen.latent_dim for k in comps))
     spec_curve = ssm.specificity_curve(
         lambda k: (samples.vertices[:n_curve] if k >= gen.latent_dim
-                   else model.sample(n_curve, seed=seed, components=k).vertices),
+                   else model.sample(n_curve, seed=seed, components=k,
+                                     progress=curve_progress).vertices),
         model.training_shapes_, components=comps)
     checks = sample_validity(model, samples.vertices, progress=stage("validity", n_samples))
     virtual_vol = np.array([c["volume_ml"] for c in checks])

@@ -119,7 +119,7 @@ def _sample_into(model, run_dir: str | Path, out_dir: Path, *, n: int, seed: int
         z = z_all[start:start + SAMPLE_BLOCK]
         cl = None if c_all is None else c_all[start:start + SAMPLE_BLOCK]
         t = time.perf_counter()
-        decoded = model.decode(z, relax=relax, cluster=cl)
+        decoded = model.decode(z, relax=relax, cluster=cl, progress=progress)  # per shape
         verts = decoded.vertices
         moved = decoded.projection or [None] * len(verts)
         t_decode += time.perf_counter() - t
@@ -141,8 +141,6 @@ def _sample_into(model, run_dir: str | Path, out_dir: Path, *, n: int, seed: int
                 row.update(_volume_mesh(mesher, Mesh(v, model.atlas_faces_, name=row["name"]),
                                         out_dir / f"{row['name']}.vtu"))
             t_tet += time.perf_counter() - t
-        if progress:
-            progress(len(z))
     if traverse:
         tdir = out_dir / "traverse"
         tdir.mkdir(exist_ok=True)
