@@ -1009,7 +1009,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp = verb(sub, "report", help="write one self-contained HTML page about a fitted run",
               description="Write one HTML file that opens offline in any browser: "
               "the atlas and the mean shape in 3D, a slider per latent direction "
-              "(at most 8), virtual shapes beside real ones with their volumes, "
+              "(at most 16), virtual shapes beside real ones with their volumes, "
               "shapes matched onto the atlas coloured by matching error and "
               "confidence, the evaluation's charts (--evaluation), and the run's "
               "settings, data and timings. Nothing is written into RUN_DIR.")

@@ -28,6 +28,7 @@ from shapeatlas.atomic import atomic_path
 from shapeatlas.errors import ShapeAtlasError
 from shapeatlas.mesh.core import Mesh
 from shapeatlas.models.generative import TRAVERSE_SPAN
+from shapeatlas.models.generator import DEFAULT_LATENT
 from shapeatlas.report import charts, content, tables
 from shapeatlas.report.scenes import (
     ATLAS_COLOUR,
@@ -45,8 +46,9 @@ __all__ = ["MAX_DIRECTIONS", "MAX_GALLERY", "TRAVERSE_STEPS", "write_report"]
 
 log = logging.getLogger(__name__)
 
-#: Latent directions shown with a slider, at most.
-MAX_DIRECTIONS = 8
+#: Latent directions shown with a slider, at most: every direction of a generator of the
+#: default size (`models.generator.DEFAULT_LATENT`).
+MAX_DIRECTIONS = DEFAULT_LATENT
 #: Positions along each direction, from -2 to +2 sd.
 TRAVERSE_STEPS = 9
 #: Virtual (and real) shapes in the gallery, at most.
