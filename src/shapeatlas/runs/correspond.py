@@ -19,10 +19,7 @@ from shapeatlas.mesh.validity import mesh_validity
 from shapeatlas.models.atlas import Correspondence
 from shapeatlas.models.inputs import refine_pose_on_atlas
 from shapeatlas.models.multi_atlas import MultiAtlasModel
-from shapeatlas.outputs import (
-    check_output,
-    staged_output,
-)
+from shapeatlas.outputs import check_output, staged_output
 from shapeatlas.runs.folder import file_sha256, read_training_poses
 from shapeatlas.runs.load import check_match, collect_mesh_paths, load_model
 from shapeatlas.training.config import MatchConfig

@@ -23,11 +23,7 @@ from shapeatlas.models.atlas import AtlasModel
 from shapeatlas.models.cpd_pca import CPDPCAModel
 from shapeatlas.models.generative import latent_sizes
 from shapeatlas.models.multi_atlas import MultiAtlasModel
-from shapeatlas.outputs import (
-    adopt,
-    staged_output,
-    staging_dir,
-)
+from shapeatlas.outputs import adopt, staged_output, staging_dir
 from shapeatlas.runs.folder import (
     run_is_complete,
     training_sources,

@@ -22,10 +22,7 @@ from shapeatlas import validate
 from shapeatlas.atomic import write_text_atomic
 from shapeatlas.errors import ShapeAtlasError
 from shapeatlas.mesh.core import Mesh
-from shapeatlas.mesh.groom import (
-    load_groomed,
-    load_manifest,
-)
+from shapeatlas.mesh.groom import load_groomed, load_manifest
 from shapeatlas.mesh.io import is_mesh_file, read_mesh
 from shapeatlas.metrics.surface import point_to_surface_distance
 from shapeatlas.validate import regular_file

@@ -8,9 +8,7 @@ from pathlib import Path
 from typing import Sequence
 
 from shapeatlas.errors import ShapeAtlasError
-from shapeatlas.mesh.groom import (
-    find_mesh_files,
-)
+from shapeatlas.mesh.groom import find_mesh_files
 from shapeatlas.mesh.io import is_mesh_file
 from shapeatlas.models.atlas import MODEL_FORMAT as RASM_FORMAT
 from shapeatlas.models.atlas import AtlasModel
@@ -19,9 +17,7 @@ from shapeatlas.models.cpd_pca import CPDPCAModel
 from shapeatlas.models.multi_atlas import MODEL_FORMAT as MULTI_FORMAT
 from shapeatlas.models.multi_atlas import MultiAtlasModel
 from shapeatlas.models.persistence import read_model_meta
-from shapeatlas.outputs import (
-    output_names,
-)
+from shapeatlas.outputs import output_names
 from shapeatlas.training.config import MatchConfig
 
 log = logging.getLogger(__name__)
