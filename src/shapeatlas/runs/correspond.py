@@ -21,7 +21,7 @@ from shapeatlas.models.inputs import refine_pose_on_atlas
 from shapeatlas.models.multi_atlas import MultiAtlasModel
 from shapeatlas.outputs import check_output, staged_output
 from shapeatlas.runs.folder import file_sha256, read_training_poses
-from shapeatlas.runs.load import check_match, collect_mesh_paths, load_model
+from shapeatlas.runs.load import collect_mesh_paths, model_device, open_run
 from shapeatlas.training.config import MatchConfig
 
 log = logging.getLogger(__name__)
@@ -93,13 +93,12 @@ def correspond_files(run_dir: str | Path, items: Sequence[str | Path], out_dir: 
     paths = collect_mesh_paths(items)
     inputs = [run_dir, *items, *paths]
     check_output(out_dir, overwrite=overwrite, inputs=inputs)
-    model = load_model(run_dir, device=device)
+    model = open_run(run_dir, device=device, match=match)
     if not point_model and getattr(model, "point_model_", None) is not None:
         model.point_model_ = None
-    check_match(model, match, run_dir)
     poses = {} if realign else read_training_poses(run_dir)
     with staged_output(out_dir, verb="correspond", overwrite=overwrite, inputs=inputs,
-                       device=str(getattr(model, "device_", "cpu"))) as staging:
+                       device=model_device(model)) as staging:
         return _correspond_into(model, paths, staging.path, poses, refine, match, progress)
 
 

@@ -32,7 +32,7 @@ from shapeatlas.models.generative import latent_sizes
 from shapeatlas.outputs import check_output, staged_output
 from shapeatlas.report.figures import write_figures
 from shapeatlas.runs.folder import training_sources
-from shapeatlas.runs.load import check_match, load_model
+from shapeatlas.runs.load import model_device, open_run
 from shapeatlas.runs.sample import sample_validity
 from shapeatlas.training.config import MatchConfig
 
@@ -114,11 +114,9 @@ def evaluate_run(
 
     inputs = [run_dir, test_dir]
     check_output(out_dir, overwrite=overwrite, inputs=inputs)
-    model = load_model(run_dir, device=device)
-    model._check_generator()
-    check_match(model, match, run_dir)
+    model = open_run(run_dir, device=device, match=match, generator=True)
     with staged_output(out_dir, verb="evaluate", overwrite=overwrite, inputs=inputs,
-                       device=str(getattr(model, "device_", "cpu"))) as staging:
+                       device=model_device(model)) as staging:
         return _evaluate_into(model, run_dir, test_dir, staging.path, n_samples=n_samples,
                               seed=seed, figures=figures, match=match, progress=progress)
 

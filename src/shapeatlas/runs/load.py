@@ -50,6 +50,22 @@ def check_match(model, match: MatchConfig | None, run_dir: str | Path) -> None:
         raise ShapeAtlasError(f"{run_dir}: {exc}") from None
 
 
+def open_run(run_dir: str | Path, *, device: str = "auto", match: MatchConfig | None = None,
+             generator: bool = False) -> AtlasModel | CPDPCAModel | MultiAtlasModel:
+    """The model a verb works with, checked before any input is read: that it has a shape
+    generator (`generator`) and can use the matching settings `match` (`check_match`)."""
+    model = load_model(run_dir, device=device)
+    if generator:
+        model._check_generator()
+    check_match(model, match, run_dir)
+    return model
+
+
+def model_device(model) -> str:
+    """The device a loaded model runs on, as the run's provenance records it."""
+    return str(getattr(model, "device_", "cpu"))
+
+
 def collect_mesh_paths(items: Sequence[str | Path]) -> list[Path]:
     """Expand folders into their mesh files; keep files as given. Two files of the same stem
     are refused, naming both: their outputs (NAME.ply, NAME.npz) would overwrite each other."""

@@ -15,8 +15,8 @@ from shapeatlas.errors import ShapeAtlasError
 from shapeatlas.mesh.io import read_mesh, write_mesh
 from shapeatlas.mesh.validity import mesh_validity
 from shapeatlas.metrics.ssm import symmetric_surface_distance
-from shapeatlas.outputs import check_output, output_names, staged_output
-from shapeatlas.runs.load import check_match, collect_mesh_paths, load_model
+from shapeatlas.outputs import check_output, staged_output
+from shapeatlas.runs.load import collect_mesh_paths, model_device, open_run
 from shapeatlas.training.config import MatchConfig
 
 log = logging.getLogger(__name__)
@@ -38,15 +38,12 @@ def reconstruct_files(run_dir: str | Path, paths: Sequence[str | Path], out_dir:
     own; R-ASM runs). progress(1) after each file."""
 
     items = [Path(p) for p in paths]
-    paths = collect_mesh_paths(items)
-    output_names(paths)
+    paths = collect_mesh_paths(items)  # names checked there (`output_names`)
     inputs = [run_dir, *items, *paths]
     check_output(out_dir, overwrite=overwrite, inputs=inputs)
-    model = load_model(run_dir, device=device)
-    model._check_generator()
-    check_match(model, match, run_dir)
+    model = open_run(run_dir, device=device, match=match, generator=True)
     with staged_output(out_dir, verb="reconstruct", overwrite=overwrite, inputs=inputs,
-                       device=str(getattr(model, "device_", "cpu"))) as staging:
+                       device=model_device(model)) as staging:
         return _reconstruct_into(model, paths, staging.path, n_components, match, progress)
 
 

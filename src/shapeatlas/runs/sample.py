@@ -23,7 +23,7 @@ from shapeatlas.mesh.validity import mesh_validity
 from shapeatlas.mesh.volume import Tetrahedralizer, require_mesher, write_vtu
 from shapeatlas.models.generative import latent_sizes
 from shapeatlas.outputs import check_output, staged_output
-from shapeatlas.runs.load import load_model
+from shapeatlas.runs.load import model_device, open_run
 
 log = logging.getLogger(__name__)
 
@@ -87,10 +87,9 @@ def sample_run(run_dir: str | Path, out_dir: str | Path, *, n: int, seed: int = 
 
         require_mesher("volume_mesh=True")
     check_output(out_dir, overwrite=overwrite, inputs=[run_dir])
-    model = load_model(run_dir, device=device)
-    model._check_generator()
+    model = open_run(run_dir, device=device, generator=True)
     with staged_output(out_dir, verb="sample", overwrite=overwrite, inputs=[run_dir],
-                       device=str(getattr(model, "device_", "cpu"))) as staging:
+                       device=model_device(model)) as staging:
         return _sample_into(model, run_dir, staging.path, n=n, seed=seed, fmt=fmt,
                             traverse=traverse, traverse_steps=traverse_steps, relax=relax,
                             volume_mesh=volume_mesh, progress=progress)
