@@ -491,24 +491,40 @@ def cmd_fit(args: argparse.Namespace) -> int:
     from shapeatlas.outputs import check_output, staging_dir, work_dir
     from shapeatlas.runs.fit import fit_run
     from shapeatlas.runs.folder import run_is_complete
+    from shapeatlas.training.distributed import DEFAULT_TIMEOUT_S, from_env, session
 
     if not Path(args.data).is_dir():
         _usage_error(args, f"data folder {args.data} does not exist or is not a folder")
-    if args.resume and not staging_dir(args.out).exists() and run_is_complete(args.out):
+    dist = from_env()  # several processes under torchrun
+    if not dist.is_main:
+        # Only the main process shows progress and writes; the others log warnings and errors.
+        args.quiet = True
+        logging.getLogger("shapeatlas").setLevel(logging.WARNING)
+    if (not dist.active and args.resume and not staging_dir(args.out).exists()
+            and run_is_complete(args.out)):
         print(f"{args.out} is complete: nothing to resume (pass --overwrite without --resume "
               "to fit it again)")
         return 0
     cfg = _fit_config(args)
+    if dist.active:
+        from shapeatlas.runs.fit import distributed_problem
+
+        problem = distributed_problem(cfg)
+        if problem:
+            raise ShapeAtlasError(problem)
     steps = _FitProgress(enabled=not args.quiet)
     progress = _Progress(enabled=not args.quiet)
     t0 = time.perf_counter()
-    if not args.resume:
+    if not args.resume and not dist.active:
         check_output(args.out, overwrite=args.overwrite, inputs=[args.data])
-    print(f"working in {work_dir(args.out)} (moved to {args.out} when done; if stopped, "
-          "--resume continues it)", flush=True)
+    if dist.is_main:
+        print(f"working in {work_dir(args.out)} (moved to {args.out} when done; if stopped, "
+              "--resume continues it)"
+              + (f"; {dist.world_size} processes" if dist.active else ""), flush=True)
     try:
-        fit_run(args.data, args.out, cfg, resume=args.resume, progress=steps,
-                groom_progress=progress, overwrite=args.overwrite)
+        with session(dist, cfg.device, timeout_s=args.dist_timeout or DEFAULT_TIMEOUT_S):
+            fit_run(args.data, args.out, cfg, resume=args.resume, progress=steps,
+                    groom_progress=progress, overwrite=args.overwrite, dist=dist)
     except KeyboardInterrupt:
         if staging_dir(args.out).is_dir():
             args.interrupted = (f"the unfinished fit is kept in {work_dir(args.out)}: add "
@@ -517,10 +533,13 @@ def cmd_fit(args: argparse.Namespace) -> int:
     finally:
         progress.close()
         steps.close()
+    if not dist.is_main:
+        return 0
     metrics = json.loads((Path(args.out) / "fit_metrics.json").read_text())
+    procs = (f", {metrics['world_size']} processes" if metrics.get("world_size", 1) > 1 else "")
     print(f"fitted an atlas of {metrics['atlas_vertices']} vertices on {metrics['n_shapes']} "
           f"shapes in {time.perf_counter() - t0:.1f} s ({metrics['epochs_run']} epochs, "
-          f"device {metrics['device']})")
+          f"device {metrics['device']}{procs})")
     g = metrics["generator"]
     dims = (" (per atlas: " + ", ".join(map(str, g["latent_dims"])) + ")"
             if "latent_dims" in g else "")
@@ -898,7 +917,9 @@ def build_parser() -> argparse.ArgumentParser:
              "defaults into RUN_DIR/groomed (a label map's largest component of all "
              "its non-zero labels; run groom first for other choices). Works in "
              "RUN_DIR.partial/new, checkpointing every epoch, and moves it to RUN_DIR "
-             "when done; --resume continues a killed run there.")
+             "when done; --resume continues a killed run there. Data-parallel on several "
+             "processes or GPUs: torchrun --nproc_per_node=N -m shapeatlas fit ... "
+             "(docs/scaling.md).")
     f.add_argument("data", metavar="DATA_DIR",
                    help="groomed folder, or folder of raw meshes and/or label maps")
     f.add_argument("--out", required=True, metavar="RUN_DIR",
@@ -929,6 +950,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "median (most likely in another unit; by default fit refuses them)")
     f.add_argument("--resume", action="store_true",
                    help="continue the stopped run of RUN_DIR (in RUN_DIR.partial/new)")
+    f.add_argument("--dist-timeout", type=_positive_int, default=None, metavar="SECONDS",
+                   help="under torchrun (several processes): how long a process waits for a "
+                   "silent one before all stop (default 600)")
     f.set_defaults(func=cmd_fit, _parser=f)
 
     c = verb(sub, "correspond", help="map the atlas onto new meshes with a fitted run",

@@ -45,6 +45,7 @@ from shapeatlas.models.point_model import (
 from shapeatlas.nn.rasm import RASM, AtlasGraph, pull_to_surface
 from shapeatlas.nn.shape_vae import beta_vae_loss
 from shapeatlas.training.config import FitConfig, MatchConfig
+from shapeatlas.training.distributed import SINGLE, Dist
 from shapeatlas.training.loop import JointTerm, loss_weights, train
 
 #: Pose refinement (`_refine_pose`) stops once a step turns the shape by less than this.
@@ -67,11 +68,14 @@ MODEL_VERSION = 1
 
 
 def resolve_device(device: str) -> torch.device:
-    """"auto" -> CUDA when available, else CPU; "cuda" without a GPU is a clear error."""
+    """"auto" -> CUDA when available, else CPU; "cuda" without a GPU is a clear error. CUDA
+    is the current GPU (under torchrun, the process's own: `training.distributed.session`)."""
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
         raise ShapeAtlasError("device 'cuda' was asked for, but torch sees no CUDA GPU")
+    if device == "cuda":
+        return torch.device("cuda", torch.cuda.current_device())
     return torch.device(device)
 
 
@@ -154,7 +158,8 @@ class AtlasModel(GenerativeMixin):
     # ---------------------------------------------------------------------- fit
     def fit(self, meshes: Sequence[Mesh | Any], *, run_dir: str | Path | None = None,
             resume: bool = False, progress: Callable[[dict], None] | None = None,
-            sources: tuple[Sequence[Mesh], Sequence[np.ndarray]] | None = None) -> "AtlasModel":
+            sources: tuple[Sequence[Mesh], Sequence[np.ndarray]] | None = None,
+            dist: Dist = SINGLE) -> "AtlasModel":
         """Learn the atlas and the correspondence network from groomed (aligned) meshes.
 
         With `run_dir`, checkpoints and logs are written there and `resume=True` continues a
@@ -167,6 +172,10 @@ class AtlasModel(GenerativeMixin):
         will see, rather than on the groomed ones (see `fit_point_model`), and when it is kept
         the generator learns from those files too, matched in the same poses.
         meshes: `Mesh`, `trimesh.Trimesh` or `pyvista.PolyData` (`mesh.core.as_mesh`).
+        dist: this process's place in a data-parallel fit (`training.distributed`; every
+        process calls `fit` with the same meshes): the training steps, the atlas re-estimation,
+        the matching of the training shapes and the β-VAE are shared out; only the main process
+        writes into `run_dir`. Every process ends with the same model.
         """
         meshes = as_meshes(meshes)
         cfg = self.config
@@ -207,23 +216,27 @@ class AtlasModel(GenerativeMixin):
         def reestimate(atlas: AtlasGraph) -> torch.Tensor:
             emb = self._embed(atlas.graph)
             # The paper's plain attention, as in training, and its free pull (transport and
-            # `refine_motion` are for the results).
+            # `refine_motion` are for the results). Each process refines its share of the
+            # shapes; their sum is reduced over the processes.
             free = cfg.matching.replace(refine_motion="free")
-            refined = [self._match(atlas, s, atlas_emb=emb, match=free, results=False)[1]
-                       for s in shapes]
-            return torch.stack(refined).mean(dim=0)
+            total = torch.zeros_like(atlas.graph.points, dtype=torch.float64)
+            for i in dist.shard(len(shapes)):
+                total += self._match(atlas, shapes[i], atlas_emb=emb, match=free,
+                                     results=False)[1].double()
+            return (dist.sum_(total) / len(shapes)).to(atlas.graph.points.dtype)
 
         joint = (self._joint_generator(meshes, atlas0)
                  if cfg.generator.mode == "joint" else None)
         points, self.history_ = train(
             self.net_, shapes, self._atlas_graph, points0, reestimate, cfg,
-            run_dir=run, resume=resume, progress=progress, joint=joint,
+            run_dir=run, resume=resume, progress=progress, joint=joint, dist=dist,
         )
         # The mean of thin parts can cross itself: the atlas is made a valid mesh against the
         # initial atlas (same faces), so that every shape projected against it can be too.
-        self.atlas_vertices_ = valid_atlas(
+        # (C order, as a loaded model has it: the matching's rounding depends on the layout)
+        self.atlas_vertices_ = np.ascontiguousarray(valid_atlas(
             self.normalisation_.to_mm(points.detach().cpu().double().numpy()), self.atlas_faces_,
-            reference=np.asarray(atlas0.vertices, dtype=np.float64))
+            reference=np.asarray(atlas0.vertices, dtype=np.float64)))
         self.net_.eval()
         self._atlas_cache = None
         self.rasm_seconds_ = time.perf_counter() - t0
@@ -246,21 +259,23 @@ class AtlasModel(GenerativeMixin):
                 self.fit_point_model(meshes, [np.eye(4)] * len(meshes))
         # The generator learns from the training shapes' refined normalised shapes (mm,
         # aligned frame): after the correspondences, or continuing the jointly trained β-VAE.
-        # (One shape at a time, the same matching, so that progress can follow it.)
-        shapes, corr = [], []
-        for i, (mesh, pose) in enumerate(zip(gen_meshes, gen_poses)):
-            shape, c = self.normalised_shapes([mesh], transforms=[pose])
-            shapes.append(shape[0])
-            corr += c
+        # (One shape at a time, the same matching, so that progress can follow it; each
+        # process matches its share, and all gather them.)
+        mine = {}
+        share = dist.shard(len(gen_meshes))
+        for step, i in enumerate(share):
+            shape, (c,) = self.normalised_shapes([gen_meshes[i]], transforms=[gen_poses[i]])
+            mine[i] = (shape[0], (c.name, c.chamfer_mm, c.hausdorff_mm))
             if progress:
-                progress({"stage": "matching", "step": i + 1, "steps": len(gen_meshes)})
-        shapes = np.stack(shapes)
-        self.fit_matching_ = [(c.name, c.chamfer_mm, c.hausdorff_mm) for c in corr]
+                progress({"stage": "matching", "step": step + 1, "steps": len(share)})
+        matched = {i: r for part in dist.gather(mine) for i, r in part.items()}
+        shapes = np.stack([matched[i][0] for i in range(len(gen_meshes))])
+        self.fit_matching_ = [matched[i][1] for i in range(len(gen_meshes))]
         t1 = time.perf_counter()
         self._fit_generator(VAEGenerator(cfg.generator), shapes, meshes, seed=cfg.seed,
                             device=self.device_,
                             warm_start=joint.module.eval() if joint is not None else None,
-                            progress=progress)
+                            progress=progress, dist=dist)
         self.generator_seconds_ = time.perf_counter() - t1
         self.fit_seconds_ = time.perf_counter() - t0
         return self

@@ -19,11 +19,13 @@ from typing import Callable
 
 import numpy as np
 import torch
+from torch.nn.parallel import DistributedDataParallel
 
 from shapeatlas import validate
 from shapeatlas.errors import ShapeAtlasError
 from shapeatlas.nn.shape_vae import ShapeVAE, beta_vae_loss, elbo_terms
 from shapeatlas.training.config import GeneratorConfig
+from shapeatlas.training.distributed import SINGLE, Dist
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +38,12 @@ COVARIANCE_RIDGE = 1e-6
 #: take minutes on a real cohort.
 PROGRESS_EVERY = 10
 LOG_LINES = 10
+
+
+def _finite_everywhere(dist: Dist, loss: torch.Tensor) -> bool:
+    """Whether `loss` is finite on every process."""
+    bad = (~torch.isfinite(loss.detach())).to(torch.float32).reshape(1)
+    return float(dist.sum_(bad)) == 0.0
 
 
 def check_latent_size(latent_dim: int | None, n_shapes: int, *, default: int) -> int:
@@ -89,14 +97,19 @@ class VAEGenerator:
 
     def fit(self, shapes: np.ndarray, *, seed: int = 0, device: torch.device | None = None,
             warm_start: ShapeVAE | None = None, weights: np.ndarray | None = None,
-            progress: Callable[[dict], None] | None = None) -> "VAEGenerator":
+            progress: Callable[[dict], None] | None = None,
+            dist: Dist = SINGLE) -> "VAEGenerator":
         """Train on (B, K, 3) shapes in mm for `settings.epochs` full-batch steps; `warm_start`
         continues from an already (jointly) trained network instead of a new one; `weights`
         (B,) >= 0 weigh the shapes (a cluster's memberships): the loss, the standardisation and
         the aggregate prior are weighted, and the latent size is capped by the effective number
         of shapes (sum w)^2 / sum w^2. progress: called every `PROGRESS_EVERY` epochs with
         {"stage": "generator", "epoch", "epochs", "step", "steps", "loss", "rms_mm"}
-        (one full-batch step an epoch)."""
+        (one full-batch step an epoch).
+        dist: with several processes (`training.distributed`), each holds all the shapes and
+        steps on its share of them in DistributedDataParallel; its loss is scaled by its
+        share's weight, so the averaged gradient is the full batch's. All end with the same
+        network."""
         s = self.settings
         x_np = _flat(shapes)
         w_np = None if weights is None else np.asarray(weights, dtype=np.float64)
@@ -127,18 +140,31 @@ class VAEGenerator:
                 scale = float(((x - mean).pow(2).mean(dim=1) * wt).sum().sqrt())
             self.net_ = new_shape_vae(s, n_eff, mean.cpu(), scale).to(device)
         w = None if w_np is None else torch.as_tensor(w_np, dtype=torch.float32, device=device)
+        net, share, scale_loss = self.net_, slice(None), 1.0
+        if dist.active:
+            # This process's shapes; its mean loss, times its share of the total weight and
+            # the number of processes, averages (DDP) to the full batch's mean loss.
+            share = slice(dist.rank, None, dist.world_size)
+            total = float(len(x)) if w is None else float(w.sum())
+            mine = float(len(x[share])) if w is None else float(w[share].sum())
+            scale_loss = dist.world_size * mine / total
+            net = DistributedDataParallel(
+                self.net_, device_ids=[x.device.index] if x.device.type == "cuda" else None)
+            gen.manual_seed(seed + 7919 * dist.rank)  # each process its own noise
+        x_mine, w_mine = x[share], None if w is None else w[share]
         opt = torch.optim.Adam(self.net_.parameters(), lr=s.lr)
         self.net_.train()
         terms = {}
         log_every = max(1, s.epochs // LOG_LINES)
         for epoch in range(s.epochs):
             opt.zero_grad()
-            out = self.net_(x, generator=gen)
-            loss, terms = beta_vae_loss(x, out, beta=s.beta, noise_mm=s.noise_mm, weights=w)
-            if not torch.isfinite(loss):
+            out = net(x_mine, generator=gen)
+            loss, terms = beta_vae_loss(x_mine, out, beta=s.beta, noise_mm=s.noise_mm,
+                                        weights=w_mine)
+            if not _finite_everywhere(dist, loss):
                 raise ShapeAtlasError(f"β-VAE training diverged at epoch {epoch} (loss {loss}); "
                                       "lower lr or raise noise_mm")
-            loss.backward()
+            (loss * scale_loss).backward()
             opt.step()
             done = epoch + 1
             if done % log_every == 0 or done == s.epochs:
@@ -148,6 +174,7 @@ class VAEGenerator:
                 progress({"stage": "generator", "epoch": done, "epochs": s.epochs,
                           "step": done, "steps": s.epochs, "loss": terms["loss"],
                           "rms_mm": terms["rms_mm"]})
+        net = opt = None  # no DDP module may outlive the process group
         self.net_.eval()
         self.train_terms_ = terms
         self._set_prior(self.encode(shapes), w_np)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -31,32 +33,41 @@ from shapeatlas.runs.folder import (
 )
 from shapeatlas.runs.load import load_model
 from shapeatlas.training.config import FitConfig
+from shapeatlas.training.distributed import SINGLE, Dist, content_digest
 
 log = logging.getLogger(__name__)
 
 
 def load_cohort(data_dir: str | Path, run_dir: Path, cfg: FitConfig,
-                progress: Callable | None = None) -> tuple[list[Mesh], dict]:
-    """Meshes of a groomed folder, or groom a raw folder (recorded in RUN_DIR/groomed)."""
+                progress: Callable | None = None,
+                dist: Dist = SINGLE) -> tuple[list[Mesh], dict]:
+    """Meshes of a groomed folder, or groom a raw folder (recorded in RUN_DIR/groomed; by the
+    main process, which alone writes, when there are several)."""
     data_dir = Path(data_dir)
     if (data_dir / MANIFEST_NAME).is_file():
         meshes, manifest = load_groomed(data_dir)
         check_cohort_sizes(meshes, data_dir / MANIFEST_NAME, keep=cfg.grooming.keep_outliers)
-        write_training_poses(run_dir, data_dir, manifest)
+        if dist.is_main:
+            write_training_poses(run_dir, data_dir, manifest)
         return meshes, {"groomed_by_fit": False, "data": str(data_dir.resolve())}
     if not data_dir.is_dir():
         raise ShapeAtlasError(f"{data_dir}: not a folder")
     out = run_dir / "groomed"
-    opts = GroomOptions(target_vertices=cfg.grooming.target_vertices, watertight="auto",
-                        consensus_rounds=cfg.grooming.consensus_rounds,
-                        cap_twist=cfg.grooming.cap_twist, keep_outliers=cfg.grooming.keep_outliers)
-    log.info("%s has no %s: grooming it into %s", data_dir, MANIFEST_NAME, out)
-    # (inside the run's own staging folder: a resumed fit grooms again, the same)
-    result = groom_cohort(data_dir, out, opts, progress=progress, overwrite=True)
-    meshes, manifest = load_groomed(out)
-    write_training_poses(run_dir, out, manifest)
-    return meshes, {"groomed_by_fit": True, "data": str(data_dir.resolve()),
-                    "groom_options": result.manifest["options"], "failed": result.failed}
+
+    def groom() -> dict:
+        opts = GroomOptions(target_vertices=cfg.grooming.target_vertices, watertight="auto",
+                            consensus_rounds=cfg.grooming.consensus_rounds,
+                            cap_twist=cfg.grooming.cap_twist,
+                            keep_outliers=cfg.grooming.keep_outliers)
+        log.info("%s has no %s: grooming it into %s", data_dir, MANIFEST_NAME, out)
+        # (inside the run's own staging folder: a resumed fit grooms again, the same)
+        result = groom_cohort(data_dir, out, opts, progress=progress, overwrite=True)
+        write_training_poses(run_dir, out, result.manifest)
+        return {"groom_options": result.manifest["options"], "failed": result.failed}
+
+    groomed = dist.on_main(groom)
+    meshes, _ = load_groomed(out)
+    return meshes, {"groomed_by_fit": True, "data": str(data_dir.resolve()), **groomed}
 
 
 def check_cohort_sizes(meshes: Sequence[Mesh], source: Path, *, keep: bool) -> None:
@@ -82,7 +93,7 @@ def _resumable(run_dir: Path) -> bool:
 
 def fit_run(data_dir: str | Path, run_dir: str | Path, cfg: FitConfig, *, resume: bool = False,
             overwrite: bool = False, progress: Callable[[dict], None] | None = None,
-            groom_progress: Callable | None = None
+            groom_progress: Callable | None = None, dist: Dist = SINGLE
             ) -> AtlasModel | CPDPCAModel | MultiAtlasModel:
     """Fit the configured method (`cfg.method`) on a folder and write the whole run folder.
 
@@ -96,9 +107,15 @@ def fit_run(data_dir: str | Path, run_dir: str | Path, cfg: FitConfig, *, resume
     "generator" (β-VAE epochs, with epoch, epochs and loss; with several atlases also atlas
     and atlases) and "registration" (CPD-PCA, with round and rounds).
     groom_progress: `(stage, increment, total)` of the grooming of a raw folder.
+    dist: this process's place in a data-parallel fit under torchrun (`training.distributed`;
+    every process calls `fit_run` with the same arguments): the main process alone writes the
+    run folder; `fit_metrics.json` records the processes (`world_size`) and their devices.
     """
 
     target = Path(run_dir)
+    if dist.active:
+        return _fit_distributed(data_dir, target, cfg, resume=resume, overwrite=overwrite,
+                                progress=progress, groom_progress=groom_progress, dist=dist)
     if resume and not staging_dir(target).exists():
         if run_is_complete(target):
             log.info("%s is complete: nothing to resume", target)
@@ -113,27 +130,86 @@ def fit_run(data_dir: str | Path, run_dir: str | Path, cfg: FitConfig, *, resume
     return model
 
 
+def distributed_problem(cfg: FitConfig) -> str | None:
+    """Why `cfg` cannot be fitted by several processes (None: it can)."""
+    if not cfg.single_atlas_rasm:
+        return ("several processes fit the single-atlas R-ASM model only (method 'rasm', "
+                "clustering.atlases 1); fit this configuration in one process")
+    if cfg.generator.mode == "joint":
+        return ("generator.mode 'joint' trains in one process only: fit it without torchrun, "
+                "or use generator.mode 'after'")
+    return None
+
+
+def _fit_distributed(data_dir: str | Path, target: Path, cfg: FitConfig, *, resume: bool,
+                     overwrite: bool, progress: Callable[[dict], None] | None,
+                     groom_progress: Callable | None, dist: Dist) -> AtlasModel:
+    """`fit_run` in one process of several: the main one checks and stages the run folder
+    (`staged_output`) and writes everything; the others work in the same staging folder."""
+    dist.agree("the configuration", cfg.to_json())
+    dist.agree("the run folder and options",
+               json.dumps([os.path.abspath(target), resume, overwrite]))
+    problem = distributed_problem(cfg)
+    if problem:
+        raise ShapeAtlasError(problem)
+    complete = dist.on_main(lambda: resume and not staging_dir(target).exists()
+                            and run_is_complete(target))
+    if complete:
+        log.info("%s is complete: nothing to resume", target)
+        return load_model(target, device=cfg.device)
+    with ExitStack() as stack:
+        staging = None
+
+        def enter() -> str:
+            nonlocal staging
+            if resume and not staging_dir(target).exists() and (target / "config.json").is_file():
+                adopt(target, verb="fit")
+            staging = stack.enter_context(staged_output(
+                target, verb="fit", overwrite=overwrite, inputs=[data_dir], device=cfg.device,
+                resume=resume, resumable=_resumable))
+            return str(staging.path)
+
+        path = Path(dist.on_main(enter))
+        model = _fit_in(data_dir, path, cfg, resume=resume, progress=progress,
+                        groom_progress=groom_progress, dist=dist)
+        if staging is not None:
+            staging.record(device=str(model.device_), world_size=dist.world_size)
+    dist.barrier()  # the run folder is in place for every process
+    return model
+
+
 def _fit_in(data_dir: str | Path, run_dir: Path, cfg: FitConfig, *, resume: bool,
-            progress: Callable[[dict], None] | None,
-            groom_progress: Callable | None) -> AtlasModel | CPDPCAModel | MultiAtlasModel:
+            progress: Callable[[dict], None] | None, groom_progress: Callable | None,
+            dist: Dist = SINGLE) -> AtlasModel | CPDPCAModel | MultiAtlasModel:
     """`fit_run`'s work, in the staging folder `run_dir`."""
     cfg_path = run_dir / "config.json"
     if resume:
-        if not cfg_path.is_file():
-            raise ShapeAtlasError(f"{run_dir}: nothing to resume (no config.json)")
-        saved = FitConfig.from_json(cfg_path)
+        def saved_config() -> str:
+            if not cfg_path.is_file():
+                raise ShapeAtlasError(f"{run_dir}: nothing to resume (no config.json)")
+            return FitConfig.from_json(cfg_path).to_json()
+
+        saved = FitConfig.from_dict(json.loads(dist.on_main(saved_config)), source=str(cfg_path))
         if saved.replace(device=cfg.device) != cfg.replace(device=saved.device):
             log.warning("--resume uses the run's saved configuration; other options are ignored")
         cfg = saved.replace(device=cfg.device)
-    write_text_atomic(cfg_path, cfg.to_json())
-    meshes, data_info = load_cohort(data_dir, run_dir, cfg, groom_progress)
+    if dist.is_main:
+        write_text_atomic(cfg_path, cfg.to_json())
+    meshes, data_info = load_cohort(data_dir, run_dir, cfg, groom_progress, dist=dist)
+    dist.agree("the training shapes (their names, vertices and faces)", content_digest(
+        [(m.name, (np.asarray(m.vertices), np.asarray(m.faces))) for m in meshes]))
     model_cls = (CPDPCAModel if cfg.method == "cpd-pca"
                  else AtlasModel if cfg.clustering.atlases == 1 else MultiAtlasModel)
     groomed_dir = run_dir / "groomed" if data_info["groomed_by_fit"] else Path(data_dir)
     extra = ({"sources": training_sources(groomed_dir, meshes)}
              if cfg.single_atlas_rasm and cfg.model.ssm_modes else {})
+    if dist.active:
+        extra["dist"] = dist
     model = model_cls(cfg).fit(meshes, run_dir=run_dir, resume=resume, progress=progress,
                                **extra)
+    devices = dist.gather(str(model.device_))
+    if not dist.is_main:
+        return model
     model.save(run_dir)
     rows = model.history_
     epoch_rate = [r["shapes_per_second"] for r in rows] if rows else []
@@ -156,6 +232,8 @@ def _fit_in(data_dir: str | Path, run_dir: Path, cfg: FitConfig, *, resume: bool
                       for n, c, h in model.fit_matching_},
         "data": data_info,
         "device": str(model.device_),
+        "world_size": dist.world_size,
+        "devices": devices,
     }
     if isinstance(model, MultiAtlasModel):
         names = [Path(m.name).stem for m in meshes]

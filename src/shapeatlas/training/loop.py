@@ -14,8 +14,11 @@
   is trained jointly with the correspondence network); it shares the optimiser and the
   checkpoint, its loss is added to the R-ASM loss, and its gradients are clipped on their own so
   they never shrink the correspondence network's steps.
-- Ready for data-parallel training: no global state, per-rank data shards and seeds, only rank 0
-  writes files.
+- Data-parallel under torchrun (`dist`, `training.distributed`): the network is wrapped in
+  PyTorch's DistributedDataParallel and each epoch's shapes are dealt out by its
+  DistributedSampler, so each step's global batch of `training.batch_size` shapes is split
+  over the processes and their gradients averaged; the epoch's losses, the non-finite checks
+  and early stopping are agreed by all; only the main process writes files.
 """
 
 from __future__ import annotations
@@ -32,11 +35,14 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data.distributed import DistributedSampler
 
 from shapeatlas.atomic import atomic_path, write_text_atomic
 from shapeatlas.errors import ShapeAtlasError
 from shapeatlas.nn.rasm import RASM, AtlasGraph, GraphInput, LossWeights, rasm_losses
 from shapeatlas.training.config import FitConfig
+from shapeatlas.training.distributed import SINGLE, Dist
 
 log = logging.getLogger(__name__)
 
@@ -178,17 +184,21 @@ def train(
     run_dir: Path | None = None,
     resume: bool = False,
     progress: Callable[[dict], None] | None = None,
-    rank: int = 0,
-    world_size: int = 1,
+    dist: Dist = SINGLE,
     joint: JointTerm | None = None,
 ) -> tuple[torch.Tensor, list[dict]]:
     """Train `model` in `cfg.training.atlas_rounds` rounds; return the final atlas points and
     the log rows.
 
-    make_atlas(points (K, 3)) -> AtlasGraph; reestimate_atlas(atlas) -> new points (K, 3).
-    joint: a model trained in the same steps (see `JointTerm`).
+    make_atlas(points (K, 3)) -> AtlasGraph; reestimate_atlas(atlas) -> new points (K, 3)
+    (with several processes it must return the same points on all of them).
+    dist: this process's place in a data-parallel run (every process calls `train`).
+    joint: a model trained in the same steps (see `JointTerm`; one process only).
     """
-    writer_rank = rank == 0 and run_dir is not None
+    if joint is not None and dist.active:
+        raise ShapeAtlasError("generator.mode 'joint' trains in one process only: run it "
+                              "without torchrun, or use generator.mode 'after'")
+    writer_rank = dist.is_main and run_dir is not None
     joint_module = joint.module if joint is not None else None
     groups = [list(model.parameters())]
     if joint is not None:
@@ -204,6 +214,16 @@ def train(
     weights = loss_weights(cfg)
     tb = _tensorboard(run_dir) if writer_rank else None
     n = len(shapes)
+    device = shapes[0].points.device
+    step_model: torch.nn.Module = model
+    if dist.active:
+        step_model = DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    # Each process takes its share of a global batch of `batch_size` shapes (rounded up to a
+    # multiple of the processes); the sampler pads the epoch so that all take as many steps.
+    per_process = -(-cfg.training.batch_size // dist.world_size)
+    sampler = DistributedSampler(range(n), num_replicas=dist.world_size, rank=dist.rank,
+                                 shuffle=True, seed=_seed(cfg), drop_last=False)
     atlas = make_atlas(atlas_points)
     try:
         while not state.done:
@@ -224,37 +244,39 @@ def train(
             if joint_module is not None:
                 joint_module.train()
             t0 = time.perf_counter()
-            order = np.random.default_rng(_seed(cfg, state.round, state.epoch)).permutation(n)
-            order = order[rank::world_size]
-            gen = torch.Generator(device=shapes[0].points.device)
-            gen.manual_seed(_seed(cfg, state.round, state.epoch, rank, 1))
-            jgen = torch.Generator(device=shapes[0].points.device)  # own stream: joint
-            jgen.manual_seed(_seed(cfg, state.round, state.epoch, rank, 2))  # never shifts gen
             tc = cfg.training
+            sampler.set_epoch(state.round * tc.epochs + state.epoch)
+            order = list(sampler)
+            gen = torch.Generator(device=device)
+            gen.manual_seed(_seed(cfg, state.round, state.epoch, dist.rank, 1))
+            jgen = torch.Generator(device=device)  # own stream: joint
+            jgen.manual_seed(_seed(cfg, state.round, state.epoch, dist.rank, 2))  # never shifts gen
             lr = tc.lr * tc.lr_decay ** (state.round * tc.epochs + state.epoch)
             for group in opt.param_groups:
                 group["lr"] = lr
             sums: dict[str, float] = {}
             n_steps = 0
-            for start in range(0, len(order), cfg.training.batch_size):
-                idx = [int(i) for i in order[start:start + cfg.training.batch_size]]
+            for start in range(0, len(order), per_process):
+                idx = [int(i) for i in order[start:start + per_process]]
                 batch = [shapes[i] for i in idx]
                 opt.zero_grad(set_to_none=True)
-                out = rasm_losses(model, atlas, batch, weights, generator=gen)
+                out = rasm_losses(step_model, atlas, batch, weights, generator=gen)
                 total, terms = out.total, dict(out.terms)
                 if joint is not None:
                     j_loss, j_terms = joint.loss(idx, out.smoothed, jgen)
                     total = total + j_loss
                     terms.update(j_terms)
-                if not torch.isfinite(total):
-                    bad = [s.name for s, c in zip(batch, out.per_shape_chamfer)
-                           if not torch.isfinite(c)] or [s.name for s in batch]
+                finite = bool(torch.isfinite(total))
+                if not _everywhere(dist, finite, device):
+                    bad = ([s.name for s, c in zip(batch, out.per_shape_chamfer)
+                            if not torch.isfinite(c)] or [s.name for s in batch]
+                           if not finite else ["those of another process"])
                     raise TrainingError(
                         f"non-finite loss in round {state.round + 1}, epoch {state.epoch + 1}, "
                         f"on shape(s) {', '.join(bad)}; the last good checkpoint is kept"
                         + (f" in {run_dir / CHECKPOINT_NAME}" if run_dir else "")
                     )
-                total.backward()
+                total.backward()  # (under DDP, the gradients are averaged over the processes)
                 norms = [torch.nn.utils.clip_grad_norm_(g, cfg.training.grad_clip) for g in groups]
                 if not all(torch.isfinite(nm) for nm in norms):
                     raise TrainingError(
@@ -269,12 +291,12 @@ def train(
                     progress({"stage": "correspondence",
                               "round": state.round + 1, "rounds": tc.atlas_rounds,
                               "epoch": state.epoch + 1, "epochs": tc.epochs,
-                              "step": n_steps, "steps": -(-len(order) // tc.batch_size),
+                              "step": n_steps, "steps": -(-len(order) // per_process),
                               "loss": float(total.detach())})
+            means = _mean_over_processes(dist, sums, n_steps, device)
             dt = time.perf_counter() - t0
-            row = {"round": state.round + 1, "epoch": state.epoch + 1, "lr": lr,
-                   **{k: v / max(n_steps, 1) for k, v in sums.items()},
-                   "seconds": dt, "shapes_per_second": len(order) / dt}
+            row = {"round": state.round + 1, "epoch": state.epoch + 1, "lr": lr, **means,
+                   "seconds": dt, "shapes_per_second": len(order) * dist.world_size / dt}
             state.rows.append(row)
             loss = row["loss"]
             if loss < state.best * (1.0 - cfg.training.min_delta):
@@ -298,4 +320,28 @@ def train(
     finally:
         if tb is not None:
             tb.close()
+        # No DDP module or optimiser may outlive the process group (the gloo pitfall), not even
+        # through this frame in a traceback.
+        step_model = opt = None
     return atlas_points, state.rows
+
+
+def _everywhere(dist: Dist, flag: bool, device: torch.device) -> bool:
+    """Whether `flag` holds on every process (one small all-reduce per step)."""
+    if not dist.active:
+        return flag
+    failed = torch.tensor([0.0 if flag else 1.0], device=device)
+    return float(dist.sum_(failed)) == 0.0
+
+
+def _mean_over_processes(dist: Dist, sums: dict[str, float], n_steps: int,
+                         device: torch.device) -> dict[str, float]:
+    """The epoch's mean of each logged term over every step of every process (the same keys
+    on all), so that every process logs and stops early on the same numbers."""
+    keys = sorted(sums)
+    v = torch.tensor([sums[k] for k in keys] + [float(n_steps)], dtype=torch.float64,
+                     device=device if device.type == "cuda" else None)
+    v = dist.sum_(v).cpu()
+    steps = max(float(v[-1]), 1.0)
+    means = {k: float(x) / steps for k, x in zip(keys, v[:-1])}
+    return {k: means[k] for k in sums}  # the order of the terms as logged
