@@ -52,6 +52,26 @@ def test_a_malformed_torchrun_environment_is_one_clear_error(env, words):
         from_env(env)
 
 
+@pytest.mark.parametrize("n, world", [(7, 1), (7, 2), (8, 2), (2, 3), (10, 4)])
+def test_each_epoch_deals_every_shape_out_in_equal_shares(n, world):
+    from shapeatlas.training.loop import _EpochSampler
+
+    cfg = FitConfig(seed=5)
+    shares = []
+    for rank in range(world):
+        sampler = _EpochSampler(n, Dist(rank=rank, world_size=world), cfg)
+        sampler.set_round_epoch(1, 4)
+        shares.append(list(sampler))
+    assert len({len(s) for s in shares}) == 1 and len(shares[0]) == -(-n // world)
+    assert set().union(*shares) == set(range(n))
+    if world == 1:  # one process: the seeded order of (seed, round, epoch)
+        seed = int(np.random.SeedSequence([5, 1, 4]).generate_state(1)[0])
+        assert shares[0] == np.random.default_rng(seed).permutation(n).tolist()
+    again = _EpochSampler(n, Dist(rank=0, world_size=world), cfg)
+    again.set_round_epoch(1, 5)
+    assert list(again) != shares[0] or n <= world  # another epoch, another order
+
+
 def test_configurations_that_cannot_be_shared_out_are_named():
     assert distributed_problem(FitConfig()) is None
     assert "single-atlas" in distributed_problem(FitConfig(clustering={"atlases": 2}))

@@ -219,11 +219,11 @@ class AtlasModel(GenerativeMixin):
             # `refine_motion` are for the results). Each process refines its share of the
             # shapes; their sum is reduced over the processes.
             free = cfg.matching.replace(refine_motion="free")
-            total = torch.zeros_like(atlas.graph.points, dtype=torch.float64)
-            for i in dist.shard(len(shapes)):
-                total += self._match(atlas, shapes[i], atlas_emb=emb, match=free,
-                                     results=False)[1].double()
-            return (dist.sum_(total) / len(shapes)).to(atlas.graph.points.dtype)
+            refined = [self._match(atlas, shapes[i], atlas_emb=emb, match=free,
+                                   results=False)[1] for i in dist.shard(len(shapes))]
+            total = (torch.stack(refined).sum(dim=0) if refined
+                     else torch.zeros_like(atlas.graph.points))
+            return dist.sum_(total) / len(shapes)
 
         joint = (self._joint_generator(meshes, atlas0)
                  if cfg.generator.mode == "joint" else None)

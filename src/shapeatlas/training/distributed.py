@@ -125,7 +125,7 @@ class Dist:
         if self.is_main:
             try:
                 box = [("ok", fn())]
-            except BaseException as exc:  # noqa: BLE001: passed on, then re-raised
+            except BaseException as exc:  # passed on to the others, then re-raised
                 error = exc
                 box = [("error", str(exc) or type(exc).__name__)]
         tdist.broadcast_object_list(box, src=0)

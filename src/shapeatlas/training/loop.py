@@ -78,6 +78,28 @@ class JointTerm:
     loss: Callable[[Sequence[int], list, torch.Generator], tuple[torch.Tensor, dict]]
 
 
+class _EpochSampler(DistributedSampler):
+    """PyTorch's DistributedSampler (each process every world_size-th shape of the epoch's
+    order, padded by repeating the first ones so that all take as many), shuffled by the fit's
+    seed for each (round, epoch): one process takes the same order as single-process fits always
+    have, and a resumed run replays it."""
+
+    def __init__(self, n: int, dist: Dist, cfg: FitConfig):
+        super().__init__(range(n), num_replicas=dist.world_size, rank=dist.rank, shuffle=True,
+                         drop_last=False)
+        self.n, self.cfg, self.round = n, cfg, 0
+
+    def set_round_epoch(self, round_: int, epoch: int) -> None:
+        self.round = round_
+        self.set_epoch(epoch)
+
+    def __iter__(self):
+        order = np.random.default_rng(_seed(self.cfg, self.round, self.epoch)).permutation(
+            self.n).tolist()
+        order += (order * -(-self.total_size // self.n))[:self.total_size - self.n]
+        return iter(order[self.rank:self.total_size:self.num_replicas])
+
+
 def loss_weights(cfg: FitConfig) -> LossWeights:
     t = cfg.training
     return LossWeights(chamfer=t.w_chamfer, recon=t.w_recon, kl=t.w_kl, normal=t.w_normal,
@@ -222,8 +244,7 @@ def train(
     # Each process takes its share of a global batch of `batch_size` shapes (rounded up to a
     # multiple of the processes); the sampler pads the epoch so that all take as many steps.
     per_process = -(-cfg.training.batch_size // dist.world_size)
-    sampler = DistributedSampler(range(n), num_replicas=dist.world_size, rank=dist.rank,
-                                 shuffle=True, seed=_seed(cfg), drop_last=False)
+    sampler = _EpochSampler(n, dist, cfg)
     atlas = make_atlas(atlas_points)
     try:
         while not state.done:
@@ -245,7 +266,7 @@ def train(
                 joint_module.train()
             t0 = time.perf_counter()
             tc = cfg.training
-            sampler.set_epoch(state.round * tc.epochs + state.epoch)
+            sampler.set_round_epoch(state.round, state.epoch)
             order = list(sampler)
             gen = torch.Generator(device=device)
             gen.manual_seed(_seed(cfg, state.round, state.epoch, dist.rank, 1))
