@@ -40,12 +40,6 @@ PROGRESS_EVERY = 10
 LOG_LINES = 10
 
 
-def _finite_everywhere(dist: Dist, loss: torch.Tensor) -> bool:
-    """Whether `loss` is finite on every process."""
-    bad = (~torch.isfinite(loss.detach())).to(torch.float32).reshape(1)
-    return float(dist.sum_(bad)) == 0.0
-
-
 def check_latent_size(latent_dim: int | None, n_shapes: int, *, default: int) -> int:
     """The latent size to use: `latent_dim`, or min(default, n_shapes - 1) when it is None."""
     most = n_shapes - 1
@@ -161,7 +155,7 @@ class VAEGenerator:
             out = net(x_mine, generator=gen)
             loss, terms = beta_vae_loss(x_mine, out, beta=s.beta, noise_mm=s.noise_mm,
                                         weights=w_mine)
-            if not _finite_everywhere(dist, loss):
+            if not dist.all_true(bool(torch.isfinite(loss)), loss.device):
                 raise ShapeAtlasError(f"β-VAE training diverged at epoch {epoch} (loss {loss}); "
                                       "lower lr or raise noise_mm")
             (loss * scale_loss).backward()

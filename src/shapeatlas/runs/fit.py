@@ -114,19 +114,38 @@ def fit_run(data_dir: str | Path, run_dir: str | Path, cfg: FitConfig, *, resume
 
     target = Path(run_dir)
     if dist.active:
-        return _fit_distributed(data_dir, target, cfg, resume=resume, overwrite=overwrite,
-                                progress=progress, groom_progress=groom_progress, dist=dist)
-    if resume and not staging_dir(target).exists():
-        if run_is_complete(target):
-            log.info("%s is complete: nothing to resume", target)
-            return load_model(target, device=cfg.device)
-        if (target / "config.json").is_file():
-            adopt(target, verb="fit")  # a run stopped in place, by an older shapeatlas
-    with staged_output(target, verb="fit", overwrite=overwrite, inputs=[data_dir],
-                       device=cfg.device, resume=resume, resumable=_resumable) as staging:
-        model = _fit_in(data_dir, staging.path, cfg, resume=resume, progress=progress,
-                        groom_progress=groom_progress)
-        staging.record(device=str(model.device_))
+        dist.agree("the configuration", cfg.to_json())
+        dist.agree("the run folder and options",
+                   json.dumps([os.path.abspath(target), resume, overwrite]))
+        problem = distributed_problem(cfg)
+        if problem:
+            raise ShapeAtlasError(problem)
+    # The main process alone checks and stages the run folder (`staged_output`) and writes
+    # into it; the other processes of a data-parallel fit work in the same staging folder.
+    complete = dist.on_main(lambda: resume and not staging_dir(target).exists()
+                            and run_is_complete(target))
+    if complete:
+        log.info("%s is complete: nothing to resume", target)
+        return load_model(target, device=cfg.device)
+    with ExitStack() as stack:
+        staging = None
+
+        def enter() -> str:
+            nonlocal staging
+            if resume and not staging_dir(target).exists() and (target / "config.json").is_file():
+                adopt(target, verb="fit")  # a run stopped in place, by an older shapeatlas
+            staging = stack.enter_context(staged_output(
+                target, verb="fit", overwrite=overwrite, inputs=[data_dir], device=cfg.device,
+                resume=resume, resumable=_resumable))
+            return str(staging.path)
+
+        path = Path(dist.on_main(enter))
+        model = _fit_in(data_dir, path, cfg, resume=resume, progress=progress,
+                        groom_progress=groom_progress, dist=dist)
+        if staging is not None:
+            staging.record(device=str(model.device_),
+                           **({"world_size": dist.world_size} if dist.active else {}))
+    dist.barrier()  # the run folder is in place for every process
     return model
 
 
@@ -139,43 +158,6 @@ def distributed_problem(cfg: FitConfig) -> str | None:
         return ("generator.mode 'joint' trains in one process only: fit it without torchrun, "
                 "or use generator.mode 'after'")
     return None
-
-
-def _fit_distributed(data_dir: str | Path, target: Path, cfg: FitConfig, *, resume: bool,
-                     overwrite: bool, progress: Callable[[dict], None] | None,
-                     groom_progress: Callable | None, dist: Dist) -> AtlasModel:
-    """`fit_run` in one process of several: the main one checks and stages the run folder
-    (`staged_output`) and writes everything; the others work in the same staging folder."""
-    dist.agree("the configuration", cfg.to_json())
-    dist.agree("the run folder and options",
-               json.dumps([os.path.abspath(target), resume, overwrite]))
-    problem = distributed_problem(cfg)
-    if problem:
-        raise ShapeAtlasError(problem)
-    complete = dist.on_main(lambda: resume and not staging_dir(target).exists()
-                            and run_is_complete(target))
-    if complete:
-        log.info("%s is complete: nothing to resume", target)
-        return load_model(target, device=cfg.device)
-    with ExitStack() as stack:
-        staging = None
-
-        def enter() -> str:
-            nonlocal staging
-            if resume and not staging_dir(target).exists() and (target / "config.json").is_file():
-                adopt(target, verb="fit")
-            staging = stack.enter_context(staged_output(
-                target, verb="fit", overwrite=overwrite, inputs=[data_dir], device=cfg.device,
-                resume=resume, resumable=_resumable))
-            return str(staging.path)
-
-        path = Path(dist.on_main(enter))
-        model = _fit_in(data_dir, path, cfg, resume=resume, progress=progress,
-                        groom_progress=groom_progress, dist=dist)
-        if staging is not None:
-            staging.record(device=str(model.device_), world_size=dist.world_size)
-    dist.barrier()  # the run folder is in place for every process
-    return model
 
 
 def _fit_in(data_dir: str | Path, run_dir: Path, cfg: FitConfig, *, resume: bool,

@@ -97,11 +97,13 @@ class Dist:
             tdist.all_reduce(tensor, op=tdist.ReduceOp.SUM)
         return tensor
 
-    def all_true(self, flag: bool) -> bool:
-        """Whether `flag` holds on every process."""
+    def all_true(self, flag: bool, device: torch.device | None = None) -> bool:
+        """Whether `flag` holds on every process (one small all-reduce on `device`, which
+        must be a CUDA device under NCCL)."""
         if not self.active:
-            return flag
-        return all(self.gather(bool(flag)))
+            return bool(flag)
+        failed = torch.tensor([0.0 if flag else 1.0], device=device)
+        return float(self.sum_(failed)) == 0.0
 
     def agree(self, what: str, value: str) -> None:
         """Refuse to go on unless every process holds the same `value` (compared by hash)."""

@@ -288,7 +288,7 @@ def train(
                     total = total + j_loss
                     terms.update(j_terms)
                 finite = bool(torch.isfinite(total))
-                if not _everywhere(dist, finite, device):
+                if not dist.all_true(finite, device):
                     bad = ([s.name for s, c in zip(batch, out.per_shape_chamfer)
                             if not torch.isfinite(c)] or [s.name for s in batch]
                            if not finite else ["those of another process"])
@@ -345,14 +345,6 @@ def train(
         # through this frame in a traceback.
         step_model = opt = None
     return atlas_points, state.rows
-
-
-def _everywhere(dist: Dist, flag: bool, device: torch.device) -> bool:
-    """Whether `flag` holds on every process (one small all-reduce per step)."""
-    if not dist.active:
-        return flag
-    failed = torch.tensor([0.0 if flag else 1.0], device=device)
-    return float(dist.sum_(failed)) == 0.0
 
 
 def _mean_over_processes(dist: Dist, sums: dict[str, float], n_steps: int,
