@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 import trimesh
 
 from shapeatlas.mesh.core import Mesh
+
+# Tests never read or fill the user's grooming cache (and commands they start inherit this);
+# tests/test_cache.py names its own folders.
+os.environ["SHAPEATLAS_CACHE"] = "off"
 
 LIVER_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "liver-amos77"
 

@@ -132,6 +132,7 @@ def test_console_script_is_installed():
 @pytest.mark.parametrize("argv, fragment", [
     (["groom"], "required"),
     (["groom", "/definitely/not/here", "--out", "x"], "does not exist"),
+    (["groom", ".", "--out", "x", "--cache", "c", "--no-cache"], "contradict"),
     (["synth", "lv", "--out", "x", "--n", "-3"], "positive integer"),
     (["synth", "kidney", "--out", "x", "--min-vertices", "50"], "at least 100"),
     (["synth", "lv", "--out", "x", "--min-vertices", "100"], "at least 200"),
@@ -176,7 +177,9 @@ def test_synth_and_groom(tmp_path, capsys):
     assert len(truth["shapes"]) == 3
     assert main(["groom", str(tmp_path / "lv"), "--out", str(tmp_path / "g"),
                  "--target-vertices", "600", "--jobs", "1", "--consensus-rounds", "1",
-                 "-q"]) == 0
+                 "--cache", str(tmp_path / "cache"), "-q"]) == 0
+    # Each shape's grooming and alignment, in the cache folder named.
+    assert len(list((tmp_path / "cache").rglob("*.npz"))) == 6
     manifest = json.loads((tmp_path / "g" / "groom.json").read_text())
     assert [s["n_vertices"] for s in manifest["shapes"]] == [600, 600, 600]
     assert manifest["options"]["consensus_rounds"] == 1

@@ -348,7 +348,7 @@ def cmd_groom(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     try:
         result = groom_cohort(src, args.out, _groom_options(args), progress=progress,
-                              overwrite=args.overwrite)
+                              overwrite=args.overwrite, cache=_cache_setting(args))
     finally:
         progress.close()
     dt = time.perf_counter() - t0
@@ -524,7 +524,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
     try:
         with session(dist, cfg.device, timeout_s=args.dist_timeout or DEFAULT_TIMEOUT_S):
             fit_run(args.data, args.out, cfg, resume=args.resume, progress=steps,
-                    groom_progress=progress, overwrite=args.overwrite, dist=dist)
+                    groom_progress=progress, overwrite=args.overwrite, dist=dist,
+                    cache=_cache_setting(args))
     except KeyboardInterrupt:
         if staging_dir(args.out).is_dir():
             args.interrupted = (f"the unfinished fit is kept in {work_dir(args.out)}: add "
@@ -750,6 +751,23 @@ def _overwrite_argument(p: argparse.ArgumentParser) -> None:
                    help="replace a non-empty --out whole (default: refuse it)")
 
 
+def _cache_arguments(p: argparse.ArgumentParser) -> None:
+    """--cache / --no-cache of the verbs that groom."""
+    p.add_argument("--cache", default=None, metavar="DIR",
+                   help="keep each shape's grooming in DIR by content, so that the same files "
+                   "are never groomed twice (default: $SHAPEATLAS_CACHE, else "
+                   "~/.cache/shapeatlas)")
+    p.add_argument("--no-cache", action="store_true",
+                   help="groom without reading or writing the cache")
+
+
+def _cache_setting(args: argparse.Namespace):
+    """The `cache` argument of `groom_cohort` that --cache / --no-cache ask for."""
+    if args.no_cache and args.cache:
+        _usage_error(args, "--cache and --no-cache contradict each other")
+    return False if args.no_cache else (args.cache or True)
+
+
 def _device_argument(p: argparse.ArgumentParser, *, default: str | None = "auto") -> None:
     """--device of every verb that runs a network."""
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default=default,
@@ -889,6 +907,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "sagittal plane (x -> -x), so one atlas serves both sides; shapes whose "
                    "side is unknown (mesh files, no orientation in the header) are left out")
     g.add_argument("--jobs", type=int, default=0, metavar="N", help="worker processes (0: all cores)")
+    _cache_arguments(g)
     g.set_defaults(func=cmd_groom, _parser=g)
 
     s = verb(sub, "synth", help="generate synthetic cohorts with ground truth",
@@ -953,6 +972,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--dist-timeout", type=_positive_int, default=None, metavar="SECONDS",
                    help="under torchrun (several processes): how long a process waits for a "
                    "silent one before all stop (default 600)")
+    _cache_arguments(f)
     f.set_defaults(func=cmd_fit, _parser=f)
 
     c = verb(sub, "correspond", help="map the atlas onto new meshes with a fitted run",

@@ -33,6 +33,7 @@ import numpy as np
 
 from shapeatlas import validate
 from shapeatlas.atomic import write_text_atomic
+from shapeatlas.data.cache import DiskCache, Entry, array_digest, file_digest
 from shapeatlas.errors import MeshError, ShapeAtlasError
 from shapeatlas.mesh.align import (
     align_to_reference,
@@ -190,15 +191,116 @@ def prepare_shapes(path: str | Path, opts: GroomOptions) -> list[dict]:
     return [_prepare_mesh(str(path), opts)]
 
 
-def _prepare_one(path: str, opts: GroomOptions) -> list[dict]:
-    """`prepare_shapes` in a worker: any failure becomes an entry naming the file."""
+def _prepare_one(path: str, opts: GroomOptions, cache: DiskCache | None = None) -> list[dict]:
+    """`prepare_shapes` in a worker, through the cache when there is one (`_prepare_cached`):
+    any failure becomes an entry naming the file."""
     try:
+        if cache is not None:
+            return _prepare_cached(path, opts, cache)
         return prepare_shapes(path, opts)
     except ShapeAtlasError as exc:
         return [{"ok": False, "suffix": "", "error": str(exc)}]
     except Exception as exc:  # a library failing deep inside: report, keep the cohort going
         return [{"ok": False, "suffix": "",
                  "error": f"{path}: unexpected {type(exc).__name__}: {exc}"}]
+
+
+#: The shapeatlas code whose sources are part of the grooming cache's keys.
+GROOM_CODE = ("shapeatlas.mesh",)
+#: `GroomOptions` fields that only the cohort-level steps read (not part of stage 1's key).
+COHORT_FIELDS = ("center", "align", "reference", "consensus_rounds", "keep_outliers", "n_jobs")
+
+
+def _prepare_key(path: str, opts: GroomOptions) -> str:
+    """The cache key of stage 1 for one file: its bytes, the options stage 1 reads, the code."""
+    options = {k: v for k, v in asdict(opts).items() if k not in COHORT_FIELDS}
+    options["read_cap"] = bool(opts.cap_twist and opts.align != "none")
+    return DiskCache.key("groom", GROOM_CODE, options, file_digest(path))
+
+
+class _Recorder(logging.Handler):
+    """Keeps the messages of shapeatlas's loggers, so that a cached result can say them again."""
+
+    def __init__(self):
+        super().__init__()
+        self.records: list[list] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append([record.levelno, record.name, record.getMessage()])
+
+
+def _prepare_cached(path: str, opts: GroomOptions, cache: DiskCache) -> list[dict]:
+    """`prepare_shapes` of one file, read from the cache when its content was groomed before
+    with the same options and code (its log messages said again), else computed and stored.
+    A file that cannot be groomed at all (an exception) is not stored."""
+    key = _prepare_key(path, opts)
+    entry = cache.get(key)
+    if entry is not None:
+        try:
+            results = _results_from_entry(entry)
+        except (KeyError, TypeError, ValueError) as exc:
+            log.warning("cache entry for %s unusable (%s): grooming it again", path, exc)
+        else:
+            for level, name, message in entry.meta.get("log", []):
+                logging.getLogger(str(name)).log(int(level), "%s", message)
+            for r in results:
+                r["cached"] = True
+            return results
+    recorder = _Recorder()
+    top = logging.getLogger("shapeatlas")
+    top.addHandler(recorder)
+    try:
+        results = prepare_shapes(path, opts)
+    finally:
+        top.removeHandler(recorder)
+    cache.put(key, _results_to_entry(results, recorder.records))
+    return results
+
+
+def _results_to_entry(results: list[dict], records: list[list]) -> Entry:
+    """Stage 1's results of one file as a cache entry: arrays (vertices, faces, the cap's
+    normal and outline) and JSON (everything else)."""
+    arrays, items = {}, []
+    for i, r in enumerate(results):
+        item = {k: v for k, v in r.items() if k not in ("vertices", "faces", "cap")}
+        for k in ("vertices", "faces"):
+            if k in r:
+                arrays[f"{i}.{k}"] = np.asarray(r[k])
+        cap = r.get("cap")
+        if cap is not None:
+            arrays[f"{i}.cap_normal"] = np.asarray(cap.normal, dtype=np.float64)
+            arrays[f"{i}.cap_outline"] = np.asarray(cap.outline, dtype=np.float64)
+            item["cap_area_fraction"] = float(cap.area_fraction)
+        item["has_cap"] = cap is not None
+        items.append(item)
+    return Entry(arrays, {"results": items, "log": records})
+
+
+def _results_from_entry(entry: Entry) -> list[dict]:
+    """The inverse of `_results_to_entry`, checking every array's shape and type."""
+    def array(name: str, dims: int, kind: str) -> np.ndarray:
+        a = entry.arrays[name]
+        if a.ndim != dims or (dims == 2 and a.shape[1] != 3 and kind == "f3") or \
+                a.dtype.kind not in ("f" if kind.startswith("f") else "iu"):
+            raise ValueError(f"array {name} has shape {a.shape} and type {a.dtype}")
+        return a
+
+    out = []
+    for i, item in enumerate(entry.meta["results"]):
+        if not isinstance(item, dict) or not isinstance(item.get("ok"), bool):
+            raise TypeError(f"result {i} is not a stage-1 result")
+        r = {k: v for k, v in item.items() if k not in ("has_cap", "cap_area_fraction")}
+        if item["ok"]:
+            r["vertices"] = array(f"{i}.vertices", 2, "f3")
+            r["faces"] = array(f"{i}.faces", 2, "i")
+            if r["faces"].shape[1] != 3:
+                raise ValueError(f"array {i}.faces has shape {r['faces'].shape}")
+            r["cap"] = (Cap(normal=array(f"{i}.cap_normal", 1, "f"),
+                            outline=array(f"{i}.cap_outline", 2, "f3"),
+                            area_fraction=float(item["cap_area_fraction"]))
+                        if item.get("has_cap") else None)
+        out.append(r)
+    return out
 
 
 def _prepare_label_map(path: str, opts: GroomOptions) -> list[dict]:
@@ -368,9 +470,28 @@ def _scaled_validity(validity: dict, scale: float) -> dict:
 
 
 def _align_one(args) -> dict:
-    verts, faces, ref_verts, ref_faces, scale = args
+    """One shape's alignment to the reference (through the cache when there is one: the key
+    is both meshes' arrays and whether to scale)."""
+    verts, faces, ref_verts, ref_faces, scale, cache = args
+    key = None
+    if cache is not None:
+        key = DiskCache.key("align", GROOM_CODE, {"scale": bool(scale)},
+                            array_digest([verts, faces, ref_verts, ref_faces]))
+        entry = cache.get(key)
+        if entry is not None:
+            m = entry.arrays.get("matrix")
+            if (m is not None and m.shape == (4, 4) and np.isfinite(m).all()
+                    and isinstance(entry.meta.get("scale"), float)):
+                rms = entry.meta.get("rms")
+                return {"matrix": m, "scale": entry.meta["scale"],
+                        "rms": None if rms is None else float(rms)}
     al = align_to_reference(Mesh(verts, faces), Mesh(ref_verts, ref_faces), scale=scale)
-    return {"matrix": al.matrix, "scale": al.scale, "rms": al.rms}
+    out = {"matrix": al.matrix, "scale": float(al.scale), "rms": al.rms}
+    if cache is not None:
+        cache.put(key, Entry({"matrix": np.asarray(al.matrix, dtype=np.float64)},
+                             {"scale": float(al.scale),
+                              "rms": None if al.rms is None else float(al.rms)}))
+    return out
 
 
 def _align_to_consensus(meshes: Sequence[Mesh], aligned: list[dict], ref_pos: int, rounds: int,
@@ -571,6 +692,7 @@ def groom_cohort(
     *,
     progress: Callable[[str, int, int], None] | None = None,
     overwrite: bool = False,
+    cache: str | Path | bool | None | DiskCache = True,
 ) -> GroomResult:
     """Groom a cohort of meshes and write them, with `groom.json`, into `out_dir`.
 
@@ -581,6 +703,10 @@ def groom_cohort(
     progress: optional callback `(stage, done_increment, stage_total)`, called as work finishes.
     overwrite: replace a non-empty `out_dir` whole (else refused before any work); the folder
     is built beside it and moved into place at the end (`shapeatlas.outputs`).
+    cache: where each shape's grooming and alignment are kept by content (`data.cache`), so
+    that grooming the same files again (a resumed fit, other cohort options) reads them back:
+    True, the default folder (`SHAPEATLAS_CACHE`, else ~/.cache/shapeatlas); a folder; or
+    False, no cache. The output is the same either way.
 
     Raises `ShapeAtlasError` when nothing could be groomed or the options are invalid; single
     bad files are listed in the manifest's `failed` entries instead.
@@ -610,7 +736,7 @@ def groom_cohort(
     given = [inputs] if isinstance(inputs, (str, Path)) and Path(inputs).is_dir() else []
     with staged_output(out_dir, verb="groom", overwrite=overwrite,
                        inputs=[*given, *paths]) as staging:
-        manifest = _groom(paths, names, staging.path, opts, progress)
+        manifest = _groom(paths, names, staging.path, opts, progress, DiskCache.resolve(cache))
     return GroomResult(out_dir=Path(out_dir), manifest=manifest)
 
 
@@ -630,7 +756,8 @@ def _check_label_options(opts: GroomOptions) -> None:
 
 
 def _groom(paths: Sequence[Path], file_names: Sequence[str], out_dir: Path,
-           opts: GroomOptions, progress: Callable[[str, int, int], None] | None) -> dict:
+           opts: GroomOptions, progress: Callable[[str, int, int], None] | None,
+           cache: DiskCache | None = None) -> dict:
     """Groom `paths` into `out_dir` (the staging folder); -> the manifest written."""
     n_jobs = opts.n_jobs or (os.cpu_count() or 1)
     n_jobs = max(1, min(n_jobs, len(paths)))
@@ -639,8 +766,12 @@ def _groom(paths: Sequence[Path], file_names: Sequence[str], out_dir: Path,
     def tick(stage: str, total: int):
         return (lambda k: progress(stage, k, total)) if progress else None
 
-    per_file = _map(partial(_prepare_one, opts=opts), [str(p) for p in paths], n_jobs,
-                    tick("prepare", len(paths)))
+    per_file = _map(partial(_prepare_one, opts=opts, cache=cache), [str(p) for p in paths],
+                    n_jobs, tick("prepare", len(paths)))
+    if cache is not None:
+        hits = sum(bool(r.get("cached")) for results in per_file for r in results)
+        log.info("%d of %d shapes read back from the cache %s", hits,
+                 sum(len(results) for results in per_file), cache.root)
     # One entry per shape from here on: a label map may give several, each with its source.
     sources, names, prepared, notes = [], [], [], []
     for path, stem, results in zip(paths, file_names, per_file):
@@ -683,7 +814,7 @@ def _groom(paths: Sequence[Path], file_names: Sequence[str], out_dir: Path,
         ]
     else:
         jobs = [(meshes[i].vertices, meshes[i].faces, ref.vertices, ref.faces,
-                 opts.align == "similarity") for i in ok]
+                 opts.align == "similarity", cache) for i in ok]
         aligned = _map(_align_one, jobs, n_jobs, tick("align", len(ok)))
         for a in aligned:
             a["matrix"] = to_origin @ a["matrix"]

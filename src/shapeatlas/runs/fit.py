@@ -39,10 +39,12 @@ log = logging.getLogger(__name__)
 
 
 def load_cohort(data_dir: str | Path, run_dir: Path, cfg: FitConfig,
-                progress: Callable | None = None,
-                dist: Dist = SINGLE) -> tuple[list[Mesh], dict]:
+                progress: Callable | None = None, dist: Dist = SINGLE,
+                cache: str | Path | bool | None = True) -> tuple[list[Mesh], dict]:
     """Meshes of a groomed folder, or groom a raw folder (recorded in RUN_DIR/groomed; by the
-    main process, which alone writes, when there are several)."""
+    main process, which alone writes, when there are several; through `cache`, as
+    `groom_cohort`'s, so that a resumed fit reads its shapes back rather than grooming them
+    again)."""
     data_dir = Path(data_dir)
     if (data_dir / MANIFEST_NAME).is_file():
         meshes, manifest = load_groomed(data_dir)
@@ -60,8 +62,10 @@ def load_cohort(data_dir: str | Path, run_dir: Path, cfg: FitConfig,
                             cap_twist=cfg.grooming.cap_twist,
                             keep_outliers=cfg.grooming.keep_outliers)
         log.info("%s has no %s: grooming it into %s", data_dir, MANIFEST_NAME, out)
-        # (inside the run's own staging folder: a resumed fit grooms again, the same)
-        result = groom_cohort(data_dir, out, opts, progress=progress, overwrite=True)
+        # (inside the run's own staging folder: a resumed fit grooms again, the same, from
+        # the cache)
+        result = groom_cohort(data_dir, out, opts, progress=progress, overwrite=True,
+                              cache=cache)
         write_training_poses(run_dir, out, result.manifest)
         return {"groom_options": result.manifest["options"], "failed": result.failed}
 
@@ -93,7 +97,8 @@ def _resumable(run_dir: Path) -> bool:
 
 def fit_run(data_dir: str | Path, run_dir: str | Path, cfg: FitConfig, *, resume: bool = False,
             overwrite: bool = False, progress: Callable[[dict], None] | None = None,
-            groom_progress: Callable | None = None, dist: Dist = SINGLE
+            groom_progress: Callable | None = None, dist: Dist = SINGLE,
+            cache: str | Path | bool | None = True
             ) -> AtlasModel | CPDPCAModel | MultiAtlasModel:
     """Fit the configured method (`cfg.method`) on a folder and write the whole run folder.
 
@@ -110,6 +115,9 @@ def fit_run(data_dir: str | Path, run_dir: str | Path, cfg: FitConfig, *, resume
     dist: this process's place in a data-parallel fit under torchrun (`training.distributed`;
     every process calls `fit_run` with the same arguments): the main process alone writes the
     run folder; `fit_metrics.json` records the processes (`world_size`) and their devices.
+    cache: where the grooming of a raw folder keeps each shape by content (`groom_cohort`'s
+    `cache`: True, the default folder; a folder; False, none), so that `resume` reads the
+    groomed shapes back instead of grooming them again.
     """
 
     target = Path(run_dir)
@@ -141,7 +149,7 @@ def fit_run(data_dir: str | Path, run_dir: str | Path, cfg: FitConfig, *, resume
 
         path = Path(dist.on_main(enter))
         model = _fit_in(data_dir, path, cfg, resume=resume, progress=progress,
-                        groom_progress=groom_progress, dist=dist)
+                        groom_progress=groom_progress, dist=dist, cache=cache)
         if staging is not None:
             staging.record(device=str(model.device_),
                            **({"world_size": dist.world_size} if dist.active else {}))
@@ -162,7 +170,8 @@ def distributed_problem(cfg: FitConfig) -> str | None:
 
 def _fit_in(data_dir: str | Path, run_dir: Path, cfg: FitConfig, *, resume: bool,
             progress: Callable[[dict], None] | None, groom_progress: Callable | None,
-            dist: Dist = SINGLE) -> AtlasModel | CPDPCAModel | MultiAtlasModel:
+            dist: Dist = SINGLE, cache: str | Path | bool | None = True
+            ) -> AtlasModel | CPDPCAModel | MultiAtlasModel:
     """`fit_run`'s work, in the staging folder `run_dir`."""
     cfg_path = run_dir / "config.json"
     if resume:
@@ -177,7 +186,8 @@ def _fit_in(data_dir: str | Path, run_dir: Path, cfg: FitConfig, *, resume: bool
         cfg = saved.replace(device=cfg.device)
     if dist.is_main:
         write_text_atomic(cfg_path, cfg.to_json())
-    meshes, data_info = load_cohort(data_dir, run_dir, cfg, groom_progress, dist=dist)
+    meshes, data_info = load_cohort(data_dir, run_dir, cfg, groom_progress, dist=dist,
+                                    cache=cache)
     dist.agree("the training shapes (their names, vertices and faces)", content_digest(
         [(m.name, (np.asarray(m.vertices), np.asarray(m.faces))) for m in meshes]))
     model_cls = (CPDPCAModel if cfg.method == "cpd-pca"

@@ -1,0 +1,158 @@
+"""The on-disk cache of per-shape grooming (`shapeatlas.data.cache`, `groom_cohort(cache=)`)."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+import pytest
+
+from shapeatlas.data.cache import DiskCache, Entry, default_cache_dir
+from shapeatlas.data.synthetic_lv import write_lv_cohort
+from shapeatlas.mesh import groom
+from shapeatlas.mesh.groom import GroomOptions, groom_cohort
+
+
+def test_default_folder_follows_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("SHAPEATLAS_CACHE", "off")
+    assert default_cache_dir() is None and DiskCache.resolve(True) is None
+    monkeypatch.setenv("SHAPEATLAS_CACHE", str(tmp_path / "c"))
+    assert DiskCache.resolve(True).root == tmp_path / "c"
+    monkeypatch.delenv("SHAPEATLAS_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert default_cache_dir() == tmp_path / "xdg" / "shapeatlas"
+    assert DiskCache.resolve(False) is None and DiskCache.resolve(None) is None
+    assert DiskCache.resolve(tmp_path).root == tmp_path
+
+
+def test_entries_round_trip_and_keys_follow_content(tmp_path):
+    cache = DiskCache(tmp_path)
+    key = DiskCache.key("t", ("shapeatlas.mesh",), {"a": 1}, "d1")
+    assert DiskCache.key("t", ("shapeatlas.mesh",), {"a": 1}, "d1") == key
+    assert DiskCache.key("t", ("shapeatlas.mesh",), {"a": 2}, "d1") != key
+    assert DiskCache.key("t", ("shapeatlas.mesh",), {"a": 1}, "d2") != key
+    assert cache.get(key) is None
+    cache.put(key, Entry({"v": np.arange(6.0).reshape(2, 3)}, {"x": [1, "y"]}))
+    got = cache.get(key)
+    assert np.array_equal(got.arrays["v"], np.arange(6.0).reshape(2, 3))
+    assert got.meta == {"x": [1, "y"]}
+
+
+def test_an_unreadable_entry_is_a_miss_and_removed(tmp_path, caplog):
+    cache = DiskCache(tmp_path)
+    key = DiskCache.key("t", (), {}, "d")
+    cache.put(key, Entry({"v": np.zeros(3)}, {}))
+    (path,) = tmp_path.rglob("*.npz")
+    path.write_bytes(b"not a zip file")
+    with caplog.at_level(logging.WARNING):
+        assert cache.get(key) is None
+    assert "unreadable" in caplog.text and not path.exists()
+    # A pickled object array is refused, never unpickled.
+    np.savez(path, v=np.array([object()], dtype=object), __meta__=np.array("{}"))
+    assert cache.get(key) is None and not path.exists()
+
+
+def test_an_unwritable_cache_is_a_warning(tmp_path, caplog):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with caplog.at_level(logging.WARNING):
+        DiskCache(blocker / "c").put("t-00", Entry({"v": np.zeros(1)}, {}))
+    assert "cannot write to the cache" in caplog.text
+
+
+@pytest.fixture(scope="module")
+def raw_lvs(tmp_path_factory):
+    raw = tmp_path_factory.mktemp("raw") / "lv"
+    write_lv_cohort(raw, n=4, seed=3, n_vertices=(700, 800))
+    return raw
+
+
+def _folder_bytes(folder):
+    """Every file's bytes but provenance.json's (its run id is new in every run)."""
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())
+            if p.name != "provenance.json"}
+
+
+def test_grooming_again_reads_every_shape_back_and_writes_the_same(raw_lvs, tmp_path,
+                                                                    monkeypatch, caplog):
+    opts = GroomOptions(target_vertices=500, watertight="auto", n_jobs=1)
+    plain = groom_cohort(raw_lvs, tmp_path / "plain", opts, cache=False)
+    groom_cohort(raw_lvs, tmp_path / "first", opts, cache=tmp_path / "cache")
+    assert len(list((tmp_path / "cache").rglob("*.npz"))) == 2 * len(plain.shapes)
+    before = {p: p.stat().st_mtime_ns for p in raw_lvs.iterdir()}
+
+    def fail(*_args, **_kwargs):
+        raise AssertionError("groomed again")
+
+    # Nothing is computed again: the stage-1 work and the alignments come from the cache.
+    monkeypatch.setattr(groom, "prepare_shapes", fail)
+    monkeypatch.setattr(groom, "align_to_reference", fail)
+    with caplog.at_level(logging.INFO, logger="shapeatlas"):
+        again = groom_cohort(raw_lvs, tmp_path / "again", opts, cache=tmp_path / "cache")
+    assert f"{len(plain.shapes)} of {len(plain.shapes)} shapes read back" in caplog.text
+    # The same folder as grooming without a cache, byte for byte.
+    assert again.manifest == plain.manifest and not again.failed
+    assert _folder_bytes(tmp_path / "again") == _folder_bytes(tmp_path / "plain")
+    assert {p: p.stat().st_mtime_ns for p in raw_lvs.iterdir()} == before  # inputs untouched
+
+
+def test_other_options_or_content_are_computed_anew(raw_lvs, tmp_path):
+    cache = DiskCache(tmp_path / "cache")
+    opts = GroomOptions(target_vertices=500, n_jobs=1)
+    name = sorted(raw_lvs.iterdir())[0]
+    key = groom._prepare_key(str(name), opts)
+    assert groom._prepare_key(str(name), opts.__class__(target_vertices=600, n_jobs=1)) != key
+    # Cohort-level options (the reference, the worker count) do not change a shape's stage 1.
+    assert groom._prepare_key(str(name), GroomOptions(target_vertices=500, n_jobs=2,
+                                                       reference="lv_001")) == key
+    edited = tmp_path / name.name
+    edited.write_bytes(name.read_bytes().replace(b"\n", b"\n\n", 1))
+    assert groom._prepare_key(str(edited), opts) != key
+    assert cache.get(key) is None
+
+
+def test_a_cached_shape_says_its_messages_again(tmp_path, monkeypatch, caplog):
+    calls = []
+
+    def prepare(path, opts):
+        calls.append(path)
+        logging.getLogger("shapeatlas.mesh.remesh").warning("%s: smoothed something", path)
+        return [{"ok": True, "suffix": "", "vertices": np.eye(3), "faces": np.array([[0, 1, 2]]),
+                 "cap": None, "volume_check": {"verdict": "ok"}, "seconds": 0.1}]
+
+    src = tmp_path / "a.ply"
+    src.write_bytes(b"ply")
+    monkeypatch.setattr(groom, "prepare_shapes", prepare)
+    cache = DiskCache(tmp_path / "cache")
+    first = groom._prepare_one(str(src), GroomOptions(), cache)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        second = groom._prepare_one(str(src), GroomOptions(), cache)
+    assert calls == [str(src)] and "smoothed something" in caplog.text
+    assert np.array_equal(first[0]["vertices"], second[0]["vertices"]) and second[0]["cached"]
+    # A tampered entry (wrong array shape) is groomed again rather than trusted.
+    (entry,) = (tmp_path / "cache").rglob("groom/*/*.npz")
+    with np.load(entry) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["0.vertices"] = np.zeros((3, 2))
+    np.savez(entry, **arrays)
+    with caplog.at_level(logging.WARNING):
+        groom._prepare_one(str(src), GroomOptions(), cache)
+    assert len(calls) == 2 and "unusable" in caplog.text
+    assert json.loads(str(arrays["__meta__"]))["results"][0]["ok"] is True
+
+
+def test_a_resumed_fit_of_a_raw_folder_grooms_nothing_again(raw_lvs, tmp_path, monkeypatch):
+    from shapeatlas.runs.fit import load_cohort
+    from shapeatlas.training.config import FitConfig
+
+    cfg = FitConfig(grooming={"target_vertices": 500})
+    first, _ = load_cohort(raw_lvs, tmp_path / "run", cfg, cache=tmp_path / "cache")
+    monkeypatch.setattr(groom, "prepare_shapes", lambda *a, **k: pytest.fail("groomed again"))
+    monkeypatch.setattr(groom, "align_to_reference", lambda *a, **k: pytest.fail("aligned again"))
+    # As `fit --resume` does: the run's groomed folder is made again, from the cache.
+    again, info = load_cohort(raw_lvs, tmp_path / "run", cfg, cache=tmp_path / "cache")
+    assert info["groomed_by_fit"] and [m.name for m in again] == [m.name for m in first]
+    for a, b in zip(first, again):
+        assert np.array_equal(a.vertices, b.vertices) and np.array_equal(a.faces, b.faces)
