@@ -156,3 +156,10 @@ def test_a_resumed_fit_of_a_raw_folder_grooms_nothing_again(raw_lvs, tmp_path, m
     assert info["groomed_by_fit"] and [m.name for m in again] == [m.name for m in first]
     for a, b in zip(first, again):
         assert np.array_equal(a.vertices, b.vertices) and np.array_equal(a.faces, b.faces)
+
+
+def test_an_unreadable_file_is_reported_as_without_a_cache(tmp_path):
+    missing = str(tmp_path / "gone.ply")
+    (entry,) = groom._prepare_one(missing, GroomOptions(), DiskCache(tmp_path / "cache"))
+    (plain,) = groom._prepare_one(missing, GroomOptions(), None)
+    assert not entry["ok"] and entry["error"] == plain["error"] and "unexpected" not in entry["error"]

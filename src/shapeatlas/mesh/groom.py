@@ -57,6 +57,7 @@ from shapeatlas.mesh.checks import unusable
 from shapeatlas.mesh.core import Mesh
 from shapeatlas.mesh.io import is_mesh_file, read_mesh, write_mesh
 from shapeatlas.mesh.labelmap import is_label_map_file
+from shapeatlas.mesh.limits import MAX_MESH_FILE_BYTES
 from shapeatlas.mesh.remesh import (
     DEFAULT_GRID_RESOLUTION,
     SPECK_VOLUME_FRACTION,
@@ -233,7 +234,12 @@ def _prepare_cached(path: str, opts: GroomOptions, cache: DiskCache) -> list[dic
     """`prepare_shapes` of one file, read from the cache when its content was groomed before
     with the same options and code (its log messages said again), else computed and stored.
     A file that cannot be groomed at all (an exception) is not stored."""
-    key = _prepare_key(path, opts)
+    try:
+        if os.stat(path).st_size > MAX_MESH_FILE_BYTES:
+            raise OSError("too large to hash")
+        key = _prepare_key(path, opts)
+    except OSError:  # the reader says what is wrong with the file, in its own words
+        return prepare_shapes(path, opts)
     entry = cache.get(key)
     if entry is not None:
         try:
