@@ -10,7 +10,8 @@ the few exchanges the fit needs besides the gradients (`Dist`):
 - `agree`: every process must hold the same value (the configuration, the training shapes'
   content), else all stop with one line naming the first process that differs;
 - `on_main`: work only the main process (rank 0) may do (grooming into the run folder, reading
-  the saved configuration); the others get its result, or its error;
+  the saved configuration); the others get its result, or its error, waiting for it up to
+  `MAIN_WORK_TIMEOUT_S` rather than the session's timeout;
 - `sum_`, `gather`: the atlas re-estimation's sum over shapes and the matched training shapes.
 
 A process that dies makes the collectives of the others fail (gloo: the connection closes;
@@ -44,6 +45,13 @@ log = logging.getLogger(__name__)
 
 #: How long a collective waits for a silent process before the run stops (seconds).
 DEFAULT_TIMEOUT_S = 600
+#: How long the other processes wait for the main process's own work (`Dist.on_main`: the
+#: grooming of a raw folder takes about a second a shape). A main process that dies still
+#: stops them at once: torchrun ends the others when one fails.
+MAIN_WORK_TIMEOUT_S = 24 * 3600
+
+#: The process group `on_main` waits in (gloo, `MAIN_WORK_TIMEOUT_S`), while a session is open.
+_main_work_group = None
 
 
 class PeerError(ShapeAtlasError):
@@ -130,7 +138,7 @@ class Dist:
             except BaseException as exc:  # passed on to the others, then re-raised
                 error = exc
                 box = [("error", str(exc) or type(exc).__name__)]
-        tdist.broadcast_object_list(box, src=0)
+        tdist.broadcast_object_list(box, src=0, group=_main_work_group)
         if error is not None:
             raise error
         kind, value = box[0]
@@ -193,6 +201,10 @@ def session(dist: Dist, device: str,
         torch.cuda.set_device(dist.local_rank)
     tdist.init_process_group("nccl" if on_gpu else "gloo", rank=dist.rank, world_size=dist.world_size,
                              timeout=timedelta(seconds=timeout_s))
+    global _main_work_group
+    # The main process's own work (grooming hundreds of shapes) may outlast `timeout_s`.
+    _main_work_group = tdist.new_group(backend="gloo",
+                                       timeout=timedelta(seconds=MAIN_WORK_TIMEOUT_S))
     healthy = False
     try:
         yield dist
@@ -208,6 +220,7 @@ def session(dist: Dist, device: str,
                 tdist.barrier()
             except tdist.DistError:
                 pass
+        _main_work_group = None
         tdist.destroy_process_group()
 
 
