@@ -48,8 +48,10 @@ def test_an_unreadable_entry_is_a_miss_and_removed(tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         assert cache.get(key) is None
     assert "unreadable" in caplog.text and not path.exists()
-    # A pickled object array is refused, never unpickled.
+    # A pickled object array is refused, never unpickled; so are compressed members.
     np.savez(path, v=np.array([object()], dtype=object), __meta__=np.array("{}"))
+    assert cache.get(key) is None and not path.exists()
+    np.savez_compressed(path, v=np.zeros(10**6), __meta__=np.array("{}"))
     assert cache.get(key) is None and not path.exists()
 
 
@@ -119,7 +121,9 @@ def test_a_cached_shape_says_its_messages_again(tmp_path, monkeypatch, caplog):
         calls.append(path)
         logging.getLogger("shapeatlas.mesh.remesh").warning("%s: smoothed something", path)
         return [{"ok": True, "suffix": "", "vertices": np.eye(3), "faces": np.array([[0, 1, 2]]),
-                 "cap": None, "volume_check": {"verdict": "ok"}, "seconds": 0.1}]
+                 "cap": None, "volume_check": {"verdict": "ok"}, "seconds": 0.1,
+                 "mirrored": False, "unit_scale": 1.0, "voxel_volume_mm3": None,
+                 "validity": {"valid": True, "signed_volume": None}}]
 
     src = tmp_path / "a.ply"
     src.write_bytes(b"ply")
@@ -131,16 +135,52 @@ def test_a_cached_shape_says_its_messages_again(tmp_path, monkeypatch, caplog):
         second = groom._prepare_one(str(src), GroomOptions(), cache)
     assert calls == [str(src)] and "smoothed something" in caplog.text
     assert np.array_equal(first[0]["vertices"], second[0]["vertices"]) and second[0]["cached"]
-    # A tampered entry (wrong array shape) is groomed again rather than trusted.
+    # A file of the same content elsewhere reads back its own name in the messages.
+    other = tmp_path / "elsewhere" / "b.ply"
+    other.parent.mkdir()
+    other.write_bytes(b"ply")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        groom._prepare_one(str(other), GroomOptions(), cache)
+    assert calls == [str(src)] and f"{other}: smoothed something" in caplog.text
+    assert str(src) not in caplog.text
+
+
+@pytest.mark.parametrize("tamper", [
+    lambda a, m: a.update({"0.vertices": np.zeros((3, 2))}),                 # wrong shape
+    lambda a, m: a.update({"0.faces": np.array([[0, 1, 7]])}),               # out of range
+    lambda a, m: a.update({"0.vertices": np.full((3, 3), np.nan)}),          # not finite
+    lambda a, m: m["results"][0].update({"suffix": "/../../escaped"}),       # a path
+    lambda a, m: m["results"][0].update({"unit_scale": "x"}),
+    lambda a, m: m["results"][0].update({"validity": {"signed_volume": "x"}}),
+    lambda a, m: m["results"][0].update({"notes": "not a list"}),
+    lambda a, m: m.update({"log": [[1]]}),
+])
+def test_a_tampered_entry_is_groomed_again(tmp_path, monkeypatch, caplog, tamper):
+    calls = []
+
+    def prepare(path, opts):
+        calls.append(path)
+        return [{"ok": True, "suffix": "", "vertices": np.eye(3), "faces": np.array([[0, 1, 2]]),
+                 "cap": None, "volume_check": {"verdict": "ok"}, "seconds": 0.1,
+                 "mirrored": False, "unit_scale": 1.0, "voxel_volume_mm3": None,
+                 "validity": {"valid": True, "signed_volume": None}}]
+
+    src = tmp_path / "a.ply"
+    src.write_bytes(b"ply")
+    monkeypatch.setattr(groom, "prepare_shapes", prepare)
+    cache = DiskCache(tmp_path / "cache")
+    groom._prepare_one(str(src), GroomOptions(), cache)
     (entry,) = (tmp_path / "cache").rglob("groom/*/*.npz")
     with np.load(entry) as z:
         arrays = {k: z[k] for k in z.files}
-    arrays["0.vertices"] = np.zeros((3, 2))
-    np.savez(entry, **arrays)
+    meta = json.loads(json.loads(str(arrays.pop("__meta__")))["text"])
+    tamper(arrays, meta)
+    np.savez(entry, **arrays, __meta__=np.array(json.dumps({"text": json.dumps(meta)})))
     with caplog.at_level(logging.WARNING):
-        groom._prepare_one(str(src), GroomOptions(), cache)
+        (result,) = groom._prepare_one(str(src), GroomOptions(), cache)
     assert len(calls) == 2 and "unusable" in caplog.text
-    assert json.loads(str(arrays["__meta__"]))["results"][0]["ok"] is True
+    assert result["suffix"] == "" and "cached" not in result
 
 
 def test_a_resumed_fit_of_a_raw_folder_grooms_nothing_again(raw_lvs, tmp_path, monkeypatch):
@@ -163,3 +203,21 @@ def test_an_unreadable_file_is_reported_as_without_a_cache(tmp_path):
     (entry,) = groom._prepare_one(missing, GroomOptions(), DiskCache(tmp_path / "cache"))
     (plain,) = groom._prepare_one(missing, GroomOptions(), None)
     assert not entry["ok"] and entry["error"] == plain["error"] and "unexpected" not in entry["error"]
+
+
+@pytest.mark.parametrize("arrays, meta", [
+    ({"matrix": np.full((4, 4), "x")}, {"scale": 1.0, "rms": 0.0}),
+    ({"matrix": np.eye(4)}, {"scale": float("nan"), "rms": 0.0}),
+    ({"matrix": np.eye(4)}, {"scale": 1.0, "rms": "x"}),
+    ({"matrix": np.eye(3)}, {"scale": 1.0, "rms": None}),
+])
+def test_a_tampered_alignment_is_computed_again(tmp_path, icosphere, arrays, meta):
+    cache = DiskCache(tmp_path)
+    moved = icosphere.with_vertices(icosphere.vertices @ np.diag([1.2, 1.0, 0.9]) + 3.0)
+    args = (moved.vertices, moved.faces, icosphere.vertices, icosphere.faces, False, cache)
+    fresh = groom._align_one(args)
+    (path,) = tmp_path.rglob("align/*/*.npz")
+    np.savez(path, **arrays, __meta__=np.array(json.dumps(meta)))
+    again = groom._align_one(args)
+    assert np.allclose(again["matrix"], fresh["matrix"]) and again["scale"] == fresh["scale"]
+    assert groom._align_one(args)["rms"] == fresh["rms"]  # stored anew, read back

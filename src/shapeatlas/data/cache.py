@@ -13,8 +13,8 @@ once under a key made of what determines it, so it is never computed twice:
 
 An entry is one `.npz` of plain arrays plus a JSON string (`meta`), written atomically and read
 back with `allow_pickle=False`; an entry that cannot be read (a disk that filled up, a file
-edited by hand) is a miss, removed and computed again. Entries are never trusted beyond their
-arrays' types: the caller validates what it reads as it would a fresh result.
+edited by hand, compressed members) is a miss, removed and computed again. The caller checks
+every field it reads back as it would a fresh result, and a malformed entry is a miss too.
 
 Where: `SHAPEATLAS_CACHE` if set ("off" turns the cache off), else `$XDG_CACHE_HOME/shapeatlas`,
 else `~/.cache/shapeatlas`. The folder can be deleted at any time; entries are a few hundred kB
@@ -31,6 +31,7 @@ import hashlib
 import json
 import logging
 import os
+import zipfile
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import metadata
@@ -154,6 +155,9 @@ class DiskCache:
         try:
             if path.stat().st_size > MAX_ENTRY_BYTES:
                 raise ValueError(f"larger than {MAX_ENTRY_BYTES} bytes")
+            with zipfile.ZipFile(path) as zf:  # stored, as written: nothing to inflate
+                if any(m.compress_type != zipfile.ZIP_STORED for m in zf.infolist()):
+                    raise ValueError("compressed members")
             with np.load(path, allow_pickle=False) as z:
                 arrays = {k: z[k] for k in z.files}
             meta = json.loads(str(arrays.pop("__meta__")))

@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
+import re
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -233,22 +235,24 @@ class _Recorder(logging.Handler):
 def _prepare_cached(path: str, opts: GroomOptions, cache: DiskCache) -> list[dict]:
     """`prepare_shapes` of one file, read from the cache when its content was groomed before
     with the same options and code (its log messages said again), else computed and stored.
-    A file that cannot be groomed at all (an exception) is not stored."""
+    Not stored: a file that cannot be groomed at all (an exception), one that changed while it
+    was groomed, and a detached NRRD header (its voxels are in another file)."""
     try:
-        if os.stat(path).st_size > MAX_MESH_FILE_BYTES:
-            raise OSError("too large to hash")
+        before = os.stat(path)
+        if before.st_size > MAX_MESH_FILE_BYTES or path.lower().endswith(".nhdr"):
+            raise OSError("not cached")
         key = _prepare_key(path, opts)
     except OSError:  # the reader says what is wrong with the file, in its own words
         return prepare_shapes(path, opts)
     entry = cache.get(key)
     if entry is not None:
         try:
-            results = _results_from_entry(entry)
-        except (KeyError, TypeError, ValueError) as exc:
+            results, records = _results_from_entry(entry, path)
+        except (KeyError, TypeError, ValueError, MeshError) as exc:
             log.warning("cache entry for %s unusable (%s): grooming it again", path, exc)
         else:
-            for level, name, message in entry.meta.get("log", []):
-                logging.getLogger(str(name)).log(int(level), "%s", message)
+            for level, name, message in records:
+                logging.getLogger(name).log(level, "%s", message)
             for r in results:
                 r["cached"] = True
             return results
@@ -259,13 +263,23 @@ def _prepare_cached(path: str, opts: GroomOptions, cache: DiskCache) -> list[dic
         results = prepare_shapes(path, opts)
     finally:
         top.removeHandler(recorder)
-    cache.put(key, _results_to_entry(results, recorder.records))
+    after = os.stat(path)
+    if (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns):
+        cache.put(key, _results_to_entry(results, recorder.records, path))
     return results
 
 
-def _results_to_entry(results: list[dict], records: list[list]) -> Entry:
+#: Stands for the input file's path in a cache entry (messages name it; a path holds no NUL),
+#: so that a file of the same content elsewhere reads back its own name.
+_PATH_TOKEN = json.dumps("\x00input\x00")[1:-1]
+#: Name suffixes a stage-1 result may carry (`segmentation.component_suffixes`).
+_SUFFIX = re.compile(r"(_[A-Za-z0-9]+)?")
+
+
+def _results_to_entry(results: list[dict], records: list[list], path: str) -> Entry:
     """Stage 1's results of one file as a cache entry: arrays (vertices, faces, the cap's
-    normal and outline) and JSON (everything else)."""
+    normal and outline) and JSON (everything else, and the log records), with the file's
+    path replaced by `_PATH_TOKEN`."""
     arrays, items = {}, []
     for i, r in enumerate(results):
         item = {k: v for k, v in r.items() if k not in ("vertices", "faces", "cap")}
@@ -279,34 +293,95 @@ def _results_to_entry(results: list[dict], records: list[list]) -> Entry:
             item["cap_area_fraction"] = float(cap.area_fraction)
         item["has_cap"] = cap is not None
         items.append(item)
-    return Entry(arrays, {"results": items, "log": records})
+    text = json.dumps({"results": items, "log": records})
+    return Entry(arrays, {"text": text.replace(json.dumps(path)[1:-1], _PATH_TOKEN)})
 
 
-def _results_from_entry(entry: Entry) -> list[dict]:
-    """The inverse of `_results_to_entry`, checking every array's shape and type."""
-    def array(name: str, dims: int, kind: str) -> np.ndarray:
+def _results_from_entry(entry: Entry, path: str) -> tuple[list[dict], list[tuple]]:
+    """The inverse of `_results_to_entry` for the file at `path`, checking every field as a
+    fresh result would hold it. -> (results, log records (level, logger, message))"""
+    text = entry.meta["text"]
+    if not isinstance(text, str):
+        raise TypeError("no results")
+    meta = json.loads(text.replace(_PATH_TOKEN, json.dumps(path)[1:-1]))
+    items, records = meta["results"], meta["log"]
+    if not isinstance(items, list) or not items or not isinstance(records, list):
+        raise TypeError("no results")
+    log_records = []
+    for rec in records:
+        if not (isinstance(rec, list) and len(rec) == 3 and type(rec[0]) is int
+                and all(isinstance(x, str) for x in rec[1:])
+                and rec[1].startswith("shapeatlas")):
+            raise ValueError(f"malformed log record {str(rec)[:80]}")
+        log_records.append(tuple(rec))
+
+    def array(name: str, kind: str, columns: int | None = 3) -> np.ndarray:
         a = entry.arrays[name]
-        if a.ndim != dims or (dims == 2 and a.shape[1] != 3 and kind == "f3") or \
-                a.dtype.kind not in ("f" if kind.startswith("f") else "iu"):
+        if (a.dtype.kind not in kind or a.ndim != (1 if columns is None else 2)
+                or (columns is not None and a.shape[1] != columns)):
             raise ValueError(f"array {name} has shape {a.shape} and type {a.dtype}")
         return a
 
     out = []
-    for i, item in enumerate(entry.meta["results"]):
+    for i, item in enumerate(items):
         if not isinstance(item, dict) or not isinstance(item.get("ok"), bool):
             raise TypeError(f"result {i} is not a stage-1 result")
+        suffix = item.get("suffix")
+        if not isinstance(suffix, str) or not _SUFFIX.fullmatch(suffix):
+            raise ValueError(f"result {i} has the name suffix {str(suffix)[:40]!r}")
+        for key in ("volume_check", "validity", "label_map"):
+            if key in item:
+                _plain_mapping(item[key], f"result {i}'s {key}")
+        notes = item.get("notes", [])
+        if not isinstance(notes, list) or not all(isinstance(n, str) for n in notes):
+            raise TypeError(f"result {i}'s notes are not messages")
         r = {k: v for k, v in item.items() if k not in ("has_cap", "cap_area_fraction")}
-        if item["ok"]:
-            r["vertices"] = array(f"{i}.vertices", 2, "f3")
-            r["faces"] = array(f"{i}.faces", 2, "i")
-            if r["faces"].shape[1] != 3:
-                raise ValueError(f"array {i}.faces has shape {r['faces'].shape}")
-            r["cap"] = (Cap(normal=array(f"{i}.cap_normal", 1, "f"),
-                            outline=array(f"{i}.cap_outline", 2, "f3"),
-                            area_fraction=float(item["cap_area_fraction"]))
-                        if item.get("has_cap") else None)
+        if not item["ok"]:
+            if not isinstance(item.get("error"), str):
+                raise TypeError(f"result {i} fails without a message")
+            out.append(r)
+            continue
+        if not (isinstance(item.get("mirrored"), bool) and _finite(item.get("unit_scale"), 0.0)
+                and (item.get("voxel_volume_mm3") is None
+                     or _finite(item["voxel_volume_mm3"], -1.0))
+                and isinstance(item.get("validity"), dict)
+                and isinstance(item.get("volume_check"), dict)):
+            raise ValueError(f"result {i} lacks its scale, side or checks")
+        signed = item["validity"].get("signed_volume")
+        if signed is not None and not _finite(signed, -math.inf):
+            raise ValueError(f"result {i}'s signed volume is {signed!r}")
+        r["vertices"] = array(f"{i}.vertices", "f")
+        r["faces"] = array(f"{i}.faces", "iu")
+        Mesh(r["vertices"], r["faces"])  # finite vertices, faces within them (MeshError)
+        if item.get("has_cap"):
+            if not _finite(item.get("cap_area_fraction"), 0.0):
+                raise ValueError(f"result {i}'s cap has no area")
+            normal, outline = array(f"{i}.cap_normal", "f", None), array(f"{i}.cap_outline", "f")
+            if normal.shape != (3,) or not (np.isfinite(normal).all()
+                                            and np.isfinite(outline).all()):
+                raise ValueError(f"result {i}'s cap is malformed")
+            r["cap"] = Cap(normal=normal, outline=outline,
+                           area_fraction=float(item["cap_area_fraction"]))
+        else:
+            r["cap"] = None
         out.append(r)
-    return out
+    return out, log_records
+
+
+def _finite(x, above: float) -> bool:
+    """Whether x is a finite number (not a bool) greater than `above`."""
+    return (isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+            and x > above)
+
+
+def _plain_mapping(d, what: str) -> None:
+    """ValueError unless d maps names to JSON scalars, or lists of them."""
+    scalar = (str, int, float, bool, type(None))
+    if not isinstance(d, dict) or not all(
+            isinstance(k, str) and (isinstance(v, scalar) or (
+                isinstance(v, list) and all(isinstance(x, scalar) for x in v)))
+            for k, v in d.items()):
+        raise ValueError(f"{what} is not a mapping of plain values")
 
 
 def _prepare_label_map(path: str, opts: GroomOptions) -> list[dict]:
@@ -485,12 +560,13 @@ def _align_one(args) -> dict:
                             array_digest([verts, faces, ref_verts, ref_faces]))
         entry = cache.get(key)
         if entry is not None:
-            m = entry.arrays.get("matrix")
-            if (m is not None and m.shape == (4, 4) and np.isfinite(m).all()
-                    and isinstance(entry.meta.get("scale"), float)):
-                rms = entry.meta.get("rms")
-                return {"matrix": m, "scale": entry.meta["scale"],
+            m, rms = entry.arrays.get("matrix"), entry.meta.get("rms")
+            if (m is not None and m.dtype.kind == "f" and m.shape == (4, 4)
+                    and np.isfinite(m).all() and _finite(entry.meta.get("scale"), 0.0)
+                    and (rms is None or _finite(rms, -1.0))):
+                return {"matrix": m, "scale": float(entry.meta["scale"]),
                         "rms": None if rms is None else float(rms)}
+            log.warning("cache entry of an alignment unusable: aligning again")
     al = align_to_reference(Mesh(verts, faces), Mesh(ref_verts, ref_faces), scale=scale)
     out = {"matrix": al.matrix, "scale": float(al.scale), "rms": al.rms}
     if cache is not None:

@@ -202,7 +202,9 @@ def medoid_index(meshes: Sequence[Mesh]) -> int:
     coarse = [_strided(m, MEDOID_SCREEN_POINTS) for m in meshes]
     coarse_trees = [cKDTree(p) for p in coarse]
     panel = np.unique(np.linspace(0, n - 1, MEDOID_PANEL).astype(int))
-    screened = [_chamfer_sum(i, panel, coarse, coarse_trees) for i in range(n)]
+    # (a mean over the panel: a panel shape has one distance fewer, its own)
+    screened = [_chamfer_sum(i, panel, coarse, coarse_trees) / (len(panel) - (i in panel))
+                for i in range(n)]
     candidates = np.sort(np.argsort(screened, kind="stable")[:MEDOID_CANDIDATES])
     exact = [_chamfer_sum(int(i), range(n), pts, trees) for i in candidates]
     return int(candidates[int(np.argmin(exact))])

@@ -202,11 +202,11 @@ def session(dist: Dist, device: str,
     tdist.init_process_group("nccl" if on_gpu else "gloo", rank=dist.rank, world_size=dist.world_size,
                              timeout=timedelta(seconds=timeout_s))
     global _main_work_group
-    # The main process's own work (grooming hundreds of shapes) may outlast `timeout_s`.
-    _main_work_group = tdist.new_group(backend="gloo",
-                                       timeout=timedelta(seconds=MAIN_WORK_TIMEOUT_S))
     healthy = False
     try:
+        # The main process's own work (grooming hundreds of shapes) may outlast `timeout_s`.
+        _main_work_group = tdist.new_group(backend="gloo",
+                                           timeout=timedelta(seconds=MAIN_WORK_TIMEOUT_S))
         yield dist
         healthy = True
     except tdist.DistError as exc:
