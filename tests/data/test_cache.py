@@ -114,16 +114,23 @@ def test_other_options_or_content_are_computed_anew(raw_lvs, tmp_path):
     assert cache.get(key) is None
 
 
-def test_a_cached_shape_says_its_messages_again(tmp_path, monkeypatch, caplog):
-    calls = []
-
+def _fake_prepare(calls: list, message: str | None = None):
+    """A stand-in for `prepare_shapes`: one tiny valid result, logging `message` if given."""
     def prepare(path, opts):
         calls.append(path)
-        logging.getLogger("shapeatlas.mesh.remesh").warning("%s: smoothed something", path)
+        if message:
+            logging.getLogger("shapeatlas.mesh.remesh").warning("%s: %s", path, message)
         return [{"ok": True, "suffix": "", "vertices": np.eye(3), "faces": np.array([[0, 1, 2]]),
                  "cap": None, "volume_check": {"verdict": "ok"}, "seconds": 0.1,
                  "mirrored": False, "unit_scale": 1.0, "voxel_volume_mm3": None,
                  "validity": {"valid": True, "signed_volume": None}}]
+    return prepare
+
+
+def test_a_cached_shape_says_its_messages_again(tmp_path, monkeypatch, caplog):
+    calls = []
+
+    prepare = _fake_prepare(calls, message="smoothed something")
 
     src = tmp_path / "a.ply"
     src.write_bytes(b"ply")
@@ -159,12 +166,7 @@ def test_a_cached_shape_says_its_messages_again(tmp_path, monkeypatch, caplog):
 def test_a_tampered_entry_is_groomed_again(tmp_path, monkeypatch, caplog, tamper):
     calls = []
 
-    def prepare(path, opts):
-        calls.append(path)
-        return [{"ok": True, "suffix": "", "vertices": np.eye(3), "faces": np.array([[0, 1, 2]]),
-                 "cap": None, "volume_check": {"verdict": "ok"}, "seconds": 0.1,
-                 "mirrored": False, "unit_scale": 1.0, "voxel_volume_mm3": None,
-                 "validity": {"valid": True, "signed_volume": None}}]
+    prepare = _fake_prepare(calls)
 
     src = tmp_path / "a.ply"
     src.write_bytes(b"ply")
