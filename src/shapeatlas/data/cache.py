@@ -68,10 +68,12 @@ def default_cache_dir() -> Path | None:
 def code_digest(packages: tuple[str, ...]) -> str:
     """sha256 of the shapeatlas version, the sources of the shapeatlas `packages` (e.g.
     "shapeatlas.mesh") and the versions of `KEY_LIBRARIES`."""
-    import shapeatlas
-
-    h = hashlib.sha256(f"{CACHE_FORMAT}:{shapeatlas.__version__}".encode())
-    root = Path(shapeatlas.__file__).resolve().parent
+    try:
+        version = metadata.version("shapeatlas")
+    except metadata.PackageNotFoundError:  # run from a source tree
+        version = "-"
+    h = hashlib.sha256(f"{CACHE_FORMAT}:{version}".encode())
+    root = Path(__file__).resolve().parents[1]  # the shapeatlas package
     for package in packages:
         folder = root.joinpath(*package.split(".")[1:])
         for src in sorted(folder.glob("*.py")):
