@@ -506,6 +506,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
               "to fit it again)")
         return 0
     cfg = _fit_config(args)
+    cache = _cache_setting(args)
     if dist.active:
         from shapeatlas.runs.fit import distributed_problem
 
@@ -524,8 +525,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     try:
         with session(dist, cfg.device, timeout_s=args.dist_timeout or DEFAULT_TIMEOUT_S):
             fit_run(args.data, args.out, cfg, resume=args.resume, progress=steps,
-                    groom_progress=progress, overwrite=args.overwrite, dist=dist,
-                    cache=_cache_setting(args))
+                    groom_progress=progress, overwrite=args.overwrite, dist=dist, cache=cache)
     except KeyboardInterrupt:
         if staging_dir(args.out).is_dir():
             args.interrupted = (f"the unfinished fit is kept in {work_dir(args.out)}: add "

@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 #: Vertices per shape used to rank shapes for the medoid (a subsample keeps it fast).
 MEDOID_POINTS = 600
 #: Up to this many shapes the medoid compares every pair; a larger cohort is screened first
-#: (`medoid_index`), since all pairs cost about a millisecond each: 15 minutes for 1,000 shapes.
+#: (`medoid_index`), since all pairs cost about a millisecond each: 10 minutes for 1,000 shapes.
 MEDOID_ALL_PAIRS_MAX = 200
 #: Screening of a larger cohort: every shape against this many evenly spaced shapes, with
 #: `MEDOID_SCREEN_POINTS` vertices each; the `MEDOID_CANDIDATES` best are then ranked exactly.
