@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 
 import numpy as np
 import pytest
@@ -200,10 +201,14 @@ def test_a_resumed_fit_of_a_raw_folder_grooms_nothing_again(raw_lvs, tmp_path, m
         assert np.array_equal(a.vertices, b.vertices) and np.array_equal(a.faces, b.faces)
 
 
-def test_an_unreadable_file_is_reported_as_without_a_cache(tmp_path):
-    missing = str(tmp_path / "gone.ply")
-    (entry,) = groom._prepare_one(missing, GroomOptions(), DiskCache(tmp_path / "cache"))
-    (plain,) = groom._prepare_one(missing, GroomOptions(), None)
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("kind", ["missing", "fifo"])
+def test_an_unreadable_file_is_reported_as_without_a_cache(tmp_path, kind):
+    path = str(tmp_path / "bad.ply")
+    if kind == "fifo":
+        os.mkfifo(path)  # hashing it would wait forever for a writer
+    (entry,) = groom._prepare_one(path, GroomOptions(), DiskCache(tmp_path / "cache"))
+    (plain,) = groom._prepare_one(path, GroomOptions(), None)
     assert not entry["ok"] and entry["error"] == plain["error"] and "unexpected" not in entry["error"]
 
 

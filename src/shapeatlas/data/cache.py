@@ -41,6 +41,8 @@ from typing import Iterable, Mapping
 import numpy as np
 
 from shapeatlas.atomic import write_npz_atomic
+from shapeatlas.errors import ShapeAtlasError
+from shapeatlas.validate import regular_file
 
 log = logging.getLogger(__name__)
 
@@ -88,11 +90,17 @@ def code_digest(packages: tuple[str, ...]) -> str:
     return h.hexdigest()
 
 
-def file_digest(path: str | Path) -> str:
-    """sha256 of a file's bytes (read in 1 MiB blocks)."""
+def file_digest(path: str | Path, *, max_bytes: int) -> str:
+    """Hex sha256 of a regular file's bytes (`ShapeAtlasError` for anything else, or a file
+    larger than `max_bytes`; at most that many bytes are read)."""
+    regular_file(path, max_bytes=max_bytes)
     h = hashlib.sha256()
+    left = max_bytes
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
+        for block in iter(lambda: f.read(min(1 << 20, left + 1)), b""):
+            left -= len(block)
+            if left < 0:
+                raise ShapeAtlasError(f"{path}: more than the {max_bytes:,} bytes expected")
             h.update(block)
     return h.hexdigest()
 

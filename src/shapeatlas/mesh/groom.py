@@ -218,7 +218,8 @@ def _prepare_key(path: str, opts: GroomOptions) -> str:
     """The cache key of stage 1 for one file: its bytes, the options stage 1 reads, the code."""
     options = {k: v for k, v in asdict(opts).items() if k not in COHORT_FIELDS}
     options["read_cap"] = bool(opts.cap_twist and opts.align != "none")
-    return DiskCache.key("groom", GROOM_CODE, options, file_digest(path))
+    return DiskCache.key("groom", GROOM_CODE, options,
+                         file_digest(path, max_bytes=MAX_MESH_FILE_BYTES))
 
 
 class _Recorder(logging.Handler):
@@ -237,12 +238,12 @@ def _prepare_cached(path: str, opts: GroomOptions, cache: DiskCache) -> list[dic
     with the same options and code (its log messages said again), else computed and stored.
     Not stored: a file that cannot be groomed at all (an exception), one that changed while it
     was groomed, and a detached NRRD header (its voxels are in another file)."""
+    if path.lower().endswith(".nhdr"):
+        return prepare_shapes(path, opts)
     try:
         before = os.stat(path)
-        if before.st_size > MAX_MESH_FILE_BYTES or path.lower().endswith(".nhdr"):
-            raise OSError("not cached")
         key = _prepare_key(path, opts)
-    except OSError:  # the reader says what is wrong with the file, in its own words
+    except (OSError, ShapeAtlasError):  # the reader says what is wrong, in its own words
         return prepare_shapes(path, opts)
     entry = cache.get(key)
     if entry is not None:

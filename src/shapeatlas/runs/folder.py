@@ -10,7 +10,6 @@ itself.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from pathlib import Path
@@ -20,6 +19,7 @@ import numpy as np
 
 from shapeatlas import validate
 from shapeatlas.atomic import write_text_atomic
+from shapeatlas.data.cache import file_digest
 from shapeatlas.errors import ShapeAtlasError
 from shapeatlas.mesh.core import Mesh
 from shapeatlas.mesh.groom import load_groomed, load_manifest
@@ -90,19 +90,8 @@ def check_source(path: str | Path) -> Path:
 
 
 def file_sha256(path: str | Path, *, max_bytes: int = MAX_SOURCE_BYTES) -> str:
-    """Hex SHA-256 of a regular file's bytes (`ShapeAtlasError` for anything else, or a file
-    larger than `max_bytes`; at most that many bytes are read)."""
-
-    regular_file(path, max_bytes=max_bytes)
-    h = hashlib.sha256()
-    left = max_bytes
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(min(1 << 20, left + 1)), b""):
-            left -= len(block)
-            if left < 0:
-                raise ShapeAtlasError(f"{path}: more than the {max_bytes:,} bytes expected")
-            h.update(block)
-    return h.hexdigest()
+    """Hex SHA-256 of a training source file (`data.cache.file_digest`, at most `max_bytes`)."""
+    return file_digest(path, max_bytes=max_bytes)
 
 
 def write_training_poses(run_dir: Path, groomed_dir: Path, manifest: dict) -> None:

@@ -39,6 +39,7 @@ import numpy as np
 import torch
 import torch.distributed as tdist
 
+from shapeatlas.data.cache import array_digest
 from shapeatlas.errors import ShapeAtlasError
 
 log = logging.getLogger(__name__)
@@ -230,8 +231,5 @@ def content_digest(arrays: Sequence[tuple[str, Sequence[np.ndarray]]]) -> str:
     h = hashlib.sha256()
     for name, parts in arrays:
         h.update(name.encode())
-        for a in parts:
-            a = np.ascontiguousarray(a)
-            h.update(str((a.dtype.str, a.shape)).encode())
-            h.update(a.tobytes())
+        h.update(array_digest(parts).encode())
     return h.hexdigest()
