@@ -112,15 +112,23 @@ def prepare(cohort: str, out: Path, livers: str | Path | None = None) -> tuple[P
     return split_groomed(groomed, root, every=4 if cohort == "lv" else 5)
 
 
-def row(cohort: str, method: str, out: Path, epochs: int,
-        livers: str | Path | None = None) -> dict:
-    train, test = prepare(cohort, out, livers)
+def fitted(cohort: str, method: str, out: Path, epochs: int,
+           livers: str | Path | None = None) -> Path:
+    """OUT/COHORT/METHOD, fitted first if it is not there yet."""
+    train, _ = prepare(cohort, out, livers)
     run = out / cohort / method
-    ev = out / cohort / f"{method}-evaluation"  # beside the run: a run folder is an input
     if not (run / "fit_metrics.json").is_file():
         shutil.rmtree(run, ignore_errors=True)
         cfg = FitConfig(**METHODS[method]).replace(training={"epochs": epochs})
         fit_run(train, run, cfg)
+    return run
+
+
+def row(cohort: str, method: str, out: Path, epochs: int,
+        livers: str | Path | None = None) -> dict:
+    run = fitted(cohort, method, out, epochs, livers)
+    _, test = prepare(cohort, out, livers)
+    ev = out / cohort / f"{method}-evaluation"  # beside the run: a run folder is an input
     if not (ev / "metrics.json").is_file():
         t0 = time.perf_counter()
         evaluate_run(run, test, ev, n_samples=1000, seed=0)

@@ -9,11 +9,17 @@ mirror images, not in pose. (Each liver is in one group only.)
 
 Then, with every default: `shapeatlas fit OUT/cohort --out OUT/run --atlases auto` (which
 grooms the raw folder first), and from its fit_metrics.json the number of atlases chosen, the
-prediction strength of each M, and the adjusted Rand index of the training shapes' labels
-against the groups (1: the groups recovered exactly; 0: no better than chance).
+tests behind that choice, and the adjusted Rand index of the training shapes' labels against
+the groups (1: the groups recovered exactly; 0: no better than chance).
+
+`--reuse-shared` keeps a finished OUT/run and fits only what follows its shared network (the
+choice of M, the clusters and their β-VAEs) again, into OUT/rerun: `shapeatlas fit
+OUT/run/groomed --out OUT/rerun --resume` with OUT/run's shared network and configuration.
+The shared network does not depend on how M is chosen, so this measures a new choice of M
+without the hour of grooming and training.
 
     python bench/mirrored_livers.py --livers LIVERS --out OUT [--per-group 30] [--seed 0]
-                                    [--json PATH]
+                                    [--reuse-shared] [--json PATH]
 
 Prints a Markdown table and writes it to `--json` (default OUT/mirrored_livers.json), with the
 commit and machine under "provenance". OUT must be new or this benchmark's own.
@@ -69,17 +75,32 @@ def main() -> None:
     p.add_argument("--per-group", type=int, default=30, help="livers per group (default 30)")
     p.add_argument("--seed", type=int, default=0, help="which livers go to which group")
     p.add_argument("--json", type=Path, default=None)
+    p.add_argument("--reuse-shared", action="store_true",
+                   help="keep OUT/run's shared network; fit the clusters again into OUT/rerun")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     cohort, run = args.out / "cohort", args.out / "run"
-    if args.out.exists():
-        shutil.rmtree(cohort, ignore_errors=True)
-        for old in (run, run.with_name("run.partial")):
+    groomed = run / "groomed"
+    if args.reuse_shared:
+        if not (run / "shared" / "fit_summary.json").is_file():
+            raise SystemExit(f"--reuse-shared: {run} has no trained shared network; run "
+                             "without --reuse-shared first")
+        first, run = run, args.out / "rerun"
+        for old in (run, run.with_name("rerun.partial")):
             shutil.rmtree(old, ignore_errors=True)
-    make_cohort(args.livers, cohort, args.per_group, args.seed)
-    cmd = [sys.executable, "-m", "shapeatlas", "-q", "fit", str(cohort), "--out", str(run),
-           "--atlases", "auto"]
+        shutil.copytree(first / "shared", run / "shared")
+        shutil.copy2(first / "config.json", run / "config.json")
+        cmd = [sys.executable, "-m", "shapeatlas", "-q", "fit", str(groomed), "--out", str(run),
+               "--resume"]
+    else:
+        if args.out.exists():
+            shutil.rmtree(cohort, ignore_errors=True)
+            for old in (run, run.with_name("run.partial")):
+                shutil.rmtree(old, ignore_errors=True)
+        make_cohort(args.livers, cohort, args.per_group, args.seed)
+        cmd = [sys.executable, "-m", "shapeatlas", "-q", "fit", str(cohort), "--out", str(run),
+               "--atlases", "auto"]
     log.info("%s", " ".join(cmd))
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True)
@@ -87,26 +108,26 @@ def main() -> None:
     metrics = json.loads((run / "fit_metrics.json").read_text())
     atlases = metrics.get("atlases") or {}
     labels = atlases.get("labels") or {}
-    groomed = [s["name"] for s in json.loads((run / "groomed" / "groom.json").read_text())
-               ["shapes"]]
-    truth = [name.startswith("R_") for name in groomed]
-    found = [labels.get(name, 0) for name in groomed]
+    names = [s["name"] for s in json.loads((groomed / "groom.json").read_text())["shapes"]]
+    truth = [name.startswith("R_") for name in names]
+    found = [labels.get(name, 0) for name in names]
     selection = atlases.get("selection") or {}
     result = {
-        "per_group": args.per_group, "seed": args.seed, "n_groomed": len(groomed),
+        "per_group": args.per_group, "seed": args.seed, "n_groomed": len(names),
+        "reuse_shared": args.reuse_shared,
         "n_left": int(len(truth) - sum(truth)), "n_mirrored": int(sum(truth)),
         "atlases_chosen": int(atlases.get("n_atlases", 1)),
         "selection": selection,
         "adjusted_rand_index": float(adjusted_rand_score(truth, found)),
         "fit_s": fit_s,
     }
-    strengths = ", ".join(f"{c['atlases']}: {c['strength']:.2f}"
-                          for c in selection.get("curve", []))
-    print("| livers (left + mirrored) | atlases chosen | prediction strength by M | "
+    tests = "; ".join(f"{t['shapes']} shapes: p = {t['p']:.2f}"
+                      + (" (split)" if t["split"] else "") for t in selection.get("tests", []))
+    print("| livers (left + mirrored) | atlases chosen | bimodality tests | "
           "adjusted Rand index | fit (s) |")
     print("|---|---|---|---|---|")
     print(f"| {result['n_left']} + {result['n_mirrored']} | {result['atlases_chosen']} | "
-          f"{strengths} | {result['adjusted_rand_index']:.3f} | {fit_s:.0f} |")
+          f"{tests} | {result['adjusted_rand_index']:.3f} | {fit_s:.0f} |")
     path = write_json(args.json or args.out / "mirrored_livers.json", result)
     print(f"rows in {path}")
 

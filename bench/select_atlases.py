@@ -3,16 +3,21 @@
 The descriptors are those `MultiAtlasModel` clusters (every training shape's normalised shape on
 the shared atlas, rigidly aligned to their consensus), from `bench/compare.py`'s hGCN fits
 (OUT/COHORT/hgcn, fitted first if missing). Cohorts with a known number of groups: the 45
-two-phenotype training LVs (2), the healthy LVs alone (1), the dilated LVs alone (1); and the
-61 training livers (unknown). For each, M in 1..6 by:
-- prediction strength (the package's choice, `prediction_strength`), seeds 0, 1, 2;
+two-phenotype training LVs (2), the healthy LVs alone (1), the dilated LVs alone (1); the 61
+training livers (unknown; one organ, so 1 is expected); and, with `--mirrored RUN`, the
+livers of `bench/mirrored_livers.py`'s run folder (2: as they are and mirrored) and each of its
+groups alone (1). For each, M in 1..6 by:
+- the bimodality test (the package's choice, `choose_atlases`), seeds 0, 1, 2, with the
+  adjusted Rand index of its groups against the known ones, and the p-value of the whole set
+  even where it is too small to be tested;
+- prediction strength (`prediction_strength`), seeds 0, 1, 2;
 - the gap statistic (uniform references in the principal box, one-standard-error rule);
 - BIC of scikit-learn Gaussian mixtures, every covariance type, in 2, 3, 5 and 8 principal modes
-  (with the adjusted Rand index of the chosen mixture against the phenotype).
+  (with the adjusted Rand index of the chosen mixture against the known groups).
 Prints one line per set and writes the choices to `--json` (default OUT/select-atlases.json),
 with the commit and machine under "provenance".
 
-    python bench/select_atlases.py [--out OUT] [--livers LIVERS] [--json PATH]
+    python bench/select_atlases.py [--out OUT] [--livers LIVERS] [--mirrored RUN] [--json PATH]
 
 OUT is `bench/compare.py`'s --out folder (default: shapeatlas-compare in the system's temporary
 folder); `--livers` is needed only if its liver cohort has not been groomed there yet.
@@ -27,14 +32,17 @@ from pathlib import Path
 
 import numpy as np
 from common import write_json
-from compare import prepare, row
+from compare import fitted, prepare
 from sklearn.metrics import adjusted_rand_score
 from sklearn.mixture import GaussianMixture
 
 from shapeatlas.data.synthetic_lv import load_truth
 from shapeatlas.mesh.groom import load_groomed
 from shapeatlas.models.clustering import (
+    SELECT_SHAPES_PER_MODE,
     ClusterWarning,
+    bimodality_test,
+    choose_atlases,
     prediction_strength,
     principal_scores,
     rigid_consensus,
@@ -89,14 +97,16 @@ def main() -> None:
                    "%(default)s)")
     p.add_argument("--livers", metavar="DIR",
                    help="folder of the 77 AMOS liver surfaces, if OUT/liver is not groomed yet")
+    p.add_argument("--mirrored", type=Path, default=None, metavar="RUN",
+                   help="bench/mirrored_livers.py's run folder (OUT/run there): adds its livers")
     p.add_argument("--json", default=None, metavar="PATH",
                    help="where to write the choices (default OUT/select-atlases.json)")
     args = p.parse_args()
     out = Path(args.out)
     sets = {}
     for cohort in ("lv", "liver"):
-        row(cohort, "hgcn", out, EPOCHS[cohort], args.livers)
-        base = load_model(out / cohort / "hgcn", device="cpu")
+        base = load_model(fitted(cohort, "hgcn", out, EPOCHS[cohort], args.livers),
+                          device="cpu")
         aligned, _, _ = rigid_consensus(base.training_shapes_)
         if cohort == "lv":
             train, _ = prepare(cohort, out)
@@ -107,21 +117,45 @@ def main() -> None:
             sets["lv healthy only"] = (1, aligned[y == 0], None)
             sets["lv dilated only"] = (1, aligned[y == 1], None)
         else:
-            sets["liver"] = (None, aligned, None)
+            sets["liver"] = (1, aligned, None)
+    if args.mirrored:
+        base = load_model(args.mirrored / "shared", device="cpu")
+        aligned, _, _ = rigid_consensus(base.training_shapes_)
+        meshes, _ = load_groomed(args.mirrored / "groomed")
+        y = np.array([Path(m.name).stem.startswith("R_") for m in meshes], int)
+        sets["livers as they are + mirrored"] = (2, aligned, y)
+        sets["livers as they are"] = (1, aligned[y == 0], None)
+        sets["livers mirrored"] = (1, aligned[y == 1], None)
     rows = []
     warnings.simplefilter("ignore", ClusterWarning)
     for name, (answer, shapes, truth) in sets.items():
         top = min(6, len(shapes) // 3)
         ps = [prediction_strength(shapes, top, seed=s, temperature=TEMPERATURE,
                                   restarts=RESTARTS) for s in (0, 1, 2)]
+        bimodal = [choose_atlases(shapes, top, seed=s) for s in (0, 1, 2)]
+        # the test of the whole set even where it is smaller than SELECT_MIN_GROUP
+        modes = max(2, min(10, len(shapes) // SELECT_SHAPES_PER_MODE))
+        whole = [bimodality_test(principal_scores(shapes, max_modes=modes)[:, 0], seed=s)["p"]
+                 for s in (0, 1, 2)]
         rows.append({"set": name, "n": len(shapes), "answer": answer,
+                     "bimodality": [{"seed": s, "chosen": sel["chosen"],
+                                     "p": [t["p"] for t in sel["tests"]],
+                                     "ari": (float(adjusted_rand_score(truth, labels))
+                                             if truth is not None else None)}
+                                    for s, (sel, labels) in enumerate(bimodal)],
+                     "bimodality_p_whole_set": whole,
                      "prediction_strength": [{"seed": s, "chosen": r["chosen"],
                                               "curve": [c["strength"] for c in r["curve"]]}
                                              for s, r in enumerate(ps)],
                      "gap": [gap_statistic(shapes, top, s) for s in (0, 1, 2)],
                      "bic": bic_choices(shapes, top, truth)})
         r = rows[-1]
-        print(f"{name} (n={r['n']}, answer {answer}): prediction strength chose "
+        print(f"{name} (n={r['n']}, answer {answer}): bimodality test chose "
+              f"{[x['chosen'] for x in r['bimodality']]}, p of the first test "
+              f"{[x['p'][0] if x['p'] else None for x in r['bimodality']]} (p of the whole "
+              f"set {whole})"
+              + (f", ARI {[round(x['ari'], 2) for x in r['bimodality']]}" if truth is not None
+                 else "") + "; prediction strength chose "
               f"{[x['chosen'] for x in r['prediction_strength']]}, strength at M = 2: "
               f"{[round(x['curve'][1], 2) for x in r['prediction_strength']]}; gap statistic "
               f"chose {r['gap']}; BIC chose "

@@ -562,8 +562,13 @@ def cmd_fit(args: argparse.Namespace) -> int:
         print(f"atlases: {a['n_atlases']}, weights "
               + ", ".join(f"{w:.2f}" for w in a["weights"])
               + f", shapes per atlas {counts}")
-        if a["selection"]:
-            sel = a["selection"]
+        sel = a["selection"]
+        if sel and sel.get("criterion") == "bimodality":
+            print(f"chosen by a bimodality test (a group is split when p < {sel['alpha']}): "
+                  + ("; ".join(f"{t['shapes']} shapes, p = {t['p']:.2f}"
+                               + (" (split)" if t["split"] else "") for t in sel["tests"])
+                     or f"no group of {sel['min_group']} shapes or more to test"))
+        elif sel:  # a model fitted before the bimodality test
             print(f"chosen by {sel['criterion']} (the largest M at or above "
                   f"{sel['threshold']}): "
                   + ", ".join(f"M={c['atlases']}: {c['strength']:.2f}±{c['se']:.2f}"
@@ -950,7 +955,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="β-VAE latent size / PCA modes (default min(16, shapes - 1))")
     f.add_argument("--atlases", type=_atlases, default=None, metavar="M|auto",
                    help="mAtlas-R-ASMG with M atlases (default 1), or 'auto' to choose M in "
-                   "1..6 by prediction strength (how reproducible the clusters are)")
+                   "1..6 by splitting the cohort while a split is significantly bimodal")
     for option, (field, example) in _FIT_CONFIG_FIELDS.items():
         f.add_argument(option, action=_ConfigField, field=field, example=example)
     f.add_argument("--epochs", type=_positive_int, default=None,

@@ -15,6 +15,8 @@ from shapeatlas.data.synthetic_lv import load_truth
 from shapeatlas.errors import ShapeAtlasError
 from shapeatlas.models.clustering import (
     ClusterWarning,
+    bimodality_test,
+    choose_atlases,
     prediction_strength,
     rigid_consensus,
     soft_cluster,
@@ -89,6 +91,69 @@ def test_prediction_strength_finds_one_two_or_three_groups():
     assert [c["atlases"] for c in prediction_strength(one[:14], 4, **kw)["curve"]] == [1, 2]
     assert prediction_strength(one[:2], 4, **kw)["chosen"] == 1
     assert sel["curve"][0]["strength"] == 1.0 and sel["curve"][1]["strength"] < 0.9
+
+
+def _along_modes(rng, scores: np.ndarray, k: int = 30) -> np.ndarray:
+    """Shapes (N, k, 3) = a base + scores (N, d) along d orthonormal modes of (k, 3)."""
+    modes, _ = np.linalg.qr(rng.standard_normal((3 * k, scores.shape[1])))
+    base = rng.standard_normal(3 * k) * 10
+    return (base + scores @ modes.T).reshape(len(scores), k, 3)
+
+
+def test_choose_atlases_finds_one_two_or_three_groups():
+    rng = np.random.default_rng(3)
+    two, y2 = _groups(rng, sizes=(15, 15), offset=2.0)
+    three, y3 = _groups(rng, sizes=(20, 20, 20), offset=2.0)
+    one, _ = _groups(rng, sizes=(30,))
+    sel, labels = choose_atlases(two, 4, seed=0, simulations=39)
+    assert sel["chosen"] == 2 and adjusted_rand_score(y2, labels) == 1.0
+    assert sel["criterion"] == "bimodality" and [t["split"] for t in sel["tests"]][0]
+    sel, labels = choose_atlases(three, 4, seed=0, simulations=39)
+    assert sel["chosen"] == 3 and adjusted_rand_score(y3, labels) == 1.0
+    assert sum(t["split"] for t in sel["tests"]) == 2
+    sel, labels = choose_atlases(one, 4, seed=0, simulations=39)
+    assert sel["chosen"] == 1 and not labels.any()
+    assert [t["shapes"] for t in sel["tests"]] == [30] and sel["tests"][0]["p"] >= 0.05
+    # M is capped, and a group of fewer than SELECT_MIN_GROUP shapes is not tested: the two
+    # groups of 15 stay whole, and so do 29 shapes of two groups
+    assert choose_atlases(three, 2, seed=0, simulations=39)[0]["chosen"] == 2
+    assert choose_atlases(two, 1, seed=0, simulations=39)[0] == {
+        "chosen": 1, "criterion": "bimodality", "alpha": 0.05, "simulations": 39,
+        "min_group": 30, "tests": []}
+    assert [t["shapes"] for t in choose_atlases(two, 4, seed=0, simulations=39)[0]["tests"]] == [
+        30]
+    assert choose_atlases(two[1:], 4, seed=0, simulations=39)[0]["tests"] == []
+
+
+def test_a_long_even_spread_is_one_group_and_a_valley_across_it_is_two():
+    """Two groups that differ along a minor mode while one mode spreads wider (the livers and
+    their mirror images), against one group spread evenly along that mode (a range of sizes):
+    a cut that keeps the most variance between its sides prefers the wide mode in both."""
+    rng = np.random.default_rng(5)
+    n = 40
+    wide = rng.uniform(-1, 1, n) * np.sqrt(3) * 3.0  # SD 3: cutting it halves 3/4 of its var.
+    rest = rng.standard_normal((n, 4)) * 0.4
+    even = _along_modes(rng, np.column_stack([wide, rest]))
+    y = np.arange(n) % 2
+    valley = np.column_stack([wide, np.where(y, 1.5, -1.5) + 0.4 * rng.standard_normal(n),
+                              rest[:, 1:]])
+    shapes = _along_modes(rng, valley)
+    sel, labels = choose_atlases(shapes, 4, seed=0, simulations=39)
+    assert sel["chosen"] == 2 and adjusted_rand_score(y, labels) == 1.0
+    # k-means++ restarts cut the wide mode instead: seeding from the groups found matters
+    km = soft_cluster(shapes, 2, temperature=0.25, restarts=10, seed=0)
+    assert adjusted_rand_score(y, km.memberships.argmax(1)) < 0.5
+    started = soft_cluster(shapes, 2, temperature=0.25, restarts=10, seed=0, init=labels)
+    assert adjusted_rand_score(y, started.memberships.argmax(1)) == 1.0
+    sel, _ = choose_atlases(even, 4, seed=0, simulations=39)
+    assert sel["chosen"] == 1 and sel["tests"][0]["p"] > 0.2
+    # the statistic: between 0 and 1, lower for the valley; p in steps of 1 / (simulations + 1)
+    a = bimodality_test(np.column_stack([wide, rest]), seed=0, simulations=19)
+    b = bimodality_test(valley, seed=0, simulations=19)
+    assert 0 < b["statistic"] < a["statistic"] < 1 and b["p"] == 0.05
+    assert a["p"] * 20 == round(a["p"] * 20) and set(np.unique(a["labels"])) == {0, 1}
+    with pytest.raises(ValueError, match="init must label"):
+        soft_cluster(shapes, 3, temperature=0.25, restarts=1, seed=0, init=labels)
 
 
 def test_clusters_keep_their_own_latent_sizes():
@@ -268,15 +333,14 @@ def test_fit_run_writes_memberships(mixed, fitted, tmp_path):
 
 
 def test_auto_records_its_choice_and_the_cli_reports_it(mixed, fitted, tmp_path, capsys):
-    # (whether it finds the right M is tested above on groups of known size; 8 LVs are too few
-    # for a split: halves of 4 shapes cannot hold 2 clusters of 3, so only M = 1 is tried)
+    # (whether it finds the right M is tested above on groups of known size)
     _, meshes, labels = mixed
     model, run = fitted
     auto = MultiAtlasModel(model.config.replace(clustering={"atlases": "auto"}))
     auto = auto.fit(meshes, base=model.base_)
     sel = auto.selection_
-    assert sel["criterion"] == "prediction strength" and sel["chosen"] == auto.n_atlases_
-    assert [c["atlases"] for c in sel["curve"]] == [1] and auto.n_atlases_ == 1
+    assert sel["criterion"] == "bimodality" and sel["chosen"] == auto.n_atlases_
+    assert sel["tests"] == [] and sel["min_group"] == 30 and auto.n_atlases_ == 1
     assert auto.memberships_.shape == (8, 1)
     auto.save(tmp_path / "auto")
     assert load_model(tmp_path / "auto", device="cpu").selection_ == sel
@@ -290,4 +354,5 @@ def test_auto_records_its_choice_and_the_cli_reports_it(mixed, fitted, tmp_path,
     (tmp_path / "cli" / "config.json").write_text(auto_cfg.to_json())
     assert main(["fit", str(mixed[0] / "groomed"), "--out", str(tmp_path / "cli"),
                  "--resume"]) == 0
-    assert "chosen by prediction strength" in capsys.readouterr().out
+    assert ("chosen by a bimodality test (a group is split when p < 0.05): no group of 30 "
+            "shapes or more to test") in capsys.readouterr().out

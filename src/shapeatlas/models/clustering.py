@@ -2,9 +2,13 @@
 
 Rigid consensus alignment (generalised Procrustes without scaling), energies of shapes to
 atlases and tempered soft memberships, the M-step, tempered soft k-means with k-means++ seeding
-(`soft_cluster`), and the choice of the number of atlases M by prediction strength
-(`prediction_strength`). Why these choices: the module docstring of
-`shapeatlas.models.multi_atlas`, which fits its clusters with them.
+(`soft_cluster`), and the choice of the number of atlases M: by splitting groups in two while
+a split is more bimodal than any unimodal group shows (`choose_atlases`), or by prediction
+strength (`prediction_strength`, kept for comparison). Why these choices: the module docstring
+of `shapeatlas.models.multi_atlas`, which fits its clusters with them.
+
+The bimodality test is written here: scikit-learn and scipy have no test of "one group or two"
+for multivariate data, and the dip test's Python package is GPL.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.special import softmax
-from sklearn.cluster import kmeans_plusplus
+from sklearn.cluster import KMeans, kmeans_plusplus
 
 from shapeatlas.mesh.align import similarity_fit
 
@@ -29,6 +33,20 @@ SELECT_SPLITS = 50
 #: 0.88 at M = 2, seeds 0 to 2); the two-phenotype cohort reaches 0.94 to 0.96
 #: (bench/select_atlases.py).
 SELECT_THRESHOLD = 0.9
+#: "auto" splits a group in two when its sharpest cut is sharper than this share of the cuts
+#: of simulated groups without groups in them (`bimodality_test`): the test's p-value.
+SELECT_ALPHA = 0.05
+#: Simulated groups behind each bimodality test; p-values come in steps of 1 / (this + 1).
+SELECT_SIMULATIONS = 99
+#: Only groups of at least this many shapes are tested, so no atlas of "auto" starts from
+#: fewer than half of them. In smaller groups a gap between a few shapes and the rest comes
+#: about without groups: the 20 healthy synthetic LVs, drawn from uniform parameters, show one
+#: between 9 and 11 of them (p = 0.02) that none of their parameters explains.
+SELECT_MIN_GROUP = 30
+#: A group is tested in at most one principal mode per this many shapes (2 to 10 modes). With
+#: about as many modes as shapes, some direction separates any group (12 Gaussian shapes in
+#: 10 modes were split 9 times in 40), and the simulated groups do not show it.
+SELECT_SHAPES_PER_MODE = 4
 
 
 class ClusterWarning(UserWarning):
@@ -99,14 +117,32 @@ def m_step(per_cluster: np.ndarray, r: np.ndarray) -> tuple[np.ndarray, np.ndarr
 
 
 def soft_cluster(shapes: np.ndarray, n_clusters: int, *, temperature: float, restarts: int,
-                 seed: int, max_iter: int = 200, tol: float = 1e-8) -> Clustering:
-    """Tempered soft k-means of (N, K, 3) shapes into `n_clusters` atlases (see multi_atlas)."""
+                 seed: int, max_iter: int = 200, tol: float = 1e-8,
+                 init: np.ndarray | None = None) -> Clustering:
+    """Tempered soft k-means of (N, K, 3) shapes into `n_clusters` atlases (see multi_atlas).
+
+    Seeded by k-means++ `restarts` times (the lowest distortion is kept). With `init`, (N,)
+    labels in 0..n_clusters-1, those groups are kept instead: their means are the atlases,
+    their shares π, and the memberships follow from them with no k-means iterations, which
+    could trade a valley between two groups for a cut across one group's long spread."""
     n = len(shapes)
     if n_clusters == 1:
         a = shapes.mean(axis=0, keepdims=True)
         e = energies(shapes, a)
         return Clustering(np.ones((n, 1)), np.ones(1), a, float(e.mean()), float(e.mean()))
     flat = shapes.reshape(n, -1)
+    if init is not None:
+        init = np.asarray(init)
+        if init.shape != (n,) or set(np.unique(init).tolist()) != set(range(n_clusters)):
+            raise ValueError(f"init must label each of the {n} shapes with one of "
+                             f"0..{n_clusters - 1}, each used")
+        hard = np.eye(n_clusters)[init]
+        pi, atlases = m_step(np.broadcast_to(shapes[:, None], (n, n_clusters, *shapes.shape[1:])),
+                             hard)
+        e = energies(shapes, atlases)
+        spread = max(float((hard * e).sum() / n), 1e-12)
+        r = memberships(e, pi, temperature=temperature, spread=spread)
+        return Clustering(r, r.mean(axis=0), atlases, spread, float((r * e).sum() / n))
     best = None
     for rep in range(restarts):
         _, idx = kmeans_plusplus(flat, n_clusters, random_state=seed + rep)
@@ -140,15 +176,16 @@ def soft_cluster(shapes: np.ndarray, n_clusters: int, *, temperature: float, res
     return best
 
 
-def principal_scores(shapes: np.ndarray) -> np.ndarray:
+def principal_scores(shapes: np.ndarray, *, max_modes: int = 10) -> np.ndarray:
     """Shapes (N, K, 3) -> their scores on the principal modes that keep SELECT_VARIANCE of the
-    variance (2 to 10 modes), as (N, 1, d) "shapes of one vertex" that `soft_cluster` takes."""
+    variance (2 to `max_modes` modes), as (N, 1, d) "shapes of one vertex" that `soft_cluster`
+    takes."""
     n = len(shapes)
     flat = shapes.reshape(n, -1)
     flat = flat - flat.mean(axis=0)
     u, sv, _ = np.linalg.svd(flat, full_matrices=False)
     share = np.cumsum(sv**2) / max((sv**2).sum(), 1e-300)
-    d = int(np.clip(np.searchsorted(share, SELECT_VARIANCE) + 1, 2, min(10, len(sv))))
+    d = int(np.clip(np.searchsorted(share, SELECT_VARIANCE) + 1, 2, min(max_modes, len(sv))))
     return (u[:, :d] * sv[:d])[:, None, :]
 
 
@@ -200,3 +237,107 @@ def prediction_strength(shapes: np.ndarray, max_clusters: int, *, seed: int,
     chosen = max((c["atlases"] for c in curve if c["strength"] >= threshold), default=1)
     return {"chosen": chosen, "criterion": "prediction strength", "threshold": threshold,
             "modes": int(scores.shape[2]), "splits": splits, "curve": curve}
+
+
+def _cut(values: np.ndarray, min_side: int) -> tuple[float, float]:
+    """The best cut of 1-D values in two, each side at least `min_side` values long.
+    -> (within-sides sum of squares / total sum of squares, the threshold)"""
+    v = np.sort(values)
+    n = len(v)
+    s1, s2 = np.cumsum(v), np.cumsum(v * v)
+    left = np.arange(min_side, n - min_side + 1)  # values on the left of each cut
+    within = (s2[left - 1] - s1[left - 1] ** 2 / left
+              + (s2[-1] - s2[left - 1]) - (s1[-1] - s1[left - 1]) ** 2 / (n - left))
+    total = s2[-1] - s1[-1] ** 2 / n
+    best = int(np.argmin(within))
+    return float(within[best] / max(total, 1e-300)), float(v[left[best] - 1])
+
+
+def _sharpest_cut(x: np.ndarray, *, seed: int, min_side: int) -> tuple[float, np.ndarray]:
+    """The most bimodal cut of points x (n, d) in two: over the projections on their principal
+    axes and on the line between their 2-means centres, the cut whose sides keep the smallest
+    share of the sum of squares (`_cut`). -> (that share, labels (n,) 0/1)"""
+    centred = x - x.mean(axis=0)
+    _, _, axes = np.linalg.svd(centred, full_matrices=False)
+    centres = KMeans(2, n_init=10, random_state=seed).fit(x).cluster_centers_
+    line = centres[1] - centres[0]
+    directions = [*axes, line / max(np.linalg.norm(line), 1e-300)]
+    best = None
+    for w in directions:
+        p = centred @ w
+        share, threshold = _cut(p, min_side)
+        if best is None or share < best[0]:
+            best = (share, (p > threshold).astype(int))
+    return best
+
+
+def bimodality_test(scores: np.ndarray, *, seed: int, simulations: int = SELECT_SIMULATIONS,
+                    min_side: int = MIN_CLUSTER_SHAPES) -> dict:
+    """Is this group of shapes two groups? scores: (n, d) principal scores of the group.
+
+    Statistic: the share of the sum of squares kept within the sides of the group's sharpest
+    cut in two (`_sharpest_cut`; 1 - the between-sides share). Null: groups of the same size
+    with the same variance along each principal axis, spread uniformly in a box. A uniform
+    spread is the least favourable unimodal one for this statistic (a symmetric unimodal law is
+    a uniform law scaled at random, so E|x|^2 <= 3/4 var x, with equality for the uniform), so
+    a cohort spread evenly along a mode (a range of sizes, say) is not taken for two groups.
+    The cut is searched the same way in `simulations` such groups.
+    -> {"shapes", "modes", "statistic", "null_mean", "p", "labels" (n,) 0/1}
+    """
+    n, d = scores.shape
+    share, labels = _sharpest_cut(scores, seed=seed, min_side=min_side)
+    sd = scores.std(axis=0, ddof=1)
+    rng = np.random.default_rng(seed)
+    null = np.array([_sharpest_cut(rng.uniform(-1.0, 1.0, (n, d)) * np.sqrt(3.0) * sd,
+                                   seed=seed + 1 + i, min_side=min_side)[0]
+                     for i in range(simulations)])
+    return {"shapes": n, "modes": d, "statistic": share, "null_mean": float(null.mean()),
+            "p": float((1 + np.count_nonzero(null <= share)) / (1 + simulations)),
+            "labels": labels}
+
+
+def choose_atlases(shapes: np.ndarray, max_clusters: int, *, seed: int,
+                   alpha: float = SELECT_ALPHA, simulations: int = SELECT_SIMULATIONS
+                   ) -> tuple[dict, np.ndarray]:
+    """Choose M in 1..max_clusters by splitting groups in two while a split is significant.
+
+    Start with the cohort as one group. Each group of at least SELECT_MIN_GROUP shapes is
+    tested on its own principal scores (`principal_scores`, at most one mode per
+    SELECT_SHAPES_PER_MODE shapes; `bimodality_test`); while one
+    has p < alpha and there are fewer than max_clusters groups, the group with the smallest p
+    (then the sharpest cut) is split along its cut. shapes: (N, K, 3) in correspondence.
+    -> ({"chosen": M, "criterion": "bimodality", "alpha", "simulations", "min_group",
+    "tests": [{"shapes", "modes", "statistic", "null_mean", "p", "split"}]}, labels (N,) in
+    0..M-1)
+    """
+    n = len(shapes)
+    groups, tests, done = [np.arange(n)], [], {}
+
+    def tested(members: np.ndarray) -> dict | None:
+        key = members.tobytes()
+        if key not in done:
+            done[key] = None
+            if len(members) >= max(SELECT_MIN_GROUP, 2 * MIN_CLUSTER_SHAPES):
+                scores = principal_scores(shapes[members], max_modes=max(
+                    2, min(10, len(members) // SELECT_SHAPES_PER_MODE)))
+                done[key] = bimodality_test(scores[:, 0], seed=seed, simulations=simulations)
+                done[key]["split"] = False
+                tests.append(done[key])
+        return done[key]
+
+    while len(groups) < max_clusters:
+        results = [tested(g) for g in groups]
+        candidates = [(r["p"], r["statistic"], i) for i, r in enumerate(results)
+                      if r is not None and r["p"] < alpha]
+        if not candidates:
+            break
+        _, _, i = min(candidates)
+        results[i]["split"] = True
+        members, side = groups.pop(i), results[i]["labels"]
+        groups[i:i] = [members[side == 0], members[side == 1]]
+    labels = np.empty(n, dtype=int)
+    for m, members in enumerate(groups):
+        labels[members] = m
+    record = [{k: v for k, v in t.items() if k != "labels"} for t in tests]
+    return ({"chosen": len(groups), "criterion": "bimodality", "alpha": alpha,
+             "simulations": simulations, "min_group": SELECT_MIN_GROUP, "tests": record}, labels)

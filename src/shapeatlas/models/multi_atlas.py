@@ -31,19 +31,21 @@ Sampling is ancestral: m ~ Cat(π), z ~ cluster m's prior (the aggregate posteri
 training codes, as for one atlas), decoded by cluster m's decoder. All atlases are deformations
 of the shared atlas, so they share its triangulation (the faces of every sample are the same).
 
-`atlases="auto"` chooses M in 1..`max_atlases` by prediction strength (Tibshirani & Walther
-2005): how reproducibly the atlases fitted to one random half of the cohort group the shapes of
-the other half (`prediction_strength`); the largest M whose strength reaches SELECT_THRESHOLD.
-Why not the alternatives: `python bench/select_atlases.py` compares them on the descriptors of
-the 45-shape two-phenotype LV cohort (right answer 2) and of each phenotype alone (right answer
-1), with bench/compare.py's shared network:
-- BIC of Gaussian mixtures in 2 to 8 principal modes chose anything from 2 to 6 on the cohort,
-  depending on the covariance type and the number of modes, and its clusters matched the
-  phenotypes poorly (adjusted Rand index 0.67 at best);
-- the gap statistic (Tibshirani, Walther & Hastie 2001) chose 3 for the cohort: each phenotype
-  is spread uniformly in size, and a distortion criterion rewards cutting a uniform spread;
-- prediction strength chose 2 for the cohort and 1 for each phenotype, for 3 seeds (and 1 for
-  the livers, as did the gap statistic).
+`atlases="auto"` chooses M in 1..`max_atlases` by splitting the cohort in two, and each part
+again, while a split is significantly bimodal (`choose_atlases`: the sharpest cut of a group
+against the cuts of uniformly spread groups of the same size and variances, p < SELECT_ALPHA;
+groups of at least SELECT_MIN_GROUP shapes). Step 3 then keeps the groups found instead of
+seeding k-means. Why: `python bench/select_atlases.py` compares the choices on descriptors with
+a known answer, from bench/compare.py's shared networks and bench/mirrored_livers.py's run:
+- prediction strength (Tibshirani & Walther 2005; `prediction_strength`, the earlier choice)
+  found the two LV phenotypes but chose 1 for 30 livers plus 30 mirrored ones: they differ
+  along the second principal mode, and k-means on half of the cohort cuts the first, longer
+  one about as often, so the clusters of two halves disagree;
+- BIC of Gaussian mixtures chose anything from 1 to 6 depending on the covariance type and the
+  number of modes;
+- the gap statistic rewards cutting a long spread, the failure above in another form;
+- the bimodality test chose 2 for the LV phenotypes and for the mirrored livers, recovering
+  each exactly, and 1 for the livers, each liver group alone and each phenotype alone.
 
 The clustering maths (steps 2, 3 and the choice of M) lives in `shapeatlas.models.clustering`,
 the mixture generator in `shapeatlas.models.mixture`.
@@ -77,8 +79,8 @@ from shapeatlas.models.clustering import (
     ClusterWarning,
     m_step,
     matched_energies,
+    choose_atlases,
     memberships,
-    prediction_strength,
     rigid_consensus,
     soft_cluster,
 )
@@ -198,16 +200,19 @@ class MultiAtlasModel(GenerativeMixin):
         # 2. descriptors: shared-atlas correspondences, rigidly aligned to their consensus
         aligned, mats, self.consensus_ = rigid_consensus(self.base_.training_shapes_)
         # 3. the number of atlases and the clustering
-        self.selection_ = None
+        self.selection_, groups = None, None
         n_atlases = cfg.clustering.atlases
         if cfg.clustering.atlases == "auto":
-            self.selection_ = prediction_strength(
-                aligned, min(cfg.clustering.max_atlases, most), seed=cfg.seed,
-                temperature=cfg.clustering.temperature, restarts=cfg.clustering.restarts)
+            self.selection_, groups = choose_atlases(
+                aligned, min(cfg.clustering.max_atlases, most), seed=cfg.seed)
             n_atlases = self.selection_["chosen"]
-            log.info("atlases: %d chosen by prediction strength", n_atlases)
+            log.info("atlases: %d chosen by a bimodality test (%d group(s) tested)", n_atlases,
+                     len(self.selection_["tests"]))
+        # "auto" starts from the groups it found: k-means++ restarts could prefer a cut across
+        # a long spread of one group to the valley between two
         clus = soft_cluster(aligned, n_atlases, temperature=cfg.clustering.temperature,
-                            restarts=cfg.clustering.restarts, seed=cfg.seed)
+                            restarts=cfg.clustering.restarts, seed=cfg.seed,
+                            init=groups if n_atlases > 1 else None)
         r, pi, atlases, spread = clus.memberships, clus.weights, clus.atlases, clus.spread
         # transforms: each groomed mesh -> consensus frame (the base correspondences' transform
         # is the identity for training meshes)

@@ -474,8 +474,8 @@ class ClusterConfig(_Section):
 
     atlases: int | str = 1
     """M: atlases of mAtlas-R-ASMG (1: Atlas-R-ASMG), or "auto" to choose M in 1..max_atlases
-    by prediction strength, how reproducible the clusters are across halves of the cohort
-    (see models/clustering.py). R-ASM only."""
+    by splitting the cohort in two, and each part again, while a split is more bimodal than
+    any unimodal group of that size shows (p < 0.05; see models/clustering.py). R-ASM only."""
     max_atlases: int = 6
     """Largest M that "auto" considers."""
     temperature: float = 0.25
