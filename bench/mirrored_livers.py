@@ -68,6 +68,29 @@ def make_cohort(livers: Path, out: Path, per_group: int, seed: int) -> list[str]
     return names
 
 
+def score_run(run: Path, names: list[str], truth: list[bool]) -> dict:
+    """The atlases a finished `fit --atlases auto` run chose and how its training labels match
+    the known groups (`truth`, one per name in `names`)."""
+    atlases = json.loads((run / "fit_metrics.json").read_text()).get("atlases") or {}
+    labels = atlases.get("labels") or {}
+    found = [labels.get(name, 0) for name in names]
+    return {"n_groomed": len(names), "groups": [int(len(truth) - sum(truth)), int(sum(truth))],
+            "atlases_chosen": int(atlases.get("n_atlases", 1)),
+            "selection": atlases.get("selection") or {},
+            "adjusted_rand_index": float(adjusted_rand_score(truth, found))}
+
+
+def print_row(cohort: str, result: dict) -> None:
+    """One Markdown row (with its header) of a scored run."""
+    tests = "; ".join(f"{t['shapes']} shapes: p = {t['p']:.2f}"
+                      + (" (split)" if t["split"] else "")
+                      for t in result["selection"].get("tests", []))
+    print(f"| {cohort} | atlases chosen | bimodality tests | adjusted Rand index | fit (s) |")
+    print("|---|---|---|---|---|")
+    print(f"| {' + '.join(map(str, result['groups']))} | {result['atlases_chosen']} | {tests} | "
+          f"{result['adjusted_rand_index']:.3f} | {result['fit_s']:.0f} |")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--livers", type=Path, required=True, help="folder of the AMOS liver OBJs")
@@ -105,29 +128,10 @@ def main() -> None:
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True)
     fit_s = time.perf_counter() - t0
-    metrics = json.loads((run / "fit_metrics.json").read_text())
-    atlases = metrics.get("atlases") or {}
-    labels = atlases.get("labels") or {}
     names = [s["name"] for s in json.loads((groomed / "groom.json").read_text())["shapes"]]
-    truth = [name.startswith("R_") for name in names]
-    found = [labels.get(name, 0) for name in names]
-    selection = atlases.get("selection") or {}
-    result = {
-        "per_group": args.per_group, "seed": args.seed, "n_groomed": len(names),
-        "reuse_shared": args.reuse_shared,
-        "n_left": int(len(truth) - sum(truth)), "n_mirrored": int(sum(truth)),
-        "atlases_chosen": int(atlases.get("n_atlases", 1)),
-        "selection": selection,
-        "adjusted_rand_index": float(adjusted_rand_score(truth, found)),
-        "fit_s": fit_s,
-    }
-    tests = "; ".join(f"{t['shapes']} shapes: p = {t['p']:.2f}"
-                      + (" (split)" if t["split"] else "") for t in selection.get("tests", []))
-    print("| livers (left + mirrored) | atlases chosen | bimodality tests | "
-          "adjusted Rand index | fit (s) |")
-    print("|---|---|---|---|---|")
-    print(f"| {result['n_left']} + {result['n_mirrored']} | {result['atlases_chosen']} | "
-          f"{tests} | {result['adjusted_rand_index']:.3f} | {fit_s:.0f} |")
+    result = {"per_group": args.per_group, "seed": args.seed, "reuse_shared": args.reuse_shared,
+              **score_run(run, names, [name.startswith("R_") for name in names]), "fit_s": fit_s}
+    print_row("livers (as they are + mirrored)", result)
     path = write_json(args.json or args.out / "mirrored_livers.json", result)
     print(f"rows in {path}")
 
