@@ -152,6 +152,11 @@ def test_a_long_even_spread_is_one_group_and_a_valley_across_it_is_two():
     b = bimodality_test(valley, seed=0, simulations=19)
     assert 0 < b["statistic"] < a["statistic"] < 1 and b["p"] == 0.05
     assert a["p"] * 20 == round(a["p"] * 20) and set(np.unique(a["labels"])) == {0, 1}
+    # a large group is tested on SELECT_TEST_SHAPES of its shapes; every shape gets a side
+    many = np.repeat(valley, 15, axis=0) + 0.05 * rng.standard_normal((15 * n, valley.shape[1]))
+    big = bimodality_test(many, seed=0, simulations=9)
+    assert big["shapes"] == 600 and big["tested"] == 500 and big["p"] == 0.1
+    assert adjusted_rand_score(np.repeat(y, 15), big["labels"]) == 1.0
     with pytest.raises(ValueError, match="init must label"):
         soft_cluster(shapes, 3, temperature=0.25, restarts=1, seed=0, init=labels)
 

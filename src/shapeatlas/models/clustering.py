@@ -13,6 +13,7 @@ for multivariate data, and the dip test's Python package is GPL.
 
 from __future__ import annotations
 
+import logging
 import warnings
 from dataclasses import dataclass
 
@@ -21,6 +22,8 @@ from scipy.special import softmax
 from sklearn.cluster import KMeans, kmeans_plusplus
 
 from shapeatlas.mesh.align import similarity_fit
+
+log = logging.getLogger(__name__)
 
 #: Each cluster needs at least this much membership (in shapes) for its β-VAE.
 MIN_CLUSTER_SHAPES = 3
@@ -43,6 +46,9 @@ SELECT_SIMULATIONS = 99
 #: about without groups: the 20 healthy synthetic LVs, drawn from uniform parameters, show one
 #: between 9 and 11 of them (p = 0.02) that none of their parameters explains.
 SELECT_MIN_GROUP = 30
+#: A larger group is tested on this many of its shapes, drawn at random (about 10 s a test
+#: on the 2-core CPU; the test's time grows with the group).
+SELECT_TEST_SHAPES = 500
 #: A group is tested in at most one principal mode per this many shapes (2 to 10 modes). With
 #: about as many modes as shapes, some direction separates any group (12 Gaussian shapes in
 #: 10 modes were split 9 times in 40), and the simulated groups do not show it.
@@ -253,21 +259,21 @@ def _cut(values: np.ndarray, min_side: int) -> tuple[float, float]:
     return float(within[best] / max(total, 1e-300)), float(v[left[best] - 1])
 
 
-def _sharpest_cut(x: np.ndarray, *, seed: int, min_side: int) -> tuple[float, np.ndarray]:
+def _sharpest_cut(x: np.ndarray, *, seed: int, min_side: int
+                  ) -> tuple[float, np.ndarray, float]:
     """The most bimodal cut of points x (n, d) in two: over the projections on their principal
     axes and on the line between their 2-means centres, the cut whose sides keep the smallest
-    share of the sum of squares (`_cut`). -> (that share, labels (n,) 0/1)"""
+    share of the sum of squares (`_cut`). -> (that share, its direction (d,), its threshold on
+    (x - x's mean) @ direction)"""
     centred = x - x.mean(axis=0)
     _, _, axes = np.linalg.svd(centred, full_matrices=False)
     centres = KMeans(2, n_init=10, random_state=seed).fit(x).cluster_centers_
     line = centres[1] - centres[0]
-    directions = [*axes, line / max(np.linalg.norm(line), 1e-300)]
     best = None
-    for w in directions:
-        p = centred @ w
-        share, threshold = _cut(p, min_side)
+    for w in [*axes, line / max(np.linalg.norm(line), 1e-300)]:
+        share, threshold = _cut(centred @ w, min_side)
         if best is None or share < best[0]:
-            best = (share, (p > threshold).astype(int))
+            best = (share, w, threshold)
     return best
 
 
@@ -279,19 +285,26 @@ def bimodality_test(scores: np.ndarray, *, seed: int, simulations: int = SELECT_
     cut in two (`_sharpest_cut`; 1 - the between-sides share). Null: groups of the same size
     with the same variance along each principal axis, spread uniformly in a box. A uniform
     spread is the least favourable unimodal one for this statistic (a symmetric unimodal law is
-    a uniform law scaled at random, so E|x|^2 <= 3/4 var x, with equality for the uniform), so
-    a cohort spread evenly along a mode (a range of sizes, say) is not taken for two groups.
-    The cut is searched the same way in `simulations` such groups.
-    -> {"shapes", "modes", "statistic", "null_mean", "p", "labels" (n,) 0/1}
+    a uniform law scaled at random, so (E|x|)^2 <= 3/4 var x, with equality for the uniform),
+    so a cohort spread evenly along a mode (a range of sizes, say) is not taken for two groups.
+    The cut is searched the same way in `simulations` such groups. A group of more than
+    SELECT_TEST_SHAPES shapes is tested on that many of them, drawn at random, and every shape
+    goes to the side of that sample's cut.
+    -> {"shapes", "tested", "modes", "statistic", "null_mean", "p", "labels" (n,) 0/1}
     """
     n, d = scores.shape
-    share, labels = _sharpest_cut(scores, seed=seed, min_side=min_side)
-    sd = scores.std(axis=0, ddof=1)
     rng = np.random.default_rng(seed)
-    null = np.array([_sharpest_cut(rng.uniform(-1.0, 1.0, (n, d)) * np.sqrt(3.0) * sd,
+    sample = (np.sort(rng.choice(n, SELECT_TEST_SHAPES, replace=False))
+              if n > SELECT_TEST_SHAPES else np.arange(n))
+    x = scores[sample]
+    share, direction, threshold = _sharpest_cut(x, seed=seed, min_side=min_side)
+    labels = ((scores - x.mean(axis=0)) @ direction > threshold).astype(int)
+    sd = x.std(axis=0, ddof=1)
+    null = np.array([_sharpest_cut(rng.uniform(-1.0, 1.0, x.shape) * np.sqrt(3.0) * sd,
                                    seed=seed + 1 + i, min_side=min_side)[0]
                      for i in range(simulations)])
-    return {"shapes": n, "modes": d, "statistic": share, "null_mean": float(null.mean()),
+    return {"shapes": n, "tested": len(x), "modes": d, "statistic": share,
+            "null_mean": float(null.mean()),
             "p": float((1 + np.count_nonzero(null <= share)) / (1 + simulations)),
             "labels": labels}
 
@@ -303,12 +316,12 @@ def choose_atlases(shapes: np.ndarray, max_clusters: int, *, seed: int,
 
     Start with the cohort as one group. Each group of at least SELECT_MIN_GROUP shapes is
     tested on its own principal scores (`principal_scores`, at most one mode per
-    SELECT_SHAPES_PER_MODE shapes; `bimodality_test`); while one
-    has p < alpha and there are fewer than max_clusters groups, the group with the smallest p
-    (then the sharpest cut) is split along its cut. shapes: (N, K, 3) in correspondence.
+    SELECT_SHAPES_PER_MODE shapes; `bimodality_test`). While one has p < alpha and there are
+    fewer than max_clusters groups, the group with the smallest p (then the sharpest cut) is
+    split along its cut. shapes: (N, K, 3) in correspondence.
     -> ({"chosen": M, "criterion": "bimodality", "alpha", "simulations", "min_group",
-    "tests": [{"shapes", "modes", "statistic", "null_mean", "p", "split"}]}, labels (N,) in
-    0..M-1)
+    "tests": [{"shapes", "tested", "modes", "statistic", "null_mean", "p", "split"}]}, labels
+    (N,) in 0..M-1)
     """
     n = len(shapes)
     groups, tests, done = [np.arange(n)], [], {}
@@ -323,6 +336,8 @@ def choose_atlases(shapes: np.ndarray, max_clusters: int, *, seed: int,
                 done[key] = bimodality_test(scores[:, 0], seed=seed, simulations=simulations)
                 done[key]["split"] = False
                 tests.append(done[key])
+                log.info("atlases: a group of %d shapes tested, p = %.2f", len(members),
+                         done[key]["p"])
         return done[key]
 
     while len(groups) < max_clusters:
