@@ -27,27 +27,26 @@ log = logging.getLogger(__name__)
 
 #: Each cluster needs at least this much membership (in shapes) for its β-VAE.
 MIN_CLUSTER_SHAPES = 3
-#: Share of variance kept by the principal subspace in which "auto" compares M (2 to 10 modes).
+#: Share of variance kept by the principal subspace in which M is chosen (2 to 10 modes).
 SELECT_VARIANCE = 0.9
 #: Random halvings of the cohort behind each M's prediction strength.
 SELECT_SPLITS = 50
-#: "auto" takes the largest M whose prediction strength reaches this. Tibshirani & Walther
+#: `prediction_strength` takes the largest M whose strength reaches this. Tibshirani & Walther
 #: suggest 0.8 to 0.9. At 0.8 the dilated LVs alone would be split in two (strength 0.83 to
-#: 0.88 at M = 2, seeds 0 to 2); the two-phenotype cohort reaches 0.94 to 0.96
-#: (bench/select_atlases.py).
+#: 0.88 at M = 2, seeds 0 to 2, on an earlier fit; bench/select_atlases.py).
 SELECT_THRESHOLD = 0.9
-#: "auto" splits a group in two when its sharpest cut is sharper than this share of the cuts
-#: of simulated groups without groups in them (`bimodality_test`): the test's p-value.
+#: "auto" splits a group in two when fewer than this share of simulated groups without groups
+#: in them have a cut as sharp as its sharpest: the p-value of `bimodality_test`.
 SELECT_ALPHA = 0.05
 #: Simulated groups behind each bimodality test; p-values come in steps of 1 / (this + 1).
 SELECT_SIMULATIONS = 99
-#: Only groups of at least this many shapes are tested, so no atlas of "auto" starts from
-#: fewer than half of them. In smaller groups a gap between a few shapes and the rest comes
-#: about without groups: the 20 healthy synthetic LVs, drawn from uniform parameters, show one
-#: between 9 and 11 of them (p = 0.02) that none of their parameters explains.
+#: Only groups of at least this many shapes are tested. In smaller groups a gap between some
+#: shapes and the rest comes about without groups: the 20 healthy synthetic LVs, drawn from
+#: uniform parameters, show one between 9 and 11 of them (p = 0.02 to 0.04) that none of their
+#: parameters explains (bench/select_atlases.py).
 SELECT_MIN_GROUP = 30
-#: A larger group is tested on this many of its shapes, drawn at random (about 10 s a test
-#: on the 2-core CPU; the test's time grows with the group).
+#: A larger group is tested on this many of its shapes, drawn at random, so that a test's
+#: time stops growing with the cohort.
 SELECT_TEST_SHAPES = 500
 #: A group is tested in at most one principal mode per this many shapes (2 to 10 modes). With
 #: about as many modes as shapes, some direction separates any group (12 Gaussian shapes in

@@ -43,7 +43,7 @@ a known answer, from bench/compare.py's shared networks and bench/mirrored_liver
   one about as often, so the clusters of two halves disagree;
 - BIC of Gaussian mixtures chose anything from 1 to 6 depending on the covariance type and the
   number of modes;
-- the gap statistic rewards cutting a long spread, the failure above in another form;
+- the gap statistic, a distortion criterion like k-means, chose 1 for the mirrored livers too;
 - the bimodality test chose 2 for the LV phenotypes and for the mirrored livers, recovering
   each exactly, and 1 for the livers, each liver group alone and each phenotype alone.
 
@@ -77,9 +77,9 @@ from shapeatlas.models.atlas import AtlasModel, Correspondence
 from shapeatlas.models.clustering import (
     MIN_CLUSTER_SHAPES,
     ClusterWarning,
+    choose_atlases,
     m_step,
     matched_energies,
-    choose_atlases,
     memberships,
     rigid_consensus,
     soft_cluster,
