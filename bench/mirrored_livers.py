@@ -88,7 +88,8 @@ def print_row(cohort: str, result: dict) -> None:
     print(f"| {cohort} | atlases chosen | bimodality tests | adjusted Rand index | fit (s) |")
     print("|---|---|---|---|---|")
     print(f"| {' + '.join(map(str, result['groups']))} | {result['atlases_chosen']} | {tests} | "
-          f"{result['adjusted_rand_index']:.3f} | {result['fit_s']:.0f} |")
+          f"{result['adjusted_rand_index']:.3f} | "
+          f"{'–' if result['fit_s'] is None else format(result['fit_s'], '.0f')} |")
 
 
 def main() -> None:
