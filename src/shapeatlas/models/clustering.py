@@ -308,16 +308,22 @@ def bimodality_test(scores: np.ndarray, *, seed: int, simulations: int = SELECT_
             "labels": labels}
 
 
+def group_scores(shapes: np.ndarray) -> np.ndarray:
+    """The principal scores (n, d) a group of shapes (n, K, 3) is tested on: those of
+    `principal_scores`, at most one mode per SELECT_SHAPES_PER_MODE shapes (2 to 10)."""
+    modes = max(2, min(10, len(shapes) // SELECT_SHAPES_PER_MODE))
+    return principal_scores(shapes, max_modes=modes)[:, 0]
+
+
 def choose_atlases(shapes: np.ndarray, max_clusters: int, *, seed: int,
                    alpha: float = SELECT_ALPHA, simulations: int = SELECT_SIMULATIONS
                    ) -> tuple[dict, np.ndarray]:
     """Choose M in 1..max_clusters by splitting groups in two while a split is significant.
 
     Start with the cohort as one group. Each group of at least SELECT_MIN_GROUP shapes is
-    tested on its own principal scores (`principal_scores`, at most one mode per
-    SELECT_SHAPES_PER_MODE shapes; `bimodality_test`). While one has p < alpha and there are
-    fewer than max_clusters groups, the group with the smallest p (then the sharpest cut) is
-    split along its cut. shapes: (N, K, 3) in correspondence.
+    tested on its own principal scores (`group_scores`, `bimodality_test`). While one has
+    p < alpha and there are fewer than max_clusters groups, the group with the smallest p
+    (then the sharpest cut) is split along its cut. shapes: (N, K, 3) in correspondence.
     -> ({"chosen": M, "criterion": "bimodality", "alpha", "simulations", "min_group",
     "tests": [{"shapes", "tested", "modes", "statistic", "null_mean", "p", "split"}]}, labels
     (N,) in 0..M-1)
@@ -330,9 +336,8 @@ def choose_atlases(shapes: np.ndarray, max_clusters: int, *, seed: int,
         if key not in done:
             done[key] = None
             if len(members) >= max(SELECT_MIN_GROUP, 2 * MIN_CLUSTER_SHAPES):
-                scores = principal_scores(shapes[members], max_modes=max(
-                    2, min(10, len(members) // SELECT_SHAPES_PER_MODE)))
-                done[key] = bimodality_test(scores[:, 0], seed=seed, simulations=simulations)
+                done[key] = bimodality_test(group_scores(shapes[members]), seed=seed,
+                                            simulations=simulations)
                 done[key]["split"] = False
                 tests.append(done[key])
                 log.info("atlases: a group of %d shapes tested, p = %.2f", len(members),

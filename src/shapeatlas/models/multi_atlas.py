@@ -211,8 +211,7 @@ class MultiAtlasModel(GenerativeMixin):
         # "auto" starts from the groups it found: k-means++ restarts could prefer a cut across
         # a long spread of one group to the valley between two
         clus = soft_cluster(aligned, n_atlases, temperature=cfg.clustering.temperature,
-                            restarts=cfg.clustering.restarts, seed=cfg.seed,
-                            init=groups if n_atlases > 1 else None)
+                            restarts=cfg.clustering.restarts, seed=cfg.seed, init=groups)
         r, pi, atlases, spread = clus.memberships, clus.weights, clus.atlases, clus.spread
         # transforms: each groomed mesh -> consensus frame (the base correspondences' transform
         # is the identity for training meshes)
