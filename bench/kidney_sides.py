@@ -31,31 +31,17 @@ import argparse
 import json
 import logging
 import shutil
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 from common import write_json
-from mirrored_livers import print_row, score_run
+from mirrored_livers import print_row, score_run, shapeatlas
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import adjusted_rand_score
 from sklearn.model_selection import cross_val_score
 
 from shapeatlas.models.clustering import principal_scores, rigid_consensus, soft_cluster
 from shapeatlas.runs.load import load_model
-
-log = logging.getLogger("kidney_sides")
-
-
-def shapeatlas(*args: str) -> float:
-    """Run one shapeatlas command; -> its wall time (s)."""
-    cmd = [sys.executable, "-m", "shapeatlas", "-q", *args]
-    log.info("%s", " ".join(cmd))
-    t0 = time.perf_counter()
-    subprocess.run(cmd, check=True)
-    return time.perf_counter() - t0
 
 
 def separability(run: Path, right: list[bool]) -> dict:

@@ -68,6 +68,15 @@ def make_cohort(livers: Path, out: Path, per_group: int, seed: int) -> list[str]
     return names
 
 
+def shapeatlas(*args: str) -> float:
+    """Run one shapeatlas command quietly, as a user would; -> its wall time (s)."""
+    cmd = [sys.executable, "-m", "shapeatlas", "-q", *args]
+    log.info("%s", " ".join(cmd))
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True)
+    return time.perf_counter() - t0
+
+
 def score_run(run: Path, names: list[str], truth: list[bool]) -> dict:
     """The atlases a finished `fit --atlases auto` run chose and how its training labels match
     the known groups (`truth`, one per name in `names`)."""
@@ -115,20 +124,14 @@ def main() -> None:
             shutil.rmtree(old, ignore_errors=True)
         shutil.copytree(first / "shared", run / "shared")
         shutil.copy2(first / "config.json", run / "config.json")
-        cmd = [sys.executable, "-m", "shapeatlas", "-q", "fit", str(groomed), "--out", str(run),
-               "--resume"]
+        fit_s = shapeatlas("fit", str(groomed), "--out", str(run), "--resume")
     else:
         if args.out.exists():
             shutil.rmtree(cohort, ignore_errors=True)
             for old in (run, run.with_name("run.partial")):
                 shutil.rmtree(old, ignore_errors=True)
         make_cohort(args.livers, cohort, args.per_group, args.seed)
-        cmd = [sys.executable, "-m", "shapeatlas", "-q", "fit", str(cohort), "--out", str(run),
-               "--atlases", "auto"]
-    log.info("%s", " ".join(cmd))
-    t0 = time.perf_counter()
-    subprocess.run(cmd, check=True)
-    fit_s = time.perf_counter() - t0
+        fit_s = shapeatlas("fit", str(cohort), "--out", str(run), "--atlases", "auto")
     names = [s["name"] for s in json.loads((groomed / "groom.json").read_text())["shapes"]]
     result = {"per_group": args.per_group, "seed": args.seed, "reuse_shared": args.reuse_shared,
               **score_run(run, names, [name.startswith("R_") for name in names]), "fit_s": fit_s}

@@ -41,10 +41,10 @@ from sklearn.mixture import GaussianMixture
 from shapeatlas.data.synthetic_lv import load_truth
 from shapeatlas.mesh.groom import load_groomed
 from shapeatlas.models.clustering import (
-    SELECT_SHAPES_PER_MODE,
     ClusterWarning,
     bimodality_test,
     choose_atlases,
+    group_scores,
     prediction_strength,
     principal_scores,
     rigid_consensus,
@@ -135,10 +135,11 @@ def main() -> None:
         ps = [prediction_strength(shapes, top, seed=s, temperature=TEMPERATURE,
                                   restarts=RESTARTS) for s in (0, 1, 2)]
         bimodal = [choose_atlases(shapes, top, seed=s) for s in (0, 1, 2)]
-        # the test of the whole set even where it is smaller than SELECT_MIN_GROUP
-        modes = max(2, min(10, len(shapes) // SELECT_SHAPES_PER_MODE))
-        whole = [bimodality_test(principal_scores(shapes, max_modes=modes)[:, 0], seed=s)["p"]
-                 for s in (0, 1, 2)]
+        # the test of the whole set: choose_atlases's first, or, in a set smaller than
+        # SELECT_MIN_GROUP, run here
+        whole = [sel["tests"][0]["p"] if sel["tests"]
+                 else bimodality_test(group_scores(shapes), seed=s)["p"]
+                 for s, (sel, _) in enumerate(bimodal)]
         rows.append({"set": name, "n": len(shapes), "answer": answer,
                      "bimodality": [{"seed": s, "chosen": sel["chosen"],
                                      "p": [t["p"] for t in sel["tests"]],
