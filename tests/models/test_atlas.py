@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
+import tempfile
 
 import numpy as np
 import pytest
 import torch
 from scipy.spatial.transform import Rotation
 
+from shapeatlas.data.prepared import PREPARED_NAME
 from shapeatlas.errors import MeshError, ShapeAtlasError
 from shapeatlas.mesh.core import Mesh
 from shapeatlas.models.atlas import AtlasModel
@@ -325,17 +327,47 @@ def test_resume_after_a_kill_gives_the_same_model(tiny_cohort, tiny_config, tmp_
         pass
 
     def kill_in_round_2(info):
-        if info["round"] == 2 and info["epoch"] == 2 and info["step"] == 1:
+        if info.get("round") == 2 and info.get("epoch") == 2 and info["step"] == 1:
             raise Killed
 
     with pytest.raises(Killed):
         AtlasModel(cfg).fit(meshes, run_dir=tmp_path / "cut", progress=kill_in_round_2)
     assert (tmp_path / "cut" / CHECKPOINT_NAME).is_file()
+    # The prepared shapes stay for the resumed fit, which reads them back, and go with the end.
+    assert len(list((tmp_path / "cut" / PREPARED_NAME).rglob("*.npz"))) == len(meshes)
+    assert not (tmp_path / "full" / PREPARED_NAME).exists()
     resumed = AtlasModel(cfg).fit(meshes, run_dir=tmp_path / "cut", resume=True)
+    assert not (tmp_path / "cut" / PREPARED_NAME).exists()
     np.testing.assert_allclose(resumed.atlas_vertices_, full.atlas_vertices_, atol=1e-9)
     for (k, v), (_, w) in zip(full.net_.state_dict().items(), resumed.net_.state_dict().items()):
         assert torch.equal(v, w), k
     assert [r["loss"] for r in resumed.history_] == [r["loss"] for r in full.history_]
+
+
+def test_a_fit_holds_the_graphs_of_one_step_not_the_cohorts(tiny_cohort, tiny_config,
+                                                            tmp_path, monkeypatch):
+    import gc
+
+    from shapeatlas.nn.rasm import GraphInput
+
+    _, meshes, _ = tiny_cohort
+    cfg = tiny_config.replace(training={"epochs": 1, "atlas_rounds": 2})
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    seen = {"graphs": 0, "prepared": set()}
+
+    def count(info):
+        if info["stage"] == "correspondence":
+            gc.collect()
+            live = sum(type(o) is GraphInput for o in gc.get_objects())
+            seen["graphs"] = max(seen["graphs"], live)
+            seen["prepared"] |= {p.name for p in tmp_path.glob("shapeatlas-prepared-*")}
+
+    AtlasModel(cfg).fit(meshes, progress=count)
+    # A step's batch and the atlas: not every shape of the cohort.
+    assert 0 < seen["graphs"] <= cfg.training.batch_size + 1 < len(meshes)
+    # The shapes were prepared into a temporary folder, removed at the end.
+    assert len(seen["prepared"]) == 1
+    assert list(tmp_path.glob("shapeatlas-prepared-*")) == []
 
 
 def test_nan_in_training_names_the_shape_and_keeps_the_checkpoint(tiny_cohort, tiny_config,

@@ -47,7 +47,7 @@ def test_joint_resume_restores_the_generator_too(tiny_cohort, tiny_config, tmp_p
         pass
 
     def kill(info):
-        if info["epoch"] == 2 and info["step"] == 1:
+        if info.get("epoch") == 2 and info["step"] == 1:
             raise Killed
 
     with pytest.raises(Killed):

@@ -545,20 +545,22 @@ def turn_degrees(turn: np.ndarray) -> float:
     return float(np.degrees(Rotation.from_matrix(turn[:3, :3]).magnitude()))
 
 
-def cohort_cap(meshes: Sequence[Mesh], reference: Mesh):
+def cohort_cap(meshes: Sequence[Mesh], reference: Mesh, *, at: int | None = None):
     """The cap outline that new shapes are turned to at `correspond` , or None.
 
     Kept only where the training shapes (aligned frame) already follow their caps: at least
     `CAP_COHORT_SHARE` of them have a flat cap like `reference`'s (one of them) and their
     median turn against it is under `CAP_CONSISTENT_DEG`, as after grooming with
     `cap_twist`. A cohort groomed without it keeps other turns, which a new shape turned to
-    the cap would not share. -> `CapReference` or None
+    the cap would not share. at: `reference`'s place in `meshes`, where it is one of them
+    (default: found by identity). -> `CapReference` or None
     """
 
     ref = CapReference.of(reference)
     if ref is None:
         return None
-    at = next((i for i, m in enumerate(meshes) if m is reference), None)
+    if at is None:
+        at = next((i for i, m in enumerate(meshes) if m is reference), None)
     turns = cohort_turns(meshes, ref, skip=at)
     if not covers_cohort(turns):
         return None

@@ -14,11 +14,12 @@ named, with its install command, only when `to_pyvista` is called without it.
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -338,10 +339,37 @@ def as_mesh(obj: Any, *, name: str | None = None) -> Mesh:
     return Mesh(vertices, faces, name=label, point_data=_vertex_arrays(arrays, n))
 
 
-def as_meshes(objs: Iterable[Any]) -> list[Mesh]:
+class MeshSequence(Sequence[Mesh]):
+    """A cohort read one mesh at a time (a groomed folder's files, a fit's prepared shapes),
+    so that a cohort of thousands never sits in memory at once: `seq[i]` reads the i-th mesh
+    each time it is asked for. Subclasses give `__len__`, `names` (each mesh's name, known
+    without reading it) and `_read(i)`."""
+
+    names: Sequence[str]
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def _read(self, i: int) -> Mesh:
+        raise NotImplementedError
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self._read(j) for j in range(len(self))[i]]
+        n = len(self)
+        j = operator.index(i)
+        if not -n <= j < n:
+            raise IndexError(f"mesh {i} of a cohort of {n}")
+        return self._read(j % n)
+
+
+def as_meshes(objs: Iterable[Any], *, lazy: bool = False) -> list[Mesh] | MeshSequence:
     """`as_mesh` of each item of a list; an item without a name of its own is called
     `mesh_000`, `mesh_001`... by its place. One mesh instead of a list is refused (pass
-    `[mesh]`)."""
+    `[mesh]`). lazy: a `MeshSequence` is returned as it is, to be read one mesh at a time
+    (else it is read into a list)."""
+    if lazy and isinstance(objs, MeshSequence):
+        return objs
     if isinstance(objs, Mesh) or hasattr(objs, "faces"):
         raise ShapeAtlasError(f"expected a list of meshes, got one {type(objs).__name__}: "
                               "pass [mesh]")

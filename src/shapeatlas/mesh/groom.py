@@ -56,7 +56,7 @@ from shapeatlas.mesh.cap import (
     turn_degrees,
 )
 from shapeatlas.mesh.checks import unusable
-from shapeatlas.mesh.core import Mesh
+from shapeatlas.mesh.core import Mesh, MeshSequence
 from shapeatlas.mesh.io import is_mesh_file, read_mesh, write_mesh
 from shapeatlas.mesh.labelmap import is_label_map_file
 from shapeatlas.mesh.limits import MAX_MESH_FILE_BYTES
@@ -1034,13 +1034,24 @@ MAX_MANIFEST_BYTES = 64 * 1024 * 1024
 MAX_GROOMED_BYTES = 2 * 1024**3
 
 
-def load_groomed(folder: str | Path) -> tuple[list[Mesh], dict]:
-    """The groomed meshes of a folder (in manifest order) and its manifest (`load_manifest`)."""
+class GroomedMeshes(MeshSequence):
+    """The meshes of a groomed folder, in manifest order, each read from its file when it is
+    asked for (`MeshSequence`)."""
+
+    def __init__(self, folder: str | Path, manifest: dict):
+        self.paths = [Path(folder) / s["output"] for s in manifest["shapes"]]
+        self.names = [str(p) for p in self.paths]  # as `read_mesh` names them
+
+    def _read(self, i: int) -> Mesh:
+        regular_file(self.paths[i], max_bytes=MAX_GROOMED_BYTES)
+        return read_mesh(self.paths[i])
+
+
+def load_groomed(folder: str | Path, *, lazy: bool = False
+                 ) -> tuple[list[Mesh] | GroomedMeshes, dict]:
+    """The groomed meshes of a folder (in manifest order) and its manifest (`load_manifest`).
+    lazy: a `GroomedMeshes`, which reads each file when it is asked for, instead of a list."""
 
     manifest = load_manifest(folder)
-    meshes = []
-    for s in manifest["shapes"]:
-        out = Path(folder) / s["output"]
-        regular_file(out, max_bytes=MAX_GROOMED_BYTES)
-        meshes.append(read_mesh(out))
-    return meshes, manifest
+    meshes = GroomedMeshes(folder, manifest)
+    return (meshes if lazy else list(meshes)), manifest

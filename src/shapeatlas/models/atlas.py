@@ -14,6 +14,8 @@ returns the corresponding points in the input's own frame.
 from __future__ import annotations
 
 import logging
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,14 +25,16 @@ import numpy as np
 import torch
 
 from shapeatlas import validate
+from shapeatlas.data.cache import DiskCache
+from shapeatlas.data.prepared import PREPARED_NAME, PreparedMeshes
 from shapeatlas.errors import ShapeAtlasError
 from shapeatlas.mesh.align import relaxed_rigid_step, similarity_fit
 from shapeatlas.mesh.cap import cohort_cap
 from shapeatlas.mesh.closest import closest_points_on_surface
 from shapeatlas.mesh.core import Mesh, as_meshes
 from shapeatlas.mesh.cpd import LowRankKernel, cpd_nonrigid, normalising_frame
+from shapeatlas.mesh.io import read_mesh
 from shapeatlas.mesh.projection import ProjectionReport
-from shapeatlas.mesh.remesh import even_out
 from shapeatlas.metrics.surface import point_set_distances
 from shapeatlas.models import inputs, persistence
 from shapeatlas.models.generative import GenerativeMixin, valid_atlas
@@ -65,6 +69,20 @@ SURFACE_CPD_MAX_POINTS = 6000
 
 MODEL_FORMAT = "shapeatlas-atlas-model"
 MODEL_VERSION = 1
+
+
+class _Graphs(Sequence):
+    """The network's view (`inputs.graph_input`) of each prepared shape, built when it is asked
+    for (about 5 ms for 2,000 vertices) and not kept, so that a fit holds one step's graphs."""
+
+    def __init__(self, meshes: Sequence[Mesh], make: Callable[[Mesh], Any]):
+        self.meshes, self.make = meshes, make
+
+    def __len__(self) -> int:
+        return len(self.meshes)
+
+    def __getitem__(self, i: int):
+        return self.make(self.meshes[i])
 
 
 def resolve_device(device: str) -> torch.device:
@@ -162,8 +180,12 @@ class AtlasModel(GenerativeMixin):
             dist: Dist = SINGLE) -> "AtlasModel":
         """Learn the atlas and the correspondence network from groomed (aligned) meshes.
 
+        The shapes are prepared once (edges evened out) into RUN_DIR/prepared, or a temporary
+        folder without `run_dir`, and read back one at a time (`data.prepared`), so that
+        memory does not grow with the cohort; the folder is removed when the fit is done.
         With `run_dir`, checkpoints and logs are written there and `resume=True` continues a
-        killed run from its last checkpoint. progress: called with a dict after every training
+        killed run from its last checkpoint. progress: called with a dict after each training
+        shape is prepared (stage "preparing"), after every training
         step (`training.loop.train`), after each training shape is matched for the generator
         (stage "matching") and every few β-VAE epochs (stage "generator",
         `VAEGenerator.fit`). sources: optional (original meshes, (4, 4) maps of
@@ -177,7 +199,7 @@ class AtlasModel(GenerativeMixin):
         the matching of the training shapes and the β-VAE are shared out; only the main process
         writes into `run_dir`. Every process ends with the same model.
         """
-        meshes = as_meshes(meshes)
+        meshes = as_meshes(meshes, lazy=True)
         cfg = self.config
         t0 = time.perf_counter()
         inputs.check_cohort(meshes, atlas_vertices=cfg.model.atlas_vertices)
@@ -188,27 +210,55 @@ class AtlasModel(GenerativeMixin):
             modes = cfg.model.ssm_modes
             raise ShapeAtlasError(f"ssm_modes {modes} needs more than {modes + 1} training "
                                   f"shapes, got {len(meshes)} (lower it, or 0: off)")
-        if cfg.model.even_edges:
-            # Flat parts that decimation left as a few large triangles get vertices, so that
-            # the Chamfer terms see them (`ModelConfig.even_edges`).
-            meshes = [even_out(m) for m in meshes]
         torch.manual_seed(cfg.seed)
         self.device_ = resolve_device(cfg.device)
         run = Path(run_dir) if run_dir is not None else None
         if run is not None:
             run.mkdir(parents=True, exist_ok=True)
+        # The shapes are prepared once into a folder and read back one at a time (memory
+        # bounded by the batch, `data.prepared`): the run's own while it runs (a resumed fit
+        # finds them there), else a temporary one.
+        folder = (run / PREPARED_NAME if run is not None
+                  else Path(tempfile.mkdtemp(prefix="shapeatlas-prepared-")))
+        try:
+            def prepared(done: int, total: int) -> None:
+                if progress:
+                    progress({"stage": "preparing", "step": done, "steps": total})
+
+            # Flat parts that decimation left as a few large triangles get vertices, so that
+            # the Chamfer terms see them (`ModelConfig.even_edges`).
+            self._fit_prepared(PreparedMeshes(meshes, DiskCache(folder),
+                                              even_edges=cfg.model.even_edges,
+                                              progress=prepared),
+                               run=run, resume=resume, progress=progress, sources=sources,
+                               dist=dist, t0=t0)
+        finally:
+            if run is None:
+                shutil.rmtree(folder, ignore_errors=True)
+        dist.barrier()  # every process is done with the prepared shapes
+        if run is not None and dist.is_main:
+            shutil.rmtree(folder, ignore_errors=True)
+        return self
+
+    def _fit_prepared(self, meshes: PreparedMeshes, *, run: Path | None, resume: bool,
+                      progress: Callable[[dict], None] | None,
+                      sources: tuple[Sequence[Mesh], Sequence[np.ndarray]] | None,
+                      dist: Dist, t0: float) -> None:
+        """`fit`'s work on the prepared shapes."""
+        cfg = self.config
         self.normalisation_ = inputs.Normalisation.fit(meshes,
                                                        whiten=cfg.model.normalisation == "whiten")
-        start, atlas0 = inputs.initial_atlas(meshes, init=cfg.model.atlas_init, seed=cfg.seed,
-                                             atlas_vertices=cfg.model.atlas_vertices,
-                                             even_edges=cfg.model.even_edges)
+        at = inputs.initial_shape_index(meshes, init=cfg.model.atlas_init, seed=cfg.seed)
+        start = meshes[at] if at is not None else read_mesh(cfg.model.atlas_init)
+        atlas0 = inputs.atlas_mesh_of(start, atlas_vertices=cfg.model.atlas_vertices,
+                                      even_edges=cfg.model.even_edges)
         log.info("initial atlas: %s (%s)", start.name, cfg.model.atlas_init)
         # The cap outline new shapes are turned to, where the training frame follows it.
-        self.cap_reference_ = cohort_cap(meshes, start)
+        self.cap_reference_ = cohort_cap(meshes, start, at=at)
         self.atlas_faces_ = np.asarray(atlas0.faces)
         self.atlas_init_name_ = start.name
-        shapes = [inputs.graph_input(m, self._norm_for(m), features=cfg.model.features,
-                                     device=self.device_) for m in meshes]
+        shapes = _Graphs(meshes, lambda m: inputs.graph_input(
+            m, self._norm_for(m), features=cfg.model.features, device=self.device_))
         self.net_ = self._new_net().to(self.device_)
         points0 = torch.as_tensor(self._norm_for(atlas0).to_model(atlas0.vertices),
                                   dtype=torch.float32, device=self.device_)
@@ -217,13 +267,14 @@ class AtlasModel(GenerativeMixin):
             emb = self._embed(atlas.graph)
             # The paper's plain attention, as in training, and its free pull (transport and
             # `refine_motion` are for the results). Each process refines its share of the
-            # shapes; their sum is reduced over the processes.
+            # shapes; their sum (float64, one shape at a time: memory bounded) is reduced
+            # over the processes.
             free = cfg.matching.replace(refine_motion="free")
-            refined = [self._match(atlas, shapes[i], atlas_emb=emb, match=free,
-                                   results=False)[1] for i in dist.shard(len(shapes))]
-            total = (torch.stack(refined).sum(dim=0) if refined
-                     else torch.zeros_like(atlas.graph.points))
-            return dist.sum_(total) / len(shapes)
+            total = torch.zeros_like(atlas.graph.points, dtype=torch.float64)
+            for i in dist.shard(len(shapes)):
+                total += self._match(atlas, shapes[i], atlas_emb=emb, match=free,
+                                     results=False)[1].double()
+            return (dist.sum_(total) / len(shapes)).to(atlas.graph.points.dtype)
 
         joint = (self._joint_generator(meshes, atlas0)
                  if cfg.generator.mode == "joint" else None)
@@ -278,7 +329,6 @@ class AtlasModel(GenerativeMixin):
                             progress=progress, dist=dist)
         self.generator_seconds_ = time.perf_counter() - t1
         self.fit_seconds_ = time.perf_counter() - t0
-        return self
 
     def _joint_generator(self, meshes: Sequence[Mesh], atlas0: Mesh) -> JointTerm:
         """The β-VAE trained inside the R-ASM steps (`generator.mode` "joint").

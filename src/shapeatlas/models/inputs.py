@@ -236,26 +236,34 @@ def check_cohort(meshes: Sequence[Mesh], *, atlas_vertices: int, min_shapes: int
             raise MeshError(m.name, "not a surface (Euler characteristic above 2)")
 
 
+def initial_shape_index(meshes: Sequence[Mesh], *, init: str, seed: int) -> int | None:
+    """Which training shape the atlas starts from: init "medoid" (`medoid_index`) or "random"
+    (drawn with `seed`); None for init a mesh path (not a training shape)."""
+    if init == "medoid":
+        return medoid_index(meshes)
+    if init == "random":
+        return int(np.random.default_rng(seed).integers(len(meshes)))
+    return None
+
+
+def atlas_mesh_of(start: Mesh, *, atlas_vertices: int, even_edges: bool = False) -> Mesh:
+    """The initial atlas: `start` remeshed to K vertices. even_edges: QSlim to about K with
+    flat parts keeping vertices (`remesh.decimate_even`), instead of a shortest-edge collapse
+    to K (which leaves a QSlim-groomed shape's flat cap a few large triangles)."""
+    if even_edges:
+        return decimate_even(start, target_vertices=atlas_vertices)
+    return decimate(start, target_vertices=atlas_vertices, method="uniform")
+
+
 def initial_atlas(meshes: Sequence[Mesh], *, init: str, seed: int,
                   atlas_vertices: int, even_edges: bool = False) -> tuple[Mesh, Mesh]:
-    """The canonical shape an atlas starts from, and its remeshing to K vertices.
-
-    init: "medoid", "random" (a training shape drawn with `seed`) or a mesh path.
-    even_edges: QSlim to about K with flat parts keeping vertices (`remesh.decimate_even`),
-    instead of a shortest-edge collapse to K (which leaves a QSlim-groomed shape's flat cap a
-    few large triangles).
+    """The canonical shape an atlas starts from (`initial_shape_index`; init a mesh path: that
+    mesh), and its remeshing to K vertices (`atlas_mesh_of`).
     -> (the chosen shape, the K-vertex atlas mesh)
     """
-
-    if init == "medoid":
-        start = meshes[medoid_index(meshes)]
-    elif init == "random":
-        start = meshes[int(np.random.default_rng(seed).integers(len(meshes)))]
-    else:
-        start = read_mesh(init)
-    if even_edges:
-        return start, decimate_even(start, target_vertices=atlas_vertices)
-    return start, decimate(start, target_vertices=atlas_vertices, method="uniform")
+    at = initial_shape_index(meshes, init=init, seed=seed)
+    start = meshes[at] if at is not None else read_mesh(init)
+    return start, atlas_mesh_of(start, atlas_vertices=atlas_vertices, even_edges=even_edges)
 
 
 #: A `correspond` input whose size differs from the cohort's by more than this factor is refused.

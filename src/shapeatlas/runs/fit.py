@@ -7,15 +7,15 @@ import logging
 import os
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable
 
 import numpy as np
 
 from shapeatlas.atomic import write_text_atomic
 from shapeatlas.errors import ShapeAtlasError
-from shapeatlas.mesh.core import Mesh
 from shapeatlas.mesh.groom import (
     MANIFEST_NAME,
+    GroomedMeshes,
     GroomOptions,
     groom_cohort,
     load_groomed,
@@ -40,14 +40,14 @@ log = logging.getLogger(__name__)
 
 def load_cohort(data_dir: str | Path, run_dir: Path, cfg: FitConfig,
                 progress: Callable | None = None, dist: Dist = SINGLE,
-                cache: str | Path | bool | None = True) -> tuple[list[Mesh], dict]:
+                cache: str | Path | bool | None = True) -> tuple[GroomedMeshes, dict]:
     """Meshes of a groomed folder, or groom a raw folder (recorded in RUN_DIR/groomed; by the
     main process, which alone writes, when there are several; through `cache`, as
     `groom_cohort`'s, so that a resumed fit reads its shapes back rather than grooming them
-    again)."""
+    again). The meshes are read from their files one at a time, when asked for."""
     data_dir = Path(data_dir)
     if (data_dir / MANIFEST_NAME).is_file():
-        meshes, manifest = load_groomed(data_dir)
+        meshes, manifest = load_groomed(data_dir, lazy=True)
         check_cohort_sizes(meshes, data_dir / MANIFEST_NAME, keep=cfg.grooming.keep_outliers)
         if dist.is_main:
             write_training_poses(run_dir, data_dir, manifest)
@@ -70,15 +70,15 @@ def load_cohort(data_dir: str | Path, run_dir: Path, cfg: FitConfig,
         return {"groom_options": result.manifest["options"], "failed": result.failed}
 
     groomed = dist.on_main(groom)
-    meshes, _ = load_groomed(out)
+    meshes, _ = load_groomed(out, lazy=True)
     return meshes, {"groomed_by_fit": True, "data": str(data_dir.resolve()), **groomed}
 
 
-def check_cohort_sizes(meshes: Sequence[Mesh], source: Path, *, keep: bool) -> None:
+def check_cohort_sizes(meshes: GroomedMeshes, source: Path, *, keep: bool) -> None:
     """Refuse a groomed cohort with shapes far from its median size (`units.size_outliers`:
     most likely saved in another unit), unless `keep` (then a warning)."""
 
-    outliers = size_outliers(meshes, names=[Path(m.name).name for m in meshes])
+    outliers = size_outliers(meshes, names=[Path(n).name for n in meshes.names])
     if not outliers:
         return
     what = "; ".join(o.message for o in outliers[:3]) + (
@@ -189,7 +189,7 @@ def _fit_in(data_dir: str | Path, run_dir: Path, cfg: FitConfig, *, resume: bool
     meshes, data_info = load_cohort(data_dir, run_dir, cfg, groom_progress, dist=dist,
                                     cache=cache)
     dist.agree("the training shapes (their names, vertices and faces)", content_digest(
-        [(m.name, (np.asarray(m.vertices), np.asarray(m.faces))) for m in meshes]))
+        (m.name, (np.asarray(m.vertices), np.asarray(m.faces))) for m in meshes))
     model_cls = (CPDPCAModel if cfg.method == "cpd-pca"
                  else AtlasModel if cfg.clustering.atlases == 1 else MultiAtlasModel)
     groomed_dir = run_dir / "groomed" if data_info["groomed_by_fit"] else Path(data_dir)
@@ -228,7 +228,7 @@ def _fit_in(data_dir: str | Path, run_dir: Path, cfg: FitConfig, *, resume: bool
         "devices": devices,
     }
     if isinstance(model, MultiAtlasModel):
-        names = [Path(m.name).stem for m in meshes]
+        names = [Path(n).stem for n in meshes.names]
         metrics["atlases"] = {
             "n_atlases": model.n_atlases_, "weights": model.weights_.tolist(),
             "selection": model.selection_, "cluster_seconds": model.cluster_seconds_,

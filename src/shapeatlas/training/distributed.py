@@ -33,7 +33,7 @@ import os
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -225,7 +225,7 @@ def session(dist: Dist, device: str,
         tdist.destroy_process_group()
 
 
-def content_digest(arrays: Sequence[tuple[str, Sequence[np.ndarray]]]) -> str:
+def content_digest(arrays: Iterable[tuple[str, Sequence[np.ndarray]]]) -> str:
     """A hash of named arrays (e.g. every training mesh's vertices and faces), to check that
     all processes hold the same data."""
     h = hashlib.sha256()
