@@ -353,13 +353,16 @@ def test_a_fit_holds_the_graphs_of_one_step_not_the_cohorts(tiny_cohort, tiny_co
     _, meshes, _ = tiny_cohort
     cfg = tiny_config.replace(training={"epochs": 1, "atlas_rounds": 2})
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    def live() -> int:
+        gc.collect()
+        return sum(type(o) is GraphInput for o in gc.get_objects())
+
+    before = live()  # those of other tests' models, still held
     seen = {"graphs": 0, "prepared": set()}
 
     def count(info):
         if info["stage"] == "correspondence":
-            gc.collect()
-            live = sum(type(o) is GraphInput for o in gc.get_objects())
-            seen["graphs"] = max(seen["graphs"], live)
+            seen["graphs"] = max(seen["graphs"], live() - before)
             seen["prepared"] |= {p.name for p in tmp_path.glob("shapeatlas-prepared-*")}
 
     AtlasModel(cfg).fit(meshes, progress=count)

@@ -21,7 +21,6 @@ are prepared. Their files are pickles too, which shapeatlas never loads.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
@@ -103,8 +102,3 @@ class PreparedMeshes(MeshSequence):
         entry = self._prepare(source)
         self.cache.put(self.keys[i], entry)
         return Mesh(entry.arrays["vertices"], entry.arrays["faces"], name=self.names[i])
-
-
-def prepared_folder(run_dir: str | Path | None) -> Path | None:
-    """Where a fit into `run_dir` keeps its prepared shapes (None: no run folder)."""
-    return None if run_dir is None else Path(run_dir) / PREPARED_NAME

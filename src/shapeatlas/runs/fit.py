@@ -107,7 +107,8 @@ def fit_run(data_dir: str | Path, run_dir: str | Path, cfg: FitConfig, *, resume
     and `resume=True` continues it. resume on a finished run returns its model.
     overwrite: replace a non-empty `run_dir` whole (else refused before any work).
     progress: called with a dict as the fit goes, each with "stage", "step" and "steps" (done
-    and total in that stage): "correspondence" (R-ASM training steps, with round, rounds,
+    and total in that stage): "preparing" (the training shapes, read once and kept on disk
+    for the fit), "correspondence" (R-ASM training steps, with round, rounds,
     epoch, epochs and loss), "matching" (the training shapes matched for the generator),
     "generator" (β-VAE epochs, with epoch, epochs and loss; with several atlases also atlas
     and atlases) and "registration" (CPD-PCA, with round and rounds).
