@@ -13,9 +13,10 @@ temporary folder. It reads each shape back (about a millisecond) whenever it is 
 so a fit holds only the shapes of the step it is on. A resumed fit finds the prepared shapes
 where it left them.
 
-Written here rather than with a dataset library: torch's `Dataset` and PyG's on-disk datasets
-cache tensors, which depend on the cohort's normalisation, known only after all the shapes
-are prepared. Their files are pickles too, which shapeatlas never loads.
+Written here rather than with a dataset library: torch's `Dataset` is only an interface, and
+PyG's datasets store the processed graphs, which here depend on the cohort's normalisation,
+known only after every shape is prepared. PyG's in-memory datasets also save `torch.save`
+pickles, which shapeatlas never loads.
 """
 
 from __future__ import annotations
