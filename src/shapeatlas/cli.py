@@ -74,8 +74,8 @@ class _Progress:
 class _FitProgress:
     """Adapter from a fit's per-step dicts (`shapeatlas.runs.fit.fit_run`'s `progress`) to one
     tqdm bar at a time: "preparing" over the training shapes, "round r/R, epoch e/E" over the
-    correspondence network's steps, "matching" over the training shapes, "β-VAE" over its epochs (per atlas for several),
-    "CPD round r/R" over the baseline's registrations."""
+    correspondence network's steps, "matching" over the training shapes, "β-VAE" over its
+    epochs (per atlas for several), "CPD round r/R" over the baseline's registrations."""
 
     def __init__(self, enabled: bool = True):
         self.enabled = enabled

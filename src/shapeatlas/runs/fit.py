@@ -189,8 +189,9 @@ def _fit_in(data_dir: str | Path, run_dir: Path, cfg: FitConfig, *, resume: bool
         write_text_atomic(cfg_path, cfg.to_json())
     meshes, data_info = load_cohort(data_dir, run_dir, cfg, groom_progress, dist=dist,
                                     cache=cache)
-    dist.agree("the training shapes (their names, vertices and faces)", content_digest(
-        (m.name, (np.asarray(m.vertices), np.asarray(m.faces))) for m in meshes))
+    if dist.active:  # (a pass over every file: only where there are processes to compare)
+        dist.agree("the training shapes (their names, vertices and faces)", content_digest(
+            (m.name, (np.asarray(m.vertices), np.asarray(m.faces))) for m in meshes))
     model_cls = (CPDPCAModel if cfg.method == "cpd-pca"
                  else AtlasModel if cfg.clustering.atlases == 1 else MultiAtlasModel)
     groomed_dir = run_dir / "groomed" if data_info["groomed_by_fit"] else Path(data_dir)
